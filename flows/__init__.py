@@ -1,0 +1,1 @@
+"""Prefect flows and the `drillbook` command line; they import tasks/, never the reverse."""

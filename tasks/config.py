@@ -1,0 +1,244 @@
+"""The catalogue: which databases drillbook drills, and what "recoverable" means for each.
+
+One TOML file (``drillbook.toml`` by default) validated into one typed model.
+Credentials never live here: litestream and boto3 read the standard AWS
+environment variables and profiles.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from tasks.errors import ConfigError
+
+DEFAULT_CATALOGUE = "drillbook.toml"
+CATALOGUE_ENV = "DRILLBOOK_CONFIG"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+DURATION_HINT = 'a number of seconds or a string like "90s", "5m", "1h"'
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from 90, 90.5, "90", "90s", "5m", "1h", "1d"."""
+    if isinstance(value, bool):
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    else:
+        raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
+    if seconds <= 0:
+        raise ValueError(f"must be more than zero, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+_SECRET_PARAM = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+
+def redact_url(url: str) -> str:
+    """The replica URL with any credential-looking query value replaced."""
+    parts = urlsplit(url)
+    query = [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "REDACTED@" + netloc.rsplit("@", 1)[1]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
+
+
+class DatabaseEntry(BaseModel):
+    """One database under drill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Short unique name: letters, digits, '-', '_', '.'; used in paths and reports.")
+    replica: str = Field(
+        description="Replica URL as litestream takes it: s3://bucket/path?endpoint=...&region=...&forcePathStyle=true, or file:///path."
+    )
+    rto_target: Duration = Field(description="Longest acceptable time from 'start recovering' to 'the application works on the copy'.")
+    rpo_target: Duration = Field(description="Largest acceptable age of the newest change held by the replica.")
+    schema_version: int | str | None = Field(
+        default=None, description="Expected schema version of the restored copy (compared with schema_version_query's result)."
+    )
+    schema_version_query: str = Field(
+        default="PRAGMA user_version",
+        description="SQL returning one value: the schema version (e.g. SELECT max(version) FROM schema_migrations).",
+    )
+    live_path: str | None = Field(default=None, description="The live database file: drillbook refuses to restore onto or near it.")
+    restore_timeout: Duration = Field(default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag.")
+    inspect_timeout: Duration = Field(default=60.0, le=3600, description="Seconds allowed for listing the replica.")
+    tags: list[str] = Field(default_factory=list, description="Free labels for selecting databases (nightly --tag).")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(f"use letters, digits, '-', '_' or '.', at most 63 characters (got {value!r})")
+        return value
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "s3":
+            if not parts.netloc or not parts.path.strip("/"):
+                raise ValueError(f"an s3 replica needs a bucket and a path, like s3://bucket/app.db (got {value!r})")
+        elif parts.scheme == "file":
+            if not parts.path:
+                raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {value!r})")
+        else:
+            raise ValueError(f"use an s3:// or file:// replica URL (got {value!r})")
+        return value
+
+    @property
+    def replica_redacted(self) -> str:
+        return redact_url(self.replica)
+
+    def public(self) -> dict[str, Any]:
+        """The entry as evidence: everything but anything secret-looking."""
+        data = self.model_dump(mode="json")
+        data["replica"] = self.replica_redacted
+        return data
+
+
+class Settings(BaseModel):
+    """The [drillbook] table: where drills put their files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence_dir: str = Field(default="drill-evidence", description="Evidence bundles (JSON), one per drill; relative to the catalogue.")
+    scratch_dir: str = Field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "drillbook-scratch"),
+        description="Where restored copies are made; relative paths are relative to the catalogue.",
+    )
+    keep_failed: int = Field(default=3, ge=0, le=100, description="Restored copies kept per database after a failed drill, for triage.")
+
+
+class Catalogue(BaseModel):
+    """The whole drillbook.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drillbook: Settings = Field(default_factory=Settings)
+    database: list[DatabaseEntry] = Field(default_factory=list)
+    path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Catalogue":
+        seen: set[str] = set()
+        for index, entry in enumerate(self.database):
+            if entry.name in seen:
+                raise ValueError(f"database[{index}] name {entry.name!r} is used twice; names must be unique")
+            seen.add(entry.name)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.resolve(self.drillbook.evidence_dir)
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.resolve(self.drillbook.scratch_dir)
+
+    def get(self, name: str) -> DatabaseEntry:
+        for entry in self.database:
+            if entry.name == name:
+                return entry
+        known = ", ".join(e.name for e in self.database) or "none"
+        raise ConfigError(
+            f"{self.path or 'catalogue'}: no database named {name!r} (known: {known})",
+            path=str(self.path) if self.path else None,
+            entry=name,
+        )
+
+
+def catalogue_path(path: str | os.PathLike[str] | None = None) -> Path:
+    return Path(path or os.environ.get(CATALOGUE_ENV) or DEFAULT_CATALOGUE)
+
+
+def _describe_location(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str | None, str]:
+    """('orders' or 'database[2]', 'rto_target') from a pydantic error location."""
+    if len(loc) >= 2 and loc[0] == "database" and isinstance(loc[1], int):
+        entries = data.get("database") or []
+        entry_name = None
+        if loc[1] < len(entries) and isinstance(entries[loc[1]], dict):
+            entry_name = entries[loc[1]].get("name")
+        entry = f"database[{loc[1]}]" + (f" {entry_name!r}" if entry_name else "")
+        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+        return entry, field
+    return None, ".".join(str(p) for p in loc) or "(file)"
+
+
+def _check_guards(catalogue: Catalogue, source: Path) -> None:
+    scratch = catalogue.scratch_dir.resolve()
+    for index, entry in enumerate(catalogue.database):
+        if not entry.live_path:
+            continue
+        live = Path(entry.live_path).expanduser().resolve()
+        if live == scratch or live.is_relative_to(scratch):
+            raise ConfigError(
+                f"{source}: database[{index}] {entry.name!r}: field live_path: {live} lies inside the scratch_dir {scratch}; "
+                "drillbook creates and deletes files there. Point [drillbook] scratch_dir somewhere else.",
+                path=str(source),
+                entry=entry.name,
+                field="live_path",
+            )
+
+
+def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
+    """Read and validate a catalogue; every problem is a ConfigError naming file, entry and field."""
+    source = catalogue_path(path)
+    try:
+        raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH.", path=str(source)
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the catalogue: {exc.strerror}", path=str(source)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}", path=str(source)) from None
+    try:
+        catalogue = Catalogue.model_validate({**data, "path": source.resolve()})
+    except ValidationError as exc:
+        problems = []
+        first_entry = first_field = None
+        for error in exc.errors():
+            entry, field = _describe_location(data, tuple(error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (check the spelling; see README, 'Catalogue')"
+            elif error["type"] == "missing":
+                message = "required field is missing"
+            where = f"{entry}: " if entry else ""
+            problems.append(f"{where}field {field}: {message}")
+            first_entry = first_entry or entry
+            first_field = first_field or field
+        detail = "\n  ".join(problems)
+        raise ConfigError(f"{source}: invalid catalogue:\n  {detail}", path=str(source), entry=first_entry, field=first_field) from None
+    if not catalogue.database:
+        raise ConfigError(f"{source}: no [[database]] entries; add one (see README, 'Catalogue').", path=str(source))
+    _check_guards(catalogue, source)
+    return catalogue

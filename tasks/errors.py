@@ -1,0 +1,51 @@
+"""Every error drillbook raises on purpose.
+
+    DrillbookError                 base: anything drillbook itself reports
+    ├── ConfigError                the catalogue (or a suite file) is not usable
+    ├── LiveDatabaseGuard          a restore would touch the live database
+    ├── ToolMissing                a required program (litestream) is not installed
+    └── DrillFailed                the drill ran and did not PASS (carries the result)
+
+A drill that runs and finds the database unrecoverable is not an exception in
+the library: the step results say so, and the verdict names the failure mode.
+These exceptions are for the cases where the drill cannot run, and for the
+flow's final state after the verdict, evidence and report are done. The CLI
+turns them into messages and exit codes; the library never exits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DrillbookError(Exception):
+    """Base class: a message an operator can act on."""
+
+
+class ConfigError(DrillbookError):
+    """The catalogue is not usable; the message names file, entry and field."""
+
+    def __init__(self, message: str, *, path: str | None = None, entry: str | None = None, field: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.entry = entry
+        self.field = field
+
+
+class LiveDatabaseGuard(DrillbookError):
+    """A scratch or output path is, or contains, a live database path."""
+
+
+class ToolMissing(DrillbookError):
+    """A program the drill needs is not installed or not executable."""
+
+
+class DrillFailed(DrillbookError):
+    """The drill finished with FAIL or ERROR; `result` is the whole DrillResult."""
+
+    def __init__(self, result: Any):
+        verdict = getattr(result, "verdict", "?")
+        mode = getattr(result, "failure_mode", None)
+        name = getattr(result, "database", "?")
+        super().__init__(f"drill of {name!r}: {verdict}" + (f" ({mode})" if mode else ""))
+        self.result = result

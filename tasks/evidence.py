@@ -1,0 +1,48 @@
+"""Step 7: the evidence bundle, one JSON file per drill, written so a crash never leaves half a file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from tasks.verdict import DrillResult
+
+
+def bundle_path(evidence_dir: Path, result: DrillResult) -> Path:
+    stamp = result.started_at.strftime("%Y%m%dT%H%M%SZ")
+    return evidence_dir / result.database / f"{stamp}-{result.drill_id}.json"
+
+
+def write_bundle(result: DrillResult, evidence_dir: Path) -> Path:
+    """Write the bundle atomically; if `evidence_dir` is unusable, fall back to the temp dir and say so."""
+    try:
+        return _write(bundle_path(evidence_dir, result), result)
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / "drillbook-evidence"
+        result.notes.append(f"evidence could not be written to {evidence_dir} ({exc.strerror}); written to {fallback} instead")
+        return _write(bundle_path(fallback, result), result)
+
+
+def _write(path: Path, result: DrillResult) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    result.evidence = str(path)
+    payload = json.dumps({"drillbook_evidence": 1, **result.model_dump(mode="json")}, indent=2, sort_keys=False)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            out.write(payload + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_bundle(path: Path) -> DrillResult:
+    data = json.loads(Path(path).read_text())
+    data.pop("drillbook_evidence", None)
+    return DrillResult.model_validate(data)

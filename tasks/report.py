@@ -1,0 +1,111 @@
+"""Step 8: rendering a drill result for people. Pure: rendering never sends anything."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from tasks.steps import Status
+from tasks.verdict import DrillResult, Verdict
+
+_COLOURS = {Verdict.PASS: "green", Verdict.FAIL: "red", Verdict.ERROR: "yellow"}
+_STATUS_MARK = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "skipped", Status.ERROR: "ERROR"}
+
+
+def seconds_text(value: float | None) -> str:
+    """3.2s, 4m 05s, 1h 02m; '-' when unknown."""
+    if value is None:
+        return "-"
+    if value < 60:
+        return f"{value:.1f}s" if value < 10 else f"{value:.0f}s"
+    minutes, secs = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def measure_line(label: str, measured: float | None, target: float) -> str:
+    """'RTO 12.3s (target 5m 00s, 4m 48s to spare)' or '... 3.0s over'."""
+    if measured is None:
+        return f"{label} not measured (target {seconds_text(target)})"
+    delta = target - measured
+    relation = f"{seconds_text(delta)} to spare" if delta >= 0 else f"{seconds_text(-delta)} over"
+    return f"{label} {seconds_text(measured)} (target {seconds_text(target)}, {relation})"
+
+
+def headline(result: DrillResult) -> str:
+    """One line that says it all (Slack's fallback text, logs, the terminal title)."""
+    release = f" after {result.release}" if result.release else ""
+    if result.verdict == Verdict.PASS:
+        return (
+            f"PASS {result.database}{release}: restorable in {seconds_text(result.rto_seconds)} "
+            f"(RTO target {seconds_text(result.rto_target_seconds)}), replica {seconds_text(result.rpo_seconds)} behind "
+            f"(RPO target {seconds_text(result.rpo_target_seconds)})"
+        )
+    mode = result.failure_mode.value if result.failure_mode else "unknown"
+    return f"{result.verdict.value} {result.database}{release}: {mode}: {result.findings[0].detail if result.findings else ''}".rstrip(": ")
+
+
+def render_terminal(result: DrillResult) -> Panel:
+    colour = _COLOURS[result.verdict]
+    lines = [
+        Text(headline(result), style=f"bold {colour}"),
+        Text(measure_line("RTO", result.rto_seconds, result.rto_target_seconds)),
+        Text(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds)),
+    ]
+    phases = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    phases.add_column("phase")
+    phases.add_column("status")
+    phases.add_column("seconds", justify="right")
+    phases.add_column("detail", overflow="fold")
+    for name, phase in result.phases.items():
+        style = {Status.FAILED: "red", Status.ERROR: "yellow"}.get(phase.status, "")
+        phases.add_row(name, Text(_STATUS_MARK[phase.status], style=style), f"{phase.seconds:.2f}", phase.summary)
+    parts: list = [*lines, Text(""), phases]
+    if result.verdict != Verdict.PASS:
+        parts.append(Text(""))
+        for finding in result.findings:
+            parts.append(Text(f"- {finding.mode.value}: {finding.detail}", style=colour))
+        if result.action:
+            parts.append(Text(f"Next: {result.action}", style="bold"))
+    tail = []
+    if result.scratch_kept:
+        tail.append(f"restored copy kept for triage: {result.scratch_kept}")
+    if result.evidence:
+        tail.append(f"evidence: {result.evidence}")
+    tail.extend(result.notes)
+    if tail:
+        parts.append(Text(""))
+        parts.extend(Text(line, style="dim") for line in tail)
+    title = f"drillbook · {result.database}" + (f" · {result.release}" if result.release else "")
+    return Panel(Group(*parts), title=title, border_style=colour, expand=False)
+
+
+def render_markdown(result: DrillResult) -> str:
+    """The same summary as Markdown (Prefect artifact)."""
+    out = [
+        f"## {result.verdict.value}: `{result.database}`" + (f" after `{result.release}`" if result.release else ""),
+        "",
+        f"- **{measure_line('RTO', result.rto_seconds, result.rto_target_seconds)}**",
+        f"- **{measure_line('RPO', result.rpo_seconds, result.rpo_target_seconds)}**",
+    ]
+    if result.failure_mode:
+        out.append(f"- **Failure mode:** {result.failure_mode.value}")
+        out.append(f"- **Next:** {result.action}")
+    out += ["", "| phase | status | seconds | detail |", "|---|---|---:|---|"]
+    for name, phase in result.phases.items():
+        detail = phase.summary.replace("|", "\\|").replace("\n", " ")
+        out.append(f"| {name} | {_STATUS_MARK[phase.status]} | {phase.seconds:.2f} | {detail} |")
+    if len(result.findings) > 1 or (result.findings and result.verdict != Verdict.PASS):
+        out += ["", "### Findings", ""]
+        out += [f"- **{f.mode.value}**: {f.detail}" for f in result.findings]
+    out.append("")
+    if result.scratch_kept:
+        out.append(f"Restored copy kept for triage: `{result.scratch_kept}`  ")
+    if result.evidence:
+        out.append(f"Evidence bundle: `{result.evidence}`  ")
+    out += [f"{note}  " for note in result.notes]
+    return "\n".join(out).rstrip() + "\n"

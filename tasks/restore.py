@@ -1,0 +1,141 @@
+"""Step 2: `litestream restore -json` into a fresh scratch directory, timed.
+
+Never `-if-replica-exists` (it turns "no backup" into success) and never
+`-force` (we only ever restore into a directory we just created).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import time
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import Field
+
+from tasks.config import DatabaseEntry
+from tasks.errors import LiveDatabaseGuard, ToolMissing
+from tasks.litestream import CommandRecord, run_litestream
+from tasks.replica import ReplicaState
+from tasks.steps import Status, StepResult
+
+KEPT_MARKER = ".drillbook-kept"
+
+
+class RestoreProblem(StrEnum):
+    FAILED = "failed"  # litestream exited non-zero
+    TIMEOUT = "timeout"
+    NO_OUTPUT = "no_output"  # exit 0 but no database file
+    TOOL_MISSING = "tool_missing"
+    DISK_FULL = "disk_full"
+    GUARD = "guard"  # refused: the live database is in the way
+
+
+class RestoreResult(StepResult):
+    """The restored copy, modelled on litestream's own `restore -json` fields."""
+
+    path: str | None = None
+    scratch_dir: str | None = None
+    txid: str | None = None
+    duration_ms: int | None = Field(default=None, description="litestream's own measure of the restore.")
+    litestream: dict | None = Field(default=None, description="litestream's JSON summary, as printed.")
+    problem: RestoreProblem | None = None
+    command: CommandRecord | None = None
+
+
+def is_within(path: Path, container: Path) -> bool:
+    path, container = path.resolve(), container.resolve()
+    return path == container or path.is_relative_to(container)
+
+
+def guard_live(entry: DatabaseEntry, *paths: Path) -> None:
+    """Refuse any path that is, or contains, the live database (or its sidecars)."""
+    if not entry.live_path:
+        return
+    live = Path(entry.live_path).expanduser().resolve()
+    for path in paths:
+        resolved = path.resolve()
+        same_file = resolved.exists() and live.exists() and os.path.samefile(resolved, live)
+        if same_file or is_within(live, resolved) or resolved.name.startswith(live.name) and resolved.parent == live.parent:
+            raise LiveDatabaseGuard(
+                f"refusing to restore {entry.name!r} to {resolved}: it is, or contains, the live database {live}. "
+                "Set [drillbook] scratch_dir to a directory that holds no live database."
+            )
+
+
+def make_scratch(root: Path, entry: DatabaseEntry, drill_id: str) -> Path:
+    """A new, empty directory for this drill alone (concurrent drills never share one)."""
+    base = root / entry.name
+    guard_live(entry, root, base)
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    scratch = base / f"{stamp}-{drill_id}"
+    scratch.mkdir(mode=0o700)  # fails if it exists: never reuse a directory
+    guard_live(entry, scratch)
+    return scratch
+
+
+def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -> RestoreResult:
+    """Restore the newest position of the replica into `scratch`."""
+    if not replica.ok:
+        return RestoreResult.skipped("not attempted: the replica inspection did not pass")
+    output = scratch / f"{entry.name}.db"
+    try:
+        guard_live(entry, scratch, output)
+    except LiveDatabaseGuard as exc:
+        return RestoreResult(status=Status.ERROR, problem=RestoreProblem.GUARD, summary=str(exc), scratch_dir=str(scratch))
+    started = time.monotonic()
+    try:
+        command = run_litestream(["restore", "-json", "-o", str(output), entry.replica], timeout=entry.restore_timeout)
+    except ToolMissing as exc:
+        return RestoreResult(status=Status.ERROR, problem=RestoreProblem.TOOL_MISSING, summary=str(exc), scratch_dir=str(scratch))
+    seconds = round(time.monotonic() - started, 3)
+    common = dict(seconds=seconds, command=command, scratch_dir=str(scratch))
+    if command.timed_out:
+        return RestoreResult(
+            status=Status.FAILED,
+            problem=RestoreProblem.TIMEOUT,
+            summary=f"restore did not finish within {entry.restore_timeout:g}s and was killed",
+            **common,
+        )
+    if not command.ok:
+        if _disk_full(scratch):
+            return RestoreResult(
+                status=Status.ERROR,
+                problem=RestoreProblem.DISK_FULL,
+                summary=f"the scratch disk is full ({scratch}): free space there or set [drillbook] scratch_dir",
+                **common,
+            )
+        return RestoreResult(
+            status=Status.FAILED,
+            problem=RestoreProblem.FAILED,
+            summary=f"litestream restore exited {command.exit_code}: {command.stderr_tail(300)}",
+            **common,
+        )
+    try:
+        summary = json.loads(command.stdout)
+    except ValueError:
+        summary = None
+    if not output.is_file():
+        return RestoreResult(status=Status.FAILED, problem=RestoreProblem.NO_OUTPUT, summary="litestream reported success but wrote no database", litestream=summary, **common)
+    txid = (summary or {}).get("txid")
+    return RestoreResult(
+        status=Status.PASSED,
+        path=str(output),
+        txid=txid,
+        duration_ms=(summary or {}).get("duration_ms"),
+        litestream=summary,
+        summary=f"restored TXID {txid} in {seconds:.2f}s ({output.stat().st_size:,} bytes)",
+        **common,
+    )
+
+
+def _disk_full(path: Path, floor: int = 1 << 20) -> bool:
+    try:
+        return shutil.disk_usage(path).free < floor
+    except OSError as exc:
+        return exc.errno == errno.ENOSPC

@@ -1,0 +1,36 @@
+"""What every step returns: a status, its seconds, and a one-line summary."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Self
+
+from pydantic import BaseModel
+
+
+class Status(StrEnum):
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    ERROR = "error"  # the step itself could not run
+
+
+class StepResult(BaseModel):
+    """Base of every step's result; subclasses give every other field a default."""
+
+    status: Status = Status.SKIPPED
+    seconds: float = 0.0
+    summary: str = ""
+
+    @classmethod
+    def crashed(cls, exc: BaseException) -> Self:
+        """The result of a step whose task raised: the drill goes on to its verdict."""
+        return cls(status=Status.ERROR, summary=f"step crashed: {type(exc).__name__}: {exc}")
+
+    @classmethod
+    def skipped(cls, why: str) -> Self:
+        return cls(status=Status.SKIPPED, summary=why)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == Status.PASSED

@@ -1,0 +1,215 @@
+"""Step 6: the verdict, a pure function of the step results and the targets.
+
+RTO (measured) = restore + integrity + smoke: from "we start recovering" to
+"the application works on the copy". RPO (measured) = drill start minus the
+time of the newest change the replica holds.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from tasks.config import DatabaseEntry
+from tasks.integrity import IntegrityReport
+from tasks.replica import ReplicaProblem, ReplicaState
+from tasks.restore import RestoreProblem, RestoreResult
+from tasks.steps import Status, StepResult
+
+
+class Verdict(StrEnum):
+    PASS = "PASS"
+    FAIL = "FAIL"
+    ERROR = "ERROR"
+
+
+class FailureMode(StrEnum):
+    """Names from the operator's vocabulary (domain.md), most fundamental first."""
+
+    DRILL_ERROR = "drill error"
+    NO_BACKUP = "no backup"
+    OBJECT_STORAGE = "object storage failure"
+    RESTORE_FAILURE = "restore failure"
+    INTEGRITY = "integrity failure"
+    SIDECAR = "sidecar file mismatch"
+    SCHEMA = "schema mismatch"
+    SMOKE = "smoke test"
+    EXPECTATIONS = "data expectations"
+    RESTORE_LAG = "restore lag"
+    REPLICA_LAG = "replica lag"
+
+
+ACTIONS: dict[FailureMode, str] = {
+    FailureMode.DRILL_ERROR: "Fix what the drill reports (installation, configuration, scratch disk), then run the drill again.",
+    FailureMode.NO_BACKUP: "There is nothing to restore: start `litestream replicate` for this database and confirm the replica URL.",
+    FailureMode.OBJECT_STORAGE: "Check the endpoint, bucket and credentials; switch credentials or destination and re-send.",
+    FailureMode.RESTORE_FAILURE: "Keep litestream's stderr; list the replica with `litestream ltx` and restore an earlier -txid to find the last good point.",
+    FailureMode.INTEGRITY: "Keep the restored copy for triage; run PRAGMA integrity_check on the primary and restore an earlier point to compare.",
+    FailureMode.SIDECAR: "Go back to the backup API / the official restore path; never copy a database file without its sidecars.",
+    FailureMode.SCHEMA: "The replica does not carry the expected migration: check replication after the deploy and hold the release.",
+    FailureMode.SMOKE: "The application does not work on the restored copy: fix the failing check before relying on this backup.",
+    FailureMode.EXPECTATIONS: "The restored data breaks its expectations: check the last migration and the data before relying on this backup.",
+    FailureMode.RESTORE_LAG: "Trigger a snapshot / compaction to shrink the LTX backlog and rehearse the restore; if restores keep exceeding the RTO, plan a server database.",
+    FailureMode.REPLICA_LAG: "Replication is behind (RPO growing): check litestream on the primary, its credentials and network; lower the write rate.",
+}
+
+_REPLICA_MODES = {
+    ReplicaProblem.EMPTY: FailureMode.NO_BACKUP,
+    ReplicaProblem.MISSING: FailureMode.NO_BACKUP,
+    ReplicaProblem.ACCESS_DENIED: FailureMode.OBJECT_STORAGE,
+    ReplicaProblem.UNREACHABLE: FailureMode.OBJECT_STORAGE,
+    ReplicaProblem.STORAGE_ERROR: FailureMode.OBJECT_STORAGE,
+    ReplicaProblem.TIMEOUT: FailureMode.OBJECT_STORAGE,
+}
+
+
+class Phase(BaseModel):
+    status: Status
+    seconds: float
+    summary: str = ""
+
+
+class Finding(BaseModel):
+    mode: FailureMode
+    detail: str
+
+
+class DrillResult(BaseModel):
+    """Everything a drill found; the evidence bundle is this, as JSON."""
+
+    drill_id: str
+    database: str
+    release: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    verdict: Verdict
+    failure_mode: FailureMode | None = None
+    action: str | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    rto_seconds: float | None = None
+    rto_target_seconds: float
+    rpo_seconds: float | None = None
+    rpo_target_seconds: float
+    phases: dict[str, Phase] = Field(default_factory=dict)
+    entry: dict[str, Any] = Field(default_factory=dict, description="The catalogue entry, secrets redacted.")
+    replica: ReplicaState | None = None
+    restore: RestoreResult | None = None
+    integrity: IntegrityReport | None = None
+    evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
+    scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
+    flow_run_url: str | None = None
+    notes: list[str] = Field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == Verdict.PASS
+
+    @property
+    def exit_code(self) -> int:
+        return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 2}[self.verdict]
+
+    def summary(self) -> dict[str, Any]:
+        """The stable, machine-readable core (`drillbook run --json`)."""
+        return {
+            "database": self.database,
+            "drill_id": self.drill_id,
+            "release": self.release,
+            "verdict": self.verdict.value,
+            "failure_mode": self.failure_mode.value if self.failure_mode else None,
+            "action": self.action,
+            "findings": [f.model_dump(mode="json") for f in self.findings],
+            "rto_seconds": self.rto_seconds,
+            "rto_target_seconds": self.rto_target_seconds,
+            "rpo_seconds": self.rpo_seconds,
+            "rpo_target_seconds": self.rpo_target_seconds,
+            "phases": {name: phase.model_dump(mode="json") for name, phase in self.phases.items()},
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "evidence": self.evidence,
+            "scratch_kept": self.scratch_kept,
+        }
+
+
+def _phase(step: StepResult) -> Phase:
+    return Phase(status=step.status, seconds=step.seconds, summary=step.summary)
+
+
+def judge(
+    entry: DatabaseEntry,
+    *,
+    drill_id: str,
+    started_at: datetime,
+    finished_at: datetime,
+    replica: ReplicaState,
+    restore: RestoreResult,
+    integrity: IntegrityReport,
+    release: str | None = None,
+) -> DrillResult:
+    """PASS only when every step passed and both measurements are inside their targets."""
+    steps: dict[str, StepResult] = {"replica": replica, "restore": restore, "integrity": integrity}
+    findings: list[Finding] = []
+    errors: list[str] = []
+
+    for name, step in steps.items():
+        if step.status == Status.ERROR:
+            errors.append(f"{name}: {step.summary}")
+
+    if replica.status == Status.FAILED:
+        findings.append(Finding(mode=_REPLICA_MODES.get(replica.problem, FailureMode.OBJECT_STORAGE), detail=replica.summary))
+    if restore.status == Status.FAILED:
+        mode = FailureMode.RESTORE_LAG if restore.problem == RestoreProblem.TIMEOUT else FailureMode.RESTORE_FAILURE
+        findings.append(Finding(mode=mode, detail=restore.summary))
+    if integrity.status == Status.FAILED:
+        if not integrity.intact:
+            findings.append(Finding(mode=FailureMode.INTEGRITY, detail=integrity.summary))
+        if integrity.sidecar_problem:
+            findings.append(Finding(mode=FailureMode.SIDECAR, detail=integrity.sidecar_problem))
+        if integrity.schema_problem:
+            findings.append(Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem))
+
+    rto = None
+    if restore.status != Status.SKIPPED:
+        rto = round(sum(step.seconds for step in (restore, integrity) if step.status != Status.SKIPPED), 3)
+        if rto > entry.rto_target and not any(f.mode == FailureMode.RESTORE_LAG for f in findings):
+            findings.append(
+                Finding(mode=FailureMode.RESTORE_LAG, detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s")
+            )
+    rpo = replica.lag_seconds(started_at)
+    if rpo is not None and rpo > entry.rpo_target:
+        findings.append(
+            Finding(mode=FailureMode.REPLICA_LAG, detail=f"newest change on the replica is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s")
+        )
+
+    order = list(FailureMode)
+    findings.sort(key=lambda f: order.index(f.mode))
+    if errors:
+        verdict, mode = Verdict.ERROR, FailureMode.DRILL_ERROR
+        findings.insert(0, Finding(mode=mode, detail="; ".join(errors)))
+    elif findings:
+        verdict, mode = Verdict.FAIL, findings[0].mode
+    else:
+        verdict, mode = Verdict.PASS, None
+
+    return DrillResult(
+        drill_id=drill_id,
+        database=entry.name,
+        release=release,
+        started_at=started_at,
+        finished_at=finished_at,
+        verdict=verdict,
+        failure_mode=mode,
+        action=ACTIONS[mode] if mode else None,
+        findings=findings,
+        rto_seconds=rto,
+        rto_target_seconds=entry.rto_target,
+        rpo_seconds=rpo,
+        rpo_target_seconds=entry.rpo_target,
+        phases={name: _phase(step) for name, step in steps.items()},
+        entry=entry.public(),
+        replica=replica,
+        restore=restore,
+        integrity=integrity,
+    )

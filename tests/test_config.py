@@ -1,0 +1,101 @@
+"""The catalogue: bad input gets a message naming file, entry and field."""
+
+from __future__ import annotations
+
+import pytest
+
+from flows.cli import main
+from tasks.config import load_catalogue, parse_duration, redact_url
+from tasks.errors import ConfigError
+
+S3 = "s3://drills/orders.db?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true"
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(90, 90.0), (1.5, 1.5), ("90", 90.0), ("90s", 90.0), ("5m", 300.0), ("1h", 3600.0), ("1d", 86400.0), ("250ms", 0.25), (" 2m ", 120.0)],
+)
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+@pytest.mark.parametrize("value", ["5 minutes", "m5", "", "-3s", 0, True, "1w"])
+def test_bad_durations(value):
+    with pytest.raises(ValueError):
+        parse_duration(value)
+
+
+def test_a_valid_catalogue_loads(write_catalogue):
+    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m", "schema_version": 42, "live_path": "/var/lib/app/orders.db"})
+    catalogue = load_catalogue(path)
+    orders = catalogue.get("orders")
+    assert (orders.rto_target, orders.rpo_target, orders.schema_version) == (300.0, 60.0, 42)
+
+
+def _error(path) -> str:
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(path)
+    return str(caught.value)
+
+
+def test_bad_duration_names_file_entry_and_field(write_catalogue):
+    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5 minutes", "rpo_target": "1m"})
+    assert _error(path) == (
+        f"{path}: invalid catalogue:\n"
+        "  database[0] 'orders': field rto_target: expected a number of seconds or a string like \"90s\", \"5m\", \"1h\", got '5 minutes'"
+    )
+
+
+def test_missing_and_unknown_fields(write_catalogue):
+    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5m", "rpo_targte": "1m"})
+    message = _error(path)
+    assert "database[0] 'orders': field rpo_target: required field is missing" in message
+    assert "database[0] 'orders': field rpo_targte: unknown field (check the spelling; see README, 'Catalogue')" in message
+
+
+def test_bad_replica_url(write_catalogue):
+    path = write_catalogue({"name": "orders", "replica": "http://example/orders.db", "rto_target": "5m", "rpo_target": "1m"})
+    assert "database[0] 'orders': field replica: use an s3:// or file:// replica URL (got 'http://example/orders.db')" in _error(path)
+
+
+def test_duplicate_names(write_catalogue):
+    one = {"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m"}
+    assert "database[1] name 'orders' is used twice" in _error(write_catalogue(one, one))
+
+
+def test_not_toml(tmp_path):
+    path = tmp_path / "drillbook.toml"
+    path.write_text("[[database]\nname = ")
+    assert _error(path).startswith(f"{path}: not valid TOML:")
+
+
+def test_missing_file(tmp_path):
+    assert _error(tmp_path / "nope.toml") == f"{tmp_path / 'nope.toml'}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH."
+
+
+def test_unknown_database(write_catalogue):
+    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m"})
+    with pytest.raises(ConfigError, match=r"no database named 'invoices' \(known: orders\)"):
+        load_catalogue(path).get("invoices")
+
+
+def test_cli_config_error_exits_2_with_the_message(write_catalogue, capsys):
+    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "soon", "rpo_target": "1m"})
+    assert main(["run", "orders", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"drillbook: {path}: invalid catalogue:" in err
+    assert "database[0] 'orders': field rto_target:" in err
+    assert main(["check-config", "--config", str(path)]) == 2
+
+
+def test_check_config_ok(write_catalogue, capsys):
+    path = write_catalogue({"name": "orders", "replica": S3 + "&accessKeyId=AKIA123", "rto_target": "5m", "rpo_target": "1m"})
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "1 database(s) OK" in out and "orders" in out
+    assert "AKIA123" not in out
+
+
+def test_redact_url():
+    assert "SECRET" not in redact_url("s3://b/p?endpoint=http://x:9&secretAccessKey=SECRET&region=r")
+    assert redact_url(S3) == S3

@@ -1,0 +1,90 @@
+"""Small pieces with real processes and files: the litestream runner, the live-path guard, integrity."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+
+import psutil
+import pytest
+
+from tasks.config import DatabaseEntry
+from tasks.errors import LiveDatabaseGuard
+from tasks.integrity import check_integrity
+from tasks.litestream import litestream_env, run_litestream
+from tasks.restore import guard_live, make_scratch
+from tasks.sample import make_sample_database
+
+
+def test_environment_is_built_not_inherited():
+    env = litestream_env({"AWS_CA_BUNDLE": "/x", "AWS_ACCESS_KEY_ID": "k", "PATH": "/bin", "SLACK_BOT_TOKEN": "xoxb", "PREFECT_API_URL": "u"})
+    assert env == {"AWS_ACCESS_KEY_ID": "k", "PATH": "/bin"}
+
+
+def test_hanging_litestream_is_killed_at_its_timeout():
+    with socket.socket() as sock:  # a port that accepts nothing: litestream retries forever
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"s3://drills/app.db?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true"
+    started = time.monotonic()
+    record = run_litestream(["ltx", "-json", url], timeout=2)
+    assert record.timed_out and record.exit_code is None
+    assert time.monotonic() - started < 10
+    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and url in p.info["cmdline"]]
+
+
+def test_guard_refuses_the_live_path_its_directory_and_sidecars(tmp_path):
+    live = tmp_path / "app" / "orders.db"
+    live.parent.mkdir()
+    live.write_bytes(b"")
+    entry = DatabaseEntry(name="orders", replica="file:///r", rto_target=1, rpo_target=1, live_path=str(live))
+    for path in (live, live.parent, tmp_path, live.with_name("orders.db-wal")):
+        with pytest.raises(LiveDatabaseGuard, match="refusing to restore 'orders'"):
+            guard_live(entry, path)
+    guard_live(entry, tmp_path / "scratch" / "orders.db")
+    with pytest.raises(LiveDatabaseGuard):
+        make_scratch(tmp_path, entry, "abc")
+
+
+def test_integrity_of_a_good_copy(tmp_path):
+    path = make_sample_database(tmp_path / "a.db", customers=20)
+    sqlite3.connect(path).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+    for suffix in ("-wal", "-shm"):
+        (tmp_path / f"a.db{suffix}").unlink(missing_ok=True)
+    report = check_integrity(path, expected_schema=3)
+    assert report.ok, report.summary
+    assert report.page_size * report.page_count == report.file_bytes
+
+
+def test_integrity_of_foreign_key_violations(tmp_path):
+    path = make_sample_database(tmp_path / "a.db", customers=20)
+    connection = sqlite3.connect(path)
+    connection.execute("INSERT INTO orders VALUES (100000, 999999, 'paid', 5, '2026-01-01')")
+    connection.commit()
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    report = check_integrity(path)
+    assert not report.ok
+    assert report.foreign_key_problems == 1
+    assert report.foreign_key_rows == [{"table": "orders", "rowid": 100000, "parent": "customers", "fk_index": 0}]
+
+
+def test_integrity_of_garbage_and_missing_files(tmp_path):
+    garbage = tmp_path / "g.db"
+    garbage.write_bytes(b"not a database at all" * 300)
+    report = check_integrity(garbage)
+    assert not report.ok and "SQLite cannot read the copy" in report.summary
+    missing = check_integrity(tmp_path / "missing.db")
+    assert not missing.ok and "cannot read" in missing.summary
+    assert not (tmp_path / "missing.db").exists()  # read-only: never creates an empty database
+
+
+def test_integrity_flags_a_wal_sidecar(tmp_path):
+    path = make_sample_database(tmp_path / "a.db", customers=20)
+    keep = sqlite3.connect(path)  # an open connection keeps the -wal with content
+    keep.execute("INSERT INTO customers (email, name, created_at) VALUES ('x@example.com', 'x', 'now')")
+    keep.commit()
+    report = check_integrity(path)
+    keep.close()
+    assert report.sidecar_problem and "-wal" in report.sidecar_problem
