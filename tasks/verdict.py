@@ -130,6 +130,7 @@ class DrillResult(BaseModel):
             "finished_at": self.finished_at.isoformat(),
             "evidence": self.evidence,
             "scratch_kept": self.scratch_kept,
+            "notes": list(self.notes),
         }
 
 
