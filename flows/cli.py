@@ -60,6 +60,38 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_history(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from tasks.history import recent_drills
+    from tasks.report import seconds_text
+
+    catalogue = load_catalogue(args.config)
+    rows = recent_drills(catalogue.history_url, args.name, args.limit)
+    if args.json:
+        print(json.dumps([row.summary for row in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no drills recorded yet in {catalogue.history_url}" + (f" for {args.name!r}" if args.name else ""))
+        return 0
+    table = Table(title="drill history (newest first)")
+    for column in ("started (UTC)", "database", "release", "verdict", "failure mode", "RTO / target", "RPO / target", "evidence"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            f"{row.started_at:%Y-%m-%d %H:%M:%S}",
+            row.database,
+            row.release or "",
+            row.verdict,
+            row.failure_mode or "",
+            f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}",
+            f"{seconds_text(row.rpo_seconds)} / {seconds_text(row.rpo_target_seconds)}",
+            row.evidence or "",
+        )
+    Console().print(table)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -88,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate the catalogue without drilling", description="Validate the catalogue and print its databases.")
     config_option(check)
     check.set_defaults(func=cmd_check_config)
+
+    history = commands.add_parser("history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first.")
+    history.add_argument("name", nargs="?", help="only this database")
+    history.add_argument("--limit", type=int, default=20, help="how many drills (default 20)")
+    history.add_argument("--json", action="store_true", help="print the drills as a JSON list")
+    config_option(history)
+    history.set_defaults(func=cmd_history)
 
     demo = commands.add_parser(
         "demo",

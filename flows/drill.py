@@ -15,6 +15,7 @@ from tasks.cleanup import clean_up
 from tasks.config import DatabaseEntry, load_catalogue
 from tasks.errors import DrillFailed
 from tasks.evidence import write_bundle
+from tasks.history import HistoryError, record_drill
 from tasks.integrity import IntegrityReport, check_integrity
 from tasks.replica import ReplicaState, inspect_replica
 from tasks.report import headline, render_markdown
@@ -46,8 +47,13 @@ def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_
 
 
 @task(name="record-evidence", cache_policy=NO_CACHE)
-def record_task(result: DrillResult, evidence_dir: Path) -> DrillResult:
+def record_task(result: DrillResult, evidence_dir: Path, history_url: str) -> DrillResult:
     path = write_bundle(result, evidence_dir)
+    try:
+        record_drill(history_url, result)
+    except HistoryError as exc:
+        result.notes.append(f"{exc}; the evidence bundle holds the full record")
+        path = write_bundle(result, evidence_dir)
     create_markdown_artifact(
         key=f"drill-{_artifact_key(result.database)}",
         markdown=render_markdown(result),
@@ -119,7 +125,7 @@ def drill_database(
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
-    result = record_task(result, catalogue.evidence_dir)
+    result = record_task(result, catalogue.evidence_dir, catalogue.history_url)
     report_task(result)
     if not result.passed:
         raise DrillFailed(result)

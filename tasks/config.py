@@ -124,6 +124,11 @@ class Settings(BaseModel):
         description="Where restored copies are made; relative paths are relative to the catalogue.",
     )
     keep_failed: int = Field(default=3, ge=0, le=100, description="Restored copies kept per database after a failed drill, for triage.")
+    history_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the drill history; default a SQLite file history.db in the evidence_dir. "
+        "The password, if any, comes from the environment: use ${VAR} in the URL.",
+    )
 
 
 class Catalogue(BaseModel):
@@ -159,6 +164,12 @@ class Catalogue(BaseModel):
     @property
     def scratch_dir(self) -> Path:
         return self.resolve(self.drillbook.scratch_dir)
+
+    @property
+    def history_url(self) -> str:
+        if self.drillbook.history_url:
+            return os.path.expandvars(self.drillbook.history_url)
+        return f"sqlite:///{(self.evidence_dir / 'history.db').resolve()}"
 
     def get(self, name: str) -> DatabaseEntry:
         for entry in self.database:
