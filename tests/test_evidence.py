@@ -21,7 +21,7 @@ def test_unwritable_evidence_dir_falls_back_and_says_so(capsys, replicate, write
     assert code == 0
     assert Path(result["evidence"]).is_file()
     assert "drillbook-evidence" in result["evidence"]
-    assert result["notes"] == [f"evidence could not be written to {blocker} (Not a directory); written to {Path(result['evidence']).parents[1]} instead"]
+    assert result["notes"][0] == f"evidence could not be written to {blocker} (Not a directory); written to {Path(result['evidence']).parents[1]} instead"
 
 
 def test_prefect_artifact_carries_the_summary(capsys, replicate, write_catalogue):
