@@ -87,8 +87,8 @@ def record_drill(url: str, result: DrillResult) -> None:
                 )
             )
         engine.dispose()
-    except SQLAlchemyError as exc:
-        raise HistoryError(f"cannot write the drill history at {_safe(url)}: {type(exc).__name__}: {exc.args[0] if exc.args else exc}") from None
+    except (SQLAlchemyError, OSError) as exc:
+        raise HistoryError(f"cannot write the drill history at {_safe(url)}: {type(exc).__name__}: {exc.args[-1] if exc.args else exc}") from None
 
 
 def recent_drills(url: str, database: str | None = None, limit: int = 20) -> list[DrillRecord]:
@@ -104,5 +104,5 @@ def recent_drills(url: str, database: str | None = None, limit: int = 20) -> lis
             session.expunge_all()
         engine.dispose()
         return rows
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, OSError) as exc:
         raise HistoryError(f"cannot read the drill history at {_safe(url)}: {type(exc).__name__}") from None
