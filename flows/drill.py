@@ -125,7 +125,11 @@ def drill_database(
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
-    result = record_task(result, catalogue.evidence_dir, catalogue.history_url)
+    recorded = record_task(result, catalogue.evidence_dir, catalogue.history_url, return_state=True)
+    if recorded.is_completed():
+        result = recorded.result()
+    else:  # the verdict still reaches the report, with the reason the record is missing
+        result.notes.append(f"recording the evidence failed: {recorded.result(raise_on_failure=False)}")
     report_task(result)
     if not result.passed:
         raise DrillFailed(result)
