@@ -14,9 +14,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tasks.config import DatabaseEntry
+from tasks.expectations import ExpectationsReport
 from tasks.integrity import IntegrityReport
 from tasks.replica import ReplicaProblem, ReplicaState
 from tasks.restore import RestoreProblem, RestoreResult
+from tasks.smoke import SmokeReport
 from tasks.steps import Status, StepResult
 
 
@@ -98,6 +100,8 @@ class DrillResult(BaseModel):
     replica: ReplicaState | None = None
     restore: RestoreResult | None = None
     integrity: IntegrityReport | None = None
+    smoke: SmokeReport | None = None
+    expectations: ExpectationsReport | None = None
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
@@ -147,9 +151,19 @@ def judge(
     restore: RestoreResult,
     integrity: IntegrityReport,
     release: str | None = None,
+    smoke: SmokeReport | None = None,
+    expectations: ExpectationsReport | None = None,
 ) -> DrillResult:
-    """PASS only when every step passed and both measurements are inside their targets."""
+    """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
+
+    `smoke` and `expectations` are phases only when given; smoke seconds count in the RTO, expectations
+    seconds are reported beside it.
+    """
     steps: dict[str, StepResult] = {"replica": replica, "restore": restore, "integrity": integrity}
+    if smoke is not None:
+        steps["smoke"] = smoke
+    if expectations is not None:
+        steps["expectations"] = expectations
     findings: list[Finding] = []
     errors: list[str] = []
 
@@ -169,10 +183,14 @@ def judge(
             findings.append(Finding(mode=FailureMode.SIDECAR, detail=integrity.sidecar_problem))
         if integrity.schema_problem:
             findings.append(Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem))
+    if smoke is not None and smoke.status == Status.FAILED:
+        findings.extend(Finding(mode=FailureMode.SMOKE, detail=check.describe()) for check in smoke.failures)
+    if expectations is not None and expectations.status == Status.FAILED:
+        findings.extend(Finding(mode=FailureMode.EXPECTATIONS, detail=f"{r.suite}: {r.describe()}") for r in expectations.failures)
 
     rto = None
     if restore.status != Status.SKIPPED:
-        rto = round(sum(step.seconds for step in (restore, integrity) if step.status != Status.SKIPPED), 3)
+        rto = round(sum(step.seconds for step in (restore, integrity, smoke) if step is not None and step.status != Status.SKIPPED), 3)
         if rto > entry.rto_target and not any(f.mode == FailureMode.RESTORE_LAG for f in findings):
             findings.append(
                 Finding(mode=FailureMode.RESTORE_LAG, detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s")
@@ -212,4 +230,6 @@ def judge(
         replica=replica,
         restore=restore,
         integrity=integrity,
+        smoke=smoke,
+        expectations=expectations,
     )
