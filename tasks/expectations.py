@@ -114,6 +114,8 @@ def load_suite(path: Path, *, entry: str | None = None) -> Suite:
             objects.append(ExpectationConfiguration(**raw).to_domain_obj())
         except Exception as exc:  # Great Expectations raises many kinds here; each is a bad entry
             message = " ".join(str(exc).split())[:_ERROR_CHARS]
+            if type(exc).__name__ == "ExpectationNotFoundError":
+                message = "unknown expectation type; check the spelling against the Great Expectations 1.x expectation names"
             raise fail(f"{where_kind}: does not load: {message}", where) from None
         meta = raw.get("meta") or {}
         table = meta.get("table") if isinstance(meta, dict) else None
@@ -266,7 +268,9 @@ def _convert(base: ExpectationResult, validation: Any, *, samples: bool) -> Expe
         result.unexpected_percent = round(float(found["unexpected_percent"]), 6)
     if "observed_value" in found:
         observed = found["observed_value"]
-        if samples or base.type in _SCHEMA_OBSERVATIONS or _is_aggregate(observed):
+        if samples and isinstance(observed, list) and not _is_aggregate(observed):
+            result.observed_value = observed[:SAMPLE_COUNT]
+        elif samples or base.type in _SCHEMA_OBSERVATIONS or _is_aggregate(observed):
             result.observed_value = observed
         else:
             result.observed_value = "(withheld: not a number; set expectations_samples = true to keep)"

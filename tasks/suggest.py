@@ -38,7 +38,8 @@ def suggest_suite(db_path: str | Path, name: str) -> dict[str, Any]:
         tables = [
             row[0]
             for row in connection.execute(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' "
+                "AND name NOT LIKE '\\_litestream\\_%' ESCAPE '\\' ORDER BY name"  # litestream's own bookkeeping tables
             )
         ]
         for table in tables:
