@@ -306,3 +306,14 @@ def test_suggest_from_a_file_with_a_compound_key(tmp_path, capsys):
     path = tmp_path / "links.json"
     path.write_text(json.dumps(suite))
     assert run_expectations(db, [load_suite(path)]).status.value == "passed"
+
+
+def test_no_progress_bars_and_no_gx_folder(tmp_path, monkeypatch, capfd):
+    monkeypatch.chdir(tmp_path)
+    db = make_sample_database(tmp_path / "orders.db", customers=20)
+    suite = load_suite(write_suite(tmp_path / "s", "one", [expect("expect_column_values_to_not_be_null", column="email")]))
+    assert run_expectations(db, [suite]).status.value == "passed"
+    captured = capfd.readouterr()
+    # Great Expectations' default context draws "Calculating Metrics: 100%|####|" on stderr.
+    assert "Calculating Metrics" not in captured.err + captured.out
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("orders.db")) == ["s"]  # no gx/, no uncommitted/
