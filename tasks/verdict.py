@@ -141,6 +141,16 @@ def _phase(step: StepResult) -> Phase:
     return Phase(status=step.status, seconds=step.seconds, summary=step.summary)
 
 
+MAX_CHECK_FINDINGS = 10  # failing checks listed one per finding; the evidence bundle keeps them all
+
+
+def _listed(mode: FailureMode, details: list[str]) -> list[Finding]:
+    shown = [Finding(mode=mode, detail=detail) for detail in details[:MAX_CHECK_FINDINGS]]
+    if len(details) > MAX_CHECK_FINDINGS:
+        shown.append(Finding(mode=mode, detail=f"and {len(details) - MAX_CHECK_FINDINGS} more failing (all in the evidence bundle)"))
+    return shown
+
+
 def judge(
     entry: DatabaseEntry,
     *,
@@ -184,9 +194,9 @@ def judge(
         if integrity.schema_problem:
             findings.append(Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem))
     if smoke is not None and smoke.status == Status.FAILED:
-        findings.extend(Finding(mode=FailureMode.SMOKE, detail=check.describe()) for check in smoke.failures)
+        findings.extend(_listed(FailureMode.SMOKE, [check.describe() for check in smoke.failures]))
     if expectations is not None and expectations.status == Status.FAILED:
-        findings.extend(Finding(mode=FailureMode.EXPECTATIONS, detail=f"{r.suite}: {r.describe()}") for r in expectations.failures)
+        findings.extend(_listed(FailureMode.EXPECTATIONS, [f"{r.suite}: {r.describe()}" for r in expectations.failures]))
 
     rto = None
     if restore.status != Status.SKIPPED:

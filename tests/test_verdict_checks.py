@@ -78,3 +78,10 @@ def test_findings_list_every_failing_check_without_samples():
         ("smoke test", "app starts: exit 2: no such table: invoices"),
         ("data expectations", "orders.json: orders.status expect_column_values_to_not_be_null: 12 unexpected (0.4%)"),
     ]
+
+
+def test_many_failing_checks_are_listed_up_to_ten():
+    many = SmokeReport(status=Status.FAILED, checks=[SmokeCheckResult(name=f"c{i}", kind="sql", observed=0, expected="at least 1") for i in range(13)])
+    details = [f.detail for f in run(many, EXPECT_OK).findings]
+    assert details[:2] == ["c0: got 0, expected at least 1", "c1: got 0, expected at least 1"]
+    assert details[10:] == ["and 3 more failing (all in the evidence bundle)"]
