@@ -53,10 +53,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from tasks.expectations import expectations_dir, load_suites
+
     catalogue = load_catalogue(args.config)
+    suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
     print(f"{catalogue.path}: {len(catalogue.database)} database(s) OK")
     for entry in catalogue.database:
         print(f"  {entry.name}: {entry.replica_redacted} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
+        loaded = suites[entry.name]
+        if loaded:
+            count = sum(len(suite) for suite in loaded)
+            print(f"    expectations: {count} in {', '.join(str(s.path) for s in loaded)}")
+        smoke = len(entry.row_counts) + len(entry.smoke)
+        if smoke:
+            print(f"    smoke checks: {smoke}")
+    return 0
+
+
+def cmd_expectations_suggest(args: argparse.Namespace) -> int:
+    from tasks.expectations import expectations_dir
+    from tasks.suggest import suggest_from_replica, suggest_suite, write_suite
+
+    if args.db:
+        suite = suggest_suite(args.db, args.name)
+        default_dir = Path.cwd() / "expectations"
+    else:
+        catalogue = load_catalogue(args.config)
+        entry = catalogue.get(args.name)
+        print(f"restoring {entry.name} from {entry.replica_redacted} into scratch to read its schema ...", file=sys.stderr)
+        suite = suggest_from_replica(entry, catalogue.scratch_dir)
+        default_dir = expectations_dir(catalogue)
+    if args.output == "-":
+        print(json.dumps(suite, indent=2))
+        return 0
+    output = Path(args.output) if args.output else default_dir / args.name / "suggested.json"
+    write_suite(suite, output)
+    print(f"wrote {len(suite['expectations'])} expectations to {output}; edit the bounds, then commit it")
     return 0
 
 
@@ -127,6 +159,21 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--json", action="store_true", help="print the drills as a JSON list")
     config_option(history)
     history.set_defaults(func=cmd_history)
+    expectations = commands.add_parser(
+        "expectations", help="data expectation suites (Great Expectations)", description="Work with the expectation suites under expectations/."
+    )
+    expectation_commands = expectations.add_subparsers(dest="expectations_command", required=True, metavar="COMMAND")
+    suggest = expectation_commands.add_parser(
+        "suggest",
+        help="write a starter suite from what a database holds",
+        description="Restore NAME from its replica (or open --db FILE) and write a starter suite: row counts near today's, "
+        "primary keys unique and not null, NOT NULL columns not null. Edit it, then commit it.",
+    )
+    suggest.add_argument("name", help="the database's name in the catalogue (also the suite's name)")
+    config_option(suggest)
+    suggest.add_argument("--db", metavar="FILE", help="read this SQLite file (opened read-only) instead of restoring from the replica")
+    suggest.add_argument("--output", metavar="FILE", help="where to write (default: <expectations_dir>/NAME/suggested.json; '-' for stdout)")
+    suggest.set_defaults(func=cmd_expectations_suggest)
 
     demo = commands.add_parser(
         "demo",

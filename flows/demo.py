@@ -9,7 +9,9 @@ The evidence bundle stays (under ./drill-evidence/) as the proof.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import sys
 import shutil
 import tempfile
 from pathlib import Path
@@ -80,6 +82,7 @@ DEMO_CATALOGUE = """\
 [drillbook]
 evidence_dir = "{evidence}"
 scratch_dir = "{scratch}"
+expectations_dir = "{expectations}"      # the repository's expectations/: demo-orders/orders.json
 
 [[database]]
 name = "demo-orders"
@@ -89,7 +92,25 @@ rpo_target = "5m"
 schema_version = 3
 live_path = "{live}"
 restore_timeout = "5m"
+row_counts = {{ customers = 1000, orders = 1000, order_items = 1000 }}
+
+[[database.smoke]]
+name = "no order without its customer"
+sql = "SELECT count(*) FROM orders LEFT JOIN customers ON customers.id = orders.customer_id WHERE customers.id IS NULL"
+equals = 0
+
+[[database.smoke]]
+name = "app opens the copy"
+command = [{python}, "-c", {app_check}]
+timeout = "30s"
 """
+
+# Stands in for `python -m myapp check`: opens the copy the way an app would and reads from it.
+DEMO_APP_CHECK = (
+    "import os, sqlite3; db = sqlite3.connect(f\"file:{os.environ['DRILLBOOK_DB_PATH']}?mode=ro\", uri=True); "
+    "n = db.execute('SELECT count(*) FROM orders').fetchone()[0]; print(f'app check: {n} orders readable')"
+)
+REPO_EXPECTATIONS = Path(__file__).resolve().parent.parent / "expectations"
 
 
 def run_demo(evidence_dir: Path, *, echo=print) -> int:
@@ -108,7 +129,15 @@ def run_demo(evidence_dir: Path, *, echo=print) -> int:
             echo(f"demo: replicated with `litestream replicate -once` in {record.seconds:.2f}s")
             catalogue = workdir / "drillbook.toml"
             catalogue.write_text(
-                DEMO_CATALOGUE.format(evidence=evidence_dir.resolve(), scratch=workdir / "scratch", replica=replica, live=live)
+                DEMO_CATALOGUE.format(
+                    evidence=evidence_dir.resolve(),
+                    scratch=workdir / "scratch",
+                    expectations=REPO_EXPECTATIONS,
+                    replica=replica,
+                    live=live,
+                    python=json.dumps(sys.executable),
+                    app_check=json.dumps(DEMO_APP_CHECK),
+                )
             )
             echo(f"demo: drilling with catalogue {catalogue}\n")
             return run_drill("demo-orders", str(catalogue), as_json=False)

@@ -13,14 +13,16 @@ from prefect.cache_policies import NO_CACHE
 
 from tasks.cleanup import clean_up
 from tasks.config import DatabaseEntry, load_catalogue
-from tasks.errors import DrillFailed
+from tasks.errors import ConfigError, DrillFailed
 from tasks.evidence import write_bundle
 from tasks.history import HistoryError, record_drill
+from tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from tasks.integrity import IntegrityReport, check_integrity
 from tasks.replica import ReplicaState, inspect_replica
 from tasks.report import headline, render_markdown
 from tasks.restore import RestoreResult, make_scratch, restore_database
-from tasks.steps import StepResult
+from tasks.smoke import SmokeReport, run_smoke_tests
+from tasks.steps import Status, StepResult
 from tasks.verdict import DrillResult, judge
 
 S = TypeVar("S", bound=StepResult)
@@ -44,6 +46,35 @@ def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_
         return IntegrityReport.skipped("not run: there is no restored copy")
     get_run_logger().info("checking integrity of %s", restore.path)
     return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query)
+
+
+def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | None:
+    """The restored copy's path when there is one worth checking further."""
+    if restore.ok and restore.path and integrity.status in (Status.PASSED, Status.FAILED) and integrity.intact:
+        return restore.path
+    return None
+
+
+@task(name="run-smoke-tests", cache_policy=NO_CACHE)
+def smoke_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry, base_dir: Path) -> SmokeReport:
+    path = _intact_copy(restore, integrity)
+    if path is None:
+        return SmokeReport.skipped("not run: there is no intact restored copy")
+    get_run_logger().info("smoke-testing %s", path)
+    return run_smoke_tests(path, entry, base_dir=base_dir)
+
+
+@task(name="run-expectations", cache_policy=NO_CACHE)
+def expectations_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry, suites_dir: Path) -> ExpectationsReport:
+    path = _intact_copy(restore, integrity)
+    if path is None:
+        return ExpectationsReport.skipped("not run: there is no intact restored copy")
+    try:
+        suites = load_suites(entry, suites_dir)
+    except ConfigError as exc:
+        return ExpectationsReport(status=Status.ERROR, summary=str(exc))
+    get_run_logger().info("running %d expectation suite(s) on %s", len(suites), path)
+    return run_expectations(path, suites, samples=entry.expectations_samples)
 
 
 @task(name="record-evidence", cache_policy=NO_CACHE)
@@ -112,6 +143,8 @@ def drill_database(
     replica = _step(inspect_replica_task, ReplicaState, entry)
     restore = _step(restore_task, RestoreResult, entry, replica, scratch)
     integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected)
+    smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
+    expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue))
 
     result = judge(
         entry,
@@ -122,6 +155,8 @@ def drill_database(
         restore=restore,
         integrity=integrity,
         release=release,
+        smoke=smoke,
+        expectations=expectations,
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)

@@ -58,6 +58,60 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
 
 
+_SMOKE_NAME = re.compile(r"^[^\x00-\x1f]{1,80}$")
+
+
+class SmokeCheck(BaseModel):
+    """One [[database.smoke]] check: a SQL query on the copy, an application command, or an app answering HTTP."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="What the check proves, in a few words; shown in reports.")
+    sql: str | None = Field(default=None, description="A query run on the restored copy (read-only).")
+    command: list[str] | None = Field(
+        default=None, min_length=1, description="argv of an application command; DRILLBOOK_DB_PATH holds the restored copy's path."
+    )
+    url: str | None = Field(default=None, description="HTTP check: start `command`, poll this URL until it answers 2xx, stop the app.")
+    min: float | None = Field(default=None, description="SQL: the query's single value must be at least this.")
+    equals: int | float | str | None = Field(default=None, description="SQL: the query's single value must equal this.")
+    between: tuple[float, float] | None = Field(default=None, description="SQL: the query's single value must lie in [low, high].")
+    min_rows: int | None = Field(default=None, ge=0, description="SQL: the query must return at least this many rows.")
+    timeout: Duration = Field(default=30.0, le=3600, description="Seconds before the query is interrupted or the command's process group killed.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the command (no secrets: use pass_env).")
+    pass_env: list[str] = Field(default_factory=list, description="Names of variables passed through from drillbook's own environment.")
+    cwd: str | None = Field(default=None, description="Working directory of the command; relative to the catalogue.")
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _SMOKE_NAME.match(value):
+            raise ValueError(f"use 1 to 80 printable characters (got {value!r})")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "SmokeCheck":
+        if (self.sql is None) == (self.command is None):
+            raise ValueError(f"check {self.name!r}: give exactly one of sql or command")
+        criteria = [k for k in ("min", "equals", "between", "min_rows") if getattr(self, k) is not None]
+        if self.sql is None and criteria:
+            raise ValueError(f"check {self.name!r}: {', '.join(criteria)} apply to sql checks only (a command passes on exit 0)")
+        if len(criteria) > 1:
+            raise ValueError(f"check {self.name!r}: give at most one of min, equals, between, min_rows (got {', '.join(criteria)})")
+        if self.url is not None and self.command is None:
+            raise ValueError(f"check {self.name!r}: an HTTP check (url) needs the command that starts the app")
+        if self.url is not None and urlsplit(self.url).scheme not in ("http", "https"):
+            raise ValueError(f"check {self.name!r}: url must start with http:// or https:// (got {self.url!r})")
+        if self.between is not None and self.between[0] > self.between[1]:
+            raise ValueError(f"check {self.name!r}: between's low {self.between[0]:g} is above its high {self.between[1]:g}")
+        if self.sql is not None and (self.env or self.pass_env or self.cwd):
+            raise ValueError(f"check {self.name!r}: env, pass_env and cwd apply to command checks only")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "sql" if self.sql is not None else ("http" if self.url else "command")
+
+
 class DatabaseEntry(BaseModel):
     """One database under drill."""
 
@@ -80,6 +134,17 @@ class DatabaseEntry(BaseModel):
     restore_timeout: Duration = Field(default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag.")
     inspect_timeout: Duration = Field(default=60.0, le=3600, description="Seconds allowed for listing the replica.")
     tags: list[str] = Field(default_factory=list, description="Free labels for selecting databases (nightly --tag).")
+    row_counts: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Smoke: table -> fewest rows it must hold on the copy, e.g. { customers = 100 }."
+    )
+    smoke: list[SmokeCheck] = Field(default_factory=list, description="Smoke checks ([[database.smoke]]): SQL, command or HTTP.")
+    expectations: list[str] | None = Field(
+        default=None,
+        description="Great Expectations suite files, relative to expectations_dir; default: every *.json in expectations_dir/<name>/; [] for none.",
+    )
+    expectations_samples: bool = Field(
+        default=False, description="Keep up to 20 sample unexpected values per failed expectation in the evidence (they are row data)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -128,6 +193,9 @@ class Settings(BaseModel):
         default=None,
         description="SQLAlchemy URL of the drill history; default a SQLite file history.db in the evidence_dir. "
         "The password, if any, comes from the environment: use ${VAR} in the URL.",
+    )
+    expectations_dir: str = Field(
+        default="expectations", description="Where Great Expectations suite files live; relative to the catalogue."
     )
 
 

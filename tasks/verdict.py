@@ -14,9 +14,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tasks.config import DatabaseEntry
+from tasks.expectations import ExpectationsReport
 from tasks.integrity import IntegrityReport
 from tasks.replica import ReplicaProblem, ReplicaState
 from tasks.restore import RestoreProblem, RestoreResult
+from tasks.smoke import SmokeReport
 from tasks.steps import Status, StepResult
 
 
@@ -98,6 +100,8 @@ class DrillResult(BaseModel):
     replica: ReplicaState | None = None
     restore: RestoreResult | None = None
     integrity: IntegrityReport | None = None
+    smoke: SmokeReport | None = None
+    expectations: ExpectationsReport | None = None
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
@@ -138,6 +142,16 @@ def _phase(step: StepResult) -> Phase:
     return Phase(status=step.status, seconds=step.seconds, summary=step.summary)
 
 
+MAX_CHECK_FINDINGS = 10  # failing checks listed one per finding; the evidence bundle keeps them all
+
+
+def _listed(mode: FailureMode, details: list[str]) -> list[Finding]:
+    shown = [Finding(mode=mode, detail=detail) for detail in details[:MAX_CHECK_FINDINGS]]
+    if len(details) > MAX_CHECK_FINDINGS:
+        shown.append(Finding(mode=mode, detail=f"and {len(details) - MAX_CHECK_FINDINGS} more failing (all in the evidence bundle)"))
+    return shown
+
+
 def judge(
     entry: DatabaseEntry,
     *,
@@ -148,9 +162,19 @@ def judge(
     restore: RestoreResult,
     integrity: IntegrityReport,
     release: str | None = None,
+    smoke: SmokeReport | None = None,
+    expectations: ExpectationsReport | None = None,
 ) -> DrillResult:
-    """PASS only when every step passed and both measurements are inside their targets."""
+    """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
+
+    `smoke` and `expectations` are phases only when given; smoke seconds count in the RTO, expectations
+    seconds are reported beside it.
+    """
     steps: dict[str, StepResult] = {"replica": replica, "restore": restore, "integrity": integrity}
+    if smoke is not None:
+        steps["smoke"] = smoke
+    if expectations is not None:
+        steps["expectations"] = expectations
     findings: list[Finding] = []
     errors: list[str] = []
 
@@ -170,10 +194,14 @@ def judge(
             findings.append(Finding(mode=FailureMode.SIDECAR, detail=integrity.sidecar_problem))
         if integrity.schema_problem:
             findings.append(Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem))
+    if smoke is not None and smoke.status == Status.FAILED:
+        findings.extend(_listed(FailureMode.SMOKE, [check.describe() for check in smoke.failures]))
+    if expectations is not None and expectations.status == Status.FAILED:
+        findings.extend(_listed(FailureMode.EXPECTATIONS, [f"{r.suite}: {r.describe()}" for r in expectations.failures]))
 
     rto = None
     if restore.status != Status.SKIPPED:
-        rto = round(sum(step.seconds for step in (restore, integrity) if step.status != Status.SKIPPED), 3)
+        rto = round(sum(step.seconds for step in (restore, integrity, smoke) if step is not None and step.status != Status.SKIPPED), 3)
         if rto > entry.rto_target and not any(f.mode == FailureMode.RESTORE_LAG for f in findings):
             findings.append(
                 Finding(mode=FailureMode.RESTORE_LAG, detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s")
@@ -213,4 +241,6 @@ def judge(
         replica=replica,
         restore=restore,
         integrity=integrity,
+        smoke=smoke,
+        expectations=expectations,
     )
