@@ -217,7 +217,7 @@ def _call(what: str, where: str, secrets: tuple[str | None, ...], call: Any) -> 
         response = exc.response
         code = str(response.get("error") or f"HTTP {response.status_code}") if response is not None else "unknown error"
         status = getattr(response, "status_code", None)
-        hint = _HINTS.get(code) or (f"Slack answered HTTP {status} after the retries" if status and status >= 500 else "see Slack's documentation of this error")
+        hint = _HINTS.get(code) or (f"HTTP {status} from Slack even after the retries; try again later" if status and status >= 500 else "see Slack's documentation of this error")
         reason = f"{what}: Slack answered {code}: {hint}"
         raise SlackDeliveryError(redact(reason, *secrets), affects_all=code in _AFFECTS_ALL or bool(status and status >= 500)) from None
     except (URLError, OSError, TimeoutError) as exc:
