@@ -410,3 +410,13 @@ def test_slack_table_needs_a_channel_or_a_webhook(write_catalogue):
     with pytest.raises(ConfigError) as caught:
         load_catalogue(config)
     assert "field slack: set channel (with a bot token) or webhook_url_env (an incoming webhook), or remove the [slack] table" in str(caught.value)
+
+
+def test_demo_slack_preview_posts_to_its_own_stand_in_and_prints_block_kit_json(tmp_path, capsys):
+    assert main(["demo", "--slack-preview", "--evidence-dir", str(tmp_path / "evidence")]) == 0
+    out = capsys.readouterr().out
+    assert "demo: Slack stand-in (records what it receives) at http://127.0.0.1:" in out
+    assert "demo: posted to #drills (fallback text: 'PASS demo-orders: restorable in " in out
+    assert "demo: in the thread: drill-demo-orders-" in out
+    preview = json.loads(out[out.index("{\n  \"blocks\"") :])
+    assert preview["blocks"][0]["text"]["text"] == ":white_check_mark: PASS · demo-orders"
