@@ -110,8 +110,11 @@ def drill_database(
     config_path: str | None = None,
     release: str | None = None,
     expect_schema: int | str | None = None,
+    notify: bool = True,
 ) -> DrillResult:
     """Restore `name` from its replica into scratch, check it, and judge RTO / RPO against its targets.
+
+    `notify=False` leaves Slack to the caller (the nightly flow posts one summary for all drills).
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -141,7 +144,8 @@ def drill_database(
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
     result = record_task(result, catalogue.evidence_dir)
     report_task(result)
-    _notify(result, catalogue)
+    if notify:
+        _notify(result, catalogue)
     if not result.passed:
         raise DrillFailed(result)
     return result
