@@ -127,7 +127,37 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
+    if args.slack_preview:
+        return run_demo(Path(args.evidence_dir), slack_preview=True)
     return run_demo(Path(args.evidence_dir))
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from tasks.slack import list_outbox, send_outbox
+
+    catalogue = load_catalogue(args.config)
+    if catalogue.slack is None:
+        print(f"{catalogue.path}: Slack is not configured (no [slack] table), so there is no outbox")
+        return 0
+    if args.action == "send":
+        deliveries = send_outbox(catalogue)
+        if not deliveries:
+            print(f"{catalogue.outbox_dir}: nothing waiting")
+            return 0
+        for delivery in deliveries:
+            print(f"  {delivery.key}: {delivery.status}: {delivery.note if delivery.status != 'queued' else delivery.reason}")
+        waiting = sum(1 for d in deliveries if d.status in ("queued", "busy"))
+        print(f"{len(deliveries) - waiting} sent, {waiting} still waiting in {catalogue.outbox_dir}")
+        return EXIT_FAIL if waiting else 0
+    entries = list_outbox(catalogue)
+    print(f"{catalogue.outbox_dir}: {len(entries)} report(s) waiting" + (" (`drillbook outbox send` re-sends them)" if entries else ""))
+    for entry in entries:
+        what = f"{entry.kind} {entry.database or ''} {entry.verdict or ''}".replace("  ", " ").strip()
+        progress = " (message posted, thread incomplete)" if entry.posted_ts else ""
+        print(f"  {entry.key}  {what}  queued {entry.created_at:%Y-%m-%d %H:%M:%S}Z  tries {entry.attempts}{progress}")
+        if entry.reason:
+            print(f"      reason: {entry.reason}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,7 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
         description="Create a sample database, replicate it with litestream to a local S3 endpoint, drill it, clean up.",
     )
     demo.add_argument("--evidence-dir", default="drill-evidence", help="where the demo's evidence bundle is kept (default: ./drill-evidence)")
+    demo.add_argument(
+        "--slack-preview",
+        action="store_true",
+        help="also post the report to a Slack stand-in started on loopback, and print its Block Kit JSON (for Block Kit Builder)",
+    )
     demo.set_defaults(func=cmd_demo)
+
+    outbox = commands.add_parser(
+        "outbox",
+        help="list (or send) Slack reports that Slack did not take",
+        description="Reports Slack did not take wait in the outbox ([slack] outbox_dir) with the reason. 'send' re-sends them; a report is never sent twice.",
+    )
+    outbox.add_argument("action", nargs="?", choices=["list", "send"], default="list", help="list (default) or send")
+    config_option(outbox)
+    outbox.set_defaults(func=cmd_outbox)
     return parser
 
 

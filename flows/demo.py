@@ -15,7 +15,7 @@ import sys
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from tasks.errors import DrillbookError
 from tasks.litestream import CommandRecord, run_litestream
@@ -113,7 +113,43 @@ DEMO_APP_CHECK = (
 REPO_EXPECTATIONS = Path(__file__).resolve().parent.parent / "expectations"
 
 
-def run_demo(evidence_dir: Path, *, echo=print) -> int:
+DEMO_SLACK = """
+[slack]
+channel = "#drills"
+api_url = "{api_url}"
+outbox_dir = "{outbox}"
+"""
+DEMO_SLACK_TOKEN = "xoxb-drillbook-demo-not-a-real-token"
+
+
+@contextlib.contextmanager
+def demo_slack_standin(enabled: bool, echo=print) -> Iterator[Any]:
+    """The Slack stand-in on loopback with a demo token in the environment, or nothing."""
+    if not enabled:
+        yield None
+        return
+    from tasks.slack_standin import SlackStandIn
+
+    with SlackStandIn(token=DEMO_SLACK_TOKEN) as standin, environment({"SLACK_BOT_TOKEN": DEMO_SLACK_TOKEN}):
+        echo(f"demo: Slack stand-in (records what it receives) at {standin.api_url}")
+        yield standin
+
+
+def print_slack_preview(standin: Any, echo=print) -> None:
+    """The posted message as Block Kit JSON (paste into Block Kit Builder), and what went into its thread."""
+    messages = standin.messages
+    if not messages:
+        echo("demo: nothing reached the Slack stand-in (see the note above)")
+        return
+    message = messages[0]
+    echo(f"\ndemo: posted to {message['channel']} (fallback text: {message['text']!r})")
+    for upload in standin.files:
+        echo(f"demo: in the thread: {upload['filename']} ({len(upload['content']):,} bytes) {upload['title']!r}")
+    echo("demo: the message's Block Kit JSON (paste into https://app.slack.com/block-kit-builder):\n")
+    echo(json.dumps({"blocks": message["blocks"]}, indent=2, ensure_ascii=False))
+
+
+def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> int:
     """Run the whole demo; returns the drill's exit code (0 PASS, 1 FAIL, 2 ERROR)."""
     from flows.cli import run_drill  # the same path `drillbook run` takes
 
@@ -121,25 +157,29 @@ def run_demo(evidence_dir: Path, *, echo=print) -> int:
     try:
         live = make_sample_database(workdir / "orders.db")
         echo(f"demo: created a sample application database {live} ({live.stat().st_size:,} bytes, WAL mode)")
-        with environment(DEMO_CREDENTIALS), local_s3() as endpoint:
+        with environment(DEMO_CREDENTIALS), local_s3() as endpoint, demo_slack_standin(slack_preview, echo) as standin:
             echo(f"demo: local S3 endpoint (moto) at {endpoint}")
             create_bucket(endpoint, DEMO_BUCKET)
             replica = s3_replica_url(endpoint, DEMO_BUCKET, "orders.db")
             record = replicate_once(live, replica)
             echo(f"demo: replicated with `litestream replicate -once` in {record.seconds:.2f}s")
             catalogue = workdir / "drillbook.toml"
-            catalogue.write_text(
-                DEMO_CATALOGUE.format(
-                    evidence=evidence_dir.resolve(),
-                    scratch=workdir / "scratch",
-                    expectations=REPO_EXPECTATIONS,
-                    replica=replica,
-                    live=live,
-                    python=json.dumps(sys.executable),
-                    app_check=json.dumps(DEMO_APP_CHECK),
-                )
+            text = DEMO_CATALOGUE.format(
+                evidence=evidence_dir.resolve(),
+                scratch=workdir / "scratch",
+                expectations=REPO_EXPECTATIONS,
+                replica=replica,
+                live=live,
+                python=json.dumps(sys.executable),
+                app_check=json.dumps(DEMO_APP_CHECK),
             )
+            if standin is not None:
+                text += DEMO_SLACK.format(api_url=standin.api_url, outbox=workdir / "outbox")
+            catalogue.write_text(text)
             echo(f"demo: drilling with catalogue {catalogue}\n")
-            return run_drill("demo-orders", str(catalogue), as_json=False)
+            code = run_drill("demo-orders", str(catalogue), as_json=False)
+            if standin is not None:
+                print_slack_preview(standin, echo)
+            return code
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.cleanup import clean_up
-from tasks.config import DatabaseEntry, load_catalogue
+from tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from tasks.errors import ConfigError, DrillFailed
 from tasks.evidence import write_bundle
 from tasks.history import HistoryError, record_drill
@@ -21,6 +21,7 @@ from tasks.integrity import IntegrityReport, check_integrity
 from tasks.replica import ReplicaState, inspect_replica
 from tasks.report import headline, render_markdown
 from tasks.restore import RestoreResult, make_scratch, restore_database
+from tasks.slack import SlackDelivery, notify_slack
 from tasks.smoke import SmokeReport, run_smoke_tests
 from tasks.steps import Status, StepResult
 from tasks.verdict import DrillResult, judge
@@ -100,6 +101,24 @@ def report_task(result: DrillResult) -> None:
     (logger.info if result.passed else logger.error)(headline(result))
 
 
+@task(name="notify-slack", cache_policy=NO_CACHE)
+def notify_slack_task(result: DrillResult, catalogue: Catalogue) -> SlackDelivery:
+    delivery = notify_slack(result, catalogue)
+    logger = get_run_logger()
+    (logger.info if delivery.status in ("sent", "already sent", "not configured") else logger.warning)(delivery.note)
+    return delivery
+
+
+def _notify(result: DrillResult, catalogue: Catalogue) -> None:
+    """Slack delivery never changes the verdict: a crash here becomes a note, the outbox keeps the report."""
+    state = notify_slack_task(result, catalogue, return_state=True)
+    if state.is_completed():
+        result.notes.append(state.result().note)
+    else:
+        error = state.result(raise_on_failure=False)
+        result.notes.append(f"Slack delivery crashed ({type(error).__name__}); the report is in the evidence bundle and the outbox")
+
+
 def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:
     """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error."""
     state = step_task(*args, return_state=True)
@@ -116,7 +135,8 @@ def _flow_run_url() -> str | None:
     from prefect.runtime import flow_run
 
     try:
-        return flow_run.ui_url
+        url = flow_run.ui_url
+        return url if url and url.startswith(("http://", "https://")) else None  # no PREFECT_UI_URL: "None/flow-runs/..."
     except Exception:  # no UI configured: the report simply has no link
         return None
 
@@ -127,8 +147,11 @@ def drill_database(
     config_path: str | None = None,
     release: str | None = None,
     expect_schema: int | str | None = None,
+    notify: bool = True,
 ) -> DrillResult:
     """Restore `name` from its replica into scratch, check it, and judge RTO / RPO against its targets.
+
+    `notify=False` leaves Slack to the caller (the nightly flow posts one summary for all drills).
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -166,6 +189,8 @@ def drill_database(
     else:  # the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {recorded.result(raise_on_failure=False)}")
     report_task(result)
+    if notify:
+        _notify(result, catalogue)
     if not result.passed:
         raise DrillFailed(result)
     return result

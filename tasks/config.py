@@ -46,6 +46,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 _SECRET_PARAM = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
 
 
 def redact_url(url: str) -> str:
@@ -145,12 +146,27 @@ class DatabaseEntry(BaseModel):
     expectations_samples: bool = Field(
         default=False, description="Keep up to 20 sample unexpected values per failed expectation in the evidence (they are row data)."
     )
+    slack_channel: str | None = Field(default=None, description="Slack channel for this database's reports (default: [slack] channel).")
+    owners: list[str] = Field(
+        default_factory=list, description="Slack user IDs (U..., W...) or user-group IDs (S...) mentioned when a drill does not pass."
+    )
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
         if not _NAME.match(value):
             raise ValueError(f"use letters, digits, '-', '_' or '.', at most 63 characters (got {value!r})")
+        return value
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: list[str]) -> list[str]:
+        for owner in value:
+            if not _SLACK_ID.match(owner):
+                raise ValueError(
+                    f"{owner!r} is not a Slack user ID (U0123ABCD, W0123ABCD) or user-group ID (S0123ABCD); "
+                    "copy it from the person's or group's profile in Slack (names and @handles do not work)"
+                )
         return value
 
     @field_validator("replica")
@@ -199,12 +215,48 @@ class Settings(BaseModel):
     )
 
 
+class SlackSettings(BaseModel):
+    """The [slack] table: where drill reports go. Secrets (token, webhook URL) come from the environment or a Prefect Secret block."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str | None = Field(default=None, description="Default channel (name like '#drills' or ID like 'C0123ABCD'); databases may override it.")
+    api_url: str | None = Field(
+        default=None, description="Slack Web API base URL (default https://slack.com/api/); GovSlack, proxies and tests use another."
+    )
+    token_env: str = Field(default="SLACK_BOT_TOKEN", description="Environment variable holding the bot token (xoxb-...).")
+    token_secret_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the bot token; read once per run, when the variable is unset."
+    )
+    webhook_url_env: str | None = Field(
+        default=None, description="Environment variable holding an incoming-webhook URL: the simpler alternative (no thread, no file)."
+    )
+    outbox_dir: str = Field(default="drill-outbox", description="Reports Slack did not take, kept until `drillbook outbox send`; relative to the catalogue.")
+    timeout: Duration = Field(default=30.0, le=600, description="Seconds allowed for one Slack request.")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"expected an http(s) URL like https://slack.com/api/ (got {value!r})")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _target(self) -> "SlackSettings":
+        if not self.channel and not self.webhook_url_env:
+            raise ValueError("set channel (with a bot token) or webhook_url_env (an incoming webhook), or remove the [slack] table")
+        return self
+
+
 class Catalogue(BaseModel):
     """The whole drillbook.toml."""
 
     model_config = ConfigDict(extra="forbid")
 
     drillbook: Settings = Field(default_factory=Settings)
+    slack: SlackSettings | None = Field(default=None, description="Slack delivery; none: reports go to the terminal and evidence only.")
     database: list[DatabaseEntry] = Field(default_factory=list)
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
 
@@ -238,6 +290,10 @@ class Catalogue(BaseModel):
         if self.drillbook.history_url:
             return os.path.expandvars(self.drillbook.history_url)
         return f"sqlite:///{(self.evidence_dir / 'history.db').resolve()}"
+
+    @property
+    def outbox_dir(self) -> Path | None:
+        return self.resolve(self.slack.outbox_dir) if self.slack else None
 
     def get(self, name: str) -> DatabaseEntry:
         for entry in self.database:

@@ -4,7 +4,8 @@
     ├── ConfigError                the catalogue (or a suite file) is not usable
     ├── LiveDatabaseGuard          a restore would touch the live database
     ├── ToolMissing                a required program (litestream) is not installed
-    └── DrillFailed                the drill ran and did not PASS (carries the result)
+    ├── DrillFailed                the drill ran and did not PASS (carries the result)
+    └── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
 
 A drill that runs and finds the database unrecoverable is not an exception in
 the library: the step results say so, and the verdict names the failure mode.
@@ -49,3 +50,12 @@ class DrillFailed(DrillbookError):
         name = getattr(result, "database", "?")
         super().__init__(f"drill of {name!r}: {verdict}" + (f" ({mode})" if mode else ""))
         self.result = result
+
+
+class SlackDeliveryError(DrillbookError):
+    """Slack did not take a report; `reason` says why (never the token); `affects_all` when no other report would get through either."""
+
+    def __init__(self, reason: str, *, affects_all: bool):
+        super().__init__(reason)
+        self.reason = reason
+        self.affects_all = affects_all

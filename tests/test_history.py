@@ -41,7 +41,8 @@ def test_a_broken_history_store_loses_nothing(capsys, replicate, write_catalogue
     assert code == 0  # the verdict stands
     assert any("cannot write the drill history at postgresql+psycopg://nobody@127.0.0.1:1/none" in n for n in result["notes"])
     bundle = json.loads(open(result["evidence"]).read())
-    assert bundle["verdict"] == "PASS" and bundle["notes"] == result["notes"]
+    assert bundle["verdict"] == "PASS"
+    assert any("cannot write the drill history" in n for n in bundle["notes"])
 
 
 @pytest.fixture
