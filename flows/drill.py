@@ -90,8 +90,12 @@ def drill_database(
     config_path: str | None = None,
     release: str | None = None,
     expect_schema: int | str | None = None,
+    release_lag: str | None = None,
 ) -> DrillResult:
     """Restore `name` from its replica into scratch, check it, and judge RTO / RPO against its targets.
+
+    `release_lag` (from a release drill's wait) says the replica did not carry the
+    release in time; the verdict leads with it as replica lag.
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -116,6 +120,7 @@ def drill_database(
         restore=restore,
         integrity=integrity,
         release=release,
+        release_lag=release_lag,
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)

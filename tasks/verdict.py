@@ -147,8 +147,13 @@ def judge(
     restore: RestoreResult,
     integrity: IntegrityReport,
     release: str | None = None,
+    release_lag: str | None = None,
 ) -> DrillResult:
-    """PASS only when every step passed and both measurements are inside their targets."""
+    """PASS only when every step passed and both measurements are inside their targets.
+
+    `release_lag` says the replica did not carry the release within the wait: it
+    leads the findings as replica lag, since it explains what the copy lacks.
+    """
     steps: dict[str, StepResult] = {"replica": replica, "restore": restore, "integrity": integrity}
     findings: list[Finding] = []
     errors: list[str] = []
@@ -185,6 +190,8 @@ def judge(
 
     order = list(FailureMode)
     findings.sort(key=lambda f: order.index(f.mode))
+    if release_lag:
+        findings.insert(0, Finding(mode=FailureMode.REPLICA_LAG, detail=release_lag))
     if errors:
         verdict, mode = Verdict.ERROR, FailureMode.DRILL_ERROR
         findings.insert(0, Finding(mode=mode, detail="; ".join(errors)))
