@@ -1,10 +1,12 @@
 """Before a release drill: wait (bounded) until the replica carries the release.
 
 After a deploy that ran a migration, a drill proves nothing until the replica
-holds the migration. The replica carries the release when its newest change is
-at or after the release time, or when a copy restored from it reports the
-expected schema version (checked only when the replica's position moved, so an
-idle replica is not restored over and over).
+holds the migration. With an expected schema version, the replica carries the
+release when a copy restored from it reports that version (restored again only
+when the replica's position moved, so an idle replica is not restored over and
+over): a change after the release time proves nothing about the migration.
+Without one, it carries the release when its newest change is at or after the
+release time.
 """
 
 from __future__ import annotations
@@ -107,7 +109,7 @@ def wait_for_release(
         replica = inspect_replica(entry)
         if not replica.ok:
             return finish(WaitOutcome.UNREADABLE, f"the replica cannot be read: {replica.summary}")
-        if replica.newest_time is not None and replica.newest_time >= threshold:
+        if expected is None and replica.newest_time is not None and replica.newest_time >= threshold:
             return finish(WaitOutcome.READY, f"the replica's newest change ({replica.newest_time:%H:%M:%S}Z) is at or after the release time")
         if expected is not None and replica.newest_txid != probed_txid:
             probed_txid = replica.newest_txid
