@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--evidence-dir", default="drill-evidence", help="where the demo's evidence bundle is kept (default: ./drill-evidence)")
     demo.set_defaults(func=cmd_demo)
+
+    from flows.cli_fleet import add_commands as add_fleet_commands  # nightly, release
+
+    add_fleet_commands(commands, config_option)
     return parser
 
 
