@@ -34,6 +34,11 @@ def server_url() -> str | None:
     return get_current_settings().api.url
 
 
+def schema_version_arg(value: str) -> int | str:
+    """42 as a number (PRAGMA user_version), anything else as given."""
+    return int(value) if value.isdigit() else value
+
+
 def exit_code_for(verdicts: list[str]) -> int:
     if not verdicts or "ERROR" in verdicts:
         return EXIT_ERROR
@@ -88,7 +93,7 @@ def release_parameters(args: argparse.Namespace) -> dict[str, Any]:
     return parameters
 
 
-def emit_release_event(release: str, schema_version: str | None, databases: list[str] | None) -> str:
+def emit_release_event(release: str, schema_version: int | str | None, databases: list[str] | None) -> str:
     """Send `drillbook.release.deployed` to the configured server and wait until it is sent; returns the event id."""
     from prefect.events.clients import get_events_client
     from prefect.events.schemas.events import Event, Resource
@@ -183,7 +188,7 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         epilog="Exit codes: 0 PASS, 1 FAIL, 2 ERROR.",
     )
     release.add_argument("--release", required=True, help="the release, e.g. v1.2.3 (also the idempotency key of its run)")
-    release.add_argument("--schema-version", metavar="VERSION", help="schema version the migration leaves the databases at")
+    release.add_argument("--schema-version", type=schema_version_arg, metavar="VERSION", help="schema version the migration leaves the databases at")
     release.add_argument("--db", nargs="+", metavar="NAME", help="the databases the release touched (default: all)")
     config_option(release)
     release.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True, help="wait for the verdict and exit with it (default); --no-wait needs a server")
