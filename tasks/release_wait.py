@@ -119,10 +119,9 @@ def wait_for_release(
         remaining = wait_seconds - (time.monotonic() - started)
         if remaining <= 0:
             newest = f"{replica.newest_time:%Y-%m-%d %H:%M:%S}Z" if replica.newest_time else "unknown"
-            schema = f"; restored schema version {seen_schema}, expected {expected}" if expected is not None else ""
-            return finish(
-                WaitOutcome.TIMED_OUT,
-                f"the replica did not carry release {release} within {wait_seconds:g}s: its newest change is at {newest}, "
-                f"before the release time {threshold:%Y-%m-%d %H:%M:%S}Z{schema}",
-            )
+            if expected is not None:
+                why = f"a copy restored from it reports schema version {seen_schema}, expected {expected} (newest change at {newest})"
+            else:
+                why = f"its newest change is at {newest}, before the release time {threshold:%Y-%m-%d %H:%M:%S}Z"
+            return finish(WaitOutcome.TIMED_OUT, f"the replica did not carry release {release} within {wait_seconds:g}s: {why}")
         sleep(min(poll_seconds, remaining))
