@@ -226,6 +226,10 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.add_argument("action", nargs="?", choices=["list", "send"], default="list", help="list (default) or send")
     config_option(outbox)
     outbox.set_defaults(func=cmd_outbox)
+
+    from flows.cli_fleet import add_commands as add_fleet_commands  # nightly, release
+
+    add_fleet_commands(commands, config_option)
     return parser
 
 

@@ -148,10 +148,13 @@ def drill_database(
     release: str | None = None,
     expect_schema: int | str | None = None,
     notify: bool = True,
+    release_lag: str | None = None,
 ) -> DrillResult:
     """Restore `name` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
     `notify=False` leaves Slack to the caller (the nightly flow posts one summary for all drills).
+    `release_lag` (from a release drill's wait) says the replica did not carry the
+    release in time; the verdict leads with it as replica lag.
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -180,6 +183,7 @@ def drill_database(
         release=release,
         smoke=smoke,
         expectations=expectations,
+        release_lag=release_lag,
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)

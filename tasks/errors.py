@@ -5,7 +5,8 @@
     ├── LiveDatabaseGuard          a restore would touch the live database
     ├── ToolMissing                a required program (litestream) is not installed
     ├── DrillFailed                the drill ran and did not PASS (carries the result)
-    └── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
+    ├── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
+    └── DrillsFailed               a nightly / release run had a drill that did not PASS (carries all results)
 
 A drill that runs and finds the database unrecoverable is not an exception in
 the library: the step results say so, and the verdict names the failure mode.
@@ -59,3 +60,17 @@ class SlackDeliveryError(DrillbookError):
         super().__init__(reason)
         self.reason = reason
         self.affects_all = affects_all
+
+
+class DrillsFailed(DrillbookError):
+    """A nightly or release run finished with a FAIL or ERROR among its drills; `results` holds every DrillResult."""
+
+    def __init__(self, what: str, results: list[Any]):
+        counts: dict[str, int] = {}
+        for result in results:
+            verdict = str(getattr(getattr(result, "verdict", None), "value", getattr(result, "verdict", "?")))
+            counts[verdict] = counts.get(verdict, 0) + 1
+        failing = [f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed]
+        tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+        super().__init__(f"{what}: {tally}; not passed: {', '.join(failing)}")
+        self.results = results

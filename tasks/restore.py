@@ -88,13 +88,13 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path)
         guard_live(entry, scratch, output)
     except LiveDatabaseGuard as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.GUARD, summary=str(exc), scratch_dir=str(scratch))
-    started = time.monotonic()
+    started, started_at = time.monotonic(), datetime.now(UTC)
     try:
         command = run_litestream(["restore", "-json", "-o", str(output), entry.replica], timeout=entry.restore_timeout)
     except ToolMissing as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.TOOL_MISSING, summary=str(exc), scratch_dir=str(scratch))
     seconds = round(time.monotonic() - started, 3)
-    common = dict(seconds=seconds, command=command, scratch_dir=str(scratch))
+    common = dict(seconds=seconds, command=command, scratch_dir=str(scratch), started_at=started_at, finished_at=datetime.now(UTC))
     if command.timed_out:
         return RestoreResult(
             status=Status.FAILED,

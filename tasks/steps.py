@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Self
 
@@ -21,6 +22,8 @@ class StepResult(BaseModel):
     status: Status = Status.SKIPPED
     seconds: float = 0.0
     summary: str = ""
+    started_at: datetime | None = None  # wall clock, where a step records it (restore: around litestream)
+    finished_at: datetime | None = None
 
     @classmethod
     def crashed(cls, exc: BaseException) -> Self:

@@ -164,11 +164,13 @@ def judge(
     release: str | None = None,
     smoke: SmokeReport | None = None,
     expectations: ExpectationsReport | None = None,
+    release_lag: str | None = None,
 ) -> DrillResult:
     """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
 
     `smoke` and `expectations` are phases only when given; smoke seconds count in the RTO, expectations
-    seconds are reported beside it.
+    seconds are reported beside it. `release_lag` says the replica did not carry the release within
+    the wait: it leads the findings as replica lag, since it explains what the copy lacks.
     """
     steps: dict[str, StepResult] = {"replica": replica, "restore": restore, "integrity": integrity}
     if smoke is not None:
@@ -214,6 +216,8 @@ def judge(
 
     order = list(FailureMode)
     findings.sort(key=lambda f: order.index(f.mode))
+    if release_lag:
+        findings.insert(0, Finding(mode=FailureMode.REPLICA_LAG, detail=release_lag))
     if errors:
         verdict, mode = Verdict.ERROR, FailureMode.DRILL_ERROR
         findings.insert(0, Finding(mode=mode, detail="; ".join(errors)))

@@ -1,0 +1,44 @@
+"""`drillbook nightly` / `drillbook release` in-process: exit codes, and no emit-and-forget without a server."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from flows.cli import main
+from tests.conftest import corrupt_index, entry
+
+
+def test_nightly_exit_codes(capsys, replicate, write_catalogue):
+    good, bad = replicate(), replicate(corrupt_index)
+    config = write_catalogue(entry("good", good.replica, tags=["ok"]), entry("bad", bad.replica))
+    assert main(["nightly", "--config", str(config), "--tag", "ok"]) == 0
+    assert "nightly drills: 1 PASS" in capsys.readouterr().out
+    assert main(["nightly", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "nightly drills: 1 PASS, 1 FAIL" in out and "integrity failure" in out
+
+
+def test_nightly_config_error_exits_2(capsys, tmp_path):
+    assert main(["nightly", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "catalogue not found" in capsys.readouterr().err
+
+
+def test_release_in_process_exit_codes(capsys, replicate, write_catalogue):
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica))
+    base = ["release", "--in-process", "--config", str(config), "--wait-seconds", "1"]
+    assert main([*base, "--release", "v1", "--schema-version", "3"]) == 0
+    assert main([*base, "--release", "v2", "--schema-version", "4"]) == 1
+    assert "replica lag" in capsys.readouterr().out
+    assert main([*base, "--release", "v3", "--db", "nope"]) == 2
+    assert "no database named 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra, what", [(["--emit"], "the event"), (["--no-wait"], "a run nobody waits for")])
+def test_release_refuses_to_emit_and_forget_without_a_server(capsys, extra, what):
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        assert main(["release", "--release", "v1.2.3", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"drillbook: no Prefect server is configured (PREFECT_API_URL is not set), so {what} would go to a temporary in-process server and be lost.")
+    assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in err

@@ -1,0 +1,95 @@
+"""deployments/prefect.yaml: loads as `prefect deploy` loads it, every entrypoint imports, the trigger templates."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
+
+
+@pytest.fixture
+def deployments(monkeypatch):
+    from prefect.cli.deploy._config import _load_deploy_configs_and_actions
+
+    monkeypatch.chdir(ROOT)  # `prefect deploy` runs from the repository root
+    from rich.console import Console
+
+    configs, _actions = _load_deploy_configs_and_actions(PREFECT_FILE, console=Console(quiet=True))
+    return {config["name"]: config for config in configs}
+
+
+def test_file_validates_with_prefects_model():
+    import yaml
+    from prefect.cli.deploy._models import PrefectYamlModel
+
+    model = PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))
+    assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill"}
+
+
+def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatch):
+    from prefect.flows import load_flow_from_entrypoint
+
+    monkeypatch.chdir(ROOT)
+    for name, config in deployments.items():
+        flow = load_flow_from_entrypoint(config["entrypoint"])
+        flow.validate_parameters({**_required(flow), **(config.get("parameters") or {})})
+        assert config["work_pool"]["name"] == "drillbook", name
+
+
+def _required(flow) -> dict:
+    return {"drill-database": {"name": "orders"}, "release-drills": {"release": "v1"}}.get(flow.name, {})
+
+
+def test_drill_deployment_name_matches_what_the_flows_call(deployments):
+    from flows.nightly import DRILL_DEPLOYMENT
+    from flows.cli_fleet import RELEASE_DEPLOYMENT
+
+    assert DRILL_DEPLOYMENT == "drill-database/drillbook-drill"
+    assert deployments["drillbook-nightly"]["parameters"]["drill_deployment"] == DRILL_DEPLOYMENT
+    assert deployments["drillbook-release"]["parameters"]["drill_deployment"] == DRILL_DEPLOYMENT
+    assert RELEASE_DEPLOYMENT == "release-drills/drillbook-release"
+
+
+def test_nightly_schedule_and_concurrency(deployments):
+    from prefect.client.schemas.schedules import CronSchedule
+
+    nightly = deployments["drillbook-nightly"]
+    (schedule,) = nightly["schedules"]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert cron.timezone == "Europe/Berlin"
+    assert nightly["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
+
+
+def test_release_trigger_templates_parameters_from_the_event(deployments):
+    from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+    from prefect.server.events.actions import RunDeployment
+    from prefect.server.events.schemas.events import ReceivedEvent
+    from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
+
+    from flows.release import RELEASE_EVENT, release_drills
+
+    (raw,) = deployments["drillbook-release"]["triggers"]
+    trigger = DeploymentEventTrigger.model_validate({k: v for k, v in raw.items() if k != "type"})
+    assert trigger.expect == {RELEASE_EVENT}
+    occurred = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    event = ReceivedEvent(
+        occurred=occurred,
+        event=RELEASE_EVENT,
+        resource={"prefect.resource.id": "drillbook.release.v1.2.3"},
+        payload={"release": "v1.2.3", "schema_version": 42, "databases": ["orders", "users"]},
+        id="00000000-0000-0000-0000-000000000001",
+    )
+    assert trigger.match.includes([event.resource])
+    parameters = dict(trigger.parameters)
+    RunDeployment._upgrade_v1_templates(parameters)  # as the server does before rendering
+    rendered = hydrate(parameters, HydrationContext(render_jinja=True, jinja_context={"event": event}, raise_on_error=True))
+    assert rendered["release"] == "v1.2.3"
+    assert rendered["schema_version"] == 42
+    assert rendered["databases"] == ["orders", "users"]
+    checked = release_drills.validate_parameters({**rendered, "drill_deployment": "drill-database/drillbook-drill"})
+    assert checked["released_at"] == occurred

@@ -1,0 +1,239 @@
+"""A fleet: a real Prefect server on PostgreSQL, a process work pool, two workers, the deployments from
+deployments/prefect.yaml, a nightly over seven databases in the local S3, the release CLI and its event.
+
+Every process started here runs in its own process group and is stopped at the end, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import S3_CREDENTIALS, corrupt_index, entry
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+PG = {"host": "127.0.0.1", "port": "5432", "user": "postgres"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _psql(sql: str) -> None:
+    subprocess.run(["psql", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True, timeout=60)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+class Fleet:
+    def __init__(self, api_url: str, env: dict[str, str], logs: dict[str, Path]):
+        self.api_url = api_url
+        self.env = env
+        self.logs = logs
+
+    def run(self, *argv: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+        done = subprocess.run(list(argv), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{argv} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+        return done
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, s3_endpoint):
+    base = tmp_path_factory.mktemp("fleet")
+    database = f"drillbook_fleet_{uuid.uuid4().hex[:8]}"
+    port = _free_port()
+    api_url = f"http://127.0.0.1:{port}/api"
+    common = {
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "HOME": os.environ.get("HOME", str(base)),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+        **S3_CREDENTIALS,
+    }
+    server_env = {
+        **common,
+        "PREFECT_HOME": str(base / "server-home"),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"postgresql+asyncpg://{PG['user']}@{PG['host']}:{PG['port']}/{database}",
+        "PREFECT_UI_ENABLED": "false",
+    }
+    client_env = {
+        **common,
+        "PREFECT_HOME": str(base / "client-home"),
+        "PREFECT_API_URL": api_url,
+        # Drill runs on either worker write results where the nightly (on either worker) reads them.
+        "PREFECT_LOCAL_STORAGE_PATH": str(base / "results"),
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+    logs: dict[str, Path] = {}
+    processes: list[subprocess.Popen] = []
+    with ExitStack() as stack:
+        _psql(f"CREATE DATABASE {database}")
+        stack.callback(_psql, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+        def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+            logs[name] = base / f"{name}.log"
+            handle = stack.enter_context(logs[name].open("w"))
+            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            processes.append(process)
+            stack.callback(_stop, process)
+            return process
+
+        server = start("server", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)], server_env)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{api_url}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the Prefect server did not start:\n{logs['server'].read_text()[-3000:]}")
+            time.sleep(0.5)
+
+        fleet = Fleet(api_url, client_env, logs)
+        fleet.run(str(BIN / "prefect"), "work-pool", "create", "drillbook", "--type", "process")
+        # The README's deploy command, exactly.
+        fleet.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
+        for name in ("worker-a", "worker-b"):
+            start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name], {**client_env, "PREFECT_HOME": str(base / name)})
+        yield fleet
+        assert all(p.poll() is None for p in processes[1:]), "a worker died during the test"
+
+
+def _catalogue(tmp_path: Path, replicate, count: int) -> tuple[Path, list[str]]:
+    from tests.conftest import _toml
+
+    lines = ["[drillbook]", f"evidence_dir = {_toml(str(tmp_path / 'evidence'))}", f"scratch_dir = {_toml(str(tmp_path / 'scratch'))}"]
+    names = []
+    for index in range(count):
+        replicated = replicate()
+        names.append(f"fleet{index}")
+        lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in entry(f"fleet{index}", replicated.replica, schema_version=3).items()]
+    broken = replicate(corrupt_index)
+    lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in entry("fleet-broken", broken.replica).items()]
+    path = tmp_path / "drillbook.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path, names
+
+
+def test_nightly_over_two_workers(fleet, replicate, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    config, names = _catalogue(tmp_path, replicate, 6)
+    started = time.monotonic()
+    with temporary_settings(updates={PREFECT_API_URL: fleet.api_url}):
+        nightly = run_deployment(
+            "nightly-drills/drillbook-nightly", parameters={"config_path": str(config), "max_concurrent": 4}, timeout=600, poll_interval=1, as_subflow=False
+        )
+        wall = time.monotonic() - started
+        assert nightly.state.is_failed(), nightly.state  # one database is broken: the nightly says so
+        with get_client(sync_client=True) as client:
+            artifacts = client.read_artifacts()
+            summary = next(a for a in artifacts if a.key == "nightly-drills" and a.flow_run_id == nightly.id)
+            drill_runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-drill"])),
+            )
+    rows = {row["database"]: row for row in (json.loads(summary.data) if isinstance(summary.data, str) else summary.data)}
+    assert {name: rows[name]["verdict"] for name in names} == {name: "PASS" for name in names}
+    assert (rows["fleet-broken"]["verdict"], rows["fleet-broken"]["failure mode"]) == ("FAIL", "integrity failure")
+
+    mine = [run for run in drill_runs if run.parameters.get("config_path") == str(config)]
+    assert sorted(run.parameters["name"] for run in mine) == sorted([*names, "fleet-broken"])
+    assert all(run.state.is_final() for run in mine)
+    # Which worker ran each drill, from the workers' own logs.
+    by_worker = {w: [run for run in mine if str(run.id) in fleet.logs[w].read_text()] for w in ("worker-a", "worker-b")}
+    assert by_worker["worker-a"] and by_worker["worker-b"], {w: len(r) for w, r in by_worker.items()}
+    assert len(by_worker["worker-a"]) + len(by_worker["worker-b"]) >= len(mine)
+
+    # Prefect's overhead per drill: the drill run's wall time minus the steps' own seconds.
+    from tasks.evidence import read_bundle
+
+    overheads = []
+    for bundle_path in (tmp_path / "evidence").rglob("*.json"):
+        bundle = read_bundle(bundle_path)
+        run = next(r for r in mine if r.parameters["name"] == bundle.database)
+        steps = sum(phase.seconds for phase in bundle.phases.values())
+        overheads.append(round((run.end_time - run.start_time).total_seconds() - steps, 2))
+    assert len(overheads) == len(mine)
+    report = {"fleet_nightly_wall_seconds": round(wall, 1), "drill_runs": len(mine), "prefect_overhead_seconds_per_drill": sorted(overheads)}
+    print("FLEET-MEASURE " + json.dumps(report))
+
+
+def test_release_cli_is_idempotent_and_exits_with_the_verdict(fleet, replicate, tmp_path):
+    replicated = replicate()
+    config = tmp_path / "release.toml"
+    from tests.conftest import _toml
+
+    config.write_text(
+        "\n".join(
+            ["[drillbook]", f"evidence_dir = {_toml(str(tmp_path / 'ev'))}", f"scratch_dir = {_toml(str(tmp_path / 'sc'))}", "", "[[database]]"]
+            + [f"{k} = {_toml(v)}" for k, v in entry("orders", replicated.replica).items()]
+        )
+        + "\n"
+    )
+    release = f"v9.{uuid.uuid4().hex[:6]}"
+    argv = [str(BIN / "drillbook"), "release", "--release", release, "--schema-version", "3", "--config", str(config), "--wait-seconds", "30"]
+    first = fleet.run(*argv, check=False)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = fleet.run(*argv, check=False)  # a retried CI job
+    assert second.returncode == 0, second.stdout + second.stderr
+    run_line = [line for line in first.stdout.splitlines() if "flow run" in line][0]
+    assert run_line == [line for line in second.stdout.splitlines() if "flow run" in line][0]  # the same run, not a second drill
+
+    failing = fleet.run(*argv[:3], f"{release}-bad", "--schema-version", "99", "--config", str(config), "--wait-seconds", "1", check=False)
+    assert failing.returncode == 1, failing.stdout + failing.stderr
+    assert "replica lag" in failing.stdout
+
+
+def test_release_event_triggers_a_release_run(fleet, replicate, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    release = f"v8.{uuid.uuid4().hex[:6]}"
+    sent = fleet.run(str(BIN / "drillbook"), "release", "--release", release, "--schema-version", "3", "--db", "orders", "--emit")
+    assert f"sent event drillbook.release.deployed for {release}" in sent.stdout
+    deadline = time.monotonic() + 120
+    with temporary_settings(updates={PREFECT_API_URL: fleet.api_url}):
+        with get_client(sync_client=True) as client:
+            while True:
+                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-release"])))
+                mine = [r for r in runs if r.parameters.get("release") == release]
+                if mine or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+    assert mine, "the trigger did not start a release run"
+    (run,) = mine
+    assert run.parameters["schema_version"] == 3
+    assert run.parameters["databases"] == ["orders"]

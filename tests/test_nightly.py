@@ -1,0 +1,101 @@
+"""Nightly drills: every database its own drill run, bounded by Prefect global concurrency limits."""
+
+from __future__ import annotations
+
+import pytest
+from prefect.client.orchestration import get_client
+
+from flows.nightly import DRILLS_LIMIT, bucket_limit_name, nightly_drills, summary_rows
+from tasks.errors import ConfigError, DrillsFailed
+from tests.conftest import corrupt_index, entry
+
+
+def _artifact_rows(key: str) -> list[dict]:
+    import json
+
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()  # newest per key
+    matches = [a for a in artifact if a.key == key]
+    assert matches, f"no artifact {key!r}"
+    data = matches[0].data
+    return json.loads(data) if isinstance(data, str) else data
+
+
+def test_one_bad_database_never_stops_the_others(replicate, write_catalogue):
+    good = [replicate() for _ in range(3)]
+    bad = replicate(corrupt_index)
+    config = write_catalogue(
+        *(entry(f"app{i}", r.replica, tags=["nightly"]) for i, r in enumerate(good)),
+        entry("broken", bad.replica, tags=["nightly"]),
+        entry("untagged", good[0].replica),
+    )
+    with pytest.raises(DrillsFailed) as caught:
+        nightly_drills(config_path=str(config), tags=["nightly"], max_concurrent=2)
+    results = {r.database: r for r in caught.value.results}
+    assert set(results) == {"app0", "app1", "app2", "broken"}
+    assert [results[f"app{i}"].verdict.value for i in range(3)] == ["PASS"] * 3
+    assert (results["broken"].verdict.value, results["broken"].failure_mode.value) == ("FAIL", "integrity failure")
+    assert str(caught.value) == "nightly drills: 1 FAIL, 3 PASS; not passed: broken FAIL (integrity failure)"
+
+    rows = {row["database"]: row for row in _artifact_rows("nightly-drills")}
+    assert set(rows) == {"app0", "app1", "app2", "broken"}
+    assert rows["broken"]["verdict"] == "FAIL" and rows["broken"]["failure mode"] == "integrity failure"
+    assert rows["app0"]["verdict"] == "PASS" and rows["app0"]["failure mode"] == ""
+    assert rows["app0"]["RTO / target"].endswith("s / 120s") and rows["app0"]["RPO / target"].endswith("s / 600s")
+
+
+def test_all_passing_nightly_returns_every_result(replicate, write_catalogue):
+    replicated = [replicate() for _ in range(2)]
+    config = write_catalogue(*(entry(f"db{i}", r.replica) for i, r in enumerate(replicated)))
+    results = nightly_drills(config_path=str(config))
+    assert [(r.database, r.verdict.value) for r in results] == [("db0", "PASS"), ("db1", "PASS")]
+    assert summary_rows(results)[0]["verdict"] == "PASS"
+
+
+def test_concurrency_limit_holds_across_restores(replicate, write_catalogue):
+    replicated = [replicate() for _ in range(5)]
+    config = write_catalogue(*(entry(f"c{i}", r.replica) for i, r in enumerate(replicated)))
+    results = nightly_drills(config_path=str(config), max_concurrent=2)
+    assert all(r.passed for r in results), [(r.database, r.verdict.value, r.findings) for r in results]
+    restores = [(r.restore.started_at, r.restore.finished_at) for r in results]
+    drills = [(r.started_at, r.finished_at) for r in results]
+    assert all(start and end for start, end in restores)
+    assert _peak(restores) <= 2
+    assert _peak(drills) <= 2
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(DRILLS_LIMIT).limit == 2
+        assert client.read_global_concurrency_limit_by_name(bucket_limit_name(_entry(config, "c0"))).limit >= 1
+
+
+def _peak(intervals) -> int:
+    """The most intervals open at any instant (an end before a start at the same instant)."""
+    events = sorted([(start, 1) for start, _ in intervals] + [(end, -1) for _, end in intervals], key=lambda e: (e[0], e[1]))
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
+
+
+def _entry(config, name):
+    from tasks.config import load_catalogue
+
+    return load_catalogue(config).get(name)
+
+
+def test_a_missing_limit_is_an_error_not_unlimited():
+    from prefect.concurrency.sync import concurrency
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+
+    with pytest.raises(ConcurrencySlotAcquisitionError):
+        with concurrency("drillbook-drils-misspelled", occupy=1, strict=True):
+            pass
+
+
+def test_unknown_tag_and_unknown_database_are_named(replicate, write_catalogue):
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica, tags=["payments"]))
+    with pytest.raises(ConfigError, match=r"no database carries the tag\(s\) nightly \(tags in use: payments\)"):
+        nightly_drills.fn(config_path=str(config), tags=["nightly"])
+    with pytest.raises(ConfigError, match=r"no database named 'ordrs' \(known: orders\)"):
+        nightly_drills.fn(config_path=str(config), databases=["ordrs"])
