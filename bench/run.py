@@ -1,0 +1,439 @@
+"""drillbook against the bare commands, side by side.
+
+    python bench/run.py                      # 10 MB and 100 MB, 3 repeats, fleet of 20
+    python bench/run.py --sizes 10,100,1000  # add the 1 GB case (or --large)
+    python bench/run.py --quick              # seconds: a smoke run of the harness itself
+
+Per size: a realistic WAL-mode database (customers, orders, order_items with
+indexes) is replicated with the real `litestream replicate -once` to a local S3
+endpoint (moto's server, its own process). Then, alternating, repeated:
+
+- baseline: `litestream restore` + `sqlite3` running PRAGMA integrity_check,
+  PRAGMA foreign_key_check and the same SQL the drill's checks run, timed as
+  one process tree;
+- drillbook: `drillbook run NAME --json` on the same replica, whole process,
+  plus the phase seconds drillbook itself reports.
+
+Peak RSS is sampled over each whole process tree with psutil. The fleet case
+drills N small databases with `drillbook nightly` (concurrency 2) against the
+bare commands under `xargs -P 2`. One table is printed; JSON and Markdown are
+written under bench/results/ (not committed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+LITESTREAM = str(BIN / "litestream") if (BIN / "litestream").exists() else shutil.which("litestream")
+DRILLBOOK = str(BIN / "drillbook") if (BIN / "drillbook").exists() else shutil.which("drillbook")
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_DEFAULT_REGION": "us-east-1"}
+BUCKET = "drillbook-bench"
+
+# The SQL the drill's own checks run beyond integrity: row counts per table.
+CHECK_SQL = "SELECT count(*) FROM customers; SELECT count(*) FROM orders; SELECT count(*) FROM order_items;"
+
+SCHEMA = """
+PRAGMA journal_mode=WAL;
+CREATE TABLE customers (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE, name TEXT NOT NULL, created_at TEXT NOT NULL);
+CREATE TABLE orders (id INTEGER PRIMARY KEY, customer_id INTEGER NOT NULL REFERENCES customers(id), status TEXT NOT NULL,
+                     total_cents INTEGER NOT NULL, created_at TEXT NOT NULL, notes TEXT);
+CREATE INDEX orders_customer ON orders(customer_id);
+CREATE INDEX orders_created ON orders(created_at);
+CREATE TABLE order_items (id INTEGER PRIMARY KEY, order_id INTEGER NOT NULL REFERENCES orders(id), sku TEXT NOT NULL,
+                          quantity INTEGER NOT NULL, price_cents INTEGER NOT NULL);
+CREATE INDEX order_items_order ON order_items(order_id);
+PRAGMA user_version=3;
+"""
+
+
+def generate(path: Path, megabytes: float) -> Path:
+    """Grow a realistic database to about `megabytes`, in SQLite's own speed (recursive CTEs)."""
+    connection = sqlite3.connect(path)
+    connection.executescript(SCHEMA)
+    # About 850 bytes a customer with its orders and items: small targets get small batches.
+    batch, customers, orders = int(min(20000, max(100, megabytes * 1e6 / 850 / 4))), 0, 0
+    while True:
+        connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO customers SELECT ? + i, 'customer' || (? + i) || '@example.com', 'Name ' || abs(random() % 100000), "
+            "datetime('now', '-' || abs(random() % 900) || ' days') FROM n",
+            (batch, customers, customers),
+        )
+        connection.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) "
+            "INSERT INTO orders SELECT ? + i, ? + 1 + abs(random() % ?), 'paid', abs(random() % 100000), "
+            "datetime('now', '-' || abs(random() % 500000) || ' minutes'), hex(randomblob(60)) FROM n",
+            (batch * 3, orders, customers, batch),
+        )
+        connection.execute(
+            "INSERT INTO order_items (order_id, sku, quantity, price_cents) "
+            "SELECT id, 'SKU-' || abs(random() % 400), 1 + abs(random() % 5), abs(random() % 9000) FROM orders WHERE id > ?",
+            (orders,),
+        )
+        connection.commit()
+        customers += batch
+        orders += batch * 3
+        size = connection.execute("PRAGMA page_count").fetchone()[0] * connection.execute("PRAGMA page_size").fetchone()[0]
+        if size >= megabytes * 1e6:
+            break
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_s3() -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    server = subprocess.Popen(
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    import boto3
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            boto3.client(
+                "s3", endpoint_url=endpoint, region_name="us-east-1",
+                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            ).create_bucket(Bucket=BUCKET)
+            return server, endpoint
+        except Exception:  # not listening yet
+            if time.monotonic() > deadline:
+                server.kill()
+                raise
+            time.sleep(0.2)
+
+
+def stop(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def start_prefect_server(work: Path) -> tuple[subprocess.Popen, str]:
+    """A persistent Prefect server, as a fleet runs drillbook (no temporary server per drill)."""
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env.pop("PREFECT_API_URL", None)
+    server = subprocess.Popen(
+        [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2).read()
+            return server, url
+        except OSError:  # not listening yet
+            if time.monotonic() > deadline or server.poll() is not None:
+                stop(server)
+                raise RuntimeError("the Prefect server did not start within 120 s")
+            time.sleep(0.5)
+
+
+def litestream_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    env.update(CREDENTIALS)
+    return env
+
+
+def replica_url(endpoint: str, key: str) -> str:
+    return f"s3://{BUCKET}/{key}?endpoint={endpoint}&region=us-east-1&forcePathStyle=true"
+
+
+@dataclass
+class Run:
+    seconds: float
+    peak_rss_mb: float  # the whole process tree
+    peak_rss_own_mb: float = 0.0  # the tree without a temporary Prefect server child
+    phases: dict[str, float] = field(default_factory=dict)
+    verdict: str | None = None
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[Run, str]:
+    """Run a process tree to completion; wall seconds and peak RSS of the whole tree."""
+    peak = peak_own = 0
+    started = time.monotonic()
+    process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak, peak_own
+        try:
+            root = psutil.Process(process.pid)
+        except psutil.NoSuchProcess:
+            return
+        while not done.is_set():
+            try:
+                total = own = root.memory_info().rss
+                for child in root.children(recursive=True):
+                    rss = child.memory_info().rss
+                    total += rss
+                    if not _is_prefect_server(child):
+                        own += rss
+                peak, peak_own = max(peak, total), max(peak_own, own)
+            except psutil.Error:
+                pass
+            done.wait(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out, err = process.communicate()
+    seconds = time.monotonic() - started
+    done.set()
+    sampler.join()
+    if process.returncode not in (0,) and "drillbook" not in argv[0]:
+        raise RuntimeError(f"{argv} exited {process.returncode}: {err[-2000:]}")
+    return Run(seconds=seconds, peak_rss_mb=peak / 1e6, peak_rss_own_mb=peak_own / 1e6), out
+
+
+def _is_prefect_server(process: psutil.Process) -> bool:
+    try:
+        cmdline = " ".join(process.cmdline())
+    except psutil.Error:
+        return False
+    return "prefect" in cmdline and ("server" in cmdline or "uvicorn" in cmdline)
+
+
+def baseline_script(url: str, out: Path) -> list[str]:
+    sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {CHECK_SQL}"
+    return ["sh", "-c", f'"{LITESTREAM}" restore -o "{out}" "{url}" >/dev/null && sqlite3 -readonly "{out}" "{sql}" >/dev/null']
+
+
+def run_baseline(url: str, scratch: Path) -> Run:
+    out = scratch / f"baseline-{time.monotonic_ns()}.db"
+    run, _ = timed(baseline_script(url, out), litestream_env())
+    for p in scratch.glob(out.name + "*"):
+        p.unlink()
+    return run
+
+
+def run_drillbook(name: str, config: Path, env: dict[str, str]) -> Run:
+    run, out = timed([DRILLBOOK, "run", name, "--config", str(config), "--json"], env)
+    result = json.loads(out)
+    run.verdict = result["verdict"]
+    run.phases = {k: v["seconds"] for k, v in result["phases"].items()}
+    return run
+
+
+CATALOGUE_ENTRY = """
+[[database]]
+name = "{name}"
+replica = "{url}"
+rto_target = "1h"
+rpo_target = "1d"
+schema_version = 3
+"""
+
+
+def write_catalogue(path: Path, work: Path, entries: list[tuple[str, str]], extra: str = "") -> Path:
+    text = f'[drillbook]\nevidence_dir = "{work / "evidence"}"\nscratch_dir = "{work / "scratch"}"\n{extra}'
+    text += "".join(CATALOGUE_ENTRY.format(name=n, url=u) for n, u in entries)
+    path.write_text(text)
+    return path
+
+
+def drillbook_env(work: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CREDENTIALS)
+    env.setdefault("PREFECT_HOME", str(work / "prefect"))
+    env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def bench_size(megabytes: float, repeats: int, endpoint: str, work: Path, env: dict[str, str]) -> dict:
+    name = f"bench-{int(megabytes)}mb" if megabytes >= 1 else "bench-small"
+    db = generate(work / f"{name}.db", megabytes)
+    size_mb = db.stat().st_size / 1e6
+    url = replica_url(endpoint, f"{name}/app.db")
+    subprocess.run([LITESTREAM, "replicate", "-once", str(db), url], env=litestream_env(), check=True, capture_output=True, timeout=3600)
+    config = write_catalogue(work / f"{name}.toml", work, [(name, url)])
+    scratch = work / "baseline-scratch"
+    scratch.mkdir(exist_ok=True)
+    base: list[Run] = []
+    drill: list[Run] = []
+    for r in range(repeats):
+        order = (lambda: base.append(run_baseline(url, scratch)), lambda: drill.append(run_drillbook(name, config, env)))
+        for step in order if r % 2 == 0 else reversed(order):
+            step()
+    db.unlink()
+    work_seconds = [sum(run.phases.values()) - run.phases.get("replica", 0.0) for run in drill]
+    overhead = [run.seconds - sum(run.phases.values()) for run in drill]
+    b, d = med([r.seconds for r in base]), med([r.seconds for r in drill])
+    return {
+        "case": f"single {size_mb:,.0f} MB ({'Prefect server' if 'PREFECT_API_URL' in env else 'ephemeral Prefect'})",
+        "size_mb": round(size_mb, 1),
+        "repeats": repeats,
+        "verdicts": sorted({r.verdict for r in drill}),
+        "baseline_s": {"median": b, "min": min(r.seconds for r in base), "max": max(r.seconds for r in base)},
+        "drillbook_s": {"median": d, "min": min(r.seconds for r in drill), "max": max(r.seconds for r in drill)},
+        "phases_s": {k: med([r.phases[k] for r in drill]) for k in drill[0].phases},
+        "ratio_wall": d / b,
+        # Restore + checks as drillbook runs them, against the bare commands: the per-size cost.
+        "ratio_excl_fixed": med(work_seconds) / b,
+        "fixed_overhead_s": med(overhead),
+        "drillbook_s_per_gb": med(work_seconds) / (size_mb / 1000),
+        "baseline_s_per_gb": b / (size_mb / 1000),
+        "peak_rss_mb": {
+            "baseline": max(r.peak_rss_mb for r in base),
+            "drillbook": max(r.peak_rss_mb for r in drill),
+            "drillbook_without_prefect_server": max(r.peak_rss_own_mb for r in drill),
+        },
+    }
+
+
+def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> dict | None:
+    help_text = subprocess.run([DRILLBOOK, "--help"], capture_output=True, text=True).stdout
+    if "nightly" not in help_text:
+        print("fleet: `drillbook nightly` is not available in this build; skipped", file=sys.stderr)
+        return None
+    entries = []
+    for i in range(count):
+        name = f"fleet-{i:02d}"
+        db = generate(work / f"{name}.db", 1)
+        url = replica_url(endpoint, f"fleet/{name}/app.db")
+        subprocess.run([LITESTREAM, "replicate", "-once", str(db), url], env=litestream_env(), check=True, capture_output=True, timeout=600)
+        db.unlink()
+        entries.append((name, url))
+    config = write_catalogue(work / "fleet.toml", work, entries, extra="max_concurrent = 2\n")
+    scratch = work / "fleet-scratch"
+    scratch.mkdir(exist_ok=True)
+    sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {CHECK_SQL}"
+    lines = "\n".join(f"{url}\t{scratch / name}.db" for name, url in entries) + "\n"
+    script = (
+        f"printf '%s' '{lines}' | xargs -P 2 -L 1 sh -c "
+        f"'\"{LITESTREAM}\" restore -o \"$1\" \"$0\" >/dev/null && sqlite3 -readonly \"$1\" \"{sql}\" >/dev/null'"
+    )
+    base, _ = timed(["sh", "-c", script.replace("\t", " ")], litestream_env())
+    drill, _ = timed([DRILLBOOK, "nightly", "--config", str(config)], env)
+    return {
+        "case": f"fleet of {count}, concurrency 2",
+        "baseline_s": {"median": base.seconds, "min": base.seconds, "max": base.seconds},
+        "drillbook_s": {"median": drill.seconds, "min": drill.seconds, "max": drill.seconds},
+        "ratio_wall": drill.seconds / base.seconds,
+        "peak_rss_mb": {"baseline": base.peak_rss_mb, "drillbook": drill.peak_rss_mb, "drillbook_without_prefect_server": drill.peak_rss_own_mb},
+    }
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| case | baseline s (med, min–max) | drillbook s (med, min–max) | ratio wall | ratio excl. fixed | fixed overhead s "
+        "| s/GB base → drill | peak RSS MB base / drill (without Prefect server) |"
+    )
+    out = [head, "|" + "---|" * 8]
+    for r in rows:
+        b, d = r["baseline_s"], r["drillbook_s"]
+        per_gb = f"{r['baseline_s_per_gb']:.1f} → {r['drillbook_s_per_gb']:.1f}" if "baseline_s_per_gb" in r else "-"
+        out.append(
+            f"| {r['case']} | {b['median']:.2f} ({b['min']:.2f}–{b['max']:.2f}) | {d['median']:.2f} ({d['min']:.2f}–{d['max']:.2f}) "
+            f"| {r['ratio_wall']:.2f} | {r.get('ratio_excl_fixed', float('nan')):.2f} | {r.get('fixed_overhead_s', float('nan')):.2f} "
+            f"| {per_gb} | {r['peak_rss_mb']['baseline']:.0f} / {r['peak_rss_mb']['drillbook']:.0f} "
+            f"({r['peak_rss_mb']['drillbook_without_prefect_server']:.0f}) |"
+        )
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10,100", help="database sizes in MB, comma-separated (default 10,100)")
+    parser.add_argument("--large", action="store_true", help="add the 1 GB case")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each side per size (default 3)")
+    parser.add_argument("--fleet", type=int, default=20, help="databases in the fleet case; 0 skips it (default 20)")
+    parser.add_argument(
+        "--api",
+        choices=["ephemeral", "server"],
+        default="ephemeral",
+        help="ephemeral: no PREFECT_API_URL, each drill starts Prefect's temporary server (a CLI user's case); "
+        "server: drills talk to a running Prefect server the bench starts (a fleet's case)",
+    )
+    parser.add_argument("--quick", action="store_true", help="1 MB, one repeat, fleet of 3: checks the harness in seconds")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where the JSON and Markdown go")
+    args = parser.parse_args(argv)
+    sizes = [float(s) for s in args.sizes.split(",") if s]
+    if args.large:
+        sizes.append(1000.0)
+    if args.quick:
+        sizes, args.repeats, args.fleet = [1.0], 1, 3
+    if not (LITESTREAM and DRILLBOOK and shutil.which("sqlite3")):
+        print("bench needs litestream, drillbook (pip install -e '.[test]') and the sqlite3 command line (apt-get install sqlite3)", file=sys.stderr)
+        return 2
+
+    work = Path(tempfile.mkdtemp(prefix="drillbook-bench-"))
+    server, endpoint = start_s3()
+    prefect_server = None
+    rows = []
+    try:
+        env = drillbook_env(work)
+        if args.api == "server":
+            prefect_server, env["PREFECT_API_URL"] = start_prefect_server(work)
+        # The first drill in a fresh PREFECT_HOME migrates Prefect's database: not what an operator pays nightly.
+        warm_db = generate(work / "warmup.db", 0.1)
+        warm_url = replica_url(endpoint, "warmup/app.db")
+        subprocess.run([LITESTREAM, "replicate", "-once", str(warm_db), warm_url], env=litestream_env(), check=True, capture_output=True)
+        run_drillbook("warmup", write_catalogue(work / "warmup.toml", work, [("warmup", warm_url)]), env)
+        for size in sizes:
+            print(f"bench: {size:g} MB, {args.repeats} repeat(s)…", file=sys.stderr)
+            rows.append(bench_size(size, args.repeats, endpoint, work, env))
+        if args.fleet:
+            print(f"bench: fleet of {args.fleet}…", file=sys.stderr)
+            fleet = bench_fleet(args.fleet, endpoint, work, env)
+            if fleet:
+                rows.append(fleet)
+    finally:
+        stop(server)
+        if prefect_server:
+            stop(prefect_server)
+        shutil.rmtree(work, ignore_errors=True)
+
+    rendered = table(rows)
+    print(rendered)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    meta = {"when": stamp, "api": args.api, "cpus": os.cpu_count(), "python": sys.version.split()[0], "rows": rows}
+    (out / f"bench-{stamp}.json").write_text(json.dumps(meta, indent=2))
+    (out / f"bench-{stamp}.md").write_text(f"# drillbook bench {stamp}\n\n{rendered}\n")
+    print(f"\nwritten: {out / f'bench-{stamp}.json'} and .md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
