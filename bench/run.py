@@ -333,7 +333,7 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
         subprocess.run([LITESTREAM, "replicate", "-once", str(db), url], env=litestream_env(), check=True, capture_output=True, timeout=600)
         db.unlink()
         entries.append((name, url))
-    config = write_catalogue(work / "fleet.toml", work, entries, extra="max_concurrent = 2\n")
+    config = write_catalogue(work / "fleet.toml", work, entries)
     scratch = work / "fleet-scratch"
     scratch.mkdir(exist_ok=True)
     sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {CHECK_SQL}"
@@ -343,9 +343,14 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
         f"'\"{LITESTREAM}\" restore -o \"$1\" \"$0\" >/dev/null && sqlite3 -readonly \"$1\" \"{sql}\" >/dev/null'"
     )
     base, _ = timed(["sh", "-c", script.replace("\t", " ")], litestream_env())
-    drill, _ = timed([DRILLBOOK, "nightly", "--config", str(config)], env)
+    drill, out = timed([DRILLBOOK, "nightly", "--config", str(config), "--max-concurrent", "2", "--json"], env)
+    try:
+        verdicts = sorted(str(r.get("verdict")) for r in json.loads(out))
+    except (ValueError, AttributeError, TypeError):
+        verdicts = ["unreadable"]
     return {
         "case": f"fleet of {count}, concurrency 2",
+        "verdicts": {v: verdicts.count(v) for v in set(verdicts)},
         "baseline_s": {"median": base.seconds, "min": base.seconds, "max": base.seconds},
         "drillbook_s": {"median": drill.seconds, "min": drill.seconds, "max": drill.seconds},
         "ratio_wall": drill.seconds / base.seconds,

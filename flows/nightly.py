@@ -128,9 +128,14 @@ def _run_drill(entry: DatabaseEntry, parameters: dict[str, Any], drill_deploymen
         state = run.state
         where = f"flow run {run.name} ({run.id})"
     else:
+        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
         from flows.drill import drill_database
 
-        state = drill_database(**parameters, return_state=True)
+        # A subflow in this process needs no heartbeat of its own (the nightly run has one), and
+        # the heartbeat thread's exit costs up to a second per drill (bench/run.py, fleet case).
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            state = drill_database(**parameters, return_state=True)
         where = "the drill subflow"
     if state is None:
         return error_result(entry, f"{where} has no state", release=parameters.get("release"))

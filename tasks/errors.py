@@ -6,6 +6,7 @@
     ├── ToolMissing                a required program (litestream) is not installed
     ├── DrillFailed                the drill ran and did not PASS (carries the result)
     ├── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
+    ├── HistoryError               the history store could not be read or written (the bundle still holds the record)
     └── DrillsFailed               a nightly / release run had a drill that did not PASS (carries all results)
 
 A drill that runs and finds the database unrecoverable is not an exception in
@@ -74,3 +75,7 @@ class DrillsFailed(DrillbookError):
         tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
         super().__init__(f"{what}: {tally}; not passed: {', '.join(failing)}")
         self.results = results
+
+
+class HistoryError(DrillbookError):
+    """The history store could not be read or written; the message names the URL (without password)."""

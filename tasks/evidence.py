@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from pathlib import Path
 
+from tasks.files import write_atomic
 from tasks.verdict import DrillResult
 
 
@@ -28,18 +28,7 @@ def write_bundle(result: DrillResult, evidence_dir: Path) -> Path:
 def _write(path: Path, result: DrillResult) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     result.evidence = str(path)
-    payload = json.dumps({"drillbook_evidence": 1, **result.model_dump(mode="json")}, indent=2, sort_keys=False)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(payload + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, json.dumps({"drillbook_evidence": 1, **result.model_dump(mode="json")}, indent=2))
 
 
 def read_bundle(path: Path) -> DrillResult:

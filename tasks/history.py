@@ -14,7 +14,7 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, se
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from tasks.errors import DrillbookError
+from tasks.errors import HistoryError
 from tasks.verdict import DrillResult
 
 
@@ -42,10 +42,6 @@ class DrillRecord(Base):
     restored_txid: Mapped[str | None] = mapped_column(String(32))
     evidence: Mapped[str | None] = mapped_column(String(1024))
     summary: Mapped[dict] = mapped_column(JSON)
-
-
-class HistoryError(DrillbookError):
-    """The history store could not be read or written; the message names the URL (without password)."""
 
 
 def _engine(url: str):

@@ -22,7 +22,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Iterator, Literal, Protocol
@@ -32,6 +31,7 @@ from pydantic import BaseModel, Field, SecretStr
 
 from tasks.config import Catalogue, SlackSettings
 from tasks.errors import SlackDeliveryError
+from tasks.files import write_atomic
 from tasks.slack_render import SlackFile, SlackMessage, redact, render_drill_message, render_nightly_summary
 from tasks.verdict import DrillResult
 
@@ -291,12 +291,12 @@ class Outbox:
         return sorted(entries, key=lambda e: e.created_at)
 
     def save(self, entry: OutboxEntry) -> Path:
-        return _write_atomic(self.path(entry.key), entry.model_dump_json(indent=2))
+        return write_atomic(self.path(entry.key), entry.model_dump_json(indent=2))
 
     def mark_sent(self, entry: OutboxEntry) -> None:
         entry.delivered_at = datetime.now(UTC)
         entry.reason = None
-        _write_atomic(self.sent_path(entry.key), entry.model_dump_json(indent=2))
+        write_atomic(self.sent_path(entry.key), entry.model_dump_json(indent=2))
         self.path(entry.key).unlink(missing_ok=True)
 
     @contextlib.contextmanager
@@ -314,21 +314,6 @@ class Outbox:
                 yield True
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _write_atomic(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=".", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            out.write(text + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------- delivery

@@ -17,7 +17,7 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.pop("PREFECT_API_URL", None)
 
-from flows.demo import create_bucket, local_s3, replicate_once, s3_replica_url  # noqa: E402
+from flows.demo import create_bucket, environment, local_s3, replicate_once, s3_replica_url  # noqa: E402
 from tasks.sample import make_sample_database  # noqa: E402
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "drillbook-test", "AWS_SECRET_ACCESS_KEY": "drillbook-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -43,18 +43,9 @@ def prefect_harness():
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    saved = {k: os.environ.get(k) for k in S3_CREDENTIALS}
-    os.environ.update(S3_CREDENTIALS)
-    try:
-        with local_s3() as endpoint:
-            create_bucket(endpoint, "drills")
-            yield endpoint
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with environment(S3_CREDENTIALS), local_s3() as endpoint:
+        create_bucket(endpoint, "drills")
+        yield endpoint
 
 
 class Replicated:

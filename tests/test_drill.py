@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
-import os
 import socket
 import time
 from pathlib import Path

@@ -146,7 +146,7 @@ def _catalogue(tmp_path: Path, replicate, count: int) -> tuple[Path, list[str]]:
 
 def test_nightly_over_two_workers(fleet, replicate, tmp_path):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
     from prefect.deployments import run_deployment
     from prefect.settings import PREFECT_API_URL, temporary_settings
 

@@ -9,7 +9,8 @@ import uuid
 import pytest
 
 from flows.cli import main
-from tasks.history import HistoryError, recent_drills, record_drill
+from tasks.errors import HistoryError
+from tasks.history import recent_drills, record_drill
 from tests.conftest import entry
 
 

@@ -420,3 +420,22 @@ def test_demo_slack_preview_posts_to_its_own_stand_in_and_prints_block_kit_json(
     assert "demo: in the thread: drill-demo-orders-" in out
     preview = json.loads(out[out.index("{\n  \"blocks\"") :])
     assert preview["blocks"][0]["text"]["text"] == ":white_check_mark: PASS · demo-orders"
+
+
+def test_a_real_nightly_posts_one_summary_and_no_message_per_database(slack, replicate, write_catalogue, tmp_path):
+    from flows.nightly import nightly_drills
+    from tasks.errors import DrillsFailed
+    from tests.conftest import corrupt_index
+
+    good, bad = replicate(), replicate(corrupt_index)
+    config = slack_catalogue(write_catalogue, slack, entry("orders", good.replica), entry("billing", bad.replica, owners=["U0ADA1"]), tmp_path=tmp_path)
+
+    with pytest.raises(DrillsFailed):
+        nightly_drills(config_path=str(config), max_concurrent=2)
+
+    summary, *thread = slack.messages
+    assert summary["text"].startswith("Nightly restore drills: 1 FAIL, 1 PASS; FAIL billing")
+    assert [m["thread_ts"] for m in thread] == [summary["ts"]]  # only the failure gets detail, in the thread
+    assert "integrity failure" in section_texts(thread[0]["blocks"])
+    assert len(slack.calls("chat.postMessage")) == 2
+    assert_nothing_leaked(slack)

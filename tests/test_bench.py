@@ -1,0 +1,29 @@
+"""The benchmark is not a test; this only keeps its harness from rotting (`--quick`, seconds)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_bench_prints_its_table_and_writes_results(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--fleet", "0", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| case | baseline s" in run.stdout
+    assert "| single 1 MB (ephemeral Prefect) |" in run.stdout
+    (written,) = tmp_path.glob("bench-*.json")
+    rows = json.loads(written.read_text())["rows"]
+    assert rows[0]["verdicts"] == ["PASS"]  # drillbook's side really drilled
+    assert rows[0]["baseline_s"]["median"] > 0 and rows[0]["ratio_excl_fixed"] > 0
