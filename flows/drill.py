@@ -15,8 +15,8 @@ from tasks.cleanup import clean_up
 from tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from tasks.errors import ConfigError, DrillFailed, HistoryError
 from tasks.evidence import write_bundle
-from tasks.history import record_drill
 from tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
+from tasks.history import record_drill
 from tasks.integrity import IntegrityReport, check_integrity
 from tasks.replica import ReplicaState, inspect_replica
 from tasks.report import headline, render_markdown
