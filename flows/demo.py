@@ -180,6 +180,8 @@ def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> 
             code = run_drill("demo-orders", str(catalogue), as_json=False)
             if standin is not None:
                 print_slack_preview(standin, echo)
+            else:
+                echo("demo: `drillbook demo --slack-preview` also posts the report to a local Slack stand-in and prints its Block Kit JSON")
             return code
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -215,3 +215,16 @@ def test_failed_copies_are_pruned_to_keep_failed(capsys, replicate, write_catalo
     capsys.readouterr()
     kept = [d for d in (tmp_path / "scratch" / "orders").iterdir() if (d / ".drillbook-kept").exists()]
     assert len(kept) == 2
+
+
+def test_demo_drills_a_sample_database_and_cleans_up_after_itself(tmp_path, capsys):
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("drillbook-demo-*"))
+    assert main(["demo", "--evidence-dir", str(tmp_path / "evidence")]) == 0
+    out = capsys.readouterr().out
+    assert "PASS demo-orders" in out
+    assert "smoke" in out and "expectations" in out
+    (bundle,) = (tmp_path / "evidence" / "demo-orders").glob("*.json")
+    assert read_bundle(bundle).verdict.value == "PASS"
+    assert set(Path(tempfile.gettempdir()).glob("drillbook-demo-*")) == before  # sample db, catalogue and scratch are gone
