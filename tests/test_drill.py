@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import hashlib
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -228,3 +229,40 @@ def test_demo_drills_a_sample_database_and_cleans_up_after_itself(tmp_path, caps
     (bundle,) = (tmp_path / "evidence" / "demo-orders").glob("*.json")
     assert read_bundle(bundle).verdict.value == "PASS"
     assert set(Path(tempfile.gettempdir()).glob("drillbook-demo-*")) == before  # sample db, catalogue and scratch are gone
+
+
+@pytest.fixture
+def s3_with_auth(tmp_path):
+    """A second S3 server that checks credentials (moto enforces IAM once INITIAL_NO_AUTH_ACTION_COUNT is spent)."""
+    import subprocess
+    import sys
+
+    port = _closed_port()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_wrong_credentials_are_access_denied_not_no_backup(capsys, s3_with_auth, write_catalogue):
+    url = f"s3://drills/app.db?endpoint={s3_with_auth}&region=us-east-1&forcePathStyle=true"
+    config = write_catalogue(entry("denied", url))
+    code, result = run_json(capsys, "denied", "--config", str(config))
+    assert (code, result["failure_mode"]) == (1, "object storage failure")
+    detail = result["findings"][0]["detail"]
+    assert detail.startswith(f"access denied listing s3://drills/app.db at {s3_with_auth} (InvalidAccessKeyId)")
+    assert "drillbook-test-secret" not in json.dumps(result)
