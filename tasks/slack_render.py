@@ -138,7 +138,8 @@ def _phase_lines(result: DrillResult) -> list[str]:
     lines = []
     said = {finding.detail for finding in result.findings}
     for name, phase in result.phases.items():
-        line = f"{_PHASE_MARK[phase.status]} *{escape(name)}* {phase.status.value} in {seconds_text(phase.seconds)}"
+        took = "" if phase.status == Status.SKIPPED else f" in {seconds_text(phase.seconds)}"
+        line = f"{_PHASE_MARK[phase.status]} *{escape(name)}* {phase.status.value}{took}"
         if phase.status in (Status.FAILED, Status.ERROR) and phase.summary and phase.summary not in said:
             line += f" — {escape(cut(redact(phase.summary), 300, '…'))}"
         lines.append(line)

@@ -439,3 +439,11 @@ def test_a_real_nightly_posts_one_summary_and_no_message_per_database(slack, rep
     assert "integrity failure" in section_texts(thread[0]["blocks"])
     assert len(slack.calls("chat.postMessage")) == 2
     assert_nothing_leaked(slack)
+
+
+def test_skipped_phases_carry_no_time():
+    result = built_result("orders", Verdict.FAIL)
+    result.phases["smoke"] = Phase(status=Status.SKIPPED, seconds=0.0, summary="not run")
+    text = section_texts(render_drill_message(result).blocks)
+    assert ":heavy_minus_sign: *smoke* skipped\n" in text + "\n"
+    assert "skipped in" not in text
