@@ -167,18 +167,6 @@ def ensure_limits_task(entries: list[DatabaseEntry], max_concurrent: int | None)
     return ensure_limits(entries, max_concurrent)
 
 
-def in_flight_window() -> int:
-    """How many drills this run keeps submitted at once: the drills limit's current value.
-
-    The global limit still bounds every process; the window only keeps this run's
-    own waiting drills from polling the server for slots (and backing off past a free one).
-    """
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        return max(1, client.read_global_concurrency_limit_by_name(DRILLS_LIMIT).limit)
-
-
 def drill_many(
     entries: list[DatabaseEntry],
     limits: dict[str, list[str]],
@@ -186,29 +174,14 @@ def drill_many(
     drill_deployment: str | None = None,
 ) -> list[DrillResult]:
     """Drill every entry (in the running flow), each bounded by its limits; one failing never stops the others."""
-    from prefect.futures import wait
-
-    window = in_flight_window()
-    waiting = list(entries)
-    running: dict[str, Any] = {}
-    finished: dict[str, Any] = {}
-    while waiting or running:
-        while waiting and len(running) < window:
-            entry = waiting.pop(0)
-            running[entry.name] = drill_one_task.submit(entry, parameters[entry.name], limits[entry.name], drill_deployment)
-        done = wait(list(running.values()), timeout=0.2).done
-        for name, future in list(running.items()):
-            if future in done:
-                finished[name] = running.pop(name)
+    futures = [(entry, drill_one_task.submit(entry, parameters[entry.name], limits[entry.name], drill_deployment)) for entry in entries]
     results = []
-    for entry in entries:
-        future = finished[entry.name]
+    for entry, future in futures:
         future.wait()
-        state = future.state
-        outcome = state.result(raise_on_failure=False)
+        outcome = future.state.result(raise_on_failure=False)
         result = outcome_result(outcome)
         if result is None:
-            detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else f"task ended {state.type.value}"
+            detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else f"task ended {future.state.type.value}"
             result = error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
         results.append(result)
     return results
