@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from tasks.errors import ToolMissing
+from tasks.processes import kill_group
 
 # Passed through to litestream on purpose; everything else stays out. Notably
 # AWS_CA_BUNDLE: litestream 0.5.17 fails every S3 call with "unable to add
@@ -106,10 +106,10 @@ def run_litestream(args: list[str], *, timeout: float, cwd: str | None = None) -
         stdout, stderr = process.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         timed_out = True
-        _kill_group(process)
+        kill_group(process)
         stdout, stderr = process.communicate()
     except BaseException:
-        _kill_group(process)
+        kill_group(process)
         process.communicate()
         raise
     return CommandRecord(
@@ -120,10 +120,3 @@ def run_litestream(args: list[str], *, timeout: float, cwd: str | None = None) -
         stdout=stdout[-20000:],
         stderr=stderr[-STDERR_KEEP:],
     )
-
-
-def _kill_group(process: subprocess.Popen[str]) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass

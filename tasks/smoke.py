@@ -31,6 +31,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tasks.config import DatabaseEntry, SmokeCheck
+from tasks.processes import kill_group, wait_group_gone
 from tasks.steps import Status, StepResult
 
 OUTPUT_CHARS = 4000  # of stdout / stderr kept per command check (the tail: errors come last)
@@ -204,13 +205,6 @@ def _tail(data: bytes | str | None) -> str:
     return f"[... {len(text) - OUTPUT_CHARS:,} characters cut ...]\n" + text[-OUTPUT_CHARS:]
 
 
-def _kill_group(process: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _cwd(check: SmokeCheck, base_dir: Path | None) -> str | None:
     if check.cwd is None:
         return None
@@ -240,15 +234,16 @@ def run_command_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | N
     try:
         stdout, stderr = process.communicate(timeout=check.timeout)
     except subprocess.TimeoutExpired:
-        _kill_group(process)
+        kill_group(process)
         stdout, stderr = _drain(process)
         result.timed_out = True
         result.error = f"killed at its {check.timeout:g}s timeout"
     finally:
-        _kill_group(process)  # anything it left running in its group goes too
+        kill_group(process)  # anything it left running in its group goes too
         if process.poll() is None:
             process.kill()
             process.wait()
+        wait_group_gone(process.pid)
     result.observed = process.returncode
     result.stdout, result.stderr = _tail(stdout), _tail(stderr)
     if not result.timed_out:
@@ -326,12 +321,13 @@ def run_http_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | None
 
 def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
     """SIGTERM to the app's group, SIGKILL after `grace` seconds; nothing of it is left running."""
-    _kill_group(process, signal.SIGTERM)
+    kill_group(process, signal.SIGTERM)
     try:
         process.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         pass
-    _kill_group(process, signal.SIGKILL)
+    kill_group(process, signal.SIGKILL)
     if process.poll() is None:
         process.kill()
         process.wait()
+    wait_group_gone(process.pid)
