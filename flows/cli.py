@@ -127,9 +127,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
-    if args.slack_preview:
-        return run_demo(Path(args.evidence_dir), slack_preview=True)
-    return run_demo(Path(args.evidence_dir))
+    return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview)
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:

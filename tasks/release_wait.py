@@ -11,21 +11,19 @@ release time.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Callable
-from uuid import uuid4
 
 from pydantic import BaseModel
 
 from tasks.config import DatabaseEntry
 from tasks.integrity import open_read_only
 from tasks.replica import ReplicaState, inspect_replica
-from tasks.restore import make_scratch, restore_database
+from tasks.restore import throwaway_copy
 
 
 class WaitOutcome(StrEnum):
@@ -53,9 +51,7 @@ class ReplicaWait(BaseModel):
 
 def restored_schema_version(entry: DatabaseEntry, replica: ReplicaState, scratch_root: Path) -> str | None:
     """The schema version of a throwaway copy restored from the replica (None if it cannot be read)."""
-    scratch = make_scratch(scratch_root, entry, f"wait-{uuid4().hex[:8]}")
-    try:
-        restored = restore_database(entry, replica, scratch)
+    with throwaway_copy(entry, replica, scratch_root, "wait") as restored:
         if not restored.ok or restored.path is None:
             return None
         connection = open_read_only(Path(restored.path))
@@ -66,8 +62,6 @@ def restored_schema_version(entry: DatabaseEntry, replica: ReplicaState, scratch
         finally:
             connection.close()
         return None if row is None or row[0] is None else str(row[0])
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def wait_for_release(

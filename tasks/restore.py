@@ -6,6 +6,7 @@ Never `-if-replica-exists` (it turns "no backup" into success) and never
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -14,6 +15,8 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Iterator
+from uuid import uuid4
 
 from pydantic import Field
 
@@ -77,6 +80,16 @@ def make_scratch(root: Path, entry: DatabaseEntry, drill_id: str) -> Path:
     scratch.mkdir(mode=0o700)  # fails if it exists: never reuse a directory
     guard_live(entry, scratch)
     return scratch
+
+
+@contextlib.contextmanager
+def throwaway_copy(entry: DatabaseEntry, replica: ReplicaState, scratch_root: Path, purpose: str) -> Iterator[RestoreResult]:
+    """Restore into a scratch directory of its own, removed on exit (a drill keeps a failed copy; this never does)."""
+    scratch = make_scratch(scratch_root, entry, f"{purpose}-{uuid4().hex[:8]}")
+    try:
+        yield restore_database(entry, replica, scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -> RestoreResult:

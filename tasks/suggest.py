@@ -89,20 +89,13 @@ def write_suite(suite: dict[str, Any], output: Path) -> Path:
 
 def suggest_from_replica(entry: Any, scratch_root: Path) -> dict[str, Any]:
     """Restore `entry` into a fresh scratch directory, suggest from the copy, remove the copy."""
-    import shutil
-    from uuid import uuid4
-
     from tasks.replica import inspect_replica
-    from tasks.restore import make_scratch, restore_database
+    from tasks.restore import throwaway_copy
 
     replica = inspect_replica(entry)
     if not replica.ok:
         raise DrillbookError(f"cannot read the replica of {entry.name!r}: {replica.summary}")
-    scratch = make_scratch(scratch_root, entry, f"suggest-{uuid4().hex[:8]}")
-    try:
-        restored = restore_database(entry, replica, scratch)
+    with throwaway_copy(entry, replica, scratch_root, "suggest") as restored:
         if not restored.ok or restored.path is None:
             raise DrillbookError(f"cannot restore {entry.name!r}: {restored.summary}")
         return suggest_suite(restored.path, entry.name)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
