@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tasks.sample import make_sample_database  # noqa: E402
+from drillbook.testing.sample import make_sample_database  # noqa: E402
 
 
 def timed(fn):
@@ -35,7 +35,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
 
     _, import_seconds = timed(lambda: __import__("great_expectations"))
-    from tasks.expectations import load_suite, run_expectations
+    from drillbook.tasks.expectations import load_suite, run_expectations
 
     suite_paths = sorted((ROOT / "expectations" / "demo-orders").glob("*.json"))
     demo_db = work / "demo.db"

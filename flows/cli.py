@@ -14,10 +14,10 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from rich.console import Console  # noqa: E402
 
-from tasks.config import catalogue_path, load_catalogue  # noqa: E402
-from tasks.errors import ConfigError, DrillbookError, DrillFailed  # noqa: E402
-from tasks.report import render_terminal  # noqa: E402
-from tasks.verdict import DrillResult  # noqa: E402
+from drillbook.tasks.config import catalogue_path, load_catalogue  # noqa: E402
+from drillbook.tasks.errors import ConfigError, DrillbookError, DrillFailed  # noqa: E402
+from drillbook.tasks.report import render_terminal  # noqa: E402
+from drillbook.tasks.verdict import DrillResult  # noqa: E402
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 
@@ -28,7 +28,7 @@ def _err(message: str) -> None:
 
 def run_drill(name: str, config: str | None, *, as_json: bool, release: str | None = None, expect_schema: str | None = None) -> int:
     """Validate, drill through the Prefect flow, print the report; return the exit code."""
-    from flows.drill import drill_database
+    from drillbook.flows.drill import drill_database
 
     load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, return_state=True)
@@ -53,7 +53,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    from tasks.expectations import expectations_dir, load_suites
+    from drillbook.tasks.expectations import expectations_dir, load_suites
 
     catalogue = load_catalogue(args.config)
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
@@ -71,8 +71,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_expectations_suggest(args: argparse.Namespace) -> int:
-    from tasks.expectations import expectations_dir
-    from tasks.suggest import suggest_from_replica, suggest_suite, write_suite
+    from drillbook.tasks.expectations import expectations_dir
+    from drillbook.tasks.suggest import suggest_from_replica, suggest_suite, write_suite
 
     if args.db:
         suite = suggest_suite(args.db, args.name)
@@ -95,8 +95,8 @@ def cmd_expectations_suggest(args: argparse.Namespace) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from tasks.history import recent_drills
-    from tasks.report import seconds_text
+    from drillbook.tasks.history import recent_drills
+    from drillbook.tasks.report import seconds_text
 
     catalogue = load_catalogue(args.config)
     rows = recent_drills(catalogue.history_url, args.name, args.limit)
@@ -125,13 +125,13 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.demo import run_demo
+    from drillbook.flows.demo import run_demo
 
     return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview)
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from tasks.slack import list_outbox, send_outbox
+    from drillbook.tasks.slack import list_outbox, send_outbox
 
     catalogue = load_catalogue(args.config)
     if catalogue.slack is None:
@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(outbox)
     outbox.set_defaults(func=cmd_outbox)
 
-    from flows.cli_fleet import add_commands as add_fleet_commands  # nightly, release
+    from drillbook.flows.cli_fleet import add_commands as add_fleet_commands  # nightly, release
 
     add_fleet_commands(commands, config_option)
     return parser

@@ -14,9 +14,9 @@ import json
 import sys
 from typing import Any, Callable
 
-from tasks.config import load_catalogue
-from tasks.errors import DrillbookError, DrillsFailed
-from tasks.verdict import DrillResult
+from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.errors import DrillbookError, DrillsFailed
+from drillbook.tasks.verdict import DrillResult
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
 RELEASE_DEPLOYMENT = "release-drills/drillbook-release"
@@ -67,7 +67,7 @@ def _results_of(state: Any) -> list[DrillResult]:
 
 
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
-    from flows.nightly import summary_rows, tally
+    from drillbook.flows.nightly import summary_rows, tally
 
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2))
@@ -77,7 +77,7 @@ def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.nightly import nightly_drills
+    from drillbook.flows.nightly import nightly_drills
 
     load_catalogue(args.config)  # config errors surface before any Prefect start-up
     state = nightly_drills(config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True)
@@ -98,7 +98,7 @@ def emit_release_event(release: str, schema_version: int | str | None, databases
     from prefect.events.clients import get_events_client
     from prefect.events.schemas.events import Event, Resource
 
-    from flows.release import RELEASE_EVENT
+    from drillbook.flows.release import RELEASE_EVENT
 
     event = Event(
         event=RELEASE_EVENT,
@@ -119,7 +119,7 @@ def release_verdicts(flow_run_id: Any, release: str) -> list[str] | None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
-    from flows.release import release_artifact_key
+    from drillbook.flows.release import release_artifact_key
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
@@ -144,7 +144,7 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
     if server is None:
         if not args.wait:
             raise DrillbookError(NO_SERVER.format(what="a run nobody waits for", release=args.release))
-        from flows.release import release_drills
+        from drillbook.flows.release import release_drills
 
         load_catalogue(args.config)
         state = release_drills(**release_parameters(args), return_state=True)
@@ -201,6 +201,6 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from flows.cli import main
+    from drillbook.flows.cli import main
 
     sys.exit(main())

@@ -10,71 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import sys
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from tasks.errors import DrillbookError
-from tasks.litestream import CommandRecord, run_litestream
-from tasks.sample import make_sample_database
+from drillbook.tasks.errors import DrillbookError
+from drillbook.testing.sample import make_sample_database
+from drillbook.testing.s3 import create_bucket, environment, local_s3, replicate_once, s3_replica_url
 
 DEMO_BUCKET = "drillbook-demo"
 # Local credentials for the local endpoint: never the caller's real ones.
 DEMO_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "drillbook-demo", "AWS_SECRET_ACCESS_KEY": "drillbook-demo", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-@contextlib.contextmanager
-def local_s3(host: str = "127.0.0.1") -> Iterator[str]:
-    """A real S3 protocol server (moto) on a free loopback port; yields its endpoint URL."""
-    try:
-        from moto.server import ThreadedMotoServer
-    except ImportError:
-        raise DrillbookError("the demo needs moto's server: pip install 'drillbook[demo]' (or: pip install 'moto[server]')") from None
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
-    server.start()
-    try:
-        address, port = server.get_host_and_port()
-        yield f"http://{address}:{port}"
-    finally:
-        server.stop()
-
-
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def create_bucket(endpoint: str, bucket: str) -> None:
-    import boto3
-
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-
-
-def s3_replica_url(endpoint: str, bucket: str, key: str) -> str:
-    return f"s3://{bucket}/{key}?endpoint={endpoint}&region=us-east-1&forcePathStyle=true"
-
-
-def replicate_once(db_path: str | Path, replica_url: str, *, timeout: float = 120) -> CommandRecord:
-    """Push the database to its replica with the real `litestream replicate -once`."""
-    record = run_litestream(["replicate", "-once", str(db_path), replica_url], timeout=timeout)
-    if not record.ok:
-        raise DrillbookError(f"litestream replicate failed (exit {record.exit_code}): {record.stderr_tail()}")
-    return record
 
 
 DEMO_CATALOGUE = """\
@@ -82,7 +30,7 @@ DEMO_CATALOGUE = """\
 [drillbook]
 evidence_dir = "{evidence}"
 scratch_dir = "{scratch}"
-expectations_dir = "{expectations}"      # the repository's expectations/: demo-orders/orders.json
+expectations_dir = "{expectations}"      # the demo suite shipped with drillbook: demo-orders/orders.json
 
 [[database]]
 name = "demo-orders"
@@ -110,7 +58,28 @@ DEMO_APP_CHECK = (
     "import os, sqlite3; db = sqlite3.connect(f\"file:{os.environ['DRILLBOOK_DB_PATH']}?mode=ro\", uri=True); "
     "n = db.execute('SELECT count(*) FROM orders').fetchone()[0]; print(f'app check: {n} orders readable')"
 )
-REPO_EXPECTATIONS = Path(__file__).resolve().parent.parent / "expectations"
+DEMO_DATABASE = "demo-orders"
+
+
+def copy_demo_suites(target: Path) -> Path:
+    """The demo's expectation suites, shipped as package data, copied into `target`/demo-orders/.
+
+    Read through importlib.resources, so they are found the same from a checkout
+    and from an installed wheel; returns `target` (the catalogue's expectations_dir).
+    """
+    from importlib.resources import files
+
+    source = files("drillbook.expectations") / DEMO_DATABASE
+    folder = target / DEMO_DATABASE
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = 0
+    for suite in source.iterdir():
+        if suite.name.endswith(".json"):
+            (folder / suite.name).write_bytes(suite.read_bytes())
+            copied += 1
+    if not copied:
+        raise DrillbookError(f"the demo's expectation suites are missing from the installed package (drillbook.expectations/{DEMO_DATABASE}); reinstall drillbook")
+    return target
 
 
 DEMO_SLACK = """
@@ -128,7 +97,7 @@ def demo_slack_standin(enabled: bool, echo=print) -> Iterator[Any]:
     if not enabled:
         yield None
         return
-    from tasks.slack_standin import SlackStandIn
+    from drillbook.testing.slack_standin import SlackStandIn
 
     with SlackStandIn(token=DEMO_SLACK_TOKEN) as standin, environment({"SLACK_BOT_TOKEN": DEMO_SLACK_TOKEN}):
         echo(f"demo: Slack stand-in (records what it receives) at {standin.api_url}")
@@ -151,7 +120,7 @@ def print_slack_preview(standin: Any, echo=print) -> None:
 
 def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> int:
     """Run the whole demo; returns the drill's exit code (0 PASS, 1 FAIL, 2 ERROR)."""
-    from flows.cli import run_drill  # the same path `drillbook run` takes
+    from drillbook.flows.cli import run_drill  # the same path `drillbook run` takes
 
     workdir = Path(tempfile.mkdtemp(prefix="drillbook-demo-"))
     try:
@@ -167,7 +136,7 @@ def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> 
             text = DEMO_CATALOGUE.format(
                 evidence=evidence_dir.resolve(),
                 scratch=workdir / "scratch",
-                expectations=REPO_EXPECTATIONS,
+                expectations=copy_demo_suites(workdir / "expectations"),
                 replica=replica,
                 live=live,
                 python=json.dumps(sys.executable),

@@ -11,20 +11,20 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.cleanup import clean_up
-from tasks.config import Catalogue, DatabaseEntry, load_catalogue
-from tasks.errors import ConfigError, DrillFailed, HistoryError
-from tasks.evidence import write_bundle
-from tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
-from tasks.history import record_drill
-from tasks.integrity import IntegrityReport, check_integrity
-from tasks.replica import ReplicaState, inspect_replica
-from tasks.report import headline, render_markdown
-from tasks.restore import RestoreResult, make_scratch, restore_database
-from tasks.slack import SlackDelivery, notify_slack
-from tasks.smoke import SmokeReport, run_smoke_tests
-from tasks.steps import Status, StepResult
-from tasks.verdict import DrillResult, judge
+from drillbook.tasks.cleanup import clean_up
+from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
+from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
+from drillbook.tasks.evidence import write_bundle
+from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
+from drillbook.tasks.history import record_drill
+from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.replica import ReplicaState, inspect_replica
+from drillbook.tasks.report import headline, render_markdown
+from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
+from drillbook.tasks.slack import SlackDelivery, notify_slack
+from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
+from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.verdict import DrillResult, judge
 
 S = TypeVar("S", bound=StepResult)
 

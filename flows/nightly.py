@@ -25,11 +25,11 @@ from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks.config import Catalogue, DatabaseEntry, load_catalogue
-from tasks.errors import ConfigError, DrillFailed, DrillsFailed
-from tasks.replica import parse_s3_url
-from tasks.slack import SlackDelivery, post_nightly_summary
-from tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict
+from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
+from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
+from drillbook.tasks.replica import parse_s3_url
+from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
+from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict
 
 DRILLS_LIMIT = "drillbook-drills"
 DEFAULT_MAX_CONCURRENT = 4  # drills at once, when the limit has to be created
@@ -130,7 +130,7 @@ def _run_drill(entry: DatabaseEntry, parameters: dict[str, Any], drill_deploymen
     else:
         from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        from flows.drill import drill_database
+        from drillbook.flows.drill import drill_database
 
         # A subflow in this process needs no heartbeat of its own (the nightly run has one), and
         # the heartbeat thread's exit costs up to a second per drill (bench/run.py, fleet case).

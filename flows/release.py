@@ -12,11 +12,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.nightly import _slug, drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
-from tasks.config import DatabaseEntry, load_catalogue
-from tasks.errors import DrillsFailed
-from tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
-from tasks.verdict import DrillResult
+from drillbook.flows.nightly import _slug, drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.tasks.config import DatabaseEntry, load_catalogue
+from drillbook.tasks.errors import DrillsFailed
+from drillbook.tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
+from drillbook.tasks.verdict import DrillResult
 
 RELEASE_EVENT = "drillbook.release.deployed"
 DEFAULT_WAIT_SECONDS = 600.0

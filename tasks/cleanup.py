@@ -6,8 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
-from tasks.restore import KEPT_MARKER
-from tasks.verdict import DrillResult
+from drillbook.tasks.restore import KEPT_MARKER
+from drillbook.tasks.verdict import DrillResult
 
 
 def clean_up(result: DrillResult, scratch: Path, keep_failed: int) -> str | None:

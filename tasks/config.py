@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tasks.errors import ConfigError
+from drillbook.tasks.errors import ConfigError
 
 DEFAULT_CATALOGUE = "drillbook.toml"
 CATALOGUE_ENV = "DRILLBOOK_CONFIG"

@@ -6,8 +6,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from tasks.files import write_atomic
-from tasks.verdict import DrillResult
+from drillbook.tasks.files import write_atomic
+from drillbook.tasks.verdict import DrillResult
 
 
 def bundle_path(evidence_dir: Path, result: DrillResult) -> Path:

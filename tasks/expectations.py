@@ -31,9 +31,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.config import Catalogue, DatabaseEntry
-from tasks.errors import ConfigError
-from tasks.steps import Status, StepResult
+from drillbook.tasks.config import Catalogue, DatabaseEntry
+from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.steps import Status, StepResult
 
 SAMPLE_COUNT = 20  # unexpected values kept per failed expectation when an entry opts in
 _ERROR_CHARS = 400

@@ -14,8 +14,8 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, se
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from tasks.errors import HistoryError
-from tasks.verdict import DrillResult
+from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.verdict import DrillResult
 
 
 class Base(DeclarativeBase):

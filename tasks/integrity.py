@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from tasks.steps import Status, StepResult
+from drillbook.tasks.steps import Status, StepResult
 
 MAX_ROWS_KEPT = 1000  # integrity / foreign-key rows kept in evidence; the count is always exact
 _INTEGRITY_LIMIT = 1_000_000  # PRAGMA integrity_check(N): stop only after this many problems

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from tasks.errors import ToolMissing
-from tasks.processes import kill_group
+from drillbook.tasks.errors import ToolMissing
+from drillbook.tasks.processes import kill_group
 
 # Passed through to litestream on purpose; everything else stays out. Notably
 # AWS_CA_BUNDLE: litestream 0.5.17 fails every S3 call with "unable to add

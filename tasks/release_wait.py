@@ -20,10 +20,10 @@ from typing import Callable
 
 from pydantic import BaseModel
 
-from tasks.config import DatabaseEntry
-from tasks.integrity import open_read_only
-from tasks.replica import ReplicaState, inspect_replica
-from tasks.restore import throwaway_copy
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.integrity import open_read_only
+from drillbook.tasks.replica import ReplicaState, inspect_replica
+from drillbook.tasks.restore import throwaway_copy
 
 
 class WaitOutcome(StrEnum):

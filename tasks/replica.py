@@ -17,10 +17,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel, Field
 
-from tasks.config import DatabaseEntry
-from tasks.errors import ToolMissing
-from tasks.litestream import CommandRecord, run_litestream
-from tasks.steps import Status, StepResult
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.errors import ToolMissing
+from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.steps import Status, StepResult
 
 
 class ReplicaProblem(StrEnum):

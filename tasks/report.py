@@ -7,8 +7,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from tasks.steps import Status
-from tasks.verdict import DrillResult, Verdict
+from drillbook.tasks.steps import Status
+from drillbook.tasks.verdict import DrillResult, Verdict
 
 _COLOURS = {Verdict.PASS: "green", Verdict.FAIL: "red", Verdict.ERROR: "yellow"}
 _STATUS_MARK = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "skipped", Status.ERROR: "ERROR"}

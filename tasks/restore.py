@@ -20,11 +20,11 @@ from uuid import uuid4
 
 from pydantic import Field
 
-from tasks.config import DatabaseEntry
-from tasks.errors import LiveDatabaseGuard, ToolMissing
-from tasks.litestream import CommandRecord, run_litestream
-from tasks.replica import ReplicaState
-from tasks.steps import Status, StepResult
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
+from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.steps import Status, StepResult
 
 KEPT_MARKER = ".drillbook-kept"
 

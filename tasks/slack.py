@@ -29,11 +29,11 @@ from urllib.error import URLError
 
 from pydantic import BaseModel, Field, SecretStr
 
-from tasks.config import Catalogue, SlackSettings
-from tasks.errors import SlackDeliveryError
-from tasks.files import write_atomic
-from tasks.slack_render import SlackFile, SlackMessage, redact, render_drill_message, render_nightly_summary
-from tasks.verdict import DrillResult
+from drillbook.tasks.config import Catalogue, SlackSettings
+from drillbook.tasks.errors import SlackDeliveryError
+from drillbook.tasks.files import write_atomic
+from drillbook.tasks.slack_render import SlackFile, SlackMessage, redact, render_drill_message, render_nightly_summary
+from drillbook.tasks.verdict import DrillResult
 
 SLACK_API_URL = "https://slack.com/api/"
 OUTBOX_FORMAT = 1

@@ -22,10 +22,10 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
-from tasks.config import redact_url
-from tasks.report import headline, measure_line, seconds_text
-from tasks.steps import Status
-from tasks.verdict import DrillResult, Verdict
+from drillbook.tasks.config import redact_url
+from drillbook.tasks.report import headline, measure_line, seconds_text
+from drillbook.tasks.steps import Status
+from drillbook.tasks.verdict import DrillResult, Verdict
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000

@@ -30,9 +30,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.config import DatabaseEntry, SmokeCheck
-from tasks.processes import kill_group, wait_group_gone
-from tasks.steps import Status, StepResult
+from drillbook.tasks.config import DatabaseEntry, SmokeCheck
+from drillbook.tasks.processes import kill_group, wait_group_gone
+from drillbook.tasks.steps import Status, StepResult
 
 OUTPUT_CHARS = 4000  # of stdout / stderr kept per command check (the tail: errors come last)
 _TEXT_CHARS = 200

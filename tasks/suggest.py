@@ -17,7 +17,7 @@ from typing import Any
 
 from importlib.metadata import version
 
-from tasks.errors import DrillbookError
+from drillbook.tasks.errors import DrillbookError
 
 
 def _quote(name: str) -> str:
@@ -89,8 +89,8 @@ def write_suite(suite: dict[str, Any], output: Path) -> Path:
 
 def suggest_from_replica(entry: Any, scratch_root: Path) -> dict[str, Any]:
     """Restore `entry` into a fresh scratch directory, suggest from the copy, remove the copy."""
-    from tasks.replica import inspect_replica
-    from tasks.restore import throwaway_copy
+    from drillbook.tasks.replica import inspect_replica
+    from drillbook.tasks.restore import throwaway_copy
 
     replica = inspect_replica(entry)
     if not replica.ok:

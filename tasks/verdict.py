@@ -13,13 +13,13 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.config import DatabaseEntry
-from tasks.expectations import ExpectationsReport
-from tasks.integrity import IntegrityReport
-from tasks.replica import ReplicaProblem, ReplicaState
-from tasks.restore import RestoreProblem, RestoreResult
-from tasks.smoke import SmokeReport
-from tasks.steps import Status, StepResult
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.expectations import ExpectationsReport
+from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.replica import ReplicaProblem, ReplicaState
+from drillbook.tasks.restore import RestoreProblem, RestoreResult
+from drillbook.tasks.smoke import SmokeReport
+from drillbook.tasks.steps import Status, StepResult
 
 
 class Verdict(StrEnum):

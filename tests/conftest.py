@@ -17,8 +17,8 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.pop("PREFECT_API_URL", None)
 
-from flows.demo import create_bucket, environment, local_s3, replicate_once, s3_replica_url  # noqa: E402
-from tasks.sample import make_sample_database  # noqa: E402
+from drillbook.testing.s3 import create_bucket, environment, local_s3, replicate_once, s3_replica_url  # noqa: E402
+from drillbook.testing.sample import make_sample_database  # noqa: E402
 
 S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "drillbook-test", "AWS_SECRET_ACCESS_KEY": "drillbook-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
 _CALLER_KEYS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "DRILLBOOK_CONFIG", "DRILLBOOK_LITESTREAM", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")

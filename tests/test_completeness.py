@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import build_parser, main
+from drillbook.flows.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -46,7 +46,7 @@ def test_readme_demo_command_runs_the_demo():
 
 
 def test_catalogue_reference_lists_every_field():
-    from tasks.config import DatabaseEntry, Settings, SlackSettings, SmokeCheck
+    from drillbook.tasks.config import DatabaseEntry, Settings, SlackSettings, SmokeCheck
 
     text = (ROOT / "README.md").read_text()
     for field in [*DatabaseEntry.model_fields, *Settings.model_fields, *SmokeCheck.model_fields, *SlackSettings.model_fields]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from flows.cli import main
-from tasks.config import load_catalogue, parse_duration, redact_url
-from tasks.errors import ConfigError
+from drillbook.flows.cli import main
+from drillbook.tasks.config import load_catalogue, parse_duration, redact_url
+from drillbook.tasks.errors import ConfigError
 
 S3 = "s3://drills/orders.db?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true"
 

@@ -26,15 +26,22 @@ def test_file_validates_with_prefects_model():
     import yaml
     from prefect.cli.deploy._models import PrefectYamlModel
 
-    model = PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))
+    raw = yaml.safe_load(PREFECT_FILE.read_text())
+    assert raw["pull"] == []  # no pull step: `prefect deploy` would otherwise record this checkout's path for every worker
+    model = PrefectYamlModel.model_validate(raw)
     assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill"}
 
 
-def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatch):
+def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatch, tmp_path):
+    """From a folder that is not the checkout (and holds an app's own tasks.py and flows/), as a worker runs."""
     from prefect.flows import load_flow_from_entrypoint
 
-    monkeypatch.chdir(ROOT)
+    (tmp_path / "tasks.py").write_text("raise SystemExit('the app module, not drillbook')\n")
+    (tmp_path / "flows").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
     for name, config in deployments.items():
+        assert config["entrypoint"].startswith("drillbook.flows.") and ":" not in config["entrypoint"], name
         flow = load_flow_from_entrypoint(config["entrypoint"])
         flow.validate_parameters({**_required(flow), **(config.get("parameters") or {})})
         assert config["work_pool"]["name"] == "drillbook", name
@@ -45,8 +52,8 @@ def _required(flow) -> dict:
 
 
 def test_drill_deployment_name_matches_what_the_flows_call(deployments):
-    from flows.nightly import DRILL_DEPLOYMENT
-    from flows.cli_fleet import RELEASE_DEPLOYMENT
+    from drillbook.flows.nightly import DRILL_DEPLOYMENT
+    from drillbook.flows.cli_fleet import RELEASE_DEPLOYMENT
 
     assert DRILL_DEPLOYMENT == "drill-database/drillbook-drill"
     assert deployments["drillbook-nightly"]["parameters"]["drill_deployment"] == DRILL_DEPLOYMENT
@@ -70,7 +77,7 @@ def test_release_trigger_templates_parameters_from_the_event(deployments):
     from prefect.server.events.schemas.events import ReceivedEvent
     from prefect.utilities.schema_tools.hydration import HydrationContext, hydrate
 
-    from flows.release import RELEASE_EVENT, release_drills
+    from drillbook.flows.release import RELEASE_EVENT, release_drills
 
     (raw,) = deployments["drillbook-release"]["triggers"]
     trigger = DeploymentEventTrigger.model_validate({k: v for k, v in raw.items() if k != "type"})

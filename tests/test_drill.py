@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from flows.drill import drill_database
-from tasks.errors import DrillFailed
-from tasks.evidence import read_bundle
+from drillbook.flows.cli import main
+from drillbook.flows.drill import drill_database
+from drillbook.tasks.errors import DrillFailed
+from drillbook.tasks.evidence import read_bundle
 from tests.conftest import corrupt_index, entry
 
 
@@ -58,7 +58,7 @@ def test_pass_drill_reports_rto_rpo_and_keeps_evidence(capsys, replicate, write_
 
 
 def test_no_backup_is_a_fail_not_an_error(capsys, s3_endpoint, write_catalogue):
-    from flows.demo import s3_replica_url
+    from drillbook.testing.s3 import s3_replica_url
 
     config = write_catalogue(entry("ghost", s3_replica_url(s3_endpoint, "drills", "never-replicated/app.db")))
     code, result = run_json(capsys, "ghost", "--config", str(config))
@@ -70,7 +70,7 @@ def test_no_backup_is_a_fail_not_an_error(capsys, s3_endpoint, write_catalogue):
 
 
 def test_missing_bucket_is_no_backup(capsys, s3_endpoint, write_catalogue):
-    from flows.demo import s3_replica_url
+    from drillbook.testing.s3 import s3_replica_url
 
     config = write_catalogue(entry("nobucket", s3_replica_url(s3_endpoint, "no-such-bucket", "app.db")))
     code, result = run_json(capsys, "nobucket", "--config", str(config))

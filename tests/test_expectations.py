@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from flows.cli import main
-from tasks.errors import ConfigError
-from tasks.evidence import read_bundle
-from tasks.expectations import load_suite, run_expectations
-from tasks.report import render_markdown, render_terminal
-from tasks.sample import make_sample_database
+from drillbook.flows.cli import main
+from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.evidence import read_bundle
+from drillbook.tasks.expectations import load_suite, run_expectations
+from drillbook.tasks.report import render_markdown, render_terminal
+from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -177,7 +177,7 @@ def test_nightly_over_two_workers(fleet, replicate, tmp_path):
     assert len(by_worker["worker-a"]) + len(by_worker["worker-b"]) >= len(mine)
 
     # Prefect's overhead per drill: the drill run's wall time minus the steps' own seconds.
-    from tasks.evidence import read_bundle
+    from drillbook.tasks.evidence import read_bundle
 
     overheads = []
     for bundle_path in (tmp_path / "evidence").rglob("*.json"):

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from flows.cli import main
-from tasks.errors import HistoryError
-from tasks.history import recent_drills, record_drill
+from drillbook.flows.cli import main
+from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.history import recent_drills, record_drill
 from tests.conftest import entry
 
 
@@ -70,7 +70,7 @@ def test_history_on_postgresql(postgres_url, replicate, write_catalogue, capsys)
     assert main(["run", "orders", "--config", str(config)]) == 0
     rows = recent_drills(postgres_url, "orders")
     assert len(rows) == 1 and rows[0].verdict == "PASS" and rows[0].restored_txid
-    from tasks.evidence import read_bundle
+    from drillbook.tasks.evidence import read_bundle
 
     # A retried record step does not add a second row.
     record_drill(postgres_url, read_bundle(rows[0].evidence))

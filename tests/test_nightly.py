@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prefect.client.orchestration import get_client
 
-from flows.nightly import DRILLS_LIMIT, bucket_limit_name, nightly_drills, summary_rows
-from tasks.errors import ConfigError, DrillsFailed
+from drillbook.flows.nightly import DRILLS_LIMIT, bucket_limit_name, nightly_drills, summary_rows
+from drillbook.tasks.errors import ConfigError, DrillsFailed
 from tests.conftest import corrupt_index, entry
 
 
@@ -78,7 +78,7 @@ def _peak(intervals) -> int:
 
 
 def _entry(config, name):
-    from tasks.config import load_catalogue
+    from drillbook.tasks.config import load_catalogue
 
     return load_catalogue(config).get(name)
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from flows.demo import replicate_once
-from flows.release import release_drills
-from tasks.errors import DrillsFailed
+from drillbook.testing.s3 import replicate_once
+from drillbook.flows.release import release_drills
+from drillbook.tasks.errors import DrillsFailed
 from tests.conftest import entry
 
 

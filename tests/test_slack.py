@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from flows.cli import main
-from tasks.config import load_catalogue
-from tasks.errors import ConfigError
-from tasks.evidence import read_bundle
-from tasks.sample import make_sample_database
-from tasks.slack import Outbox, notify_slack, post_nightly_summary, send_outbox
-from tasks.slack_render import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, render_drill_message
-from tasks.slack_standin import SlackStandIn
-from tasks.steps import Status
-from tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Phase, Verdict
+from drillbook.flows.cli import main
+from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.evidence import read_bundle
+from drillbook.testing.sample import make_sample_database
+from drillbook.tasks.slack import Outbox, notify_slack, post_nightly_summary, send_outbox
+from drillbook.tasks.slack_render import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, render_drill_message
+from drillbook.testing.slack_standin import SlackStandIn
+from drillbook.tasks.steps import Status
+from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Phase, Verdict
 from tests.conftest import entry
 
 TOKEN = "xoxb-1111-2222-drillbook-test-token"
@@ -423,8 +423,8 @@ def test_demo_slack_preview_posts_to_its_own_stand_in_and_prints_block_kit_json(
 
 
 def test_a_real_nightly_posts_one_summary_and_no_message_per_database(slack, replicate, write_catalogue, tmp_path):
-    from flows.nightly import nightly_drills
-    from tasks.errors import DrillsFailed
+    from drillbook.flows.nightly import nightly_drills
+    from drillbook.tasks.errors import DrillsFailed
     from tests.conftest import corrupt_index
 
     good, bad = replicate(), replicate(corrupt_index)

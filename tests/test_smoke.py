@@ -12,11 +12,11 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from flows.cli import main
-from tasks.config import DatabaseEntry, SmokeCheck
-from tasks.evidence import read_bundle
-from tasks.sample import make_sample_database
-from tasks.smoke import run_command_check, run_http_check, run_smoke_tests, run_sql_check
+from drillbook.flows.cli import main
+from drillbook.tasks.config import DatabaseEntry, SmokeCheck
+from drillbook.tasks.evidence import read_bundle
+from drillbook.testing.sample import make_sample_database
+from drillbook.tasks.smoke import run_command_check, run_http_check, run_smoke_tests, run_sql_check
 from tests.conftest import entry
 
 PY = sys.executable

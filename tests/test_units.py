@@ -9,12 +9,12 @@ import time
 import psutil
 import pytest
 
-from tasks.config import DatabaseEntry
-from tasks.errors import LiveDatabaseGuard
-from tasks.integrity import check_integrity
-from tasks.litestream import litestream_env, run_litestream
-from tasks.restore import guard_live, make_scratch
-from tasks.sample import make_sample_database
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.errors import LiveDatabaseGuard
+from drillbook.tasks.integrity import check_integrity
+from drillbook.tasks.litestream import litestream_env, run_litestream
+from drillbook.tasks.restore import guard_live, make_scratch
+from drillbook.testing.sample import make_sample_database
 
 
 def test_environment_is_built_not_inherited():

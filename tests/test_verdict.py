@@ -6,12 +6,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.config import DatabaseEntry
-from tasks.integrity import IntegrityReport
-from tasks.replica import ReplicaProblem, ReplicaState
-from tasks.restore import RestoreProblem, RestoreResult
-from tasks.steps import Status
-from tasks.verdict import FailureMode, Verdict, judge
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.replica import ReplicaProblem, ReplicaState
+from drillbook.tasks.restore import RestoreProblem, RestoreResult
+from drillbook.tasks.steps import Status
+from drillbook.tasks.verdict import FailureMode, Verdict, judge
 
 START = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 ENTRY = DatabaseEntry(name="orders", replica="s3://b/orders.db", rto_target=60, rpo_target=30)
@@ -83,6 +83,6 @@ def test_measurements():
 
 
 def test_every_failure_mode_has_an_action():
-    from tasks.verdict import ACTIONS
+    from drillbook.tasks.verdict import ACTIONS
 
     assert set(ACTIONS) == set(FailureMode)

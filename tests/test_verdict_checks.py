@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.expectations import ExpectationResult, ExpectationsReport
-from tasks.smoke import SmokeCheckResult, SmokeReport
-from tasks.steps import Status
-from tasks.verdict import FailureMode, Verdict, judge
+from drillbook.tasks.expectations import ExpectationResult, ExpectationsReport
+from drillbook.tasks.smoke import SmokeCheckResult, SmokeReport
+from drillbook.tasks.steps import Status
+from drillbook.tasks.verdict import FailureMode, Verdict, judge
 from tests.test_verdict import ENTRY, START, intact, replica_ok, restore_ok
 
 SMOKE_OK = SmokeReport(status=Status.PASSED, seconds=3, summary="2 smoke checks passed")

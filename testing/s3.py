@@ -1,0 +1,62 @@
+"""A real S3 protocol server on loopback and the real `litestream replicate`: the demo's, tests' and bench's replicas."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.litestream import CommandRecord, run_litestream
+
+
+@contextlib.contextmanager
+def local_s3(host: str = "127.0.0.1") -> Iterator[str]:
+    """A real S3 protocol server (moto) on a free loopback port; yields its endpoint URL."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise DrillbookError("the demo needs moto's server: pip install 'drillbook[demo]' (or: pip install 'moto[server]')") from None
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+    server = ThreadedMotoServer(ip_address=host, port=0, verbose=False)
+    server.start()
+    try:
+        address, port = server.get_host_and_port()
+        yield f"http://{address}:{port}"
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def create_bucket(endpoint: str, bucket: str) -> None:
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+
+
+def s3_replica_url(endpoint: str, bucket: str, key: str) -> str:
+    return f"s3://{bucket}/{key}?endpoint={endpoint}&region=us-east-1&forcePathStyle=true"
+
+
+def replicate_once(db_path: str | Path, replica_url: str, *, timeout: float = 120) -> CommandRecord:
+    """Push the database to its replica with the real `litestream replicate -once`."""
+    record = run_litestream(["replicate", "-once", str(db_path), replica_url], timeout=timeout)
+    if not record.ok:
+        raise DrillbookError(f"litestream replicate failed (exit {record.exit_code}): {record.stderr_tail()}")
+    return record
