@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from drillbook.testing.sample import make_sample_database
 
-from drillbook.testing.sample import make_sample_database  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def timed(fn):

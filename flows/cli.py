@@ -14,38 +14,16 @@ os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
 from rich.console import Console  # noqa: E402
 
+from drillbook.flows.runs import run_drill  # noqa: E402
 from drillbook.tasks.config import catalogue_path, load_catalogue  # noqa: E402
-from drillbook.tasks.errors import ConfigError, DrillbookError, DrillFailed  # noqa: E402
-from drillbook.tasks.report import render_terminal  # noqa: E402
-from drillbook.tasks.verdict import DrillResult  # noqa: E402
+from drillbook.tasks.errors import ConfigError, DrillbookError  # noqa: E402
+from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+EXIT_FAIL, EXIT_ERROR = EXIT_CODES[Verdict.FAIL], EXIT_CODES[Verdict.ERROR]
 
 
 def _err(message: str) -> None:
     print(f"drillbook: {message}", file=sys.stderr)
-
-
-def run_drill(name: str, config: str | None, *, as_json: bool, release: str | None = None, expect_schema: str | None = None) -> int:
-    """Validate, drill through the Prefect flow, print the report; return the exit code."""
-    from drillbook.flows.drill import drill_database
-
-    load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
-    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, return_state=True)
-    outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, DrillFailed):
-        result: DrillResult = outcome.result
-    elif isinstance(outcome, DrillResult):
-        result = outcome
-    elif isinstance(outcome, BaseException):
-        raise outcome
-    else:
-        raise DrillbookError(f"the drill flow ended {state.type.value} without a result: {state.message}")
-    console = Console(stderr=as_json, soft_wrap=False)
-    console.print(render_terminal(result))
-    if as_json:
-        print(json.dumps(result.summary(), indent=2))
-    return result.exit_code
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 from typing import Any, Callable
 
+from drillbook.flows.runs import drill_results_of
 from drillbook.tasks.config import load_catalogue
-from drillbook.tasks.errors import DrillbookError, DrillsFailed
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.verdict import EXIT_CODES, DrillResult, Verdict, exit_code_for, tally
 
-EXIT_PASS, EXIT_FAIL, EXIT_ERROR = 0, 1, 2
+EXIT_PASS, EXIT_ERROR = EXIT_CODES[Verdict.PASS], EXIT_CODES[Verdict.ERROR]
 RELEASE_DEPLOYMENT = "release-drills/drillbook-release"
 NO_SERVER = (
     "no Prefect server is configured (PREFECT_API_URL is not set), so {what} would go to a temporary in-process server and be lost. "
@@ -39,12 +39,6 @@ def schema_version_arg(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
-def exit_code_for(verdicts: list[str]) -> int:
-    if not verdicts or "ERROR" in verdicts:
-        return EXIT_ERROR
-    return EXIT_FAIL if "FAIL" in verdicts else EXIT_PASS
-
-
 def print_rows(rows: list[dict[str, str]], title: str) -> None:
     print(title)
     if not rows:
@@ -55,24 +49,13 @@ def print_rows(rows: list[dict[str, str]], title: str) -> None:
         print("  " + "  ".join(str(row.get(key, "")).ljust(width) for key, width in widths.items()))
 
 
-def _results_of(state: Any) -> list[DrillResult]:
-    outcome = state.result(raise_on_failure=False)
-    if isinstance(outcome, DrillsFailed):
-        return outcome.results
-    if isinstance(outcome, list):
-        return outcome
-    if isinstance(outcome, BaseException):
-        raise outcome
-    raise DrillbookError(f"the run ended {state.type.value} without results: {state.message}")
-
-
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
-    from drillbook.flows.nightly import summary_rows, tally
+    from drillbook.flows.fleet import summary_rows
 
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2))
     else:
-        print_rows(summary_rows(results), f"{title}: {tally(results)}")
+        print_rows(summary_rows(results), f"{title}: {tally(r.verdict for r in results)}")
     return exit_code_for([r.verdict.value for r in results])
 
 
@@ -81,7 +64,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
     load_catalogue(args.config)  # config errors surface before any Prefect start-up
     state = nightly_drills(config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True)
-    return _report(_results_of(state), "nightly drills", args.json)
+    return _report(drill_results_of(state), "nightly drills", args.json)
 
 
 def release_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,7 +131,7 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
 
         load_catalogue(args.config)
         state = release_drills(**release_parameters(args), return_state=True)
-        return _report(_results_of(state), f"release {args.release}", args.json)
+        return _report(drill_results_of(state), f"release {args.release}", args.json)
 
     from prefect.deployments import run_deployment
 
@@ -198,9 +181,3 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     release.add_argument("--emit", action="store_true", help="only send the drillbook.release.deployed event (the deployment's trigger starts the drills)")
     release.add_argument("--json", action="store_true", help="print every result as JSON (in-process runs)")
     release.set_defaults(func=cmd_release)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    from drillbook.flows.cli import main
-
-    sys.exit(main())

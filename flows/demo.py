@@ -120,7 +120,7 @@ def print_slack_preview(standin: Any, echo=print) -> None:
 
 def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> int:
     """Run the whole demo; returns the drill's exit code (0 PASS, 1 FAIL, 2 ERROR)."""
-    from drillbook.flows.cli import run_drill  # the same path `drillbook run` takes
+    from drillbook.flows.runs import run_drill  # the same path `drillbook run` takes
 
     workdir = Path(tempfile.mkdtemp(prefix="drillbook-demo-"))
     try:

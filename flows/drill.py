@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
@@ -111,20 +112,17 @@ def notify_slack_task(result: DrillResult, catalogue: Catalogue) -> SlackDeliver
 
 def _notify(result: DrillResult, catalogue: Catalogue) -> None:
     """Slack delivery never changes the verdict: a crash here becomes a note, the outbox keeps the report."""
-    state = notify_slack_task(result, catalogue, return_state=True)
-    if state.is_completed():
-        result.notes.append(state.result().note)
+    completed, value = unwrap(notify_slack_task(result, catalogue, return_state=True))
+    if completed:
+        result.notes.append(value.note)
     else:
-        error = state.result(raise_on_failure=False)
-        result.notes.append(f"Slack delivery crashed ({type(error).__name__}); the report is in the evidence bundle and the outbox")
+        result.notes.append(f"Slack delivery crashed ({type(value).__name__}); the report is in the evidence bundle and the outbox")
 
 
 def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:
     """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error."""
-    state = step_task(*args, return_state=True)
-    if state.is_completed():
-        return state.result()
-    return kind.crashed(state.result(raise_on_failure=False))
+    completed, value = unwrap(step_task(*args, return_state=True))
+    return value if completed else kind.crashed(value)
 
 
 def _artifact_key(name: str) -> str:
@@ -187,11 +185,11 @@ def drill_database(
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
-    recorded = record_task(result, catalogue.evidence_dir, catalogue.history_url, return_state=True)
-    if recorded.is_completed():
-        result = recorded.result()
+    completed, recorded = unwrap(record_task(result, catalogue.evidence_dir, catalogue.history_url, return_state=True))
+    if completed:
+        result = recorded
     else:  # the verdict still reaches the report, with the reason the record is missing
-        result.notes.append(f"recording the evidence failed: {recorded.result(raise_on_failure=False)}")
+        result.notes.append(f"recording the evidence failed: {recorded}")
     report_task(result)
     if notify:
         _notify(result, catalogue)

@@ -12,7 +12,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.nightly import _slug, drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases, slug
+from drillbook.flows.runs import unwrap
 from drillbook.tasks.config import DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
 from drillbook.tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
@@ -43,7 +44,7 @@ def wait_task(
 
 
 def release_artifact_key(release: str) -> str:
-    return f"release-drills-{_slug(release)}"
+    return f"release-drills-{slug(release)}"
 
 
 @flow(name="release-drills", flow_run_name="release-{release}", task_runner=ThreadPoolTaskRunner(max_workers=32))
@@ -75,7 +76,7 @@ def release_drills(
     for entry in entries:
         wait_state = waits[entry.name]
         wait_state.wait()
-        wait = wait_state.state.result(raise_on_failure=False)
+        _, wait = unwrap(wait_state.state)
         lag = wait.release_lag if isinstance(wait, ReplicaWait) else None
         parameters[entry.name] = drill_parameters(entry, config_path, release=release, expect_schema=expected, release_lag=lag)
     results = drill_many(entries, limits, parameters, drill_deployment)

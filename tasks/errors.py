@@ -67,13 +67,10 @@ class DrillsFailed(DrillbookError):
     """A nightly or release run finished with a FAIL or ERROR among its drills; `results` holds every DrillResult."""
 
     def __init__(self, what: str, results: list[Any]):
-        counts: dict[str, int] = {}
-        for result in results:
-            verdict = str(getattr(getattr(result, "verdict", None), "value", getattr(result, "verdict", "?")))
-            counts[verdict] = counts.get(verdict, 0) + 1
+        from drillbook.tasks.verdict import tally  # the verdict module builds on this one
+
         failing = [f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed]
-        tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-        super().__init__(f"{what}: {tally}; not passed: {', '.join(failing)}")
+        super().__init__(f"{what}: {tally(r.verdict for r in results)}; not passed: {', '.join(failing)}")
         self.results = results
 
 

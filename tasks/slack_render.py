@@ -25,7 +25,7 @@ from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 from drillbook.tasks.config import redact_url
 from drillbook.tasks.report import headline, measure_line, seconds_text
 from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import DrillResult, Verdict
+from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -259,10 +259,9 @@ def render_nightly_summary(
     """One message for many drills: a line per database, failures first; each failure's detail in the thread."""
     owners = owners or {}
     ordered = sorted(results, key=lambda r: (_ORDER[r.verdict], r.database))
-    counts = {v: sum(1 for r in results if r.verdict == v) for v in Verdict}
-    tally = ", ".join(f"{counts[v]} {v.value}" for v in (Verdict.FAIL, Verdict.ERROR, Verdict.PASS) if counts[v])
+    counts = tally((r.verdict for r in results), empty="no databases")
     worst = ordered[0].verdict if ordered else Verdict.PASS
-    blocks: list[Block] = [HeaderBlock(text=cut(f"{_EMOJI[worst]} {title}: {tally or 'no databases'}", MAX_HEADER, "…"))]
+    blocks: list[Block] = [HeaderBlock(text=cut(f"{_EMOJI[worst]} {title}: {counts}", MAX_HEADER, "…"))]
     lines = [_summary_line(r, owners.get(r.database, [])) for r in ordered]
     # Lines are packed into sections; past the block limit, the rest is counted, not shown.
     chunk: list[str] = []
@@ -285,7 +284,7 @@ def render_nightly_summary(
     failures = [r for r in ordered if r.verdict != Verdict.PASS]
     if failures and thread:
         blocks.append(_context("each failure's detail and evidence is in the thread"))
-    text = cut(redact(f"{title}: {tally or 'no databases'}" + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10])), MAX_FALLBACK, "…")
+    text = cut(redact(f"{title}: {counts}" + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10])), MAX_FALLBACK, "…")
     items: list[ThreadItem] = []
     if thread:
         for result in failures:

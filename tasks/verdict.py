@@ -7,6 +7,8 @@ time of the newest change the replica holds.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -26,6 +28,24 @@ class Verdict(StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     ERROR = "ERROR"
+
+
+EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 2}
+_WORST_FIRST = (Verdict.FAIL, Verdict.ERROR, Verdict.PASS)
+
+
+def exit_code_for(verdicts: Iterable[Verdict | str]) -> int:
+    """The contract for many drills: 2 if any ERROR (or none ran), else 1 if any FAIL, else 0."""
+    seen = {Verdict(v) for v in verdicts}
+    if not seen or Verdict.ERROR in seen:
+        return EXIT_CODES[Verdict.ERROR]
+    return EXIT_CODES[Verdict.FAIL] if Verdict.FAIL in seen else EXIT_CODES[Verdict.PASS]
+
+
+def tally(verdicts: Iterable[Verdict | str], *, empty: str = "no drills") -> str:
+    """'1 FAIL, 1 ERROR, 3 PASS': worst first, zero counts left out."""
+    counts = Counter(Verdict(v) for v in verdicts)
+    return ", ".join(f"{counts[v]} {v.value}" for v in _WORST_FIRST if counts[v]) or empty
 
 
 class FailureMode(StrEnum):
@@ -113,7 +133,7 @@ class DrillResult(BaseModel):
 
     @property
     def exit_code(self) -> int:
-        return {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 2}[self.verdict]
+        return EXIT_CODES[self.verdict]
 
     def summary(self) -> dict[str, Any]:
         """The stable, machine-readable core (`drillbook run --json`)."""

@@ -16,7 +16,7 @@ def test_nightly_exit_codes(capsys, replicate, write_catalogue):
     assert "nightly drills: 1 PASS" in capsys.readouterr().out
     assert main(["nightly", "--config", str(config)]) == 1
     out = capsys.readouterr().out
-    assert "nightly drills: 1 PASS, 1 FAIL" in out and "integrity failure" in out
+    assert "nightly drills: 1 FAIL, 1 PASS" in out and "integrity failure" in out
 
 
 def test_nightly_config_error_exits_2(capsys, tmp_path):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from prefect.client.orchestration import get_client
 
-from drillbook.flows.nightly import DRILLS_LIMIT, bucket_limit_name, nightly_drills, summary_rows
+from drillbook.flows.fleet import DRILLS_LIMIT, bucket_limit_name, summary_rows
+from drillbook.flows.nightly import nightly_drills
 from drillbook.tasks.errors import ConfigError, DrillsFailed
 from tests.conftest import corrupt_index, entry
 

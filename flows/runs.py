@@ -1,0 +1,62 @@
+"""Running a flow and reading what it ended with: the one place a Prefect State is unwrapped.
+
+The CLI (`run`, `nightly`, `release`), the demo, and the flows' own step and
+fan-out helpers read outcomes through these functions, so a drill's result
+travels the same way whether the run passed, failed with a verdict
+(DrillFailed / DrillsFailed carry the results) or crashed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.errors import DrillbookError, DrillFailed, DrillsFailed
+from drillbook.tasks.verdict import DrillResult
+
+
+def unwrap(state: Any) -> tuple[bool, Any]:
+    """(completed, value): the run's return value, or the exception it failed or crashed with. Never raises."""
+    return state.is_completed(), state.result(raise_on_failure=False)
+
+
+def drill_result_of(value: Any) -> DrillResult | None:
+    """The DrillResult inside a drill run's outcome (a result, or DrillFailed carrying one)."""
+    if isinstance(value, DrillFailed):
+        value = value.result
+    return value if isinstance(value, DrillResult) else None
+
+
+def drill_results_of(state: Any) -> list[DrillResult]:
+    """Every DrillResult of a nightly or release run; raises what it crashed with otherwise."""
+    _, value = unwrap(state)
+    if isinstance(value, DrillsFailed):
+        return value.results
+    if isinstance(value, list):
+        return value
+    if isinstance(value, BaseException):
+        raise value
+    raise DrillbookError(f"the run ended {state.type.value} without results: {state.message}")
+
+
+def run_drill(name: str, config: str | None, *, as_json: bool, release: str | None = None, expect_schema: str | None = None) -> int:
+    """Validate, drill through the Prefect flow, print the report; return the exit code (`drillbook run`, the demo)."""
+    from rich.console import Console
+
+    from drillbook.flows.drill import drill_database
+    from drillbook.tasks.report import render_terminal
+
+    load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
+    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, return_state=True)
+    _, value = unwrap(state)
+    result = drill_result_of(value)
+    if result is None:
+        if isinstance(value, BaseException):
+            raise value
+        raise DrillbookError(f"the drill flow ended {state.type.value} without a result: {state.message}")
+    console = Console(stderr=as_json, soft_wrap=False)
+    console.print(render_terminal(result))
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
+    return result.exit_code
