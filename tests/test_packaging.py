@@ -1,0 +1,94 @@
+"""The wheel as a user gets it: one import name, data shipped inside, runnable from an application's own folder.
+
+Builds the wheel, installs it (no editable install) into a fresh venv, and runs
+drillbook from a folder that holds the application's own `tasks.py` and
+`flows/`, the names a Prefect shop's repository usually has.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if done.returncode != 0:
+        raise AssertionError(f"{argv} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(ROOT)], cwd=out, env=dict(os.environ))
+    (built,) = out.glob("drillbook-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel, tmp_path_factory) -> Path:
+    """A fresh venv with the wheel (and the demo's extra) installed from it; returns its bin/."""
+    venv = tmp_path_factory.mktemp("venv")
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=venv, env=dict(os.environ))
+    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[demo]"], cwd=venv, env=dict(os.environ), timeout=900)
+    return venv / "bin"
+
+
+@pytest.fixture
+def app_folder(tmp_path) -> Path:
+    """An application repository: its own tasks.py and flows/ package, and a catalogue."""
+    (tmp_path / "tasks.py").write_text("WHO = 'the application'\n")
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "__init__.py").write_text("WHO = 'the application'\n")
+    (tmp_path / "drillbook.toml").write_text(
+        '[drillbook]\nevidence_dir = "evidence"\n\n[[database]]\nname = "orders"\n'
+        'replica = "s3://drills/orders.db?endpoint=http://127.0.0.1:9&region=us-east-1&forcePathStyle=true"\n'
+        'rto_target = "5m"\nrpo_target = "1m"\n'
+    )
+    return tmp_path
+
+
+def _user_env(bin_dir: Path, home: Path) -> dict[str, str]:
+    """As a user's shell: the venv's bin first, PYTHONPATH at the app folder, no test settings."""
+    keep = ("HOME", "LANG", "TMPDIR", "AWS_CA_BUNDLE")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env.update(PATH=f"{bin_dir}:/usr/bin:/bin", PYTHONPATH=".", PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    return env
+
+
+def test_the_wheel_installs_one_import_name_and_ships_the_demo_suite(wheel):
+    names = zipfile.ZipFile(wheel).namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"drillbook"}
+    assert "drillbook/expectations/demo-orders/orders.json" in names
+    assert not any(name.startswith("drillbook/__init__") for name in names)  # a namespace: nothing at the top to shadow
+
+
+def test_from_an_application_folder_help_check_config_and_demo(installed, app_folder, tmp_path_factory):
+    env = _user_env(installed, tmp_path_factory.mktemp("prefect-home"))
+    python = str(installed / "python")
+
+    # The application's own modules win for their names; drillbook works beside them.
+    both = _run([python, "-c", "import tasks, flows, drillbook.flows.cli; print(tasks.WHO, '|', flows.WHO, '|', drillbook.flows.cli.__name__)"], app_folder, env)
+    assert both.stdout.strip() == "the application | the application | drillbook.flows.cli"
+
+    assert "Exit codes: 0 PASS" in _run([str(installed / "drillbook"), "--help"], app_folder, env).stdout
+    assert "Exit codes: 0 PASS" in _run([python, "-m", "drillbook.flows.cli", "--help"], app_folder, env).stdout
+    checked = _run([str(installed / "drillbook"), "check-config"], app_folder, env)
+    assert "1 database(s) OK" in checked.stdout and "orders" in checked.stdout
+
+    demo = _run([str(installed / "drillbook"), "demo"], app_folder, env)
+    out = demo.stdout
+    assert "PASS demo-orders" in out
+    assert "11 expectations in 1 suite passed" in out  # the suite came out of the wheel and was evaluated
+    assert list((app_folder / "drill-evidence" / "demo-orders").glob("*.json"))
