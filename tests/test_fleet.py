@@ -97,10 +97,10 @@ def fleet(tmp_path_factory, s3_endpoint):
         _psql(f"CREATE DATABASE {database}")
         stack.callback(_psql, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
-        def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+        def start(name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen:
             logs[name] = base / f"{name}.log"
             handle = stack.enter_context(logs[name].open("w"))
-            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
             processes.append(process)
             stack.callback(_stop, process)
             return process
@@ -122,8 +122,16 @@ def fleet(tmp_path_factory, s3_endpoint):
         fleet.run(str(BIN / "prefect"), "work-pool", "create", "drillbook", "--type", "process")
         # The README's deploy command, exactly.
         fleet.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
+        # The workers run in an application's folder, not the checkout: its own tasks.py and flows/
+        # (which fail loudly if imported) on PYTHONPATH, as in a Docker image with PYTHONPATH=/app.
+        # The deployments name module paths, so the installed drillbook runs from there.
+        app = base / "app"
+        (app / "flows").mkdir(parents=True)
+        (app / "tasks.py").write_text("raise ImportError('the application tasks.py was imported instead of drillbook.tasks')\n")
+        (app / "flows" / "__init__.py").write_text("raise ImportError('the application flows/ was imported instead of drillbook.flows')\n")
         for name in ("worker-a", "worker-b"):
-            start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name], {**client_env, "PREFECT_HOME": str(base / name)})
+            worker_env = {**client_env, "PREFECT_HOME": str(base / name), "PYTHONPATH": str(app)}
+            start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name], worker_env, cwd=app)
         yield fleet
         assert all(p.poll() is None for p in processes[1:]), "a worker died during the test"
 
