@@ -5,36 +5,42 @@ drills at once (`drillbook-drills`) and one per object-storage endpoint and
 bucket (`drillbook-bucket-...`). Slots are taken with `strict=True`, so a limit
 that does not exist is an error instead of silently meaning "unlimited".
 
-Each drill runs either as a subflow of the calling run (the default: one
-machine, the CLI, tests) or, given `drill_deployment`, as a flow run of that
-deployment through `run_deployment`, so that a fleet spreads the drills over
-its workers while the calling run holds the concurrency slots and collects the
-results.
+Drills run as subflows (a run per database in the UI) of worker tasks: each
+worker holds its slot on the drills limit for its whole life and drills from a
+queue grouped by bucket, so slots are taken per worker, not per drill. On a
+fleet (`batch_deployment`), the databases travel to the workers as batches:
+runs of the `drill-batch` flow, each drilling its share the same way, so a
+worker starts one process per batch, not per database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 from uuid import uuid4
 
-from prefect import get_run_logger, task
+from prefect import flow, get_run_logger, task
+from pydantic import BaseModel, Field
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.runs import drill_result_of, unwrap
-from drillbook.tasks.config import Catalogue, DatabaseEntry
-from drillbook.tasks.errors import ConfigError
+from drillbook.flows.runs import drill_result_of, drill_results_of, unwrap
+from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
+from drillbook.tasks.errors import ConfigError, DrillsFailed
 from drillbook.tasks.replica import parse_s3_url
 from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict, tally
 
 DRILLS_LIMIT = "drillbook-drills"
 DEFAULT_MAX_CONCURRENT = 4  # drills at once, when the limit has to be created
 DEFAULT_PER_BUCKET = 4  # drills reading one bucket at once, when the limit has to be created
-DRILL_DEPLOYMENT = "drill-database/drillbook-drill"
+DRILL_DEPLOYMENT = "drill-database/drillbook-drill"  # one drill (ad hoc, or a retry from the UI)
+BATCH_DEPLOYMENT = "drill-batch/drillbook-batch"  # what nightly and release send databases to on a fleet
 
 
 def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databases: list[str] | None = None) -> list[DatabaseEntry]:
@@ -65,11 +71,15 @@ def bucket_limit_name(entry: DatabaseEntry) -> str:
     return "drillbook-bucket-local-files"
 
 
-def ensure_limits(entries: list[DatabaseEntry], max_concurrent: int | None = None) -> dict[str, list[str]]:
-    """Create the global concurrency limits that are missing; `max_concurrent` sets the drills limit.
+class DrillLimits(BaseModel):
+    """The concurrency limits a fan-out works under: the drills limit's size, and each database's bucket limit."""
 
-    Returns, per database, the limits its drill takes a slot on.
-    """
+    drills: int = Field(ge=1, description="Slots on drillbook-drills: how many workers a fan-out starts (at most).")
+    buckets: dict[str, str] = Field(description="Database name -> the bucket limit its drill takes a slot on.")
+
+
+def ensure_limits(entries: list[DatabaseEntry], max_concurrent: int | None = None) -> DrillLimits:
+    """Create the global concurrency limits that are missing; `max_concurrent` sets the drills limit."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
     from prefect.exceptions import ObjectNotFound
@@ -77,11 +87,11 @@ def ensure_limits(entries: list[DatabaseEntry], max_concurrent: int | None = Non
     if max_concurrent is not None and max_concurrent < 1:
         raise ConfigError(f"max_concurrent must be at least 1 (got {max_concurrent})")
     wanted = {DRILLS_LIMIT: max_concurrent or DEFAULT_MAX_CONCURRENT}
-    per_entry = {}
+    buckets = {}
     for entry in entries:
-        bucket = bucket_limit_name(entry)
-        wanted.setdefault(bucket, DEFAULT_PER_BUCKET)
-        per_entry[entry.name] = [DRILLS_LIMIT, bucket]
+        buckets[entry.name] = bucket_limit_name(entry)
+        wanted.setdefault(buckets[entry.name], DEFAULT_PER_BUCKET)
+    drills = wanted[DRILLS_LIMIT]
     with get_client(sync_client=True) as client:
         for name, limit in wanted.items():
             try:
@@ -89,9 +99,12 @@ def ensure_limits(entries: list[DatabaseEntry], max_concurrent: int | None = Non
             except ObjectNotFound:
                 client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
                 continue
-            if name == DRILLS_LIMIT and max_concurrent is not None and existing.limit != max_concurrent:
-                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=max_concurrent))
-    return per_entry
+            if name == DRILLS_LIMIT:
+                if max_concurrent is not None and existing.limit != max_concurrent:
+                    client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=max_concurrent))
+                else:
+                    drills = existing.limit
+    return DrillLimits(drills=max(1, drills), buckets=buckets)
 
 
 def error_result(entry: DatabaseEntry, detail: str, *, release: str | None = None) -> DrillResult:
@@ -113,71 +126,176 @@ def error_result(entry: DatabaseEntry, detail: str, *, release: str | None = Non
     )
 
 
-def _run_drill(entry: DatabaseEntry, parameters: dict[str, Any], drill_deployment: str | None) -> DrillResult:
-    if drill_deployment:
-        from prefect.deployments import run_deployment
+def _run_drill(entry: DatabaseEntry, parameters: dict[str, Any]) -> DrillResult:
+    """One drill as a subflow of the running flow: a run of its own in the UI, its result read back here."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-        run = run_deployment(drill_deployment, parameters=parameters, poll_interval=1, flow_run_name=f"drill-{entry.name}")
-        state = run.state
-        where = f"flow run {run.name} ({run.id})"
-    else:
-        from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from drillbook.flows.drill import drill_database
 
-        from drillbook.flows.drill import drill_database
-
-        # A subflow in this process needs no heartbeat of its own (the nightly run has one), and
-        # the heartbeat thread's exit costs up to a second per drill (bench/run.py, fleet case).
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            state = drill_database(**parameters, return_state=True)
-        where = "the drill subflow"
-    if state is None:
-        return error_result(entry, f"{where} has no state", release=parameters.get("release"))
-    try:
-        _, outcome = unwrap(state)
-    except Exception as exc:  # the run's result lives where this process cannot read it
-        return error_result(
-            entry,
-            f"{where} ended {state.type.value} but its result could not be read ({type(exc).__name__}: {exc}); "
-            "give the workers shared result storage (see README, 'Going live')",
-            release=parameters.get("release"),
-        )
+    # A subflow in this process needs no heartbeat of its own (the calling run has one), and
+    # the heartbeat thread's exit costs up to a second per drill (bench/run.py, fleet case).
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        state = drill_database(**parameters, return_state=True)
+    _, outcome = unwrap(state)
     result = drill_result_of(outcome)
     if result is None:
-        return error_result(entry, f"{where} ended {state.type.value} without a drill result: {state.message}", release=parameters.get("release"))
+        return error_result(entry, f"the drill subflow ended {state.type.value} without a drill result: {state.message}", release=parameters.get("release"))
     return result
 
 
-@task(name="drill-one", cache_policy=NO_CACHE)
-def drill_one_task(entry: DatabaseEntry, parameters: dict[str, Any], limits: list[str], drill_deployment: str | None = None) -> DrillResult:
+def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int) -> list[DrillResult]:
+    """Drill `batch` in a run of the batch deployment (on whichever worker takes it); its results are read back here."""
+    from prefect.deployments import run_deployment
+
+    names = [entry.name for entry in batch]
+    run = run_deployment(
+        batch_deployment,
+        parameters={"drills": [parameters[name] for name in names], "workers": workers},
+        poll_interval=1,
+        flow_run_name=f"drill-batch-{names[0]}-and-{len(names) - 1}-more" if len(names) > 1 else f"drill-batch-{names[0]}",
+    )
+    where = f"batch run {run.name} ({run.id})"
+    try:
+        results = {r.database: r for r in drill_results_of(run.state)}
+    except Exception as exc:  # the run crashed, or its result lives where this process cannot read it
+        detail = f"{where} ended {run.state.type.value if run.state else 'without a state'}: {type(exc).__name__}: {exc}"
+        if "result" in str(exc).lower():
+            detail += "; give the workers shared result storage (see README, 'Going live')"
+        results = {}
+    else:
+        detail = f"{where} returned no result for it"
+    return [results.get(entry.name) or error_result(entry, detail, release=parameters[entry.name].get("release")) for entry in batch]
+
+
+class DrillQueue:
+    """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on."""
+
+    def __init__(self, entries: list[DatabaseEntry], buckets: dict[str, str]):
+        self._lock = threading.Lock()
+        self._waiting = sorted(entries, key=lambda entry: buckets[entry.name])  # stable: catalogue order within a bucket
+        self._buckets = buckets
+
+    def take(self, held_bucket: str | None) -> DatabaseEntry | None:
+        with self._lock:
+            if not self._waiting:
+                return None
+            for index, entry in enumerate(self._waiting):
+                if self._buckets[entry.name] == held_bucket:
+                    return self._waiting.pop(index)
+            return self._waiting.pop(0)
+
+
+def drill_one(entry: DatabaseEntry, parameters: dict[str, Any]) -> DrillResult:
+    """One drill; anything that escapes it becomes that database's ERROR, never the fan-out's crash."""
+    try:
+        return _run_drill(entry, parameters)
+    except Exception as exc:  # noqa: BLE001 - reported as the drill's ERROR with its type and text
+        return error_result(entry, f"the drill could not run: {type(exc).__name__}: {exc}", release=parameters.get("release"))
+
+
+@task(name="drill-worker", task_run_name="drill-worker-{number}", cache_policy=NO_CACHE)
+def drill_worker_task(number: int, queue: DrillQueue, limits: DrillLimits, parameters: dict[str, dict[str, Any]]) -> dict[str, DrillResult]:
+    """Hold one drills slot for the worker's whole life and drill from the queue.
+
+    A slot taken per drill stalls: re-acquiring right after a release on a full
+    limit gets HTTP 423 with a Retry-After of about the average occupancy (seconds
+    per drill). The bucket slot is changed only when the next database reads
+    another bucket. Leases are renewed in the background; a failed renewal is
+    logged, not fatal, so a long restore is never cut short by the bookkeeping.
+    """
     logger = get_run_logger()
-    logger.info("waiting for a slot on %s to drill %s", ", ".join(limits), entry.name)
-    with concurrency(limits, occupy=1, strict=True):
-        return _run_drill(entry, parameters, drill_deployment)
+    results: dict[str, DrillResult] = {}
+    with contextlib.ExitStack() as worker_slot:
+        worker_slot.enter_context(concurrency(DRILLS_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
+        held: str | None = None
+        bucket_slot = contextlib.ExitStack()
+        try:
+            while (entry := queue.take(held)) is not None:
+                bucket = limits.buckets[entry.name]
+                if bucket != held:
+                    bucket_slot.close()
+                    bucket_slot = contextlib.ExitStack()
+                    bucket_slot.enter_context(concurrency(bucket, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
+                    held = bucket
+                logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
+                results[entry.name] = drill_one(entry, parameters[entry.name])
+        finally:
+            bucket_slot.close()
+    return results
 
 
 @task(name="ensure-concurrency-limits", cache_policy=NO_CACHE)
-def ensure_limits_task(entries: list[DatabaseEntry], max_concurrent: int | None) -> dict[str, list[str]]:
+def ensure_limits_task(entries: list[DatabaseEntry], max_concurrent: int | None) -> DrillLimits:
     return ensure_limits(entries, max_concurrent)
+
+
+@task(name="drill-batch-run", task_run_name="drill-batch-run-{number}", cache_policy=NO_CACHE)
+def drill_batch_run_task(
+    number: int, batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int
+) -> list[DrillResult]:
+    return _run_batch(batch, parameters, batch_deployment, workers)
+
+
+def batches_of(entries: list[DatabaseEntry], buckets: dict[str, str], count: int) -> list[list[DatabaseEntry]]:
+    """`count` batches of about equal size, each a run of neighbours in bucket order (fewer bucket slot changes)."""
+    ordered = sorted(entries, key=lambda entry: buckets[entry.name])
+    count = max(1, min(count, len(ordered)))
+    size, extra = divmod(len(ordered), count)
+    batches, start = [], 0
+    for index in range(count):
+        end = start + size + (1 if index < extra else 0)
+        batches.append(ordered[start:end])
+        start = end
+    return batches
 
 
 def drill_many(
     entries: list[DatabaseEntry],
-    limits: dict[str, list[str]],
+    limits: DrillLimits,
     parameters: dict[str, dict[str, Any]],
-    drill_deployment: str | None = None,
+    batch_deployment: str | None = None,
+    workers: int | None = None,
 ) -> list[DrillResult]:
-    """Drill every entry (in the running flow), each bounded by its limits; one failing never stops the others."""
-    futures = [(entry, drill_one_task.submit(entry, parameters[entry.name], limits[entry.name], drill_deployment)) for entry in entries]
-    results = []
-    for entry, future in futures:
-        future.wait()
-        _, outcome = unwrap(future.state)
-        result = drill_result_of(outcome)
-        if result is None:
-            detail = f"{type(outcome).__name__}: {outcome}" if isinstance(outcome, BaseException) else f"task ended {future.state.type.value}"
-            result = error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
-        results.append(result)
-    return results
+    """Drill every entry; one failing never stops the others. Results come back in the entries' order.
+
+    In this run (the default): up to `workers` (default: the drills limit) worker
+    tasks drill from one queue, each holding its slot throughout. With
+    `batch_deployment`: the databases go out as that many runs of the batch
+    deployment, one worker each, so a fleet's workers share them without a
+    process start per database. Either way the global limits bound the drills
+    across every run on the server. A database whose worker or batch crashed
+    gets an ERROR result.
+    """
+    if not entries:
+        return []
+    count = max(1, min(workers or limits.drills, len(entries)))
+    if batch_deployment:
+        runs = [
+            drill_batch_run_task.submit(number, batch, parameters, batch_deployment, 1)
+            for number, batch in enumerate(batches_of(entries, limits.buckets, count), start=1)
+        ]
+        done: dict[str, DrillResult] = {}
+        problems = []
+        for future in runs:
+            future.wait()
+            completed, value = unwrap(future.state)
+            if completed:
+                done.update({result.database: result for result in value})
+            else:
+                problems.append(f"{type(value).__name__}: {value}")
+    else:
+        queue = DrillQueue(entries, limits.buckets)
+        futures = [drill_worker_task.submit(number, queue, limits, parameters) for number in range(1, count + 1)]
+        done, problems = {}, []
+        for future in futures:
+            future.wait()
+            completed, value = unwrap(future.state)
+            if completed:
+                done.update(value)
+            else:
+                problems.append(f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"worker ended {future.state.type.value}")
+    detail = "; ".join(problems) or "no worker drilled it"
+    return [done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release")) for entry in entries]
 
 
 def _seconds(measured: float | None, target: float) -> str:
@@ -207,3 +325,20 @@ def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any
     return {"name": entry.name, "config_path": config_path, **{k: v for k, v in extra.items() if v is not None}}
 
 
+
+
+@flow(name="drill-batch", task_runner=ThreadPoolTaskRunner(max_workers=32))
+def drill_batch(drills: list[dict[str, Any]], workers: int = 1) -> list[DrillResult]:
+    """Drill a batch of databases (each item: drill_database's parameters) with `workers` slot-holding workers.
+
+    The nightly and release runs send their databases to the workers as batches
+    of this flow. Fails (DrillsFailed, carrying every result) unless all passed.
+    """
+    entries = []
+    for parameters in drills:
+        entries.append(load_catalogue(parameters.get("config_path")).get(parameters["name"]))
+    limits = ensure_limits(entries, None)
+    results = drill_many(entries, limits, {p["name"]: p for p in drills}, workers=workers)
+    if not all(r.passed for r in results):
+        raise DrillsFailed(f"drill batch of {len(results)}", results)
+    return results

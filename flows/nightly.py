@@ -35,7 +35,7 @@ def nightly_drills(
     tags: list[str] | None = None,
     databases: list[str] | None = None,
     max_concurrent: int | None = None,
-    drill_deployment: str | None = None,
+    batch_deployment: str | None = None,
 ) -> list[DrillResult]:
     """Drill the catalogue's databases (all, by tag, or by name), at most `max_concurrent` at once.
 
@@ -47,7 +47,7 @@ def nightly_drills(
     limits = ensure_limits_task(entries, max_concurrent)
     # One summary message for the night instead of a message per database.
     parameters = {entry.name: drill_parameters(entry, config_path, notify=False) for entry in entries}
-    results = drill_many(entries, limits, parameters, drill_deployment)
+    results = drill_many(entries, limits, parameters, batch_deployment)
     record_summary_task(results, "nightly-drills", "Nightly restore drills")
     publish_summary_task(results, catalogue, return_state=True)  # a delivery problem never hides the verdicts
     if not all(r.passed for r in results):

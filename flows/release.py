@@ -56,7 +56,7 @@ def release_drills(
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     poll_seconds: float = DEFAULT_POLL_SECONDS,
     released_at: datetime | None = None,
-    drill_deployment: str | None = None,
+    batch_deployment: str | None = None,
 ) -> list[DrillResult]:
     """Wait until each database's replica carries `release`, drill it expecting `schema_version`, gate.
 
@@ -79,7 +79,7 @@ def release_drills(
         _, wait = unwrap(wait_state.state)
         lag = wait.release_lag if isinstance(wait, ReplicaWait) else None
         parameters[entry.name] = drill_parameters(entry, config_path, release=release, expect_schema=expected, release_lag=lag)
-    results = drill_many(entries, limits, parameters, drill_deployment)
+    results = drill_many(entries, limits, parameters, batch_deployment)
     record_summary_task(results, release_artifact_key(release), f"Release drills for {release}")
     if not all(r.passed for r in results):
         raise DrillsFailed(f"release {release}", results)

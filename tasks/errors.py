@@ -53,6 +53,9 @@ class DrillFailed(DrillbookError):
         super().__init__(f"drill of {name!r}: {verdict}" + (f" ({mode})" if mode else ""))
         self.result = result
 
+    def __reduce__(self):  # persisted as a run's result and read back by the run that started it
+        return (type(self), (self.result,))
+
 
 class SlackDeliveryError(DrillbookError):
     """Slack did not take a report; `reason` says why (never the token); `affects_all` when no other report would get through either."""
@@ -71,7 +74,11 @@ class DrillsFailed(DrillbookError):
 
         failing = [f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed]
         super().__init__(f"{what}: {tally(r.verdict for r in results)}; not passed: {', '.join(failing)}")
+        self.what = what
         self.results = results
+
+    def __reduce__(self):  # a batch run's failure is persisted and read back by the nightly / release run
+        return (type(self), (self.what, self.results))
 
 
 class HistoryError(DrillbookError):

@@ -29,7 +29,7 @@ def test_file_validates_with_prefects_model():
     raw = yaml.safe_load(PREFECT_FILE.read_text())
     assert raw["pull"] == []  # no pull step: `prefect deploy` would otherwise record this checkout's path for every worker
     model = PrefectYamlModel.model_validate(raw)
-    assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill"}
+    assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill", "drillbook-batch"}
 
 
 def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatch, tmp_path):
@@ -48,16 +48,19 @@ def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatc
 
 
 def _required(flow) -> dict:
-    return {"drill-database": {"name": "orders"}, "release-drills": {"release": "v1"}}.get(flow.name, {})
+    return {"drill-database": {"name": "orders"}, "release-drills": {"release": "v1"}, "drill-batch": {"drills": [{"name": "orders"}]}}.get(flow.name, {})
 
 
 def test_drill_deployment_name_matches_what_the_flows_call(deployments):
-    from drillbook.flows.fleet import DRILL_DEPLOYMENT
+    from drillbook.flows.fleet import BATCH_DEPLOYMENT, DRILL_DEPLOYMENT
     from drillbook.flows.cli_fleet import RELEASE_DEPLOYMENT
 
     assert DRILL_DEPLOYMENT == "drill-database/drillbook-drill"
-    assert deployments["drillbook-nightly"]["parameters"]["drill_deployment"] == DRILL_DEPLOYMENT
-    assert deployments["drillbook-release"]["parameters"]["drill_deployment"] == DRILL_DEPLOYMENT
+    assert BATCH_DEPLOYMENT == "drill-batch/drillbook-batch"
+    assert deployments["drillbook-nightly"]["parameters"]["batch_deployment"] == BATCH_DEPLOYMENT
+    assert deployments["drillbook-release"]["parameters"]["batch_deployment"] == BATCH_DEPLOYMENT
+    assert deployments["drillbook-drill"]["entrypoint"] == "drillbook.flows.drill.drill_database"
+    assert deployments["drillbook-batch"]["entrypoint"] == "drillbook.flows.fleet.drill_batch"
     assert RELEASE_DEPLOYMENT == "release-drills/drillbook-release"
 
 
@@ -97,5 +100,5 @@ def test_release_trigger_templates_parameters_from_the_event(deployments):
     assert rendered["release"] == "v1.2.3"
     assert rendered["schema_version"] == 42
     assert rendered["databases"] == ["orders", "users"]
-    checked = release_drills.validate_parameters({**rendered, "drill_deployment": "drill-database/drillbook-drill"})
+    checked = release_drills.validate_parameters({**rendered, "batch_deployment": "drill-batch/drillbook-batch"})
     assert checked["released_at"] == occurred

@@ -131,7 +131,8 @@ def fleet(tmp_path_factory, s3_endpoint):
         (app / "flows" / "__init__.py").write_text("raise ImportError('the application flows/ was imported instead of drillbook.flows')\n")
         for name in ("worker-a", "worker-b"):
             worker_env = {**client_env, "PREFECT_HOME": str(base / name), "PYTHONPATH": str(app)}
-            start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name], worker_env, cwd=app)
+            # --limit 3: at most three runs at once per worker (a nightly and its four batches need both).
+            start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name, "--limit", "3"], worker_env, cwd=app)
         yield fleet
         assert all(p.poll() is None for p in processes[1:]), "a worker died during the test"
 
@@ -169,32 +170,39 @@ def test_nightly_over_two_workers(fleet, replicate, tmp_path):
         with get_client(sync_client=True) as client:
             artifacts = client.read_artifacts()
             summary = next(a for a in artifacts if a.key == "nightly-drills" and a.flow_run_id == nightly.id)
-            drill_runs = client.read_flow_runs(
-                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-drill"])),
+            batch_runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-batch"])),
             )
     rows = {row["database"]: row for row in (json.loads(summary.data) if isinstance(summary.data, str) else summary.data)}
     assert {name: rows[name]["verdict"] for name in names} == {name: "PASS" for name in names}
     assert (rows["fleet-broken"]["verdict"], rows["fleet-broken"]["failure mode"]) == ("FAIL", "integrity failure")
 
-    mine = [run for run in drill_runs if run.parameters.get("config_path") == str(config)]
-    assert sorted(run.parameters["name"] for run in mine) == sorted([*names, "fleet-broken"])
+    # The databases went to the workers as four batches (the drills limit), not one run each.
+    mine = [run for run in batch_runs if all(d.get("config_path") == str(config) for d in run.parameters["drills"])]
+    assert len(mine) == 4
+    batched = [d["name"] for run in mine for d in run.parameters["drills"]]
+    assert sorted(batched) == sorted([*names, "fleet-broken"])
     assert all(run.state.is_final() for run in mine)
-    # Which worker ran each drill, from the workers' own logs.
+    # Which worker ran each batch, from the workers' own logs: both took some.
     by_worker = {w: [run for run in mine if str(run.id) in fleet.logs[w].read_text()] for w in ("worker-a", "worker-b")}
     assert by_worker["worker-a"] and by_worker["worker-b"], {w: len(r) for w, r in by_worker.items()}
     assert len(by_worker["worker-a"]) + len(by_worker["worker-b"]) >= len(mine)
 
-    # Prefect's overhead per drill: the drill run's wall time minus the steps' own seconds.
+    # The bound held across batches and workers: never more than 4 restores at once (from the evidence).
     from drillbook.tasks.evidence import read_bundle
+    from tests.test_nightly import _peak
 
+    bundles = [read_bundle(path) for path in (tmp_path / "evidence").rglob("*.json")]
+    assert sorted(b.database for b in bundles) == sorted(batched)
+    assert _peak([(b.restore.started_at, b.restore.finished_at) for b in bundles]) <= 4
+
+    # Prefect's overhead per drill: each batch run's wall time minus its drills' own step seconds.
     overheads = []
-    for bundle_path in (tmp_path / "evidence").rglob("*.json"):
-        bundle = read_bundle(bundle_path)
-        run = next(r for r in mine if r.parameters["name"] == bundle.database)
-        steps = sum(phase.seconds for phase in bundle.phases.values())
-        overheads.append(round((run.end_time - run.start_time).total_seconds() - steps, 2))
-    assert len(overheads) == len(mine)
-    report = {"fleet_nightly_wall_seconds": round(wall, 1), "drill_runs": len(mine), "prefect_overhead_seconds_per_drill": sorted(overheads)}
+    for run in mine:
+        drilled = [b for b in bundles if b.database in {d["name"] for d in run.parameters["drills"]}]
+        steps = sum(phase.seconds for b in drilled for phase in b.phases.values())
+        overheads.append(round(((run.end_time - run.start_time).total_seconds() - steps) / len(drilled), 2))
+    report = {"fleet_nightly_wall_seconds": round(wall, 1), "batch_runs": len(mine), "prefect_overhead_seconds_per_drill": sorted(overheads)}
     print("FLEET-MEASURE " + json.dumps(report))
 
 

@@ -88,3 +88,31 @@ def test_integrity_flags_a_wal_sidecar(tmp_path):
     report = check_integrity(path)
     keep.close()
     assert report.sidecar_problem and "-wal" in report.sidecar_problem
+
+
+def test_run_failures_survive_being_persisted_and_read_back():
+    """A batch or drill run's failure is pickled as its result and read by the run that started it."""
+    import pickle
+
+    from drillbook.flows.fleet import error_result
+    from drillbook.tasks.config import DatabaseEntry
+    from drillbook.tasks.errors import DrillFailed, DrillsFailed
+
+    entry = DatabaseEntry(name="orders", replica="file:///tmp/none", rto_target=60, rpo_target=60)
+    result = error_result(entry, "boom")
+    many = pickle.loads(pickle.dumps(DrillsFailed("drill batch of 1", [result])))
+    assert [r.database for r in many.results] == ["orders"] and str(many).startswith("drill batch of 1: 1 ERROR")
+    one = pickle.loads(pickle.dumps(DrillFailed(result)))
+    assert one.result.database == "orders"
+
+
+def test_batches_are_even_and_keep_a_bucket_together():
+    from drillbook.flows.fleet import batches_of
+    from drillbook.tasks.config import DatabaseEntry
+
+    entries = [DatabaseEntry(name=f"db{i}", replica="file:///tmp/none", rto_target=60, rpo_target=60) for i in range(7)]
+    buckets = {f"db{i}": ("b" if i % 2 else "a") for i in range(7)}
+    batches = batches_of(entries, buckets, 3)
+    assert [len(b) for b in batches] == [3, 2, 2]
+    assert [e.name for b in batches for e in b] == ["db0", "db2", "db4", "db6", "db1", "db3", "db5"]
+    assert len(batches_of(entries, buckets, 20)) == 7 and batches_of(entries, buckets, 1) == [sorted(entries, key=lambda e: buckets[e.name])]
