@@ -30,12 +30,6 @@ from drillbook.tasks.verdict import DrillResult, judge
 S = TypeVar("S", bound=StepResult)
 
 
-@task(name="inspect-replica", cache_policy=NO_CACHE)
-def inspect_replica_task(entry: DatabaseEntry) -> ReplicaState:
-    get_run_logger().info("inspecting replica %s", entry.replica_redacted)
-    return inspect_replica(entry)
-
-
 @task(name="restore-database", cache_policy=NO_CACHE)
 def restore_task(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -> RestoreResult:
     get_run_logger().info("restoring %s into %s", entry.name, scratch)
@@ -79,8 +73,7 @@ def expectations_task(restore: RestoreResult, integrity: IntegrityReport, entry:
     return run_expectations(path, suites, samples=entry.expectations_samples)
 
 
-@task(name="record-evidence", cache_policy=NO_CACHE)
-def record_task(result: DrillResult, evidence_dir: Path, history_url: str) -> DrillResult:
+def record(result: DrillResult, evidence_dir: Path, history_url: str) -> DrillResult:
     path = write_bundle(result, evidence_dir)
     try:
         record_drill(history_url, result)
@@ -96,14 +89,12 @@ def record_task(result: DrillResult, evidence_dir: Path, history_url: str) -> Dr
     return result
 
 
-@task(name="report", cache_policy=NO_CACHE)
-def report_task(result: DrillResult) -> None:
+def report(result: DrillResult) -> None:
     logger = get_run_logger()
     (logger.info if result.passed else logger.error)(headline(result))
 
 
-@task(name="notify-slack", cache_policy=NO_CACHE)
-def notify_slack_task(result: DrillResult, catalogue: Catalogue) -> SlackDelivery:
+def notify(result: DrillResult, catalogue: Catalogue) -> SlackDelivery:
     delivery = notify_slack(result, catalogue)
     logger = get_run_logger()
     (logger.info if delivery.status in ("sent", "already sent", "not configured") else logger.warning)(delivery.note)
@@ -112,17 +103,24 @@ def notify_slack_task(result: DrillResult, catalogue: Catalogue) -> SlackDeliver
 
 def _notify(result: DrillResult, catalogue: Catalogue) -> None:
     """Slack delivery never changes the verdict: a crash here becomes a note, the outbox keeps the report."""
-    completed, value = unwrap(notify_slack_task(result, catalogue, return_state=True))
-    if completed:
-        result.notes.append(value.note)
-    else:
-        result.notes.append(f"Slack delivery crashed ({type(value).__name__}); the report is in the evidence bundle and the outbox")
+    try:
+        result.notes.append(notify(result, catalogue).note)
+    except Exception as exc:  # noqa: BLE001 - never hides the verdict
+        result.notes.append(f"Slack delivery crashed ({type(exc).__name__}); the report is in the evidence bundle and the outbox")
 
 
 def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:
-    """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error."""
+    """Run a step's task; if it crashed, the drill still reaches its verdict with that step as an error."""
     completed, value = unwrap(step_task(*args, return_state=True))
     return value if completed else kind.crashed(value)
+
+
+def _plain_step(step: Callable[..., S], kind: type[S], *args: Any) -> S:
+    """The same for a step that is a plain call (no task run of its own: it is cheap and seldom retried alone)."""
+    try:
+        return step(*args)
+    except Exception as exc:  # noqa: BLE001 - the crash is the step's ERROR
+        return kind.crashed(exc)
 
 
 def _artifact_key(name: str) -> str:
@@ -164,7 +162,7 @@ def drill_database(
     started_at = datetime.now(UTC)
     scratch = make_scratch(catalogue.scratch_dir, entry, drill_id)
 
-    replica = _step(inspect_replica_task, ReplicaState, entry)
+    replica = _plain_step(inspect_replica, ReplicaState, entry)
     restore = _step(restore_task, RestoreResult, entry, replica, scratch)
     integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected)
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
@@ -185,12 +183,11 @@ def drill_database(
     )
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
-    completed, recorded = unwrap(record_task(result, catalogue.evidence_dir, catalogue.history_url, return_state=True))
-    if completed:
-        result = recorded
-    else:  # the verdict still reaches the report, with the reason the record is missing
-        result.notes.append(f"recording the evidence failed: {recorded}")
-    report_task(result)
+    try:
+        result = record(result, catalogue.evidence_dir, catalogue.history_url)
+    except Exception as exc:  # noqa: BLE001 - the verdict still reaches the report, with the reason the record is missing
+        result.notes.append(f"recording the evidence failed: {exc}")
+    report(result)
     if notify:
         _notify(result, catalogue)
     if not result.passed:
