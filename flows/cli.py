@@ -204,14 +204,22 @@ def build_parser() -> argparse.ArgumentParser:
     outbox.set_defaults(func=cmd_outbox)
 
     from drillbook.flows.cli_fleet import add_commands as add_fleet_commands  # nightly, release
+    from drillbook.flows.cli_server import add_commands as add_server_commands  # server start | stop | status
 
     add_fleet_commands(commands, config_option)
+    add_server_commands(commands, config_option)
+    for name in ("run", "nightly", "release", "demo"):
+        commands.choices[name].set_defaults(uses_prefect=True)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "uses_prefect", False):  # before Prefect is imported: it reads PREFECT_API_URL then
+            from drillbook.flows.cli_server import use_local_server
+
+            use_local_server(_err)
         return args.func(args)
     except ConfigError as exc:
         _err(str(exc))

@@ -16,6 +16,8 @@ os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
 os.environ.pop("PREFECT_API_URL", None)
+# `drillbook server start` keeps its state here; a developer's own background server stays out of the tests.
+os.environ["DRILLBOOK_SERVER_HOME"] = os.path.join(_PREFECT_HOME, "drillbook-server")
 
 from drillbook.testing.s3 import create_bucket, environment, local_s3, replicate_once, s3_replica_url  # noqa: E402
 from drillbook.testing.sample import make_sample_database  # noqa: E402
