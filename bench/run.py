@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -181,11 +182,36 @@ class Run:
     peak_rss_own_mb: float = 0.0  # the tree without a temporary Prefect server child
     phases: dict[str, float] = field(default_factory=dict)
     verdict: str | None = None
+    cpu_s: float = 0.0  # user + system CPU of the whole process tree (every process it reaped), from getrusage
+    server_cpu_s: float = 0.0  # CPU the running Prefect server spent meanwhile (--api server)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+PREFECT_SERVER: psutil.Process | None = None  # set when the bench runs its own Prefect server
+
+
+def _server_cpu() -> float:
+    """CPU seconds of the running Prefect server's process tree so far (0 without one)."""
+    if PREFECT_SERVER is None:
+        return 0.0
+    total = 0.0
+    for process in [PREFECT_SERVER, *PREFECT_SERVER.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[Run, str]:
     """Run a process tree to completion; wall seconds and peak RSS of the whole tree."""
     peak = peak_own = 0
+    cpu_before, server_before = _children_cpu(), _server_cpu()
     started = time.monotonic()
     process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     done = threading.Event()
@@ -217,7 +243,8 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tupl
     sampler.join()
     if process.returncode not in (0,) and "drillbook" not in argv[0]:
         raise RuntimeError(f"{argv} exited {process.returncode}: {err[-2000:]}")
-    return Run(seconds=seconds, peak_rss_mb=peak / 1e6, peak_rss_own_mb=peak_own / 1e6), out
+    cpu = _children_cpu() - cpu_before  # the tree, reaped by communicate(): every descendant its parents waited for
+    return Run(seconds=seconds, peak_rss_mb=peak / 1e6, peak_rss_own_mb=peak_own / 1e6, cpu_s=cpu, server_cpu_s=_server_cpu() - server_before), out
 
 
 def _is_prefect_server(process: psutil.Process) -> bool:
@@ -326,15 +353,19 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
         print("fleet: `drillbook nightly` is not available in this build; skipped", file=sys.stderr)
         return None
     entries = []
+    template = generate(work / f"fleet{count}-template.db", 1)  # one 1 MB database, copied: generating 1,000 would dominate
     for i in range(count):
-        name = f"fleet-{i:02d}"
-        db = generate(work / f"{name}.db", 1)
-        url = replica_url(endpoint, f"fleet/{name}/app.db")
+        name = f"fleet-{i:04d}"
+        db = work / f"{name}.db"
+        shutil.copyfile(template, db)
+        url = replica_url(endpoint, f"fleet{count}/{name}/app.db")
         subprocess.run([LITESTREAM, "replicate", "-once", str(db), url], env=litestream_env(), check=True, capture_output=True, timeout=600)
-        db.unlink()
+        for leftover in work.glob(f"{name}.db*"):
+            leftover.unlink()
         entries.append((name, url))
-    config = write_catalogue(work / "fleet.toml", work, entries)
-    scratch = work / "fleet-scratch"
+    template.unlink()
+    config = write_catalogue(work / f"fleet{count}.toml", work, entries)
+    scratch = work / f"fleet{count}-scratch"
     scratch.mkdir(exist_ok=True)
     sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {CHECK_SQL}"
     lines = "\n".join(f"{url}\t{scratch / name}.db" for name, url in entries) + "\n"
@@ -348,9 +379,15 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
         verdicts = sorted(str(r.get("verdict")) for r in json.loads(out))
     except (ValueError, AttributeError, TypeError):
         verdicts = ["unreadable"]
+    # Orchestration CPU per drill: what drillbook's tree and the Prefect server spent beyond the bare commands.
+    orchestration = (drill.cpu_s + drill.server_cpu_s - base.cpu_s) / count
     return {
         "case": f"fleet of {count}, concurrency 2",
+        "count": count,
         "verdicts": {v: verdicts.count(v) for v in set(verdicts)},
+        "cpu_s": {"baseline": base.cpu_s, "drillbook": drill.cpu_s, "prefect_server": drill.server_cpu_s},
+        "orchestration_cpu_s_per_drill": orchestration,
+        "drill_wall_s_per_database": drill.seconds / count,
         "baseline_s": {"median": base.seconds, "min": base.seconds, "max": base.seconds},
         "drillbook_s": {"median": drill.seconds, "min": drill.seconds, "max": drill.seconds},
         "ratio_wall": drill.seconds / base.seconds,
@@ -376,12 +413,81 @@ def table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def fleet_table(rows: list[dict]) -> str:
+    """The fleet cases: wall against `xargs -P 2`, and what orchestration costs per drill in CPU."""
+    out = [
+        "| fleet case | baseline s | drillbook s | ratio wall | wall s per database | orchestration CPU s per drill (client + server) | verdicts |",
+        "|" + "---|" * 7,
+    ]
+    step = marginal(rows)
+    for r in rows:
+        out.append(
+            f"| {r['case']} | {r['baseline_s']['median']:.2f} | {r['drillbook_s']['median']:.2f} | {r['ratio_wall']:.2f} "
+            f"| {r['drill_wall_s_per_database']:.2f} | {r['orchestration_cpu_s_per_drill']:.2f} | {r['verdicts']} |"
+        )
+    if step:
+        out.append(
+            f"| one more database ({step['from']}) | {step['baseline_wall_s_per_drill']:.2f} | {step['wall_s_per_drill']:.2f} "
+            f"| {step['wall_s_per_drill'] / max(step['baseline_wall_s_per_drill'], 1e-9):.2f} | {step['wall_s_per_drill']:.2f} "
+            f"| {step['cpu_s_per_drill'] - step['baseline_cpu_s_per_drill']:.2f} | - |"
+        )
+    return "\n".join(out)
+
+
+def marginal(fleets: list[dict]) -> dict | None:
+    """What one more database costs, from the smallest and largest fleet: start-up and the first drill's imports cancel out."""
+    if len(fleets) < 2:
+        return None
+    small, large = min(fleets, key=lambda r: r["count"]), max(fleets, key=lambda r: r["count"])
+    extra = large["count"] - small["count"]
+    if extra <= 0:
+        return None
+
+    def cpu(row: dict, side: str) -> float:
+        return row["cpu_s"][side] + (row["cpu_s"]["prefect_server"] if side == "drillbook" else 0.0)
+
+    return {
+        "from": f"fleets of {small['count']} and {large['count']}",
+        "wall_s_per_drill": (large["drillbook_s"]["median"] - small["drillbook_s"]["median"]) / extra,
+        "baseline_wall_s_per_drill": (large["baseline_s"]["median"] - small["baseline_s"]["median"]) / extra,
+        "cpu_s_per_drill": (cpu(large, "drillbook") - cpu(small, "drillbook")) / extra,
+        "baseline_cpu_s_per_drill": (cpu(large, "baseline") - cpu(small, "baseline")) / extra,
+    }
+
+
+def projection(fleets: list[dict], databases: int = 1000, cores_per_worker: int = 2, concurrency: int = 2) -> str:
+    """A fleet of `databases` over N workers, from the measured fleets: each drill costs its (marginal) CPU, and no
+    worker runs more than `concurrency` drills at once (a drill mostly waits on the restore when the CPU is free)."""
+    step = marginal(fleets)
+    if step:
+        cpu, wall = step["cpu_s_per_drill"], step["wall_s_per_drill"] * concurrency
+        source = f"marginal, {step['from']}"
+    else:
+        row = max(fleets, key=lambda r: r["count"])
+        cpu = (row["cpu_s"]["drillbook"] + row["cpu_s"]["prefect_server"]) / row["count"]
+        wall = row["drill_wall_s_per_database"] * concurrency
+        source = f"average over the fleet of {row['count']}, start-up included"
+    lines = [f"projection for {databases:,} databases ({source}: {cpu:.2f} s CPU and {wall:.2f} s of a drill slot per database):"]
+    lines.append("| workers | drills at once | CPU-bound minutes | slot-bound minutes | expected minutes |")
+    lines.append("|---|---|---|---|---|")
+    for workers in (1, 2, 4, 8, 16):
+        cpu_bound = databases * cpu / (workers * cores_per_worker) / 60
+        slot_bound = databases * wall / (workers * concurrency) / 60
+        lines.append(f"| {workers} | {workers * concurrency} | {cpu_bound:.1f} | {slot_bound:.1f} | {max(cpu_bound, slot_bound):.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    global PREFECT_SERVER
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100", help="database sizes in MB, comma-separated (default 10,100)")
     parser.add_argument("--large", action="store_true", help="add the 1 GB case")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side per size (default 3)")
-    parser.add_argument("--fleet", type=int, default=20, help="databases in the fleet case; 0 skips it (default 20)")
+    parser.add_argument(
+        "--fleet",
+        default="20,100",
+        help="databases in each fleet case, comma-separated; 0 skips them (default 20,100; 1000 for the large simulation, by hand)",
+    )
     parser.add_argument(
         "--api",
         choices=["ephemeral", "server"],
@@ -396,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.large:
         sizes.append(1000.0)
     if args.quick:
-        sizes, args.repeats, args.fleet = [1.0], 1, 3
+        sizes, args.repeats, args.fleet = [1.0], 1, "3"
     if not (LITESTREAM and DRILLBOOK and shutil.which("sqlite3")):
         print("bench needs litestream, drillbook (pip install -e '.[test]') and the sqlite3 command line (apt-get install sqlite3)", file=sys.stderr)
         return 2
@@ -404,11 +510,13 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="drillbook-bench-"))
     server, endpoint = start_s3()
     prefect_server = None
-    rows = []
+    rows: list[dict] = []
+    fleets: list[dict] = []
     try:
         env = drillbook_env(work)
         if args.api == "server":
             prefect_server, env["PREFECT_API_URL"] = start_prefect_server(work)
+            PREFECT_SERVER = psutil.Process(prefect_server.pid)
         # The first drill in a fresh PREFECT_HOME migrates Prefect's database: not what an operator pays nightly.
         warm_db = generate(work / "warmup.db", 0.1)
         warm_url = replica_url(endpoint, "warmup/app.db")
@@ -417,23 +525,25 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             print(f"bench: {size:g} MB, {args.repeats} repeat(s)…", file=sys.stderr)
             rows.append(bench_size(size, args.repeats, endpoint, work, env))
-        if args.fleet:
-            print(f"bench: fleet of {args.fleet}…", file=sys.stderr)
-            fleet = bench_fleet(args.fleet, endpoint, work, env)
+        for count in [int(c) for c in str(args.fleet).split(",") if c.strip() and int(c) > 0]:
+            print(f"bench: fleet of {count}…", file=sys.stderr)
+            fleet = bench_fleet(count, endpoint, work, env)
             if fleet:
-                rows.append(fleet)
+                fleets.append(fleet)
     finally:
         stop(server)
         if prefect_server:
             stop(prefect_server)
         shutil.rmtree(work, ignore_errors=True)
 
-    rendered = table(rows)
+    rendered = "\n\n".join(part for part in (table(rows) if rows else "", fleet_table(fleets) if fleets else "") if part)
+    if fleets:
+        rendered += "\n\n" + projection(fleets)
     print(rendered)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    meta = {"when": stamp, "api": args.api, "cpus": os.cpu_count(), "python": sys.version.split()[0], "rows": rows}
+    meta = {"when": stamp, "api": args.api, "cpus": os.cpu_count(), "python": sys.version.split()[0], "rows": rows, "fleets": fleets, "marginal": marginal(fleets)}
     (out / f"bench-{stamp}.json").write_text(json.dumps(meta, indent=2))
     (out / f"bench-{stamp}.md").write_text(f"# drillbook bench {stamp}\n\n{rendered}\n")
     print(f"\nwritten: {out / f'bench-{stamp}.json'} and .md", file=sys.stderr)
