@@ -410,7 +410,10 @@ def plan_point(
     if not timeline.header_times:
         check.notes.append("times are the object store's, not litestream's (LTX headers unreadable): a point within a second of a file may be misjudged")
     if oldest is None or newest is None:
-        return _fail(check, PointProblem.NO_HISTORY, "the replica lists no file starting at TXID 1 (no snapshot): no point of it is restorable")
+        nothing = "the replica lists no file starting at TXID 1 (no snapshot): no point of it is restorable"
+        if request.kind == PointKind.RETENTION:
+            return _fail(check, PointProblem.RETENTION_SHORT, f"retention window short: {nothing}")
+        return _fail(check, PointProblem.NO_HISTORY, nothing)
 
     if request.kind == PointKind.TXID:
         return _plan_txid(check, timeline, int(request.txid, 16))
