@@ -54,10 +54,24 @@ def as_time(value: Any) -> datetime:
     raise FreshnessValueError(f"returned a {type(value).__name__}, not a timestamp")
 
 
+def read_only_uri(path: str | Path) -> str:
+    """mode=ro, and immutable=1 when no -wal / -shm sit beside the file.
+
+    Opening a WAL-mode database with mode=ro alone *creates* an empty -wal and a
+    -shm when they are missing (measured, SQLite 3.4x): a write beside the live
+    database. Without them the file is fully checkpointed, so immutable=1 reads it
+    exactly and creates nothing. With them (the application has it open), mode=ro
+    reads the WAL like any reader.
+    """
+    resolved = Path(path).resolve()
+    sidecars = all(Path(f"{resolved}{suffix}").exists() for suffix in ("-wal", "-shm"))
+    return f"file:{resolved}?mode=ro" + ("" if sidecars else "&immutable=1")
+
+
 def newest_change(path: str | Path, sql: str, *, timeout: float = QUERY_TIMEOUT) -> Any:
     """The query's single value, on a read-only connection (mode=ro, query_only), interrupted at `timeout`."""
     deadline = time.monotonic() + timeout
-    connection = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5)
+    connection = sqlite3.connect(read_only_uri(path), uri=True, timeout=5)
     try:
         connection.execute("PRAGMA query_only = ON")
         connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)

@@ -495,10 +495,15 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
             f"{iso(moment)} is before the oldest restorable point (TXID {check.oldest_txid} written {iso(check.oldest_time)})",
         )
     if moment > until:
-        # litestream refuses a time after its newest file ("timestamp does not exist"); the state then is the newest.
+        # litestream refuses a time after its newest file by the object store's clock (whole seconds on S3):
+        # "timestamp does not exist". The state at that time is the last file written before it: ask for its TXID.
+        expected = timeline.expected_at(moment)
         newest = timeline.newest
-        check.notes.append(f"{iso(moment)} is after the newest change on the replica ({iso(newest.time)}): the point is the newest position")
-        return _plan_txid(check, timeline, newest.max_txid)
+        if expected.max_txid == newest.max_txid:
+            check.notes.append(f"{iso(moment)} is after the newest change on the replica ({iso(newest.time)}): the point is the newest position")
+        else:
+            check.notes.append(f"{iso(moment)} is later than litestream takes a time (its listing ends {iso(until)}): asking for TXID {txid_text(expected.max_txid)} instead")
+        return _plan_txid(check, timeline, expected.max_txid)
     check.target_args = ["-timestamp", iso(moment)]
     expected = timeline.expected_at(moment)
     check.expected_txid, check.expected_time = txid_text(expected.max_txid), expected.time

@@ -288,3 +288,23 @@ def test_verdict_names_point_and_retention_and_data_loss():
     assert result.summary()["data_loss_seconds"] == 900.0
     broken = FreshnessReport(status=Status.ERROR, summary="database 'orders': field freshness_query failed")
     assert judge(_entry(), freshness=broken, **common).verdict.value == "ERROR"
+
+
+def test_a_time_inside_the_newest_files_listing_second_is_asked_by_txid():
+    # S3 lists whole seconds: litestream refuses 12:03:00.500 ("after" its listing) though TXID 4 was written at 12:03:00.800.
+    line = _timeline(_file(0, 1, 1, 0), _file(0, 2, 2, 1), _file(0, 3, 3, 2.5), _file(0, 4, 4, 3.0 + 0.8 / 60))
+    check = plan_point(_entry(), _at(3.0 + 0.5 / 60), line, NOW)
+    assert (check.status, check.target_args, check.expected_txid) == (Status.PASSED, ["-txid", "0000000000000003"], "0000000000000003")
+
+
+def test_reading_a_closed_wal_database_creates_no_sidecars(tmp_path):
+    live, copy = tmp_path / "live.db", tmp_path / "copy.db"
+    for path in (live, copy):
+        connection = sqlite3.connect(path)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.close()
+        _live(path, ["2026-11-25T10:00:00Z"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "live.db"]
+    report = measure_freshness(_entry(live_path=str(live), freshness_query="SELECT max(updated_at) FROM orders"), copy)
+    assert report.data_loss_seconds == 0.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "live.db"]  # mode=ro alone would add -wal and -shm
