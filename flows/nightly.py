@@ -14,7 +14,7 @@ from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_ta
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
 from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
-from drillbook.tasks.verdict import DrillResult, tally
+from drillbook.tasks.verdict import DrillResult, FailureMode, tally
 
 
 def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str, list[DatabaseEntry]]:
@@ -71,7 +71,9 @@ def nightly_drills(
     parameters = {entry.name: drill_parameters(entry, config_path, notify=False) for entry in entries}
     results = drill_many(entries, limits, parameters, drill_deployment)
     # Then the points other than the newest (restore_points, retention_target): each its own drill run, bounded the same way.
-    for point, chosen in point_drills(entries, catalogue).items():
+    # Not where the newest drill found no replica to read: a point drill could only repeat that.
+    unreadable = {r.database for r in results if r.failure_mode in (FailureMode.NO_BACKUP, FailureMode.OBJECT_STORAGE, FailureMode.DRILL_ERROR)}
+    for point, chosen in point_drills([e for e in entries if e.name not in unreadable], catalogue).items():
         if chosen:
             extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}
             results += drill_many(chosen, limits, extra, drill_deployment)
