@@ -255,7 +255,7 @@ def read_header_times(entry: DatabaseEntry, files: list[tuple[int, int, int]]) -
             with open(root / "ltx" / str(level) / name(level, low, high), "rb") as handle:
                 return handle.read(_HEADER.size)
 
-    with ThreadPoolExecutor(max_workers=16) as pool:
+    with ThreadPoolExecutor(max_workers=8) as pool:  # botocore keeps 10 connections per client
         return {key: header_time(data) for key, data in zip(files, pool.map(read, files))}
 
 
