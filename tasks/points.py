@@ -235,9 +235,12 @@ def header_time(data: bytes) -> datetime:
     return datetime.fromtimestamp(millis / 1000, UTC)
 
 
+def ltx_name(low: int, high: int) -> str:
+    return f"{low:016x}-{high:016x}.ltx"
+
+
 def read_header_times(entry: DatabaseEntry, files: list[tuple[int, int, int]]) -> dict[tuple[int, int, int], datetime]:
     """The time in each file's LTX header (what litestream's -timestamp goes by), read with a 40-byte ranged GET."""
-    name = lambda level, low, high: f"{low:016x}-{high:016x}.ltx"  # noqa: E731
     parts = urlsplit(entry.replica)
     if parts.scheme == "s3":
         location = parse_s3_url(entry.replica)
@@ -245,14 +248,14 @@ def read_header_times(entry: DatabaseEntry, files: list[tuple[int, int, int]]) -
 
         def read(key: tuple[int, int, int]) -> bytes:
             level, low, high = key
-            path = f"{location.prefix}/{level:04x}/{name(level, low, high)}"
+            path = f"{location.prefix}/{level:04x}/{ltx_name(low, high)}"
             return client.get_object(Bucket=location.bucket, Key=path, Range=f"bytes=0-{_HEADER.size - 1}")["Body"].read()
     else:
         root = Path(unquote(parts.path))
 
         def read(key: tuple[int, int, int]) -> bytes:
             level, low, high = key
-            with open(root / "ltx" / str(level) / name(level, low, high), "rb") as handle:
+            with open(root / "ltx" / str(level) / ltx_name(low, high), "rb") as handle:
                 return handle.read(_HEADER.size)
 
     with ThreadPoolExecutor(max_workers=8) as pool:  # botocore keeps 10 connections per client
@@ -438,7 +441,12 @@ def plan_point(
         points = entry.restore_points
         chosen = choose_random_point(timeline, points.random_within, points.every, history, now, rng)
         if chosen is None:
-            return _fail(check, PointProblem.BEFORE_OLDEST, "no restorable point lies inside restore_points.random_within")
+            return _fail(
+                check,
+                PointProblem.BEFORE_OLDEST,
+                f"no restorable point lies inside restore_points.random_within ({age_text(points.random_within)}): "
+                f"the replica holds {iso(timeline.restorable_from)} to {iso(timeline.restorable_until)}",
+            )
         moment, check.slot_start, check.window_start = chosen
         if check.window_start < (timeline.restorable_from or now):
             first = "the replica's first backup" if oldest.level != 9 or oldest.min_txid == oldest.max_txid else "its oldest snapshot"
@@ -489,6 +497,13 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
     start, until = timeline.restorable_from, timeline.restorable_until
     if moment <= start:
         check.target_args = ["-timestamp", iso(moment)]
+        if moment > check.oldest_time:
+            return _fail(
+                check,
+                PointProblem.BEFORE_OLDEST,
+                f"{iso(moment)} is after the oldest point (TXID {check.oldest_txid} written {iso(check.oldest_time)}) but before the object store's time "
+                f"of the oldest file ({iso(start)}), and litestream goes by the latter: was the replica copied? Restore by --txid instead",
+            )
         return _fail(
             check,
             PointProblem.BEFORE_OLDEST,

@@ -308,3 +308,12 @@ def test_reading_a_closed_wal_database_creates_no_sidecars(tmp_path):
     report = measure_freshness(_entry(live_path=str(live), freshness_query="SELECT max(updated_at) FROM orders"), copy)
     assert report.data_loss_seconds == 0.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copy.db", "live.db"]  # mode=ro alone would add -wal and -shm
+
+
+def test_a_copied_replica_whose_store_times_are_later_is_named():
+    copied_at = T0 + timedelta(days=2)
+    files = [PointFile(level=0, min_txid=i, max_txid=i, time=T0 + timedelta(minutes=i), listed=copied_at) for i in (1, 2, 3)]
+    check = plan_point(_entry(), _at(2.5), Timeline(files=files), NOW)
+    assert (check.status, check.problem) == (Status.FAILED, PointProblem.BEFORE_OLDEST)
+    assert "was the replica copied? Restore by --txid instead" in check.summary
+    assert plan_point(_entry(), PointRequest(kind=PointKind.TXID, txid="2"), Timeline(files=files), NOW).status == Status.PASSED
