@@ -472,7 +472,7 @@ def _plan_txid(check: PointCheck, timeline: Timeline, txid: int) -> PointCheck:
         return _fail(check, PointProblem.BEYOND_NEWEST, f"TXID {txid_text(txid)} is beyond the newest on the replica ({txid_text(newest.max_txid)})")
     ending = timeline.file_ending(txid)
     if ending is None:
-        holding = [f for f in timeline.files if f.min_txid <= txid <= f.max_txid]
+        holding = sorted((f for f in timeline.files if f.min_txid <= txid <= f.max_txid), key=lambda f: (f.level == 9, f.level))
         where = (
             f"inside the compacted file L{holding[0].level} {txid_text(holding[0].min_txid)}-{txid_text(holding[0].max_txid)}" if holding else "missing from the replica"
         )

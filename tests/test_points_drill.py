@@ -296,15 +296,20 @@ def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(caps
 
     url = f"file://{replica}"
     timeline, _ = read_timeline(DatabaseEntry(name="busy", replica=url, rto_target=60, rpo_target=600), ReplicaState())
-    compacted = min((f for f in timeline.files if f.level == 1 and f.max_txid > f.min_txid), key=lambda f: f.min_txid)
+    ends = {f.max_txid for f in timeline.files}
+    # A level-1 file after the first point, holding a TXID no file ends at (a snapshot may end inside one).
+    compacted, txid = next(
+        (f, t) for f in sorted(timeline.files, key=lambda f: f.min_txid) if f.level == 1 and f.min_txid > 1 for t in range(f.min_txid, f.max_txid) if t not in ends
+    )
     assert not any(f.level == 0 and f.max_txid < compacted.max_txid for f in timeline.files), "level-0 files were not removed"
 
     # A TXID inside the compacted file: litestream refuses; drillbook names the file and the nearest restorable TXIDs.
-    inside = f"{compacted.min_txid:016x}"
+    inside = f"{txid:016x}"
     catalogue = write_catalogue(entry("busy", url, rpo_target="1d", smoke=[{"name": "nothing after the point", "sql": "SELECT 1", "equals": 1}]))
     code, result, _ = run(capsys, "busy", "--config", str(catalogue), "--txid", inside)
     assert (code, result["failure_mode"]) == (1, "point not restorable")
-    assert f"inside the compacted file L1 {compacted.min_txid:016x}-{compacted.max_txid:016x}" in result["findings"][0]["detail"]
+    assert f"TXID {inside} is inside the compacted file L1 {compacted.min_txid:016x}-{compacted.max_txid:016x}" in result["findings"][0]["detail"]
+    assert "no matching backup files available" in result["findings"][0]["detail"]
 
     # A time inside the compacted range: the state before the range (the file's time is when it was compacted), noted.
     moment = compacted.time - timedelta(milliseconds=300)
