@@ -101,7 +101,8 @@ def parse_at(value: str, now: datetime) -> datetime:
     except ValueError:
         raise ConfigError(f"--at {value!r}: expected {AT_HINT}", field="at") from None
     if moment.tzinfo is None:
-        raise ConfigError(f"--at {value!r}: give a time zone, e.g. {text}Z for UTC", field="at")
+        example = text + ("Z" if "T" in text or " " in text else "T00:00:00Z")
+        raise ConfigError(f"--at {value!r}: give a time zone, e.g. {example} for UTC", field="at")
     moment = moment.astimezone(UTC)
     if moment > now:
         raise ConfigError(f"--at {iso(moment)} is in the future (now is {iso(now)}): give a point that has already happened", field="at")

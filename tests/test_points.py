@@ -81,6 +81,8 @@ def test_at_needs_a_zone_and_a_past_time():
         parse_at("2026-11-20T10:00:00", NOW)
     with pytest.raises(ConfigError, match=r"^--at 2026-11-26T00:00:00.000Z is in the future \(now is 2026-11-25T12:00:00.000Z\)"):
         parse_at("2026-11-26T00:00:00Z", NOW)
+    with pytest.raises(ConfigError, match=r"^--at '2026-11-20': give a time zone, e.g. 2026-11-20T00:00:00Z for UTC$"):
+        parse_at("2026-11-20", NOW)
     with pytest.raises(ConfigError, match=r"^--at 'last tuesday': expected an ISO 8601 time"):
         parse_at("last tuesday", NOW)
 
@@ -317,3 +319,23 @@ def test_a_copied_replica_whose_store_times_are_later_is_named():
     assert (check.status, check.problem) == (Status.FAILED, PointProblem.BEFORE_OLDEST)
     assert "was the replica copied? Restore by --txid instead" in check.summary
     assert plan_point(_entry(), PointRequest(kind=PointKind.TXID, txid="2"), Timeline(files=files), NOW).status == Status.PASSED
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('restore_points = { random_within = "1d", every = "7d" }', "field restore_points: every (604800s) is longer than random_within (86400s)"),
+        ('restore_points = { every = "1d" }', "field restore_points.random_within: required field is missing"),
+        ('restore_points = { random_within = "30d", every = "10m" }', "field restore_points.every: Input should be greater than or equal to 3600"),
+        ('retention_target = "two weeks"', "field retention_target: expected a number of seconds or a string like"),
+        ('freshness_query = ""', "field freshness_query: String should have at least 1 character"),
+    ],
+)
+def test_catalogue_errors_name_entry_and_field(tmp_path, line, message):
+    from drillbook.tasks.config import load_catalogue
+
+    path = tmp_path / "drillbook.toml"
+    path.write_text(f'[[database]]\nname = "orders"\nreplica = "file:///srv/r"\nrto_target = "1m"\nrpo_target = "1m"\n{line}\n')
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(path)
+    assert f"database[0] 'orders': {message}" in str(caught.value)

@@ -120,6 +120,12 @@ def test_a_txid_restores_exactly_that_transaction(capsys, history, write_catalog
     assert bundle.point.request.txid == "0000000000000002"
 
 
+def test_the_oldest_point_is_restored_by_its_txid(capsys, history, write_catalogue):
+    config = write_catalogue(entry("events", history.replica, smoke=[counting(history.rows(0))]))
+    code, result, _ = run(capsys, "events", "--config", str(config), "--at", "oldest")
+    assert (code, result["verdict"], result["point"]["kind"], result["point"]["restored_txid"]) == (0, "PASS", "oldest", "0000000000000001")
+
+
 def test_a_point_before_any_backup_is_a_fail_and_a_future_one_is_bad_input(capsys, history, write_catalogue):
     config = write_catalogue(entry("events", history.replica))
     early = (history.before - timedelta(minutes=5)).isoformat().replace("+00:00", "Z")
