@@ -339,3 +339,19 @@ def test_catalogue_errors_name_entry_and_field(tmp_path, line, message):
     with pytest.raises(ConfigError) as caught:
         load_catalogue(path)
     assert f"database[0] 'orders': {message}" in str(caught.value)
+
+
+def test_reports_show_both_rpo_figures_and_the_point():
+    from drillbook.tasks.freshness import FreshnessReport
+    from drillbook.tasks.integrity import IntegrityReport
+    from drillbook.tasks.replica import ReplicaState
+    from drillbook.tasks.report import headline
+    from drillbook.tasks.slack_render import drill_blocks
+    from drillbook.tasks.verdict import judge
+
+    ok = dict(status=Status.PASSED, seconds=0.1)
+    common = dict(drill_id="d", started_at=NOW, finished_at=NOW, replica=ReplicaState(**ok), restore=RestoreResult(**ok), integrity=IntegrityReport(**ok))
+    result = judge(_entry(), freshness=FreshnessReport(status=Status.PASSED, data_loss_seconds=30.0), **common)
+    assert "*Data loss* 30s (target 10m 00s" in str(drill_blocks(result))
+    point = plan_point(_entry(), _at(2.5), LINE, NOW)
+    assert headline(judge(_entry(), point=point, **common)).startswith("PASS orders at the point 2026-11-22T12:02:30.000Z: restorable in")
