@@ -355,3 +355,15 @@ def test_reports_show_both_rpo_figures_and_the_point():
     assert "*Data loss* 30s (target 10m 00s" in str(drill_blocks(result))
     point = plan_point(_entry(), _at(2.5), LINE, NOW)
     assert headline(judge(_entry(), point=point, **common)).startswith("PASS orders at the point 2026-11-22T12:02:30.000Z: restorable in")
+
+
+def test_the_live_path_guard_covers_point_restores(tmp_path):
+    from drillbook.tasks.replica import ReplicaState
+    from drillbook.tasks.restore import RestoreProblem, restore_database
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    (scratch / "orders.db").write_bytes(b"live")
+    restored = restore_database(_entry(live_path=str(scratch / "orders.db")), ReplicaState(status=Status.PASSED), scratch, ["-txid", "0000000000000002"])
+    assert (restored.status, restored.problem) == (Status.ERROR, RestoreProblem.GUARD)
+    assert (scratch / "orders.db").read_bytes() == b"live"
