@@ -198,9 +198,13 @@ class Timeline(BaseModel):
         return holes
 
     def hole_after(self, txid: int) -> tuple[int, int] | None:
-        """The TXIDs missing right after `txid` in the whole listing (a deleted file), if any."""
+        """The TXIDs missing right after `txid` (a deleted file), if any.
+
+        Snapshots (level 9) do not count: one always starts at TXID 1, and one written
+        later cannot serve a time before it.
+        """
         later = [f.min_txid for f in self.files if f.min_txid > txid]
-        covered = any(f.min_txid <= txid + 1 <= f.max_txid for f in self.files)
+        covered = any(f.min_txid <= txid + 1 <= f.max_txid for f in self.files if f.level < 9)
         if covered or not later:
             return None
         return txid + 1, min(later) - 1

@@ -367,3 +367,11 @@ def test_the_live_path_guard_covers_point_restores(tmp_path):
     restored = restore_database(_entry(live_path=str(scratch / "orders.db")), ReplicaState(status=Status.PASSED), scratch, ["-txid", "0000000000000002"])
     assert (restored.status, restored.problem) == (Status.ERROR, RestoreProblem.GUARD)
     assert (scratch / "orders.db").read_bytes() == b"live"
+
+
+def test_a_later_snapshot_does_not_hide_a_gap_before_it():
+    gapped = _timeline(_file(9, 1, 2, 1), _file(0, 3, 3, 2), _file(0, 6, 6, 5), _file(9, 1, 6, 6))
+    check = plan_point(_entry(), _at(3.5), gapped, NOW)  # TXIDs 4-5 are gone; the snapshot holding them came later
+    assert (check.status, check.problem) == (Status.FAILED, PointProblem.GAP)
+    assert "missing TXIDs 0000000000000004-0000000000000005" in check.summary
+    assert plan_point(_entry(), _at(7), gapped, NOW).status == Status.PASSED  # after the snapshot: restorable
