@@ -245,6 +245,8 @@ def drill_database(
     )
     if point is not None:
         result.notes.extend(point.notes)
+        if entry.freshness_query:
+            result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
     if freshness is not None:
         result.notes.extend(freshness.notes)
     result.flow_run_url = _flow_run_url()

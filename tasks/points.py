@@ -29,7 +29,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.errors import ConfigError, ToolMissing
+from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.replica import ReplicaState, parse_s3_url, s3_client
 from drillbook.tasks.restore import RestoreResult
