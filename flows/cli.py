@@ -27,7 +27,7 @@ def _err(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_drill(args.name, args.config, as_json=args.json, release=args.release, expect_schema=args.expect_schema)
+    return run_drill(args.name, args.config, as_json=args.json, release=args.release, expect_schema=args.expect_schema, at=args.at, txid=args.txid)
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -153,6 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (the report goes to stderr)")
     run.add_argument("--release", help="the release this drill is for (shown in the report and evidence)")
     run.add_argument("--expect-schema", metavar="VERSION", help="expected schema version (overrides the catalogue's schema_version)")
+    run.add_argument("--at", metavar="TIME", help="restore this point instead of the newest: an ISO 8601 time (2026-11-20T10:00:00Z), or oldest, random, retention")
+    run.add_argument("--txid", metavar="TXID", help="restore up to this TXID (hex, as `litestream ltx` lists it) instead of the newest")
     run.set_defaults(func=cmd_run)
 
     check = commands.add_parser("check-config", help="validate the catalogue without drilling", description="Validate the catalogue and print its databases.")
@@ -210,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_commands(commands, config_option)
     for name in ("run", "nightly", "release", "demo"):
         commands.choices[name].set_defaults(uses_prefect=True)
+    from drillbook.flows.cli_points import add_commands as add_point_commands  # coverage
+
+    add_point_commands(commands, config_option)
     return parser
 
 

@@ -17,8 +17,10 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
-from drillbook.tasks.history import record_drill
+from drillbook.tasks.freshness import FreshnessReport, measure_freshness
+from drillbook.tasks.history import record_drill, recent_drills
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
@@ -30,10 +32,43 @@ from drillbook.tasks.verdict import DrillResult, judge
 S = TypeVar("S", bound=StepResult)
 
 
+POINT_HISTORY = 1000  # drills read back to see which parts of the window are already proven
+
+
+def plan_point_step(entry: DatabaseEntry, request: PointRequest, replica: ReplicaState, history_url: str) -> tuple[PointCheck, Timeline | None]:
+    """Which point to restore and which TXID the copy must then hold, from the replica's listing and LTX headers."""
+    if not replica.ok:
+        return PointCheck.skipped("not planned: the replica inspection did not pass").model_copy(update={"request": request}), None
+    started = datetime.now(UTC)
+    timeline, notes = read_timeline(entry, replica)
+    history: list[dict] = []
+    if request.kind == PointKind.RANDOM:
+        try:
+            history = [row.summary for row in recent_drills(history_url, entry.name, POINT_HISTORY)]
+        except HistoryError as exc:
+            notes.append(f"{exc}: the random point ignores what earlier drills covered")
+    check = plan_point(entry, request, timeline, started, history=history)
+    check.notes[:0] = notes
+    check.seconds = round((datetime.now(UTC) - started).total_seconds(), 3)
+    get_run_logger().info("point: %s", check.summary)
+    return check, timeline
+
+
 @task(name="restore-database", cache_policy=NO_CACHE)
-def restore_task(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -> RestoreResult:
-    get_run_logger().info("restoring %s into %s", entry.name, scratch)
-    return restore_database(entry, replica, scratch)
+def restore_task(entry: DatabaseEntry, replica: ReplicaState, scratch: Path, point: PointCheck | None = None) -> RestoreResult:
+    if point is not None and not point.target_args:
+        return RestoreResult.skipped(f"not attempted: the point could not be planned ({point.summary})")
+    get_run_logger().info("restoring %s into %s%s", entry.name, scratch, f" at {' '.join(point.target_args)}" if point else "")
+    return restore_database(entry, replica, scratch, point.target_args if point else None)
+
+
+@task(name="measure-freshness", cache_policy=NO_CACHE)
+def freshness_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry) -> FreshnessReport:
+    path = _intact_copy(restore, integrity)
+    if path is None:
+        return FreshnessReport.skipped("not run: there is no intact restored copy")
+    get_run_logger().info("measuring the data-loss window of %s with its freshness_query", entry.name)
+    return measure_freshness(entry, path)
 
 
 @task(name="check-integrity", cache_policy=NO_CACHE)
@@ -123,6 +158,16 @@ def _plain_step(step: Callable[..., S], kind: type[S], *args: Any) -> S:
         return kind.crashed(exc)
 
 
+def _plan(entry: DatabaseEntry, request: PointRequest | None, replica: ReplicaState, history_url: str) -> tuple[PointCheck | None, Timeline | None]:
+    """No request: the newest position, no point phase. A planning crash is the point phase's error."""
+    if request is None:
+        return None, None
+    try:
+        return plan_point_step(entry, request, replica, history_url)
+    except Exception as exc:  # noqa: BLE001 - the crash is the point phase's ERROR
+        return PointCheck.crashed(exc).model_copy(update={"request": request}), None
+
+
 def _artifact_key(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "database"
 
@@ -145,12 +190,17 @@ def drill_database(
     expect_schema: int | str | None = None,
     notify: bool = True,
     release_lag: str | None = None,
+    at: str | None = None,
+    txid: str | None = None,
 ) -> DrillResult:
     """Restore `name` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
     `notify=False` leaves Slack to the caller (the nightly flow posts one summary for all drills).
     `release_lag` (from a release drill's wait) says the replica did not carry the
     release in time; the verdict leads with it as replica lag.
+    `at` (an ISO 8601 time, or oldest / random / retention) or `txid` restores that
+    point instead of the newest; the copy must then hold exactly the TXID the
+    replica lists for it (the "point" phase).
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -160,13 +210,20 @@ def drill_database(
     expected = expect_schema if expect_schema is not None else entry.schema_version
     drill_id = uuid4().hex[:8]
     started_at = datetime.now(UTC)
+    request = point_request(at, txid, entry, started_at)  # bad input is a ConfigError before anything runs
     scratch = make_scratch(catalogue.scratch_dir, entry, drill_id)
 
     replica = _plain_step(inspect_replica, ReplicaState, entry)
-    restore = _step(restore_task, RestoreResult, entry, replica, scratch)
+    point, timeline = _plan(entry, request, replica, catalogue.history_url)
+    restore = _step(restore_task, RestoreResult, entry, replica, scratch, point)
+    if point is not None:
+        point = verify_point(point, restore, timeline)
     integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected)
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
     expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue))
+    freshness = None
+    if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
+        freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry)
 
     result = judge(
         entry,
@@ -180,7 +237,15 @@ def drill_database(
         smoke=smoke,
         expectations=expectations,
         release_lag=release_lag,
+        point=point,
+        freshness=freshness,
     )
+    if point is not None:
+        result.notes.extend(point.notes)
+        if entry.freshness_query:
+            result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
+    if freshness is not None:
+        result.notes.extend(freshness.notes)
     result.flow_run_url = _flow_run_url()
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
     try:

@@ -311,7 +311,7 @@ def summary_rows(results: list[DrillResult]) -> list[dict[str, str]]:
     """One row per drill: database, verdict, RTO vs target, RPO vs target, failure mode."""
     return [
         {
-            "database": r.database,
+            "database": r.database + (f" @{r.point.request.kind.value}" if r.point is not None and r.point.request is not None else ""),
             "verdict": r.verdict.value,
             "RTO / target": _seconds(r.rto_seconds, r.rto_target_seconds),
             "RPO / target": _seconds(r.rpo_seconds, r.rpo_target_seconds),

@@ -11,10 +11,32 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
-from drillbook.tasks.config import Catalogue, load_catalogue
-from drillbook.tasks.errors import DrillsFailed
+from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
+from drillbook.tasks.errors import DrillsFailed, HistoryError
 from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
-from drillbook.tasks.verdict import DrillResult, tally
+from drillbook.tasks.verdict import DrillResult, FailureMode, tally
+
+
+def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str, list[DatabaseEntry]]:
+    """The night's extra drills: a random point where restore_points is due, the retention boundary where retention_target is set."""
+    from datetime import UTC, datetime
+
+    from drillbook.tasks.history import recent_drills
+    from drillbook.tasks.points import point_due
+
+    now = datetime.now(UTC)
+    random_due = []
+    for entry in entries:
+        if entry.restore_points is None:
+            continue
+        try:
+            history = [row.summary for row in recent_drills(catalogue.history_url, entry.name, 200)]
+        except HistoryError as exc:
+            get_run_logger().warning("%s; drilling a random point of %s anyway", exc, entry.name)
+            history = []
+        if point_due(history, entry.restore_points.every, now):
+            random_due.append(entry)
+    return {"random": random_due, "retention": [entry for entry in entries if entry.retention_target is not None]}
 
 
 def publish_summary(results: list[DrillResult], catalogue: Catalogue) -> SlackDelivery:
@@ -48,6 +70,13 @@ def nightly_drills(
     # One summary message for the night instead of a message per database.
     parameters = {entry.name: drill_parameters(entry, config_path, notify=False) for entry in entries}
     results = drill_many(entries, limits, parameters, batch_deployment)
+    # Then the points other than the newest (restore_points, retention_target): each its own drill run, bounded the same way.
+    # Not where the newest drill found no replica to read: a point drill could only repeat that.
+    unreadable = {r.database for r in results if r.failure_mode in (FailureMode.NO_BACKUP, FailureMode.OBJECT_STORAGE, FailureMode.DRILL_ERROR)}
+    for point, chosen in point_drills([e for e in entries if e.name not in unreadable], catalogue).items():
+        if chosen:
+            extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}
+            results += drill_many(chosen, limits, extra, batch_deployment)
     record_summary_task(results, "nightly-drills", "Nightly restore drills")
     publish_summary_task(results, catalogue, return_state=True)  # a delivery problem never hides the verdicts
     if not all(r.passed for r in results):

@@ -40,15 +40,29 @@ def drill_results_of(state: Any) -> list[DrillResult]:
     raise DrillbookError(f"the run ended {state.type.value} without results: {state.message}")
 
 
-def run_drill(name: str, config: str | None, *, as_json: bool, release: str | None = None, expect_schema: str | None = None) -> int:
+def run_drill(
+    name: str,
+    config: str | None,
+    *,
+    as_json: bool,
+    release: str | None = None,
+    expect_schema: str | None = None,
+    at: str | None = None,
+    txid: str | None = None,
+) -> int:
     """Validate, drill through the Prefect flow, print the report; return the exit code (`drillbook run`, the demo)."""
     from rich.console import Console
 
     from drillbook.flows.drill import drill_database
     from drillbook.tasks.report import render_terminal
 
-    load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
-    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, return_state=True)
+    from datetime import UTC, datetime
+
+    from drillbook.tasks.points import point_request
+
+    entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
+    point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
+    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
     _, value = unwrap(state)
     result = drill_result_of(value)
     if result is None:

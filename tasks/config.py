@@ -113,6 +113,28 @@ class SmokeCheck(BaseModel):
         return "sql" if self.sql is not None else ("http" if self.url else "command")
 
 
+class RestorePoints(BaseModel):
+    """restore_points = { random_within = "30d", every = "7d" }: the nightly also drills one random point of the window."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    random_within: Duration = Field(
+        le=3650 * 86400.0, description="How far back random points are drawn from: the window to cover, e.g. \"30d\"."
+    )
+    every: Duration = Field(
+        default=86400.0, ge=3600.0, le=3650 * 86400.0, description="Cadence: at most one random-point drill per this long (nightly); default 1d."
+    )
+
+    @model_validator(mode="after")
+    def _cadence_inside_window(self) -> "RestorePoints":
+        if self.every > self.random_within:
+            raise ValueError(
+                f"every ({self.every:g}s) is longer than random_within ({self.random_within:g}s): one drill per window never covers it; "
+                "lower every or widen random_within"
+            )
+        return self
+
+
 class DatabaseEntry(BaseModel):
     """One database under drill."""
 
@@ -147,6 +169,18 @@ class DatabaseEntry(BaseModel):
         default=False, description="Keep up to 20 sample unexpected values per failed expectation in the evidence (they are row data)."
     )
     slack_channel: str | None = Field(default=None, description="Slack channel for this database's reports (default: [slack] channel).")
+    restore_points: RestorePoints | None = Field(
+        default=None, description="Random point-in-time drills: { random_within = \"30d\", every = \"7d\" }; see `drillbook coverage`."
+    )
+    retention_target: Duration | None = Field(
+        default=None, le=3650 * 86400.0, description="The oldest restorable point must be at least this old (e.g. \"14d\"); proven by a restore."
+    )
+    freshness_query: str | None = Field(
+        default=None,
+        min_length=1,
+        description="SQL returning the newest change's time in the data (e.g. SELECT max(updated_at) FROM orders): "
+        "run read-only on live_path and on the copy; the difference is the data-loss window.",
+    )
     owners: list[str] = Field(
         default_factory=list, description="Slack user IDs (U..., W...) or user-group IDs (S...) mentioned when a drill does not pass."
     )

@@ -39,6 +39,8 @@ def measure_line(label: str, measured: float | None, target: float) -> str:
 def headline(result: DrillResult) -> str:
     """One line that says it all (Slack's fallback text, logs, the terminal title)."""
     release = f" after {result.release}" if result.release else ""
+    if result.point is not None and result.point.request is not None:  # a point-in-time drill says which point
+        release += f" at {result.point.request.describe()}"
     if result.verdict == Verdict.PASS:
         return (
             f"PASS {result.database}{release}: restorable in {seconds_text(result.rto_seconds)} "
@@ -56,6 +58,8 @@ def render_terminal(result: DrillResult) -> Panel:
         Text(measure_line("RTO", result.rto_seconds, result.rto_target_seconds)),
         Text(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds)),
     ]
+    if result.freshness is not None and result.freshness.data_loss_seconds is not None:
+        lines.append(Text(measure_line("Data loss (freshness_query)", result.freshness.data_loss_seconds, result.rpo_target_seconds)))
     phases = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     phases.add_column("phase")
     phases.add_column("status")

@@ -92,8 +92,8 @@ def throwaway_copy(entry: DatabaseEntry, replica: ReplicaState, scratch_root: Pa
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -> RestoreResult:
-    """Restore the newest position of the replica into `scratch`."""
+def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path, point: list[str] | None = None) -> RestoreResult:
+    """Restore the newest position of the replica into `scratch` (or the point `point` names: ["-timestamp", T] / ["-txid", X])."""
     if not replica.ok:
         return RestoreResult.skipped("not attempted: the replica inspection did not pass")
     output = scratch / f"{entry.name}.db"
@@ -103,7 +103,7 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path)
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.GUARD, summary=str(exc), scratch_dir=str(scratch))
     started, started_at = time.monotonic(), datetime.now(UTC)
     try:
-        command = run_litestream(["restore", "-json", "-o", str(output), entry.replica], timeout=entry.restore_timeout)
+        command = run_litestream(["restore", "-json", *(point or []), "-o", str(output), entry.replica], timeout=entry.restore_timeout)
     except ToolMissing as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.TOOL_MISSING, summary=str(exc), scratch_dir=str(scratch))
     seconds = round(time.monotonic() - started, 3)

@@ -153,6 +153,8 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         _bold_label(measure_line("RTO", result.rto_seconds, result.rto_target_seconds), "RTO"),
         _bold_label(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds), "RPO"),
     ]
+    if result.freshness is not None and result.freshness.data_loss_seconds is not None:  # RPO from the data, beside the replica's
+        measures.append(_bold_label(measure_line("Data loss", result.freshness.data_loss_seconds, result.rpo_target_seconds), "Data loss"))
     blocks.append(_section("\n".join(measures)))
     if result.verdict != Verdict.PASS:
         mode = result.failure_mode.value if result.failure_mode else "unknown"

@@ -17,7 +17,9 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.expectations import ExpectationsReport
+from drillbook.tasks.freshness import FreshnessReport
 from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.points import PointCheck, PointProblem
 from drillbook.tasks.replica import ReplicaProblem, ReplicaState
 from drillbook.tasks.restore import RestoreProblem, RestoreResult
 from drillbook.tasks.smoke import SmokeReport
@@ -54,6 +56,8 @@ class FailureMode(StrEnum):
     DRILL_ERROR = "drill error"
     NO_BACKUP = "no backup"
     OBJECT_STORAGE = "object storage failure"
+    RETENTION_SHORT = "retention window short"
+    POINT_NOT_RESTORED = "point not restorable"
     RESTORE_FAILURE = "restore failure"
     INTEGRITY = "integrity failure"
     SIDECAR = "sidecar file mismatch"
@@ -68,6 +72,10 @@ ACTIONS: dict[FailureMode, str] = {
     FailureMode.DRILL_ERROR: "Fix what the drill reports (installation, configuration, scratch disk), then run the drill again.",
     FailureMode.NO_BACKUP: "There is nothing to restore: start `litestream replicate` for this database and confirm the replica URL.",
     FailureMode.OBJECT_STORAGE: "Check the endpoint, bucket and credentials; switch credentials or destination and re-send.",
+    FailureMode.RETENTION_SHORT: "Retention or compaction removed what the retention target needs: raise litestream's snapshot retention "
+    "(snapshot.retention) to at least the target, check bucket lifecycle rules, and keep the oldest snapshot until it is replaced.",
+    FailureMode.POINT_NOT_RESTORED: "The requested point cannot be restored as asked: list the replica with `litestream ltx -level all`, "
+    "look for missing TXIDs (deleted files) and restore the nearest listed point; keep this copy for comparison.",
     FailureMode.RESTORE_FAILURE: "Keep litestream's stderr; list the replica with `litestream ltx` and restore an earlier -txid to find the last good point.",
     FailureMode.INTEGRITY: "Keep the restored copy for triage; run PRAGMA integrity_check on the primary and restore an earlier point to compare.",
     FailureMode.SIDECAR: "Go back to the backup API / the official restore path; never copy a database file without its sidecars.",
@@ -122,6 +130,8 @@ class DrillResult(BaseModel):
     integrity: IntegrityReport | None = None
     smoke: SmokeReport | None = None
     expectations: ExpectationsReport | None = None
+    point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
+    freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
@@ -155,6 +165,8 @@ class DrillResult(BaseModel):
             "evidence": self.evidence,
             "scratch_kept": self.scratch_kept,
             "notes": list(self.notes),
+            "point": self.point.record() if self.point else None,
+            "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
         }
 
 
@@ -185,6 +197,8 @@ def judge(
     smoke: SmokeReport | None = None,
     expectations: ExpectationsReport | None = None,
     release_lag: str | None = None,
+    point: PointCheck | None = None,
+    freshness: FreshnessReport | None = None,
 ) -> DrillResult:
     """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
 
@@ -197,6 +211,10 @@ def judge(
         steps["smoke"] = smoke
     if expectations is not None:
         steps["expectations"] = expectations
+    if point is not None:
+        steps["point"] = point
+    if freshness is not None:
+        steps["freshness"] = freshness
     findings: list[Finding] = []
     errors: list[str] = []
 
@@ -206,6 +224,9 @@ def judge(
 
     if replica.status == Status.FAILED:
         findings.append(Finding(mode=_REPLICA_MODES.get(replica.problem, FailureMode.OBJECT_STORAGE), detail=replica.summary))
+    if point is not None and point.status == Status.FAILED:
+        short = point.problem == PointProblem.RETENTION_SHORT
+        findings.append(Finding(mode=FailureMode.RETENTION_SHORT if short else FailureMode.POINT_NOT_RESTORED, detail=point.summary))
     if restore.status == Status.FAILED:
         mode = FailureMode.RESTORE_LAG if restore.problem == RestoreProblem.TIMEOUT else FailureMode.RESTORE_FAILURE
         findings.append(Finding(mode=mode, detail=restore.summary))
@@ -232,6 +253,17 @@ def judge(
     if rpo is not None and rpo > entry.rpo_target:
         findings.append(
             Finding(mode=FailureMode.REPLICA_LAG, detail=f"newest change on the replica is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s")
+        )
+
+    if freshness is not None and freshness.status == Status.FAILED:
+        findings.append(Finding(mode=FailureMode.REPLICA_LAG, detail=freshness.summary))
+    if freshness is not None and freshness.data_loss_seconds is not None and freshness.data_loss_seconds > entry.rpo_target:
+        loss = freshness.data_loss_seconds
+        findings.append(
+            Finding(
+                mode=FailureMode.REPLICA_LAG,
+                detail=f"data-loss window (freshness_query) is {loss:.0f}s, over the {entry.rpo_target:g}s RPO target by {loss - entry.rpo_target:.0f}s",
+            )
         )
 
     order = list(FailureMode)
@@ -267,4 +299,6 @@ def judge(
         integrity=integrity,
         smoke=smoke,
         expectations=expectations,
+        point=point,
+        freshness=freshness,
     )
