@@ -19,12 +19,14 @@ from drillbook.tasks.evidence import write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.history import record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
 from drillbook.tasks.slack import SlackDelivery, notify_slack
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.trends import look_ahead, plan_restore
 from drillbook.tasks.verdict import DrillResult, judge
 
 S = TypeVar("S", bound=StepResult)
@@ -34,6 +36,12 @@ S = TypeVar("S", bound=StepResult)
 def inspect_replica_task(entry: DatabaseEntry) -> ReplicaState:
     get_run_logger().info("inspecting replica %s", entry.replica_redacted)
     return inspect_replica(entry)
+
+
+@task(name="plan-restore", cache_policy=NO_CACHE)
+def plan_task(entry: DatabaseEntry, replica: ReplicaState, history_url: str) -> RestorePlan:
+    get_run_logger().info("planning the restore of %s (litestream restore -dry-run)", entry.name)
+    return plan_restore(entry, history_url, replica)
 
 
 @task(name="restore-database", cache_policy=NO_CACHE)
@@ -165,6 +173,7 @@ def drill_database(
     scratch = make_scratch(catalogue.scratch_dir, entry, drill_id)
 
     replica = _step(inspect_replica_task, ReplicaState, entry)
+    plan = _step(plan_task, RestorePlan, entry, replica, catalogue.history_url)
     restore = _step(restore_task, RestoreResult, entry, replica, scratch)
     integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected)
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
@@ -184,6 +193,7 @@ def drill_database(
         release_lag=release_lag,
     )
     result.flow_run_url = _flow_run_url()
+    result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
     completed, recorded = unwrap(record_task(result, catalogue.evidence_dir, catalogue.history_url, return_state=True))
     if completed:
