@@ -70,38 +70,6 @@ def cmd_expectations_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from drillbook.tasks.history import recent_drills
-    from drillbook.tasks.report import seconds_text
-
-    catalogue = load_catalogue(args.config)
-    rows = recent_drills(catalogue.history_url, args.name, args.limit)
-    if args.json:
-        print(json.dumps([row.summary for row in rows], indent=2))
-        return 0
-    if not rows:
-        print(f"no drills recorded yet in {catalogue.history_url}" + (f" for {args.name!r}" if args.name else ""))
-        return 0
-    table = Table(title="drill history (newest first)")
-    for column in ("started (UTC)", "database", "release", "verdict", "failure mode", "RTO / target", "RPO / target", "evidence"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            f"{row.started_at:%Y-%m-%d %H:%M:%S}",
-            row.database,
-            row.release or "",
-            row.verdict,
-            row.failure_mode or "",
-            f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}",
-            f"{seconds_text(row.rpo_seconds)} / {seconds_text(row.rpo_target_seconds)}",
-            row.evidence or "",
-        )
-    Console().print(table)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from drillbook.flows.demo import run_demo
 
@@ -159,12 +127,6 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(check)
     check.set_defaults(func=cmd_check_config)
 
-    history = commands.add_parser("history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first.")
-    history.add_argument("name", nargs="?", help="only this database")
-    history.add_argument("--limit", type=int, default=20, help="how many drills (default 20)")
-    history.add_argument("--json", action="store_true", help="print the drills as a JSON list")
-    config_option(history)
-    history.set_defaults(func=cmd_history)
     expectations = commands.add_parser(
         "expectations", help="data expectation suites (Great Expectations)", description="Work with the expectation suites under expectations/."
     )
@@ -206,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     from drillbook.flows.cli_fleet import add_commands as add_fleet_commands  # nightly, release
 
     add_fleet_commands(commands, config_option)
+    from drillbook.flows.cli_history import add_commands as add_history_commands  # history, stale, metrics, report, plan
+
+    add_history_commands(commands, config_option)
     return parser
 
 

@@ -19,6 +19,7 @@ from drillbook.tasks.evidence import write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.history import record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.metrics import refresh_metrics_file
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
@@ -200,6 +201,7 @@ def drill_database(
         result = recorded
     else:  # the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {recorded}")
+    result.notes.extend(filter(None, [refresh_metrics_file(catalogue)]))  # [drillbook] metrics_file, when set
     report_task(result)
     if notify:
         _notify(result, catalogue)

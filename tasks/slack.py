@@ -244,7 +244,7 @@ class OutboxEntry(BaseModel):
 
     drillbook_outbox: int = OUTBOX_FORMAT
     key: str = Field(description="The drill ID (or nightly-<digest>): a key is sent at most once.")
-    kind: Literal["drill", "nightly"]
+    kind: Literal["drill", "nightly", "alert"]
     database: str | None = None
     verdict: str | None = None
     channel: str | None = Field(default=None, description="The channel when queued; re-read from the catalogue at each try.")
@@ -488,6 +488,14 @@ def post_nightly_summary(
         created_at=datetime.now(UTC),
         message=render_nightly_summary(results, owners=owners, thread=_threads(catalogue.slack, credentials), title=title),
     )
+    return _send_new(catalogue, entry, credentials)
+
+
+def post_alert(catalogue: Catalogue, key: str, database: str, message: SlackMessage, *, credentials: SlackCredentials | None = None) -> SlackDelivery:
+    """One alert (stale drills, recovery) to the database's channel, through the outbox: a key is sent once."""
+    if catalogue.slack is None:
+        return SlackDelivery(status="not configured", note=not_configured_note(catalogue))
+    entry = OutboxEntry(key=key, kind="alert", database=database, channel=_channel_for(catalogue, database), created_at=datetime.now(UTC), message=message)
     return _send_new(catalogue, entry, credentials)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
@@ -26,6 +26,9 @@ from drillbook.tasks.config import redact_url
 from drillbook.tasks.report import headline, measure_line, outlook_lines, seconds_text
 from drillbook.tasks.steps import Status
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
+
+if TYPE_CHECKING:
+    from drillbook.tasks.stale import StaleStatus
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -344,3 +347,25 @@ def preview_json(message: SlackMessage) -> str:
     """What to paste into Slack's Block Kit Builder."""
     return json.dumps({"blocks": message.blocks}, indent=2, ensure_ascii=False)
 
+
+
+def render_stale_alert(kind: str, status: "StaleStatus", *, owners: Iterable[str] = ()) -> SlackMessage:
+    """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
+    limit = seconds_text(status.max_age_seconds)
+    last = f"{status.last_pass_at:%Y-%m-%d %H:%M} UTC" if status.last_pass_at else None
+    if kind == "stale":
+        since = f"no passing drill for {seconds_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
+        text = f"STALE {status.database}: {since}; max_drill_age is {limit}"
+        body = (
+            f":hourglass: *{escape(status.database)}* is stale: {escape(since)}, over its max_drill_age of {limit}.\n"
+            "*Next:* the nightly may have stopped: check the `drillbook-nightly` deployment, its work pool and worker, "
+            "and the last drills (`drillbook history " + escape(status.database) + "`)."
+        )
+        mentions = " ".join(mention(o) for o in owners)
+        if mentions:
+            body += f"\n*Owners:* {mentions}"
+    else:
+        text = f"RECOVERED {status.database}: passing drill at {last}"
+        body = f":white_check_mark: *{escape(status.database)}* is drilled again: PASS at {last} (max_drill_age {limit})."
+    blocks = [_section(body).to_dict(), _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict()]
+    return SlackMessage(text=cut(redact(text), MAX_FALLBACK, "…"), blocks=blocks)
