@@ -147,7 +147,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, page)
     except OSError as exc:
-        raise DrillbookError(f"cannot write the report to {target}: {exc.strerror}; choose another path for --html") from None
+        reason = f"{exc.filename} is not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename else exc.strerror
+        raise DrillbookError(f"cannot write the report to {target}: {reason}; choose another path for --html") from None
     print(f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.database)} database(s)); open it in a browser, it needs nothing else")
     return 0
 

@@ -117,9 +117,9 @@ def forecast_rto(
         min_drills=min_drills,
         target_seconds=target_seconds,
         horizon_days=horizon_days,
-        rto_seconds=passing[-1].rto_seconds if passing else None,
+        rto_seconds=next((p.rto_seconds for p in reversed(points) if p.rto_seconds is not None), None),
     )
-    rto_text = f"RTO {_seconds(base.rto_seconds)}" if passing else "RTO not measured yet"
+    rto_text = f"RTO {_seconds(base.rto_seconds)}" if base.rto_seconds is not None else "RTO not measured yet"
     if passing:
         base.span_days = round((passing[-1].started_at - passing[0].started_at).total_seconds() / DAY, 1)
     if len(passing) < min_drills or base.span_days <= 0:

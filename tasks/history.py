@@ -320,7 +320,7 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite hands back naive UTC
 
 
-def _point(row: Any) -> TrendPoint:
+def trend_point(row: Any) -> TrendPoint:
     phases = row.phase_seconds or {}
     return TrendPoint(
         database=row.database,
@@ -352,7 +352,7 @@ def trend_points(url: str, databases: Iterable[str] | None = None, *, since: dat
             query = query.where(DrillRecord.started_at >= since)
         out: dict[str, list[TrendPoint]] = {name: [] for name in names or []}
         for row in connection.execute(query):
-            out.setdefault(row.database, []).append(_point(row))
+            out.setdefault(row.database, []).append(trend_point(row))
         return out
 
 

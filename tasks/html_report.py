@@ -17,7 +17,7 @@ from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.history import TrendPoint, trend_points
 from drillbook.tasks.report import seconds_text
 from drillbook.tasks.stale import StaleStatus, stale_status
-from drillbook.tasks.trends import outlook_of
+from drillbook.tasks.trends import TREND_DAYS, outlook_of
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:980px;color:#1b1b1b;background:#fafafa}
@@ -31,7 +31,7 @@ section.db h2{font-size:17px;margin:0 0 8px;display:flex;gap:10px;align-items:ce
 table.figures{border-collapse:collapse;font-size:13px;margin-bottom:8px} table.figures td{padding:2px 12px 2px 0;vertical-align:top}
 table.figures td:first-child{color:#666;white-space:nowrap}
 .warning{color:#e65100;font-weight:600} .advice{background:#fff8e1;border-left:4px solid #ffb300;padding:6px 10px;font-size:13px;margin:6px 0}
-.chart svg{width:100%;height:auto} code{font-size:12px;word-break:break-all}
+.chart svg{width:100%;height:auto} .legend{font-size:12px;color:#444;margin:-8px 0 14px;display:flex;gap:16px;flex-wrap:wrap} code{font-size:12px;word-break:break-all}
 """
 
 _SCRIPT = """
@@ -59,7 +59,7 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
         rows.append(("RTO", f"<span data-figure=\"rto\">{seconds_text(newest.rto_seconds)}</span> (target {seconds_text(newest.rto_target_seconds)})"))
         rows.append(("RPO", f"<span data-figure=\"rpo\">{seconds_text(newest.rpo_seconds)}</span> (target {seconds_text(newest.rpo_target_seconds)})"))
     if status is not None:
-        rows.append(("last PASS", escape(status.line().split(": ", 1)[1])))
+        rows.append(("stale" if status.stale else "last PASS", ('<span class="warning">STALE</span>: ' if status.stale else "") + escape(status.detail())))
     if outlook is not None:
         css = "warning" if outlook.forecast.warning else ""
         rows.append(("forecast", f'<span class="{css}" data-figure="forecast">{escape(outlook.forecast.line)}</span>'))
@@ -78,34 +78,51 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
     )
 
 
+def _legend(colours: dict[str, str]) -> str:
+    items = [
+        f'<span><b style="color:{colours["PASS"]}">●</b> PASS</span>',
+        f'<span><b style="color:{colours["FAIL"]}">✕</b> FAIL</span>',
+        f'<span><b style="color:{colours["ERROR"]}">✕</b> ERROR</span>',
+        f'<span><b style="color:{colours["target"]}">– –</b> target</span>',
+        f'<span><b style="color:{colours["forecast"]}">· · ·</b> RTO forecast (Theil–Sen fit of recent passing drills)</span>',
+    ]
+    return f'<div class="legend">{"".join(items)}</div>'
+
+
 def render_page(catalogue: Catalogue, now: datetime | None = None, days: float = 90) -> str:
     """The whole page as one string (charts inline as SVG)."""
-    from drillbook.tasks.charts import render_chart
+    from drillbook.tasks.charts import COLOURS, ChartRenderer, render_many
 
     now = now or datetime.now(UTC)
     names = [entry.name for entry in catalogue.database]
-    history = trend_points(catalogue.history_url, names)
-    passes = {name: max((p.started_at for p in pts if p.verdict == "PASS"), default=None) for name, pts in history.items()}
-    statuses = {s.database: s for s in stale_status(catalogue, now, {k: v for k, v in passes.items() if v is not None})}
     since = now - timedelta(days=days)
+    history = trend_points(catalogue.history_url, names, since=min(since, now - timedelta(days=TREND_DAYS)))
+    statuses = {s.database: s for s in stale_status(catalogue, now)}
     stale = [s for s in statuses.values() if s.stale]
     if stale:
-        items = "".join(f"<li><a href=\"#db-{escape(s.database)}\">{escape(s.database)}</a>: {escape(s.line().split(': ', 1)[1])}</li>" for s in stale)
+        items = "".join(f"<li><a href=\"#db-{escape(s.database)}\">{escape(s.database)}</a>: {escape(s.detail())}</li>" for s in stale)
         banner = f'<div class="stale" data-stale="{len(stale)}"><h2>{len(stale)} stale database(s): no PASS within max_drill_age</h2><ul>{items}</ul></div>'
     else:
         banner = '<div class="ok" data-stale="0">No stale database: every one passed a drill within its max_drill_age.</div>'
     order = sorted(catalogue.database, key=lambda e: (not statuses[e.name].stale, e.name))
-    sections = []
+    ChartRenderer  # noqa: B018  (imported here so forked chart workers inherit matplotlib)
+    prepared = []
     for entry in order:
         points = history.get(entry.name, [])
         shown = [p for p in points if p.started_at >= since]
         outlook = outlook_of(catalogue, entry.name, points, entry.rto_target, now) if points else None
-        chart = render_chart(shown, outlook.forecast if outlook else None, title=f"{entry.name}: RTO and RPO, last {days:g} days", now=now) if shown else None
-        sections.append(_section(entry.name, points, outlook, statuses.get(entry.name), chart))  # type: ignore[arg-type]
+        prepared.append((entry.name, points, shown, outlook))
+    jobs = [(shown, outlook.forecast if outlook else None) for _, _, shown, outlook in prepared if shown]
+    charts = iter(render_many(jobs, now))
+    sections = [
+        _section(name, points, outlook, statuses.get(name), next(charts) if shown else None)  # type: ignore[arg-type]
+        for name, points, shown, outlook in prepared
+    ]
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>drillbook: restore drills</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
         f"<h1>Restore drills</h1><div class=\"sub\">{len(names)} database(s) from {escape(str(catalogue.path or 'the catalogue'))}; "
-        f"generated {now:%Y-%m-%d %H:%M} UTC by drillbook; charts show the last {days:g} days, the dotted line is the RTO forecast.</div>"
+        f"generated {now:%Y-%m-%d %H:%M} UTC by drillbook; charts show the last {days:g} days.</div>"
+        f"{_legend(COLOURS)}"
         f"{banner}{''.join(sections)}</body></html>\n"
     )

@@ -14,16 +14,19 @@ from datetime import UTC, datetime
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history import TrendPoint, trend_points
-from drillbook.tasks.trends import forecast_for
+from drillbook.tasks.history import TrendPoint, last_passes, recent_drills, trend_point, trend_points
+from drillbook.tasks.trends import TREND_DAYS, forecast_for
 
 VERDICTS = ("PASS", "FAIL", "ERROR")
 
 
 def build_registry(catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None) -> CollectorRegistry:
+    from datetime import timedelta
+
     now = now or datetime.now(UTC)
     names = [entry.name for entry in catalogue.database]
-    points = trend_points(catalogue.history_url, names) if points is None else points
+    points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
+    passes = last_passes(catalogue.history_url)
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database",)) -> Gauge:
@@ -40,19 +43,19 @@ def build_registry(catalogue: Catalogue, now: datetime | None = None, points: di
     verdict = gauge("drillbook_last_verdict", "1 for the newest drill's verdict, 0 for the others.", ("database", "verdict"))
     last_drill = gauge("drillbook_last_drill_timestamp_seconds", "Unix time the newest drill (any verdict) started.")
     days = gauge("drillbook_forecast_days_to_rto_target", "Forecast days until the RTO trend reaches its target (0: already there; absent: not growing or too few drills).")
-    drills = gauge("drillbook_drills_recorded", "Drills in the history store.")
     for entry in catalogue.database:
         name = entry.name
         mine = points.get(name, [])
         max_age.labels(name).set(catalogue.max_drill_age(entry))
         rto_target.labels(name).set(entry.rto_target)
         rpo_target.labels(name).set(entry.rpo_target)
-        drills.labels(name).set(len(mine))
-        passes = [p for p in mine if p.verdict == "PASS"]
-        if passes:
-            age.labels(name).set(max(0.0, (now - passes[-1].started_at).total_seconds()))
-            last_pass.labels(name).set(passes[-1].started_at.timestamp())
-        stale.labels(name).set(0 if passes and (now - passes[-1].started_at).total_seconds() <= catalogue.max_drill_age(entry) else 1)
+        passed = passes.get(name)
+        if passed is not None:
+            age.labels(name).set(max(0.0, (now - passed).total_seconds()))
+            last_pass.labels(name).set(passed.timestamp())
+        stale.labels(name).set(0 if passed is not None and (now - passed).total_seconds() <= catalogue.max_drill_age(entry) else 1)
+        if not mine:  # nothing recent: the newest drill, however old, still says what was last measured
+            mine = [trend_point(row) for row in recent_drills(catalogue.history_url, name, limit=1)]
         if mine:
             newest = mine[-1]
             last_drill.labels(name).set(newest.started_at.timestamp())

@@ -351,10 +351,12 @@ def preview_json(message: SlackMessage) -> str:
 
 def render_stale_alert(kind: str, status: "StaleStatus", *, owners: Iterable[str] = ()) -> SlackMessage:
     """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
-    limit = seconds_text(status.max_age_seconds)
+    from drillbook.tasks.stale import age_text
+
+    limit = age_text(status.max_age_seconds)
     last = f"{status.last_pass_at:%Y-%m-%d %H:%M} UTC" if status.last_pass_at else None
     if kind == "stale":
-        since = f"no passing drill for {seconds_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
+        since = f"no passing drill for {age_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
         text = f"STALE {status.database}: {since}; max_drill_age is {limit}"
         body = (
             f":hourglass: *{escape(status.database)}* is stale: {escape(since)}, over its max_drill_age of {limit}.\n"

@@ -30,16 +30,24 @@ class StaleStatus(BaseModel):
     max_age_seconds: float
     stale: bool
 
-    def line(self) -> str:
-        from drillbook.tasks.report import seconds_text
-
+    def detail(self) -> str:
+        """'last PASS 2026-11-21 02:31 UTC, 4d 01h ago (max_drill_age 2d 00h)'."""
         if self.last_pass_at is None:
-            return f"{self.database}: no passing drill recorded (max_drill_age {seconds_text(self.max_age_seconds)})"
-        state = "STALE" if self.stale else "ok"
-        return (
-            f"{self.database}: {state}, last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, "
-            f"{seconds_text(self.age_seconds)} ago (max_drill_age {seconds_text(self.max_age_seconds)})"
-        )
+            return f"no passing drill recorded (max_drill_age {age_text(self.max_age_seconds)})"
+        return f"last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {age_text(self.age_seconds)} ago (max_drill_age {age_text(self.max_age_seconds)})"
+
+    def line(self) -> str:
+        return f"{self.database}: {self.detail()}"
+
+
+def age_text(seconds: float | None) -> str:
+    """Ages read in days once they are long: '4d 01h', '36h 00m' up to two days, '5m 03s' below an hour."""
+    from drillbook.tasks.report import seconds_text
+
+    if seconds is not None and seconds >= 2 * 86400:
+        days, rest = divmod(int(round(seconds)), 86400)
+        return f"{days}d {rest // 3600:02d}h"
+    return seconds_text(seconds)
 
 
 def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict[str, datetime] | None = None) -> list[StaleStatus]:

@@ -21,6 +21,7 @@ from drillbook.tasks.steps import Status
 from drillbook.tasks.verdict import DrillResult
 
 FLEET_DAYS = 30  # a database without history borrows the throughput of the fleet's drills from this many days
+TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history (a drill from last year says nothing about today's trend)
 
 
 @lru_cache(maxsize=1)
@@ -107,7 +108,8 @@ def look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | No
     result.plan = plan
     result.versions = tool_versions()
     try:
-        history = trend_points(catalogue.history_url, [result.database]).get(result.database, [])
+        since = result.started_at - timedelta(days=TREND_DAYS)
+        history = trend_points(catalogue.history_url, [result.database], since=since).get(result.database, [])
     except HistoryError:  # the record step says what is wrong with the store, in the notes
         forecast = RtoForecast(
             database=result.database,
