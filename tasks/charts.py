@@ -13,6 +13,7 @@ legend (the page carries one; the Slack PNG draws its own).
 from __future__ import annotations
 
 import io
+import re
 import itertools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -99,7 +100,10 @@ class ChartRenderer:
         with self.matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"drillbook-{salt or next(_serial)}"}):
             self.figure.savefig(buffer, format=fmt, metadata={"Date": None} if fmt == "svg" else None)
         data = buffer.getvalue()
-        return data.decode() if fmt == "svg" else data
+        if fmt != "svg":
+            return data
+        # matplotlib names its groups figure_1, axes_1, ... in every SVG: unreferenced, but duplicate ids in one page.
+        return re.sub(r'<g id="[^"]*"', "<g", data.decode())
 
 
 _worker: ChartRenderer | None = None
