@@ -55,7 +55,7 @@ def seeded(databases: int, days: int, now: datetime) -> list[list[DrillResult]]:
             drills.append(
                 DrillResult.model_validate(
                     {
-                        "drill_id": uuid.uuid4().hex[:8],
+                        "drill_id": f"b{index:03d}d{day:03d}",
                         "database": f"db-{index:03d}",
                         "started_at": started,
                         "finished_at": started + timedelta(seconds=rto + 2),

@@ -1,13 +1,14 @@
 """The RTO and RPO of one database over time, against their targets, with the forecast line (matplotlib, Agg).
 
-Rendering only: points and a forecast in, SVG text or PNG bytes out. The
-HTML report inlines the SVG (no external assets); Slack gets the PNG.
+Rendering only: points and a forecast in, PNG bytes (or SVG text) out. Slack
+gets the PNG, attached to the drill's or the nightly's thread when the forecast
+crosses inside the horizon. (The HTML page draws the same picture as plain
+inline SVG, tasks/svg_chart.py: a hundred matplotlib charts would take most of
+its two seconds.)
 
-One figure is drawn once and reused for every database (only the data, the
-ticks and the limits change): a fresh figure with a layout engine, date
-locators and legends costs ~0.3 s a chart, this ~20 ms, which is what lets a
-page of 100 databases render in about two seconds. Fixed ticks, no per-chart
-legend (the page carries one; the Slack PNG draws its own).
+The figure is built once per renderer and only its data, ticks and limits
+change per chart (a fresh figure with a layout engine and date locators costs
+~0.3 s, this ~20 ms).
 """
 
 from __future__ import annotations
@@ -104,31 +105,6 @@ class ChartRenderer:
             return data
         # matplotlib names its groups figure_1, axes_1, ... in every SVG: unreferenced, but duplicate ids in one page.
         return re.sub(r'<g id="[^"]*"', "<g", data.decode())
-
-
-_worker: ChartRenderer | None = None
-
-
-def _render_in_worker(job: tuple) -> str:
-    global _worker
-    if _worker is None:
-        _worker = ChartRenderer()
-    points, forecast, now, salt = job
-    return _worker.render(points, forecast, now=now, salt=salt)  # type: ignore[return-value]
-
-
-def render_many(jobs: list[tuple[Sequence, RtoForecast | None]], now: datetime, processes: int | None = None) -> list[str]:
-    """SVG charts for many databases, spread over the machine's cores when there are enough to pay for it."""
-    import multiprocessing
-    import os
-
-    processes = processes or min(len(jobs) // 20, os.cpu_count() or 1)
-    if processes <= 1:
-        renderer = ChartRenderer()
-        return [renderer.render(points, forecast, now=now, salt=f"chart{i}") for i, (points, forecast) in enumerate(jobs)]  # type: ignore[misc]
-    # fork: the workers inherit matplotlib already imported; each draws on a figure of its own.
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        return pool.map(_render_in_worker, [(list(points), forecast, now, f"chart{i}") for i, (points, forecast) in enumerate(jobs)], chunksize=max(1, len(jobs) // (processes * 4)))
 
 
 def render_chart(points: Sequence, forecast: RtoForecast | None, *, title: str, fmt: str = "png", now: datetime | None = None) -> str | bytes:

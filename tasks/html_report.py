@@ -2,8 +2,8 @@
 
 Stale databases at the top; then per database its last verdict, the figures,
 the forecast line and any no-go advice, the last evidence, and a chart of RTO
-and RPO over time against their targets with the forecast line (matplotlib
-SVG, inlined). A few lines of inline script count what the browser actually
+and RPO over time against their targets with the forecast line (inline SVG,
+tasks/svg_chart.py). A few lines of inline script count what the browser actually
 laid out, so a headless browser can tell a rendered page from a blank one.
 """
 
@@ -39,7 +39,7 @@ window.addEventListener('load', function () {
   var charts = 0;
   document.querySelectorAll('.chart svg').forEach(function (svg) {
     var box = svg.getBoundingClientRect();
-    if (box.width > 100 && box.height > 50 && svg.querySelectorAll('path, line, use').length > 10) { charts += 1; }
+    if (box.width > 100 && box.height > 50 && svg.querySelectorAll('polyline, path, line, circle').length > 5) { charts += 1; }
   });
   document.body.setAttribute('data-charts-rendered', String(charts));
 });
@@ -59,7 +59,7 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
         rows.append(("RTO", f"<span data-figure=\"rto\">{seconds_text(newest.rto_seconds)}</span> (target {seconds_text(newest.rto_target_seconds)})"))
         rows.append(("RPO", f"<span data-figure=\"rpo\">{seconds_text(newest.rpo_seconds)}</span> (target {seconds_text(newest.rpo_target_seconds)})"))
     if status is not None:
-        rows.append(("stale" if status.stale else "last PASS", ('<span class="warning">STALE</span>: ' if status.stale else "") + escape(status.detail())))
+        rows.append(("freshness", ('<span class="warning">STALE</span>: ' if status.stale else "") + escape(status.detail())))
     if outlook is not None:
         css = "warning" if outlook.forecast.warning else ""
         rows.append(("forecast", f'<span class="{css}" data-figure="forecast">{escape(outlook.forecast.line)}</span>'))
@@ -91,7 +91,8 @@ def _legend(colours: dict[str, str]) -> str:
 
 def render_page(catalogue: Catalogue, now: datetime | None = None, days: float = 90) -> str:
     """The whole page as one string (charts inline as SVG)."""
-    from drillbook.tasks.charts import COLOURS, ChartRenderer, render_many
+    from drillbook.tasks.charts import COLOURS
+    from drillbook.tasks.svg_chart import render_svg
 
     now = now or datetime.now(UTC)
     names = [entry.name for entry in catalogue.database]
@@ -105,19 +106,14 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
     else:
         banner = '<div class="ok" data-stale="0">No stale database: every one passed a drill within its max_drill_age.</div>'
     order = sorted(catalogue.database, key=lambda e: (not statuses[e.name].stale, e.name))
-    ChartRenderer  # noqa: B018  (imported here so forked chart workers inherit matplotlib)
-    prepared = []
+    sections = []
     for entry in order:
         points = history.get(entry.name, [])
         shown = [p for p in points if p.started_at >= since]
         outlook = outlook_of(catalogue, entry.name, points, entry.rto_target, now) if points else None
-        prepared.append((entry.name, points, shown, outlook))
-    jobs = [(shown, outlook.forecast if outlook else None) for _, _, shown, outlook in prepared if shown]
-    charts = iter(render_many(jobs, now))
-    sections = [
-        _section(name, points, outlook, statuses.get(name), next(charts) if shown else None)  # type: ignore[arg-type]
-        for name, points, shown, outlook in prepared
-    ]
+        label = f"RTO and RPO of {entry.name} over the last {days:g} days against their targets, with the RTO forecast"
+        chart = render_svg(shown, outlook.forecast if outlook else None, now=now, label=label) if shown else None
+        sections.append(_section(entry.name, points, outlook, statuses.get(entry.name), chart))  # type: ignore[arg-type]
     return (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>drillbook: restore drills</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"

@@ -93,3 +93,28 @@ def test_an_unwritable_output_is_one_line_naming_it(write_catalogue, replicate, 
 def test_chromium_is_the_debian_package():
     version = subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True, timeout=60).stdout
     assert version.startswith("Chromium")
+
+
+def test_the_inline_chart_is_well_formed_svg_with_targets_marks_and_the_forecast():
+    import xml.etree.ElementTree as ElementTree
+
+    from drillbook.tasks.forecast import forecast_rto
+    from drillbook.tasks.svg_chart import render_svg
+    from tests.test_forecast import NOW, daily
+
+    points = daily([60 + 2 * i for i in range(20)], verdicts={5: "FAIL", 9: "ERROR"})
+    for p in points:
+        p.rpo_seconds, p.rpo_target_seconds = 30.0, 600.0
+    forecast = forecast_rto("orders", points, target_seconds=120, now=NOW)
+    svg = render_svg(points, forecast, now=NOW, label="orders <&> chart")
+    root = ElementTree.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    assert root.get("viewBox") == "0 0 720 330" and root.find(f"{ns}title").text == "orders <&> chart"
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert "target 2m 00s" in texts and "target 10m 00s" in texts and {"RTO", "RPO"} <= set(texts)
+    assert len(root.findall(f"{ns}polyline")) == 2  # the passing drills' RTO and RPO
+    marks = [p.get("stroke") for p in root.iter(f"{ns}path")]
+    assert marks.count("#c62828") == 2 and marks.count("#f9a825") == 2  # FAIL and ERROR marked in both panels
+    (dotted,) = [line for line in root.iter(f"{ns}line") if line.get("stroke") == "#ef6c00"]
+    assert float(dotted.get("y2")) < float(dotted.get("y1"))  # the forecast rises toward the target
+    assert "id=" not in svg  # several charts share one page
