@@ -73,7 +73,7 @@ def cmd_expectations_suggest(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from drillbook.flows.demo import run_demo
 
-    return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview)
+    return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview, sample_history=args.sample_history)
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -154,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also post the report to a Slack stand-in started on loopback, and print its Block Kit JSON (for Block Kit Builder)",
     )
+    demo.add_argument("--sample-history", action="store_true", help="first seed two weeks of SAMPLE drills (marked as such) so the forecast and the page have something to show")
     demo.set_defaults(func=cmd_demo)
 
     outbox = commands.add_parser(

@@ -105,6 +105,7 @@ class TrendPoint:
     planned_rto_seconds: float | None
     restore_seconds: float | None
     evidence: str | None
+    release: str | None = None
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -313,6 +314,7 @@ _POINT_COLUMNS = (
     DrillRecord.planned_rto_seconds,
     DrillRecord.phase_seconds,
     DrillRecord.evidence,
+    DrillRecord.release,
 )
 
 
@@ -338,6 +340,7 @@ def trend_point(row: Any) -> TrendPoint:
         planned_rto_seconds=row.planned_rto_seconds,
         restore_seconds=phases.get("restore"),
         evidence=row.evidence,
+        release=row.release,
     )
 
 

@@ -65,7 +65,8 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
         rows.append(("forecast", f'<span class="{css}" data-figure="forecast">{escape(outlook.forecast.line)}</span>'))
     if newest is not None and newest.evidence:
         rows.append(("evidence", f"<code>{escape(newest.evidence)}</code>"))
-    rows.append(("drills", str(len(points))))
+    sample = sum(1 for p in points if p.release == "SAMPLE DATA")
+    rows.append(("drills", str(len(points)) + (f' <span class="warning">({sample} of them SAMPLE DATA from `drillbook demo --sample-history`, not real drills)</span>' if sample else "")))
     advice = ""
     if outlook is not None and outlook.advice is not None:
         items = "".join(f"<li>{escape(step)}</li>" for step in outlook.advice.route)

@@ -59,6 +59,7 @@ def point_of(result: DrillResult) -> TrendPoint:
         planned_rto_seconds=result.plan.expected_rto_seconds if result.plan is not None else None,
         restore_seconds=restore.seconds if restore is not None and restore.status == Status.PASSED else None,
         evidence=result.evidence,
+        release=result.release,
     )
 
 

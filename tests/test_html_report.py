@@ -118,3 +118,20 @@ def test_the_inline_chart_is_well_formed_svg_with_targets_marks_and_the_forecast
     (dotted,) = [line for line in root.iter(f"{ns}line") if line.get("stroke") == "#ef6c00"]
     assert float(dotted.get("y2")) < float(dotted.get("y1"))  # the forecast rises toward the target
     assert "id=" not in svg  # several charts share one page
+
+
+def test_the_demo_can_seed_sample_history_marked_as_such_and_writes_the_page(tmp_path, capsys):
+    evidence = tmp_path / "evidence"
+    assert main(["demo", "--evidence-dir", str(evidence), "--sample-history"]) == 0
+    out = capsys.readouterr().out
+    assert "demo: seeded 14 nights of SAMPLE history" in out
+    page = (evidence / "report.html").read_text()
+    assert "(14 of them SAMPLE DATA from `drillbook demo --sample-history`, not real drills)" in page
+    assert re.search(r"RTO \S+, \+\d+\.\d s/week: crosses the 2m 00s target in about \d+ days", page)
+    from drillbook.tasks.history import recent_drills
+
+    rows = recent_drills(f"sqlite:///{evidence / 'history.db'}", limit=50)
+    samples = [r for r in rows if r.release == "SAMPLE DATA"]
+    assert len(samples) == 14 and all(r.drill_id.startswith("sample-") and r.evidence is None for r in samples)
+    assert all("not a real drill" in r.summary["notes"][0] for r in samples)
+    assert [r for r in rows if r.release != "SAMPLE DATA"][0].verdict == "PASS"  # today's real drill
