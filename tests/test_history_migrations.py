@@ -144,6 +144,12 @@ def test_a_first_release_history_db_upgrades_in_place_on_postgresql(postgres_url
     _upgrade_keeps_everything(postgres_url)
 
 
+def test_the_fast_path_knows_the_newest_migration():
+    from drillbook.tasks.history import HEAD_REVISION
+
+    assert HEAD_REVISION == head_revision(), "a new migration script: update HEAD_REVISION in tasks/history.py"
+
+
 def test_a_new_store_is_created_by_the_migrations(tmp_path, postgres_url):  # noqa: F811
     for url in (f"sqlite:///{tmp_path / 'new.db'}", postgres_url):
         assert upgrade_store(url) == head_revision()
