@@ -64,7 +64,7 @@ def _plan_cell(row: Any) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from drillbook.tasks.history import recent_drills
+    from drillbook.tasks.history import recent_drills, safe_url
     from drillbook.tasks.report import seconds_text
 
     catalogue = load_catalogue(args.config)
@@ -73,7 +73,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(json.dumps([row.summary for row in rows], indent=2))
         return 0
     if not rows:
-        print(f"no drills recorded yet in {catalogue.history_url}" + (f" for {args.name!r}" if args.name else ""))
+        print(f"no drills recorded yet in {safe_url(catalogue.history_url)}" + (f" for {args.name!r}" if args.name else ""))
         return 0
     # Most useful first: what fits in the width is shown; the rest is one `--json` away.
     columns = [
@@ -179,6 +179,16 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0 if plan.status == Status.PASSED else EXIT_FAIL
 
 
+def _positive_days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = 0.0
+    if not 0 < days <= 3660:
+        raise argparse.ArgumentTypeError(f"expected a number of days between 0 and 3660, got {value!r}")
+    return days
+
+
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
     history = commands.add_parser("history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first.")
     history.add_argument("name", nargs="?", help="only this database")
@@ -216,7 +226,7 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     )
     config_option(report)
     report.add_argument("--html", required=True, metavar="OUT.html", help="where to write the page")
-    report.add_argument("--days", type=float, default=90, help="how many days the charts show (default 90)")
+    report.add_argument("--days", type=_positive_days, default=90, help="how many days the charts show (default 90)")
     report.set_defaults(func=cmd_report)
 
     plan = commands.add_parser(

@@ -202,3 +202,24 @@ def test_an_unusable_store_is_a_history_error_naming_it(tmp_path, backend):
     with pytest.raises(HistoryError) as caught:
         recent_drills(f"sqlite:///{tmp_path / 'history.db'}")
     assert str(caught.value).startswith(f"cannot read the drill history at sqlite:///{tmp_path / 'history.db'}: DatabaseError")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_drills_in_several_processes_upgrade_a_first_release_store_once(backend, tmp_path, request):
+    """Four processes (a nightly's workers) hit the old store at once: one upgrades, the others wait, every row survives."""
+    url = f"sqlite:///{tmp_path / 'history.db'}" if backend == "sqlite" else request.getfixturevalue("postgres_url")
+    for result in OLD:
+        legacy_record(url, result)
+    code = (
+        "import sys\n"
+        "from drillbook.tasks.history import record_drill, upgrade_store\n"
+        "from tests.test_history_migrations import _result\n"
+        "record_drill(sys.argv[1], _result('proc000' + sys.argv[2], 'orders', 5 + int(sys.argv[2])))\n"
+        "print(upgrade_store(sys.argv[1]))\n"
+    )
+    processes = [subprocess.Popen([sys.executable, "-c", code, url, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) for i in range(4)]
+    outcomes = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], [err[-800:] for _, err in outcomes]
+    assert {out.strip() for out, _ in outcomes} == {head_revision()}
+    rows = recent_drills(url, limit=20)
+    assert sorted(r.drill_id for r in rows) == sorted([o.drill_id for o in OLD] + [f"proc000{i}" for i in range(4)])

@@ -22,6 +22,7 @@ from drillbook.tasks.report import render_markdown
 from drillbook.tasks.verdict import DrillResult, Verdict
 from drillbook.testing.slack_standin import SlackStandIn
 from tests.conftest import entry
+from tests.test_history import postgres_url  # noqa: F401  (fixture: a fresh PostgreSQL database per test)
 
 TOKEN = "xoxb-1111-2222-drillbook-test-token"
 
@@ -296,3 +297,54 @@ def test_metrics_push_to_a_pushgateway(capsys, replicate, write_catalogue):
         server.shutdown()
     assert main(["metrics", "--config", str(config), "--push", "http://127.0.0.1:1"]) == 2
     assert "the Pushgateway at http://127.0.0.1:1 did not take the metrics" in capsys.readouterr().err
+
+
+def test_history_in_a_narrow_terminal_and_an_empty_store_hides_the_password(capsys, replicate, write_catalogue, monkeypatch):
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica))
+    assert main(["run", "orders", "--config", str(config)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "50")
+    assert main(["history", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert all(len(line) <= 50 for line in lines) and "PASS" in lines[1], lines
+
+
+def test_an_empty_postgresql_history_never_prints_its_password(capsys, write_catalogue, postgres_url, monkeypatch, tmp_path):  # noqa: F811
+    monkeypatch.setenv("HISTORY_PASSWORD", "s3cret")
+    url = postgres_url.replace("postgres@", "postgres:${HISTORY_PASSWORD}@")
+    config = write_catalogue(entry("orders", f"file://{tmp_path}/replica"), settings={"history_url": url})
+    assert main(["history", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("no drills recorded yet in postgresql+psycopg://postgres:***@127.0.0.1:5432/") and "s3cret" not in out
+    assert main(["stale", "--config", str(config)]) == 1
+    assert main(["report", "--html", str(tmp_path / "r.html"), "--config", str(config)]) == 0
+    assert "s3cret" not in capsys.readouterr().out + (tmp_path / "r.html").read_text()
+
+
+def test_plan_without_litestream_is_one_line_and_exit_2(capsys, write_catalogue, monkeypatch, tmp_path):
+    config = write_catalogue(entry("orders", f"file://{tmp_path}/replica"))
+    monkeypatch.setenv("DRILLBOOK_LITESTREAM", str(tmp_path / "no-such-litestream"))
+    assert main(["plan", "orders", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"drillbook: DRILLBOOK_LITESTREAM={tmp_path / 'no-such-litestream'} is not an executable file; unset it or point it at litestream 0.5.17."]
+
+
+def test_metrics_carry_the_forecast_once_there_are_enough_drills(capsys, replicate, write_catalogue):
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica))
+    assert main(["run", "orders", "--config", str(config), "--json"]) == 0
+    template = read_bundle(Path(json.loads(capsys.readouterr().out)["evidence"]))
+    seed(load_catalogue(config).history_url, template, [60 + 2 * i for i in range(20)], end=datetime.now(UTC) - timedelta(hours=2))
+    assert main(["metrics", "--config", str(config)]) == 0
+    metrics = _families(capsys.readouterr().out)
+    days = metrics["drillbook_forecast_days_to_rto_target"][(("database", "orders"),)]
+    assert 10 <= days <= 13  # 98 s now, +2 s a day, target 120 s
+
+
+def test_report_days_must_be_positive(capsys, write_catalogue, tmp_path):
+    config = write_catalogue(entry("orders", f"file://{tmp_path}/replica"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["report", "--html", str(tmp_path / "r.html"), "--days", "0", "--config", str(config)])
+    assert exit_.value.code == 2
+    assert "argument --days: expected a number of days between 0 and 3660, got '0'" in capsys.readouterr().err
