@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -24,21 +26,17 @@ def send_transition(catalogue: Catalogue, transition: Transition) -> str:
     return delivery.note
 
 
-def check_stale(catalogue: Catalogue) -> list[StaleStatus]:
-    """Every database's status; alerts for the transitions since the last check."""
+def check_stale(catalogue: Catalogue, say: Callable[[str], None] = print) -> list[StaleStatus]:
+    """Every database's status; one alert for each database that became stale or recovered since the last check."""
     statuses = stale_status(catalogue)
     for transition in alert_transitions(catalogue, statuses, lambda t: send_transition(catalogue, t)):
-        print(f"{transition.kind} alert for {transition.status.database}: {transition.delivery}")
+        say(f"{transition.kind} alert for {transition.status.database}: {transition.delivery}")
     return statuses
 
 
 @task(name="check-stale", cache_policy=NO_CACHE)
 def check_stale_task(catalogue: Catalogue) -> list[StaleStatus]:
-    statuses = stale_status(catalogue)
-    logger = get_run_logger()
-    for transition in alert_transitions(catalogue, statuses, lambda t: send_transition(catalogue, t)):
-        logger.warning("%s: %s alert (%s)", transition.status.database, transition.kind, transition.delivery)
-    return statuses
+    return check_stale(catalogue, get_run_logger().warning)
 
 
 @flow(name="stale-drills")

@@ -119,9 +119,6 @@ def safe_url(url: str) -> str:
         return "(unparseable URL)"
 
 
-_safe = safe_url
-
-
 def _engine(url: str) -> Engine:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +220,7 @@ def _errors(what: str, url: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError) as exc:
         detail = exc.args[-1] if exc.args and what != "read" else ""
-        raise HistoryError(f"cannot {what} the drill history at {_safe(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
+        raise HistoryError(f"cannot {what} the drill history at {safe_url(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
 
 
 @contextlib.contextmanager
@@ -287,7 +284,11 @@ def record_drills(url: str, results: Iterable[DrillResult]) -> int:
         known: set[str] = set()
         for start in range(0, len(ids), 500):
             known.update(session.scalars(select(DrillRecord.drill_id).where(DrillRecord.drill_id.in_(ids[start : start + 500]))))
-        fresh = [r for r in results if r.drill_id not in known and not known.add(r.drill_id)]  # type: ignore[func-returns-value]
+        fresh = []
+        for result in results:
+            if result.drill_id not in known:  # also a drill given twice in one call
+                known.add(result.drill_id)
+                fresh.append(result)
         session.add_all(_row(r) for r in fresh)
     return len(fresh)
 

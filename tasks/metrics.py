@@ -9,7 +9,8 @@ printed, or pushed to a Pushgateway.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
 
@@ -21,8 +22,6 @@ VERDICTS = ("PASS", "FAIL", "ERROR")
 
 
 def build_registry(catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None) -> CollectorRegistry:
-    from datetime import timedelta
-
     now = now or datetime.now(UTC)
     names = [entry.name for entry in catalogue.database]
     points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
@@ -79,8 +78,6 @@ def exposition(registry: CollectorRegistry) -> str:
 
 def write_metrics(catalogue: Catalogue, path, now: datetime | None = None) -> None:
     """The textfile collector's file, replaced atomically (prometheus_client writes a temp file and renames it)."""
-    from pathlib import Path
-
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_to_textfile(str(path), build_registry(catalogue, now))
 

@@ -69,10 +69,10 @@ class RestorePlan(StepResult):
         return f"plan: {fetch}; expected RTO {seconds_text(self.expected_rto_seconds)} (restore at {rate}{checks})"
 
 
-def dry_run(entry: DatabaseEntry, output: Path | None = None) -> RestorePlan:
-    """Ask litestream what restoring `entry` would fetch; nothing is written (`output` is only named)."""
+def dry_run(entry: DatabaseEntry) -> RestorePlan:
+    """Ask litestream what restoring `entry` would fetch; nothing is written (the output path, in an empty temp dir, is only named)."""
     with tempfile.TemporaryDirectory(prefix="drillbook-plan-") as spare:
-        target = output or Path(spare) / f"{entry.name}.db"
+        target = Path(spare) / f"{entry.name}.db"
         try:
             command = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), entry.replica], timeout=entry.inspect_timeout)
         except ToolMissing as exc:

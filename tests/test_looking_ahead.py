@@ -17,7 +17,7 @@ import pytest
 from drillbook.flows.cli import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.evidence import read_bundle
-from drillbook.tasks.history import record_drills, recent_drills, trend_points
+from drillbook.tasks.history import record_drills, recent_drills
 from drillbook.tasks.report import render_markdown
 from drillbook.tasks.verdict import DrillResult, Verdict
 from drillbook.testing.slack_standin import SlackStandIn
