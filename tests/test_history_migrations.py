@@ -167,7 +167,8 @@ def test_the_migrations_ship_in_the_wheel_and_run_from_it(tmp_path):
         text=True,
         timeout=300,
     )
-    if built.returncode != 0 and "NewConnectionError" in built.stderr:
+    offline = ("NewConnectionError", "Network is unreachable", "No matching distribution found for setuptools", "Could not find a version that satisfies the requirement setuptools")
+    if built.returncode != 0 and any(sign in built.stderr for sign in offline):
         pytest.skip("pip could not fetch the build backend (setuptools>=68) from the package index to build the wheel")
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("drillbook-*.whl")

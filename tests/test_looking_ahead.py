@@ -348,3 +348,26 @@ def test_report_days_must_be_positive(capsys, write_catalogue, tmp_path):
         main(["report", "--html", str(tmp_path / "r.html"), "--days", "0", "--config", str(config)])
     assert exit_.value.code == 2
     assert "argument --days: expected a number of days between 0 and 3660, got '0'" in capsys.readouterr().err
+
+
+def test_the_horizon_and_the_minimum_are_the_catalogues(capsys, replicate, write_catalogue):
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica), settings={"forecast_horizon": "5d", "forecast_min_drills": 30})
+    code, first = run_json(capsys, "run", "orders", "--config", str(config))
+    seed(load_catalogue(config).history_url, read_bundle(Path(first["evidence"])), [80 + 2 * i for i in range(10)])
+    code, second = run_json(capsys, "run", "orders", "--config", str(config))
+    forecast = read_bundle(Path(second["evidence"])).outlook.forecast
+    assert code == 0 and not forecast.known and forecast.line.endswith("no forecast yet, 12 of the 30 passing drills it needs (not guessing)")
+
+    config.write_text(config.read_text().replace("forecast_min_drills = 30", "forecast_min_drills = 5"))
+    code, third = run_json(capsys, "run", "orders", "--config", str(config))
+    forecast = read_bundle(Path(third["evidence"])).outlook.forecast
+    assert forecast.known and forecast.horizon_days == 5 and 5 < forecast.days_to_target < 15
+    assert not forecast.warning  # about ten days away: outside a 5-day horizon
+
+
+def test_a_bad_forecast_setting_is_a_config_error_naming_the_field(capsys, write_catalogue, tmp_path):
+    config = write_catalogue(entry("orders", f"file://{tmp_path}/replica"), settings={"no_go_over_target": 6, "no_go_window": 5})
+    assert main(["stale", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "no_go_over_target (6) cannot be more than no_go_window (5)" in err and str(config) in err
