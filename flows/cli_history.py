@@ -76,8 +76,10 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no drills recorded yet in {safe_url(catalogue.history_url)}" + (f" for {args.name!r}" if args.name else ""))
         return 0
     # Most useful first: what fits in the width is shown; the rest is one `--json` away.
+    width = output_width()
+    started = "%Y-%m-%d %H:%M" if width >= 100 else "%m-%d %H:%M"  # 80 columns keep the failure mode rather than the year
     columns = [
-        ("started (UTC)", [f"{row.started_at:%Y-%m-%d %H:%M}" for row in rows]),
+        ("started (UTC)", [row.started_at.strftime(started) for row in rows]),
         ("database", [row.database for row in rows]),
         ("verdict", [row.verdict for row in rows]),
         ("RTO / target", [f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}" for row in rows]),
@@ -88,7 +90,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         ("plan (error)", [_plan_cell(row) for row in rows]),
         ("evidence", [row.evidence or "" for row in rows]),
     ]
-    for line in fit_table(columns, output_width()):
+    for line in fit_table(columns, width):
         print(line)
     return 0
 
