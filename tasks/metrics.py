@@ -97,4 +97,6 @@ def refresh_metrics_file(catalogue: Catalogue) -> str | None:
         write_metrics(catalogue, path)
     except (OSError, HistoryError) as exc:
         return f"the metrics file {path} could not be refreshed ({getattr(exc, 'strerror', None) or exc}); the drill is recorded"
+    except Exception as exc:  # after the record: a metrics bug must never cost the drill its report
+        return f"the metrics file {path} could not be refreshed ({type(exc).__name__}: {exc}); the drill is recorded"
     return None

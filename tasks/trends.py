@@ -105,7 +105,18 @@ def chart_path(evidence_dir: Path, result: DrillResult) -> Path:
 
 
 def look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | None = None) -> DrillResult:
-    """The drill with its plan, tool versions and outlook (forecast, advice, and a chart when inside the horizon)."""
+    """The drill with its plan, tool versions and outlook (forecast, advice, and a chart when inside the horizon).
+
+    Never raises: whatever goes wrong here becomes a note, and the verdict, evidence and report go on.
+    """
+    try:
+        return _look_ahead(result, catalogue, plan)
+    except Exception as exc:  # bookkeeping beside the verdict must never cost the verdict
+        result.notes.append(f"no forecast: it failed ({type(exc).__name__}: {exc}); the verdict stands")
+        return result
+
+
+def _look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | None) -> DrillResult:
     result.plan = plan
     result.versions = tool_versions()
     try:

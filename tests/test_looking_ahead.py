@@ -371,3 +371,13 @@ def test_a_bad_forecast_setting_is_a_config_error_naming_the_field(capsys, write
     assert main(["stale", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "no_go_over_target (6) cannot be more than no_go_window (5)" in err and str(config) in err
+
+
+def test_an_unwritable_metrics_file_is_a_note_and_the_verdict_stands(capsys, replicate, write_catalogue, tmp_path):
+    replicated = replicate()
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the metrics folder should be")
+    config = write_catalogue(entry("orders", replicated.replica), settings={"metrics_file": str(blocker / "drillbook.prom")})
+    code, result = run_json(capsys, "run", "orders", "--config", str(config))
+    assert code == 0 and result["verdict"] == "PASS"
+    assert any(n.startswith(f"the metrics file {blocker / 'drillbook.prom'} could not be refreshed") for n in result["notes"])
