@@ -63,6 +63,22 @@ def with_slack(config: Path, slack: SlackStandIn, tmp_path: Path) -> Path:
     return config
 
 
+def _artifact(key: str) -> str:
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    async def latest():
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC)
+
+    artifacts = asyncio.run(latest())
+    assert artifacts, f"no {key} artifact"
+    return artifacts[0].data
+
+
 # ---------------------------------------------------------------------------------------------- forecast and plan
 
 
@@ -90,25 +106,27 @@ def test_first_drill_does_not_guess_and_the_next_one_plans_from_it(capsys, repli
 
 def test_a_forecast_inside_the_horizon_warns_everywhere_and_never_changes_the_verdict(capsys, replicate, write_catalogue, slack, tmp_path):
     replicated = replicate()
-    config = with_slack(write_catalogue(entry("orders", replicated.replica, rto_target="2m")), slack, tmp_path)
-    code, first = run_json(capsys, "run", "orders", "--config", str(config))
+    config = with_slack(write_catalogue(entry("forecast-db", replicated.replica, rto_target="2m")), slack, tmp_path)
+    code, first = run_json(capsys, "run", "forecast-db", "--config", str(config))
     assert code == 0
     url = load_catalogue(config).history_url
     # Restores growing 2 s a night for ten nights, to 98 s: the 2 m target is about 11 days away.
     seed(url, read_bundle(Path(first["evidence"])), [80 + 2 * i for i in range(10)], sizes=[10_000_000 + 500_000 * i for i in range(10)])
 
-    code = main(["run", "orders", "--config", str(config)])
+    code = main(["run", "forecast-db", "--config", str(config)])
     terminal = capsys.readouterr().out
     assert code == 0  # a WARNING, not a FAIL
     flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", terminal).split())
     assert re.search(r"WARNING forecast: RTO \S+, \+14\.0 s/week: crosses the 2m 00s target in about 1[01] days \(12 drills over", flat), flat
     assert "(inside the 30-day horizon)" in flat
 
-    (result,) = [read_bundle(p) for p in sorted((tmp_path / "evidence" / "orders").glob("*.json"))[-1:]]
+    (result,) = [read_bundle(p) for p in sorted((tmp_path / "evidence" / "forecast-db").glob("*.json"))[-1:]]
     assert result.verdict == Verdict.PASS and result.outlook.forecast.warning
     assert result.outlook.forecast.method.startswith("Theil-Sen")
     assert result.outlook.advice is not None and "grows by" in result.outlook.advice.reasons[0]
     assert "WARNING forecast:" in render_markdown(result) and "No-go advice" in render_markdown(result)
+    artifact = _artifact("drill-forecast-db")
+    assert "- **WARNING forecast:** RTO" in artifact and "crosses the 2m 00s target in about" in artifact and "- **No-go advice:**" in artifact
     chart = Path(result.outlook.chart)
     assert chart.read_bytes().startswith(b"\x89PNG")
 
