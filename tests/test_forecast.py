@@ -48,7 +48,7 @@ def test_the_example_line_from_the_issue():
     forecast = forecast_rto("orders", daily(rtos), target_seconds=120, now=NOW)
     assert forecast.known and forecast.slope_seconds_per_week == pytest.approx(3.2, abs=0.01)
     assert forecast.days_to_target == pytest.approx((120 - 41) / (3.2 / 7), rel=0.01)
-    assert forecast.line.startswith("RTO 41s, +3.2 s/week: crosses the 2m 00s target in about 173 days (14 drills over 13 days")
+    assert forecast.line.startswith("RTO 41s, +3.2 s/week: crosses the 2m 00s target in about 173 days, around 2027-05-16 (14 drills over 13 days")
     assert not forecast.warning  # 173 days is outside the 30-day horizon
 
 
