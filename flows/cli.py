@@ -12,7 +12,6 @@ from pathlib import Path
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 
-from rich.console import Console  # noqa: E402
 
 from drillbook.flows.runs import run_drill  # noqa: E402
 from drillbook.tasks.config import catalogue_path, load_catalogue  # noqa: E402
@@ -70,42 +69,10 @@ def cmd_expectations_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_history(args: argparse.Namespace) -> int:
-    from rich.table import Table
-
-    from drillbook.tasks.history import recent_drills
-    from drillbook.tasks.report import seconds_text
-
-    catalogue = load_catalogue(args.config)
-    rows = recent_drills(catalogue.history_url, args.name, args.limit)
-    if args.json:
-        print(json.dumps([row.summary for row in rows], indent=2))
-        return 0
-    if not rows:
-        print(f"no drills recorded yet in {catalogue.history_url}" + (f" for {args.name!r}" if args.name else ""))
-        return 0
-    table = Table(title="drill history (newest first)")
-    for column in ("started (UTC)", "database", "release", "verdict", "failure mode", "RTO / target", "RPO / target", "evidence"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(
-            f"{row.started_at:%Y-%m-%d %H:%M:%S}",
-            row.database,
-            row.release or "",
-            row.verdict,
-            row.failure_mode or "",
-            f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}",
-            f"{seconds_text(row.rpo_seconds)} / {seconds_text(row.rpo_target_seconds)}",
-            row.evidence or "",
-        )
-    Console().print(table)
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from drillbook.flows.demo import run_demo
 
-    return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview)
+    return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview, sample_history=args.sample_history)
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
@@ -161,12 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     config_option(check)
     check.set_defaults(func=cmd_check_config)
 
-    history = commands.add_parser("history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first.")
-    history.add_argument("name", nargs="?", help="only this database")
-    history.add_argument("--limit", type=int, default=20, help="how many drills (default 20)")
-    history.add_argument("--json", action="store_true", help="print the drills as a JSON list")
-    config_option(history)
-    history.set_defaults(func=cmd_history)
     expectations = commands.add_parser(
         "expectations", help="data expectation suites (Great Expectations)", description="Work with the expectation suites under expectations/."
     )
@@ -194,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also post the report to a Slack stand-in started on loopback, and print its Block Kit JSON (for Block Kit Builder)",
     )
+    demo.add_argument("--sample-history", action="store_true", help="first seed two weeks of SAMPLE drills (marked as such) so the forecast and the page have something to show")
     demo.set_defaults(func=cmd_demo)
 
     outbox = commands.add_parser(
@@ -215,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     from drillbook.flows.cli_points import add_commands as add_point_commands  # coverage
 
     add_point_commands(commands, config_option)
+    from drillbook.flows.cli_history import add_commands as add_history_commands  # history, stale, metrics, report, plan
+
+    add_history_commands(commands, config_option)
     return parser
 
 

@@ -118,7 +118,67 @@ def print_slack_preview(standin: Any, echo=print) -> None:
     echo(json.dumps({"blocks": message["blocks"]}, indent=2, ensure_ascii=False))
 
 
-def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> int:
+SAMPLE_RELEASE = "SAMPLE DATA"
+SAMPLE_NOTE = "SAMPLE DATA written by `drillbook demo --sample-history`: not a real drill"
+
+
+def seed_sample_history(catalogue_path: Path, database: str, days: int = 14) -> int:
+    """`days` nights of invented drills before today's real one, so the forecast and the page have something to show.
+
+    Marked as sample data everywhere it shows: release "SAMPLE DATA", drill IDs
+    "sample-NN", a note saying so, no evidence file. Put in through the store's
+    own API; re-running the demo does not add them twice.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from drillbook.tasks.config import load_catalogue
+    from drillbook.tasks.history import record_drills
+    from drillbook.tasks.verdict import DrillResult
+
+    catalogue = load_catalogue(catalogue_path)
+    entry = catalogue.get(database)
+    today = datetime.now(UTC).replace(hour=2, minute=30, second=0, microsecond=0)
+    results = []
+    for back in range(days, 0, -1):
+        night = days - back
+        started = today - timedelta(days=back)
+        rto = round(20 + 5.5 * night + (7, -4, 2, -6, 5, -2, 0)[night % 7], 1)  # restores creeping toward the 2 m target
+        failed = night == 4
+        results.append(
+            DrillResult.model_validate(
+                {
+                    "drill_id": f"sample-{night:02d}",
+                    "database": entry.name,
+                    "release": SAMPLE_RELEASE,
+                    "started_at": started,
+                    "finished_at": started + timedelta(seconds=rto + 3),
+                    "verdict": "FAIL" if failed else "PASS",
+                    "failure_mode": "replica lag" if failed else None,
+                    "rto_seconds": rto,
+                    "rto_target_seconds": entry.rto_target,
+                    "rpo_seconds": 400.0 if failed else round(12 + (night * 7) % 40, 1),
+                    "rpo_target_seconds": entry.rpo_target,
+                    "phases": {"restore": {"status": "passed", "seconds": round(rto * 0.85, 1)}, "integrity": {"status": "passed", "seconds": round(rto * 0.15, 1)}},
+                    "integrity": {"status": "passed", "file_bytes": 1_000_000 + 25_000 * night},
+                    "notes": [SAMPLE_NOTE],
+                }
+            )
+        )
+    return record_drills(catalogue.history_url, results)
+
+
+def write_demo_page(catalogue_path: Path, evidence_dir: Path, echo=print) -> Path:
+    from drillbook.tasks.config import load_catalogue
+    from drillbook.tasks.files import write_atomic
+    from drillbook.tasks.html_report import render_page
+
+    page = evidence_dir / "report.html"
+    write_atomic(page, render_page(load_catalogue(catalogue_path)))
+    echo(f"demo: the history page (`drillbook report --html`): {page.resolve()}")
+    return page
+
+
+def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False, sample_history: bool = False) -> int:
     """Run the whole demo; returns the drill's exit code (0 PASS, 1 FAIL, 2 ERROR)."""
     from drillbook.flows.runs import run_drill  # the same path `drillbook run` takes
 
@@ -145,8 +205,12 @@ def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False) -> 
             if standin is not None:
                 text += DEMO_SLACK.format(api_url=standin.api_url, outbox=workdir / "outbox")
             catalogue.write_text(text)
+            if sample_history:
+                added = seed_sample_history(catalogue, DEMO_DATABASE)
+                echo(f"demo: seeded {added} nights of SAMPLE history (release 'SAMPLE DATA', drill IDs sample-NN; not real drills) for the forecast")
             echo(f"demo: drilling with catalogue {catalogue}\n")
             code = run_drill("demo-orders", str(catalogue), as_json=False)
+            write_demo_page(catalogue, evidence_dir, echo)
             if standin is not None:
                 print_slack_preview(standin, echo)
             else:

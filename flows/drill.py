@@ -21,12 +21,15 @@ from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history import record_drill, recent_drills
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
+from drillbook.tasks.metrics import refresh_metrics_file
+from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
 from drillbook.tasks.slack import SlackDelivery, notify_slack
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.trends import look_ahead, plan_restore
 from drillbook.tasks.verdict import DrillResult, judge
 
 S = TypeVar("S", bound=StepResult)
@@ -52,6 +55,11 @@ def plan_point_step(entry: DatabaseEntry, request: PointRequest, replica: Replic
     check.seconds = round((datetime.now(UTC) - started).total_seconds(), 3)
     get_run_logger().info("point: %s", check.summary)
     return check, timeline
+
+
+def plan_step(entry: DatabaseEntry, replica: ReplicaState, history_url: str) -> RestorePlan:
+    get_run_logger().info("planning the restore of %s (litestream restore -dry-run)", entry.name)
+    return plan_restore(entry, history_url, replica)
 
 
 @task(name="restore-database", cache_policy=NO_CACHE)
@@ -214,6 +222,7 @@ def drill_database(
     scratch = make_scratch(catalogue.scratch_dir, entry, drill_id)
 
     replica = _plain_step(inspect_replica, ReplicaState, entry)
+    plan = _plain_step(plan_step, RestorePlan, entry, replica, catalogue.history_url)
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
     restore = _step(restore_task, RestoreResult, entry, replica, scratch, point)
     if point is not None:
@@ -247,11 +256,13 @@ def drill_database(
     if freshness is not None:
         result.notes.extend(freshness.notes)
     result.flow_run_url = _flow_run_url()
+    result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
     try:
         result = record(result, catalogue.evidence_dir, catalogue.history_url)
     except Exception as exc:  # noqa: BLE001 - the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {exc}")
+    result.notes.extend(filter(None, [refresh_metrics_file(catalogue)]))  # [drillbook] metrics_file, when set
     report(result)
     if notify:
         _notify(result, catalogue)

@@ -184,6 +184,9 @@ class DatabaseEntry(BaseModel):
     owners: list[str] = Field(
         default_factory=list, description="Slack user IDs (U..., W...) or user-group IDs (S...) mentioned when a drill does not pass."
     )
+    max_drill_age: Duration | None = Field(
+        default=None, description="Oldest acceptable last PASS before `drillbook stale` flags this database (default: [drillbook] max_drill_age)."
+    )
 
     @field_validator("name")
     @classmethod
@@ -247,6 +250,22 @@ class Settings(BaseModel):
     expectations_dir: str = Field(
         default="expectations", description="Where Great Expectations suite files live; relative to the catalogue."
     )
+    # Looking ahead (README, "History, forecasts and alerts"): advice and warnings, never a verdict.
+    forecast_horizon: Duration = Field(default=30 * 86400.0, description="A forecast RTO crossing its target sooner than this is a WARNING in the report.")
+    forecast_min_drills: int = Field(default=5, ge=3, le=1000, description="Passing drills needed before a forecast is made (fewer: 'not guessing yet').")
+    forecast_window: int = Field(default=30, ge=3, le=1000, description="How many of the newest passing drills the forecast fits.")
+    no_go_over_target: int = Field(default=3, ge=1, le=100, description="No-go advice when this many of the last no_go_window drills exceeded the RTO target.")
+    no_go_window: int = Field(default=5, ge=1, le=100, description="How many recent drills the no-go advice looks at.")
+    max_drill_age: Duration = Field(default=48 * 3600.0, description="A database whose last PASS is older than this is stale (`drillbook stale`).")
+    metrics_file: str | None = Field(
+        default=None, description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue."
+    )
+
+    @model_validator(mode="after")
+    def _no_go(self) -> "Settings":
+        if self.no_go_over_target > self.no_go_window:
+            raise ValueError(f"no_go_over_target ({self.no_go_over_target}) cannot be more than no_go_window ({self.no_go_window})")
+        return self
 
 
 class SlackSettings(BaseModel):
@@ -324,6 +343,13 @@ class Catalogue(BaseModel):
         if self.drillbook.history_url:
             return os.path.expandvars(self.drillbook.history_url)
         return f"sqlite:///{(self.evidence_dir / 'history.db').resolve()}"
+
+    @property
+    def metrics_file(self) -> Path | None:
+        return self.resolve(self.drillbook.metrics_file) if self.drillbook.metrics_file else None
+
+    def max_drill_age(self, entry: DatabaseEntry) -> float:
+        return entry.max_drill_age or self.drillbook.max_drill_age
 
     @property
     def outbox_dir(self) -> Path | None:

@@ -51,6 +51,28 @@ def headline(result: DrillResult) -> str:
     return f"{result.verdict.value} {result.database}{release}: {mode}: {result.findings[0].detail if result.findings else ''}".rstrip(": ")
 
 
+def plan_line(result: DrillResult) -> str | None:
+    """'Plan: expected RTO 4.0s for 1,065,915 bytes, measured 4.4s (+10%)': the forecast made before restoring, against what happened."""
+    plan = result.plan
+    if plan is None or plan.status != Status.PASSED:
+        return None
+    fetched = f"{plan.bytes_to_fetch or 0:,} bytes in {len(plan.files)} LTX file(s)"
+    if plan.expected_rto_seconds is None:
+        return f"Plan: {fetched}; no expected RTO yet (no drill with a measured throughput)"
+    line = f"Plan: expected RTO {seconds_text(plan.expected_rto_seconds)} for {fetched}"
+    if result.rto_seconds is not None and plan.expected_rto_seconds > 0:
+        error = (result.rto_seconds - plan.expected_rto_seconds) / plan.expected_rto_seconds
+        line += f", measured {seconds_text(result.rto_seconds)} ({error:+.0%})"
+    return line
+
+
+def outlook_lines(result: DrillResult) -> list[str]:
+    """The forecast line (WARNING inside the horizon), the no-go advice and the plan against the measured RTO."""
+    lines = result.outlook.lines() if result.outlook is not None else []
+    plan = plan_line(result)
+    return lines + ([plan] if plan else [])
+
+
 def render_terminal(result: DrillResult) -> Panel:
     colour = _COLOURS[result.verdict]
     lines = [
@@ -68,6 +90,8 @@ def render_terminal(result: DrillResult) -> Panel:
     for name, phase in result.phases.items():
         style = {Status.FAILED: "red", Status.ERROR: "yellow"}.get(phase.status, "")
         phases.add_row(name, Text(_STATUS_MARK[phase.status], style=style), f"{phase.seconds:.2f}", phase.summary)
+    for line in outlook_lines(result):
+        lines.append(Text(line, style="bold yellow" if line.startswith(("WARNING", "No-go")) else ""))
     parts: list = [*lines, Text(""), phases]
     if result.verdict != Verdict.PASS:
         parts.append(Text(""))
@@ -96,6 +120,12 @@ def render_markdown(result: DrillResult) -> str:
         f"- **{measure_line('RTO', result.rto_seconds, result.rto_target_seconds)}**",
         f"- **{measure_line('RPO', result.rpo_seconds, result.rpo_target_seconds)}**",
     ]
+    for line in outlook_lines(result):
+        if line.startswith("  "):
+            out.append(f"    {line.strip()}")
+        else:
+            label, _, rest = line.partition(": ")
+            out.append(f"- **{label}:** {rest}")
     if result.failure_mode:
         out.append(f"- **Failure mode:** {result.failure_mode.value}")
         out.append(f"- **Next:** {result.action}")

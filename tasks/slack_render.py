@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Literal
+from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
 from drillbook.tasks.config import redact_url
-from drillbook.tasks.report import headline, measure_line, seconds_text
+from drillbook.tasks.report import headline, measure_line, outlook_lines, seconds_text
 from drillbook.tasks.steps import Status
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
+
+if TYPE_CHECKING:
+    from drillbook.tasks.stale import StaleStatus
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -79,7 +82,13 @@ def mention(owner: str) -> str:
 class SlackFile(BaseModel):
     filename: str
     title: str
-    content: str
+    content: str = ""
+    content_base64: str | None = Field(default=None, description="Binary content (a chart PNG), base64 so the outbox stays JSON.")
+
+    def payload(self) -> bytes:
+        import base64
+
+        return base64.b64decode(self.content_base64) if self.content_base64 is not None else self.content.encode()
 
 
 class ThreadItem(BaseModel):
@@ -146,6 +155,33 @@ def _phase_lines(result: DrillResult) -> list[str]:
     return lines
 
 
+def _outlook_mrkdwn(line: str) -> str:
+    if line.startswith("WARNING forecast: "):
+        return ":warning: *Forecast:* " + escape(line.removeprefix("WARNING forecast: "))
+    if line.startswith("  "):
+        return escape(line.strip())
+    return _bold_label(line, line.split(":", 1)[0])
+
+
+def chart_file(result: DrillResult) -> SlackFile | None:
+    """The RTO / RPO chart with its forecast, when the forecast crosses inside the horizon (written beside the evidence)."""
+    import base64
+    from pathlib import Path
+
+    outlook = result.outlook
+    if outlook is None or not outlook.forecast.warning or not outlook.chart:
+        return None
+    try:
+        data = Path(outlook.chart).read_bytes()
+    except OSError:
+        return None
+    return SlackFile(
+        filename=f"rto-{result.database}-{result.drill_id}.png",
+        title=f"{result.database}: RTO forecast crosses its target in about {outlook.forecast.days_to_target:.0f} days",
+        content_base64=base64.b64encode(data).decode(),
+    )
+
+
 def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in_thread: bool = True) -> list[dict[str, Any]]:
     """The Block Kit blocks for one drill (validated against Slack's limits by slack_sdk)."""
     blocks: list[Block] = [HeaderBlock(text=header_text(result))]
@@ -156,6 +192,9 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
     if result.freshness is not None and result.freshness.data_loss_seconds is not None:  # RPO from the data, beside the replica's
         measures.append(_bold_label(measure_line("Data loss", result.freshness.data_loss_seconds, result.rpo_target_seconds), "Data loss"))
     blocks.append(_section("\n".join(measures)))
+    looking_ahead = outlook_lines(result)
+    if looking_ahead:
+        blocks.append(_section("\n".join(_outlook_mrkdwn(line) for line in looking_ahead)))
     if result.verdict != Verdict.PASS:
         mode = result.failure_mode.value if result.failure_mode else "unknown"
         lines = [f"*Failure mode:* {escape(mode)}"]
@@ -238,6 +277,9 @@ def render_drill_message(result: DrillResult, *, owners: Iterable[str] = (), thr
         items.append(ThreadItem(kind="file", file=evidence_file(result)))
         if result.verdict != Verdict.PASS:
             items.append(ThreadItem(kind="file", file=details_file(result)))
+        chart = chart_file(result)
+        if chart is not None:
+            items.append(ThreadItem(kind="file", file=chart))
     return SlackMessage(text=fallback_text(result), blocks=drill_blocks(result, owners=owners, evidence_in_thread=thread), thread=items)
 
 
@@ -250,6 +292,8 @@ def _summary_line(result: DrillResult, owners: Iterable[str]) -> str:
         line += f" · {escape(result.failure_mode.value if result.failure_mode else 'unknown')}"
     line += f" · RTO {seconds_text(result.rto_seconds)}/{seconds_text(result.rto_target_seconds)}"
     line += f" · RPO {seconds_text(result.rpo_seconds)}/{seconds_text(result.rpo_target_seconds)}"
+    if result.outlook is not None and result.outlook.forecast.warning:
+        line += f" · :warning: RTO forecast reaches its target in about {result.outlook.forecast.days_to_target:.0f} days"
     if result.verdict != Verdict.PASS:
         line += "".join(f" {mention(o)}" for o in owners)
     return line
@@ -293,6 +337,11 @@ def render_nightly_summary(
             detail = render_drill_message(result, owners=owners.get(result.database, []))
             items.append(ThreadItem(kind="message", text=detail.text, blocks=detail.blocks))
             items.extend(detail.thread)
+        for result in ordered:  # a passing database whose RTO forecast crosses inside the horizon: its chart and line
+            chart = chart_file(result) if result.verdict == Verdict.PASS else None
+            if chart is not None:
+                items.append(ThreadItem(kind="message", text=cut(redact(f"{result.database}: {result.outlook.forecast.line}"), MAX_FALLBACK, "…")))  # type: ignore[union-attr]
+                items.append(ThreadItem(kind="file", file=chart))
     return SlackMessage(text=text, blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]], thread=items)
 
 
@@ -300,3 +349,27 @@ def preview_json(message: SlackMessage) -> str:
     """What to paste into Slack's Block Kit Builder."""
     return json.dumps({"blocks": message.blocks}, indent=2, ensure_ascii=False)
 
+
+
+def render_stale_alert(kind: str, status: "StaleStatus", *, owners: Iterable[str] = ()) -> SlackMessage:
+    """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
+    from drillbook.tasks.stale import age_text
+
+    limit = age_text(status.max_age_seconds)
+    last = f"{status.last_pass_at:%Y-%m-%d %H:%M} UTC" if status.last_pass_at else None
+    if kind == "stale":
+        since = f"no passing drill for {age_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
+        text = f"STALE {status.database}: {since}; max_drill_age is {limit}"
+        body = (
+            f":hourglass: *{escape(status.database)}* is stale: {escape(since)}, over its max_drill_age of {limit}.\n"
+            "*Next:* the nightly may have stopped: check the `drillbook-nightly` deployment, its work pool and worker, "
+            "and the last drills (`drillbook history " + escape(status.database) + "`)."
+        )
+        mentions = " ".join(mention(o) for o in owners)
+        if mentions:
+            body += f"\n*Owners:* {mentions}"
+    else:
+        text = f"RECOVERED {status.database}: passing drill at {last}"
+        body = f":white_check_mark: *{escape(status.database)}* is drilled again: PASS at {last} (max_drill_age {limit})."
+    blocks = [_section(body).to_dict(), _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict()]
+    return SlackMessage(text=cut(redact(text), MAX_FALLBACK, "…"), blocks=blocks)

@@ -17,8 +17,10 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.expectations import ExpectationsReport
+from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.freshness import FreshnessReport
 from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import PointCheck, PointProblem
 from drillbook.tasks.replica import ReplicaProblem, ReplicaState
 from drillbook.tasks.restore import RestoreProblem, RestoreResult
@@ -136,6 +138,10 @@ class DrillResult(BaseModel):
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
     notes: list[str] = Field(default_factory=list)
+    # Set by the flow around the verdict, never by it: a forecast or advice never changes a verdict.
+    plan: RestorePlan | None = Field(default=None, description="litestream's dry-run restore plan and the RTO it predicted.")
+    outlook: Outlook | None = Field(default=None, description="RTO forecast from this database's history, no-go advice.")
+    versions: dict[str, str] = Field(default_factory=dict, description="drillbook and litestream versions.")
 
     @property
     def passed(self) -> bool:

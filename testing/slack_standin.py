@@ -194,6 +194,7 @@ class SlackStandIn:
             if file_id not in self._files:
                 return self._send(handler, 404, "unknown upload")
             self._files[file_id]["content"] = request.body.decode("utf-8", "replace")
+            self._files[file_id]["raw"] = request.body  # binary uploads (a chart PNG) as sent
             return self._send(handler, 200, f"OK - {length}")
         if self.token is not None and request.headers.get("authorization") != f"Bearer {self.token}":
             return self._send(handler, 200, {"ok": False, "error": "invalid_auth"})

@@ -29,7 +29,7 @@ def test_file_validates_with_prefects_model():
     raw = yaml.safe_load(PREFECT_FILE.read_text())
     assert raw["pull"] == []  # no pull step: `prefect deploy` would otherwise record this checkout's path for every worker
     model = PrefectYamlModel.model_validate(raw)
-    assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill", "drillbook-batch"}
+    assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill", "drillbook-batch", "drillbook-stale"}
 
 
 def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatch, tmp_path):
@@ -102,3 +102,14 @@ def test_release_trigger_templates_parameters_from_the_event(deployments):
     assert rendered["databases"] == ["orders", "users"]
     checked = release_drills.validate_parameters({**rendered, "batch_deployment": "drill-batch/drillbook-batch"})
     assert checked["released_at"] == occurred
+
+
+def test_stale_check_runs_hourly_and_never_overlaps(deployments):
+    from prefect.client.schemas.schedules import CronSchedule
+
+    stale = deployments["drillbook-stale"]
+    assert stale["entrypoint"] == "drillbook.flows.stale.stale_drills"
+    (schedule,) = stale["schedules"]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert cron.cron == "0 * * * *" and schedule["active"] is True
+    assert stale["concurrency_limit"]["limit"] == 1

@@ -14,7 +14,7 @@ from drillbook.tasks.errors import SlackDeliveryError
 from drillbook.tasks.slack.credentials import SlackCredentials, read_credentials
 from drillbook.tasks.slack.outbox import Outbox, OutboxEntry
 from drillbook.tasks.slack.transport import Transport, make_transport
-from drillbook.tasks.slack_render import render_drill_message, render_nightly_summary
+from drillbook.tasks.slack_render import SlackMessage, render_drill_message, render_nightly_summary
 from drillbook.tasks.verdict import DrillResult
 
 
@@ -187,6 +187,14 @@ def post_nightly_summary(
         created_at=datetime.now(UTC),
         message=render_nightly_summary(results, owners=owners, thread=_threads(catalogue.slack, credentials), title=title),
     )
+    return _send_new(catalogue, entry, credentials)
+
+
+def post_alert(catalogue: Catalogue, key: str, database: str, message: SlackMessage, *, credentials: SlackCredentials | None = None) -> SlackDelivery:
+    """One alert (stale drills, recovery) to the database's channel, through the outbox: a key is sent once."""
+    if catalogue.slack is None:
+        return SlackDelivery(status="not configured", note=not_configured_note(catalogue))
+    entry = OutboxEntry(key=key, kind="alert", database=database, channel=_channel_for(catalogue, database), created_at=datetime.now(UTC), message=message)
     return _send_new(catalogue, entry, credentials)
 
 

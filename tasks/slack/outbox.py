@@ -24,7 +24,7 @@ class OutboxEntry(BaseModel):
 
     drillbook_outbox: int = OUTBOX_FORMAT
     key: str = Field(description="The drill ID (or nightly-<digest>): a key is sent at most once.")
-    kind: Literal["drill", "nightly"]
+    kind: Literal["drill", "nightly", "alert"]
     database: str | None = None
     verdict: str | None = None
     channel: str | None = Field(default=None, description="The channel when queued; re-read from the catalogue at each try.")

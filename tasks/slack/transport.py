@@ -101,7 +101,7 @@ class WebApiTransport:
             "files_upload_v2",
             self.where,
             self.secrets,
-            lambda: self.client.files_upload_v2(channel=channel_id, thread_ts=thread_ts, filename=file.filename, title=file.title, content=file.content.encode()),
+            lambda: self.client.files_upload_v2(channel=channel_id, thread_ts=thread_ts, filename=file.filename, title=file.title, content=file.payload()),
         )
 
 

@@ -1,0 +1,243 @@
+"""`drillbook history`, `stale`, `metrics`, `report --html` and `plan`: the history, looking back and ahead.
+
+Exit codes: `stale` exits 1 when any database is stale; the others 0, or 2 when
+the catalogue or the history store is not usable (one line saying which).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.verdict import EXIT_CODES, Verdict
+
+EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
+COMPACT_WIDTH = 80  # piped output is laid out for this
+
+
+def output_width() -> int:
+    """The terminal's columns (or $COLUMNS); 80 when piped, so no line wraps in a pager or a log."""
+    if os.environ.get("COLUMNS", "").isdigit() or sys.stdout.isatty():
+        return max(40, shutil.get_terminal_size((COMPACT_WIDTH, 24)).columns)
+    return COMPACT_WIDTH
+
+
+def fit_table(columns: list[tuple[str, list[str]]], width: int, keep: int = 3) -> list[str]:
+    """Plain aligned columns, dropping the rightmost optional ones (after `keep`) and then shortening the widest until a line fits `width`."""
+    columns = [(title, [cell.replace("\n", " ") for cell in cells]) for title, cells in columns]
+
+    def widths(cols: list[tuple[str, list[str]]]) -> list[int]:
+        return [max([len(title), *(len(c) for c in cells)]) for title, cells in cols]
+
+    while len(columns) > keep and sum(widths(columns)) + 2 * (len(columns) - 1) > width:
+        columns.pop()
+    sizes = widths(columns)
+    while sum(sizes) + 2 * (len(sizes) - 1) > width and max(sizes) > 8:
+        widest = sizes.index(max(sizes))
+        sizes[widest] -= 1
+
+    def cell(text: str, size: int) -> str:
+        return (text if len(text) <= size else text[: size - 1] + "…").ljust(size)
+
+    rows = len(columns[0][1]) if columns else 0
+    lines = ["  ".join(cell(title, size) for (title, _), size in zip(columns, sizes)).rstrip()]
+    for index in range(rows):
+        lines.append("  ".join(cell(cells[index], size) for (_, cells), size in zip(columns, sizes)).rstrip())
+    return lines
+
+
+def _plan_cell(row: Any) -> str:
+    from drillbook.tasks.report import seconds_text
+
+    if row.planned_rto_seconds is None:
+        return ""
+    if row.rto_seconds is None or row.planned_rto_seconds <= 0:
+        return seconds_text(row.planned_rto_seconds)
+    return f"{seconds_text(row.planned_rto_seconds)} ({(row.rto_seconds - row.planned_rto_seconds) / row.planned_rto_seconds:+.0%})"
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from drillbook.tasks.history import recent_drills, safe_url
+    from drillbook.tasks.report import seconds_text
+
+    catalogue = load_catalogue(args.config)
+    rows = recent_drills(catalogue.history_url, args.name, args.limit)
+    if args.json:
+        print(json.dumps([row.summary for row in rows], indent=2))
+        return 0
+    if not rows:
+        print(f"no drills recorded yet in {safe_url(catalogue.history_url)}" + (f" for {args.name!r}" if args.name else ""))
+        return 0
+    # Most useful first: what fits in the width is shown; the rest is one `--json` away.
+    width = output_width()
+    started = "%Y-%m-%d %H:%M" if width >= 100 else "%m-%d %H:%M"  # 80 columns keep the failure mode rather than the year
+    columns = [
+        ("started (UTC)", [row.started_at.strftime(started) for row in rows]),
+        ("database", [row.database for row in rows]),
+        ("verdict", [row.verdict for row in rows]),
+        ("RTO / target", [f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}" for row in rows]),
+        ("RPO / target", [f"{seconds_text(row.rpo_seconds)} / {seconds_text(row.rpo_target_seconds)}" for row in rows]),
+        ("failure mode", [row.failure_mode or "" for row in rows]),
+        ("drill", [row.drill_id for row in rows]),
+        ("release", [row.release or "" for row in rows]),
+        ("plan (error)", [_plan_cell(row) for row in rows]),
+        ("evidence", [row.evidence or "" for row in rows]),
+    ]
+    for line in fit_table(columns, width):
+        print(line)
+    return 0
+
+
+def cmd_stale(args: argparse.Namespace) -> int:
+    from drillbook.tasks.stale import stale_status
+
+    catalogue = load_catalogue(args.config)
+    if args.notify:
+        from drillbook.flows.stale import check_stale
+
+        statuses = check_stale(catalogue)
+    else:
+        statuses = stale_status(catalogue)
+    stale = [s for s in statuses if s.stale]
+    if args.json:
+        print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
+    else:
+        print(f"{len(stale)} of {len(statuses)} database(s) stale (no PASS within max_drill_age)")
+        for status in statuses:
+            print(("  STALE " if status.stale else "  ok    ") + status.line())
+    return EXIT_FAIL if stale else 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from drillbook.tasks.metrics import build_registry, exposition, push_metrics, write_metrics
+
+    catalogue = load_catalogue(args.config)
+    if args.push:
+        try:
+            push_metrics(catalogue, args.push, job=args.job)
+        except OSError as exc:
+            raise DrillbookError(f"the Pushgateway at {args.push} did not take the metrics ({exc}): check --push URL and that the gateway runs") from None
+        print(f"pushed {len(catalogue.database)} database(s)' metrics to {args.push} (job {args.job})", file=sys.stderr)
+        return 0
+    output = args.output or (str(catalogue.metrics_file) if catalogue.metrics_file else "-")
+    if output == "-":
+        sys.stdout.write(exposition(build_registry(catalogue)))
+        return 0
+    try:
+        write_metrics(catalogue, output)
+    except OSError as exc:
+        raise DrillbookError(f"cannot write the metrics file {output}: {exc.strerror}; choose another --output or [drillbook] metrics_file") from None
+    print(f"wrote metrics for {len(catalogue.database)} database(s) to {output}", file=sys.stderr)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from drillbook.tasks.files import write_atomic
+    from drillbook.tasks.html_report import render_page
+
+    catalogue = load_catalogue(args.config)
+    page = render_page(catalogue, days=args.days)
+    target = Path(args.html)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, page)
+    except OSError as exc:
+        reason = f"{exc.filename} is not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename else exc.strerror
+        raise DrillbookError(f"cannot write the report to {target}: {reason}; choose another path for --html") from None
+    print(f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.database)} database(s)); open it in a browser, it needs nothing else")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from drillbook.tasks.history import trend_points
+    from drillbook.tasks.plan import plan_errors
+    from drillbook.tasks.steps import Status
+    from drillbook.tasks.trends import plan_restore
+
+    catalogue = load_catalogue(args.config)
+    entry = catalogue.get(args.name)
+    plan = plan_restore(entry, catalogue.history_url)
+    errors = plan_errors(trend_points(catalogue.history_url, [entry.name]).get(entry.name, []))
+    if args.json:
+        data = plan.model_dump(mode="json", exclude={"command"})
+        data["past_plan_errors"] = [round(e, 4) for e in errors[-10:]]
+        print(json.dumps(data, indent=2))
+    else:
+        print(f"{entry.name}: {plan.line()} (RTO target {entry.rto_target:g}s); nothing was restored")
+        if plan.status == Status.PASSED:
+            print(f"  LTX files per level: {', '.join(f'L{k}: {v}' for k, v in sorted(plan.levels.items())) or 'none'}; TXID {plan.min_txid} - {plan.max_txid}")
+        if errors:
+            recent = errors[-10:]
+            print(f"  past plans vs measured (last {len(recent)}): " + ", ".join(f"{e:+.0%}" for e in recent))
+    if plan.status == Status.ERROR:
+        raise DrillbookError(plan.summary)
+    return 0 if plan.status == Status.PASSED else EXIT_FAIL
+
+
+def _positive_days(value: str) -> float:
+    try:
+        days = float(value)
+    except ValueError:
+        days = 0.0
+    if not 0 < days <= 3660:
+        raise argparse.ArgumentTypeError(f"expected a number of days between 0 and 3660, got {value!r}")
+    return days
+
+
+def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    history = commands.add_parser("history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first.")
+    history.add_argument("name", nargs="?", help="only this database")
+    history.add_argument("--limit", type=int, default=20, help="how many drills (default 20)")
+    history.add_argument("--json", action="store_true", help="print the drills as a JSON list")
+    config_option(history)
+    history.set_defaults(func=cmd_history)
+
+    stale = commands.add_parser(
+        "stale",
+        help="list databases whose last PASS is older than max_drill_age (exit 1 when any)",
+        description="A database with no passing drill within its max_drill_age (default 48h) is stale: the nightly may have stopped.",
+        epilog="Exit codes: 0 none stale, 1 some stale, 2 the catalogue or history is not usable.",
+    )
+    config_option(stale)
+    stale.add_argument("--json", action="store_true", help="print every database's status as JSON")
+    stale.add_argument("--notify", action="store_true", help="post one Slack alert per database that became stale (or recovered) since the last check")
+    stale.set_defaults(func=cmd_stale)
+
+    metrics = commands.add_parser(
+        "metrics",
+        help="the history as Prometheus metrics (stdout, a textfile, or a Pushgateway)",
+        description="Per database: age of the last PASS, last RTO / RPO and their targets, last verdict, forecast days to the RTO target.",
+    )
+    config_option(metrics)
+    metrics.add_argument("--output", metavar="FILE", help="write a textfile-collector file (default: [drillbook] metrics_file, else stdout; '-' for stdout)")
+    metrics.add_argument("--push", metavar="URL", help="push to this Pushgateway instead (e.g. http://pushgateway:9091)")
+    metrics.add_argument("--job", default="drillbook", help="the Pushgateway job label (default drillbook)")
+    metrics.set_defaults(func=cmd_metrics)
+
+    report = commands.add_parser(
+        "report",
+        help="write a self-contained HTML page of every database's drills, charts and forecasts",
+        description="One static page (no server, no external assets): stale databases first, then per database the RTO / RPO chart with its forecast.",
+    )
+    config_option(report)
+    report.add_argument("--html", required=True, metavar="OUT.html", help="where to write the page")
+    report.add_argument("--days", type=_positive_days, default=90, help="how many days the charts show (default 90)")
+    report.set_defaults(func=cmd_report)
+
+    plan = commands.add_parser(
+        "plan",
+        help="what a restore would fetch and its expected RTO, without restoring",
+        description="Runs `litestream restore -dry-run -json` and the throughput of past drills (this database's, else the fleet's) to predict the RTO.",
+        epilog="Exit codes: 0 planned, 1 the replica gave no plan, 2 drillbook could not ask (litestream missing, bad catalogue).",
+    )
+    plan.add_argument("name", help="the database's name in the catalogue")
+    config_option(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.set_defaults(func=cmd_plan)

@@ -1,0 +1,52 @@
+"""The hourly stale-drill check (deployment `drillbook-stale`): one Slack alert per database that became stale or recovered."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from drillbook.tasks.config import Catalogue, load_catalogue
+from drillbook.tasks.stale import StaleStatus, Transition, alert_transitions, stale_status
+
+
+def _owners(catalogue: Catalogue, database: str) -> list[str]:
+    return next((list(e.owners) for e in catalogue.database if e.name == database), [])
+
+
+def send_transition(catalogue: Catalogue, transition: Transition) -> str:
+    """The alert through the Slack outbox (a transition's key is sent once); the note says what happened."""
+    from drillbook.tasks.slack import post_alert
+    from drillbook.tasks.slack_render import render_stale_alert
+
+    message = render_stale_alert(transition.kind, transition.status, owners=_owners(catalogue, transition.status.database))
+    delivery = post_alert(catalogue, transition.key, transition.status.database, message)
+    return delivery.note
+
+
+def check_stale(catalogue: Catalogue, say: Callable[[str], None] = print) -> list[StaleStatus]:
+    """Every database's status; one alert for each database that became stale or recovered since the last check."""
+    statuses = stale_status(catalogue)
+    for transition in alert_transitions(catalogue, statuses, lambda t: send_transition(catalogue, t)):
+        say(f"{transition.kind} alert for {transition.status.database}: {transition.delivery}")
+    return statuses
+
+
+@task(name="check-stale", cache_policy=NO_CACHE)
+def check_stale_task(catalogue: Catalogue) -> list[StaleStatus]:
+    return check_stale(catalogue, get_run_logger().warning)
+
+
+@flow(name="stale-drills")
+def stale_drills(config_path: str | None = None) -> list[StaleStatus]:
+    """Which databases have had no PASS within their max_drill_age; alert once per change (README, "Stale drills")."""
+    catalogue = load_catalogue(config_path)
+    statuses = check_stale_task(catalogue)
+    create_table_artifact(
+        key="stale-drills",
+        table=[{"database": s.database, "stale": "STALE" if s.stale else "ok", "status": s.line()} for s in statuses],
+        description=f"{sum(s.stale for s in statuses)} of {len(statuses)} database(s) stale",
+    )
+    return statuses

@@ -1,0 +1,141 @@
+"""What a restore would fetch, and how long it should take, before anything is restored.
+
+`litestream restore -dry-run -json` (0.5.17) prints the restore plan: the LTX
+files it would fetch, with their levels and sizes, and writes nothing. Divided
+by the throughput measured on this database's past drills (bytes fetched per
+second of restore), or the fleet's when it has none, that is the expected
+restore time; plus the checks' usual seconds, the expected RTO. Every drill
+records its plan beside what it measured, so the plan's own error shows over
+time (`drillbook plan NAME`).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.errors import ToolMissing
+from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.steps import Status, StepResult
+
+THROUGHPUT_DRILLS = 10  # past passing drills whose throughput is the estimate (median)
+
+
+class PlannedFile(BaseModel):
+    level: int
+    name: str = ""
+    min_txid: str = ""
+    max_txid: str = ""
+    size: int = 0
+
+
+class RestorePlan(StepResult):
+    """litestream's dry-run plan and the RTO it predicts."""
+
+    files: list[PlannedFile] = Field(default_factory=list)
+    bytes_to_fetch: int | None = None
+    min_txid: str | None = None
+    max_txid: str | None = None
+    throughput_bytes_per_second: float | None = None
+    throughput_source: str | None = Field(default=None, description="Whose past drills the throughput comes from.")
+    check_seconds: float | None = Field(default=None, description="Usual integrity + smoke seconds of this database's drills.")
+    expected_rto_seconds: float | None = None
+    command: CommandRecord | None = None
+
+    @property
+    def levels(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for planned in self.files:
+            counts[str(planned.level)] = counts.get(str(planned.level), 0) + 1
+        return counts
+
+    def line(self) -> str:
+        """'plan: fetch 1,065,915 bytes in 1 LTX file; expected RTO 4.2s (throughput 12.3 MB/s from ...)'."""
+        if self.status != Status.PASSED:
+            return f"plan: {self.summary}"
+        fetch = f"fetch {self.bytes_to_fetch or 0:,} bytes in {len(self.files)} LTX file(s)"
+        if self.expected_rto_seconds is None:
+            return f"plan: {fetch}; expected RTO unknown ({self.summary})"
+        from drillbook.tasks.report import seconds_text
+
+        rate = f"{(self.throughput_bytes_per_second or 0) / 1e6:.1f} MB/s from {self.throughput_source}"
+        checks = f" + {seconds_text(self.check_seconds)} of checks" if self.check_seconds else ""
+        return f"plan: {fetch}; expected RTO {seconds_text(self.expected_rto_seconds)} (restore at {rate}{checks})"
+
+
+def dry_run(entry: DatabaseEntry) -> RestorePlan:
+    """Ask litestream what restoring `entry` would fetch; nothing is written (the output path, in an empty temp dir, is only named)."""
+    with tempfile.TemporaryDirectory(prefix="drillbook-plan-") as spare:
+        target = Path(spare) / f"{entry.name}.db"
+        try:
+            command = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), entry.replica], timeout=entry.inspect_timeout)
+        except ToolMissing as exc:
+            return RestorePlan(status=Status.ERROR, summary=str(exc))
+    if command.timed_out:
+        return RestorePlan(status=Status.FAILED, summary=f"litestream restore -dry-run did not answer within {entry.inspect_timeout:g}s", command=command)
+    if not command.ok:
+        return RestorePlan(status=Status.FAILED, summary=f"litestream restore -dry-run exited {command.exit_code}: {command.stderr_tail(300)}", command=command)
+    try:
+        data = json.loads(command.stdout)
+        files = [PlannedFile.model_validate(item) for item in data.get("files") or []]
+    except ValueError:
+        return RestorePlan(status=Status.FAILED, summary="litestream restore -dry-run printed no plan JSON (is this litestream 0.5.17?)", command=command)
+    total = sum(f.size for f in files)
+    return RestorePlan(
+        status=Status.PASSED,
+        seconds=command.seconds,
+        files=files,
+        bytes_to_fetch=total,
+        min_txid=data.get("min_txid"),
+        max_txid=data.get("max_txid"),
+        summary=f"{len(files)} LTX file(s), {total:,} bytes",
+        command=command,
+    )
+
+
+def _fetched(point) -> int | None:
+    return point.planned_bytes or point.ltx_bytes
+
+
+def _rates(points: Iterable) -> list[float]:
+    rates = []
+    for point in points:
+        fetched = _fetched(point)
+        if point.verdict == "PASS" and fetched and point.restore_seconds and point.restore_seconds > 0:
+            rates.append(fetched / point.restore_seconds)
+    return rates
+
+
+def estimate(plan: RestorePlan, own: list, fleet: Iterable = ()) -> RestorePlan:
+    """The plan with its expected RTO, from this database's past drills (`own`, oldest first) or the fleet's."""
+    if plan.status != Status.PASSED or not plan.bytes_to_fetch:
+        return plan
+    rates = _rates(own)[-THROUGHPUT_DRILLS:]
+    source = f"this database's last {len(rates)} drill(s)"
+    if not rates:
+        rates = _rates(fleet)
+        source = f"{len(rates)} drill(s) across the fleet"
+    if not rates:
+        return plan.model_copy(update={"summary": plan.summary + "; no drill with a measured throughput yet, so no estimate"})
+    throughput = statistics.median(rates)
+    checks = [p.rto_seconds - p.restore_seconds for p in own if p.verdict == "PASS" and p.rto_seconds is not None and p.restore_seconds is not None][-THROUGHPUT_DRILLS:]
+    check_seconds = round(statistics.median(checks), 3) if checks else None
+    expected = round(plan.bytes_to_fetch / throughput + (check_seconds or 0.0), 3)
+    return plan.model_copy(
+        update={"throughput_bytes_per_second": round(throughput, 1), "throughput_source": source, "check_seconds": check_seconds, "expected_rto_seconds": expected}
+    )
+
+
+def plan_errors(own: list) -> list[float]:
+    """Past drills' plan error, (measured - planned) / planned, oldest first."""
+    return [
+        (p.rto_seconds - p.planned_rto_seconds) / p.planned_rto_seconds
+        for p in own
+        if p.rto_seconds is not None and p.planned_rto_seconds and p.verdict == "PASS"
+    ]

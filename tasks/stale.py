@@ -1,0 +1,109 @@
+"""Stale drills: a database whose last PASS is older than its max_drill_age is a problem in itself.
+
+The nightly may have stopped, its worker may be gone, or the drills may all be
+failing: either way nobody has shown lately that this database can be restored.
+`drillbook stale` lists such databases; the hourly `drillbook-stale` deployment
+also posts ONE Slack alert when a database becomes stale and one when it
+recovers, never again every hour in between. The state that makes that so lives
+in the history store (table drillbook_alerts), and every alert goes through the
+outbox keyed by its transition, so a crash between sending and saving never
+sends it twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Literal
+
+from pydantic import BaseModel
+
+from drillbook.tasks.config import Catalogue
+from drillbook.tasks.history import alert_states, last_passes, save_alert_state
+
+
+class StaleStatus(BaseModel):
+    database: str
+    last_pass_at: datetime | None
+    age_seconds: float | None
+    max_age_seconds: float
+    stale: bool
+
+    def detail(self) -> str:
+        """'last PASS 2026-11-21 02:31 UTC, 4d 01h ago (max_drill_age 2d 00h)'."""
+        if self.last_pass_at is None:
+            return f"no passing drill recorded (max_drill_age {age_text(self.max_age_seconds)})"
+        return f"last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {age_text(self.age_seconds)} ago (max_drill_age {age_text(self.max_age_seconds)})"
+
+    def line(self) -> str:
+        return f"{self.database}: {self.detail()}"
+
+
+def age_text(seconds: float | None) -> str:
+    """Ages read in days once they are long: '4d 01h', '36h 00m' up to two days, '5m 03s' below an hour."""
+    from drillbook.tasks.report import seconds_text
+
+    if seconds is not None and seconds >= 2 * 86400:
+        days, rest = divmod(int(round(seconds)), 86400)
+        return f"{days}d {rest // 3600:02d}h"
+    return seconds_text(seconds)
+
+
+def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict[str, datetime] | None = None) -> list[StaleStatus]:
+    """Every catalogue database, stale ones first (never passed, then oldest last PASS)."""
+    now = now or datetime.now(UTC)
+    passes = last_passes(catalogue.history_url) if passes is None else passes
+    out = []
+    for entry in catalogue.database:
+        limit = catalogue.max_drill_age(entry)
+        last = passes.get(entry.name)
+        age = round((now - last).total_seconds(), 1) if last else None
+        out.append(StaleStatus(database=entry.name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=age is None or age > limit))
+    return sorted(out, key=lambda s: (not s.stale, s.last_pass_at is not None, s.last_pass_at or now, s.database))
+
+
+class Transition(BaseModel):
+    kind: Literal["stale", "recovered"]
+    status: StaleStatus
+    key: str
+    delivery: str = ""
+
+
+def _stamp(value: datetime | None) -> str:
+    return value.strftime("%Y%m%dT%H%M%SZ") if value else "never"
+
+
+def transition_key(kind: str, status: StaleStatus) -> str:
+    """The same transition always gets the same key (the outbox sends a key once)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", status.database)
+    return f"{kind}-{name}-{_stamp(status.last_pass_at)}"
+
+
+def alert_transitions(
+    catalogue: Catalogue,
+    statuses: list[StaleStatus],
+    send: Callable[[Transition], str],
+    now: datetime | None = None,
+) -> list[Transition]:
+    """For each database that became stale or recovered since the last check: send one alert, then remember it.
+
+    `send` delivers (or queues) the alert and returns a note. A database seen
+    for the first time is remembered without an alert unless it is stale.
+    """
+    now = now or datetime.now(UTC)
+    known = alert_states(catalogue.history_url)
+    done = []
+    for status in statuses:
+        previous = known.get(status.database)
+        was_stale = previous.stale if previous is not None else False
+        if status.stale == was_stale:
+            if previous is None:
+                save_alert_state(catalogue.history_url, status.database, stale=False, since=now, last_pass_at=status.last_pass_at, notified_key=None)
+            continue
+        kind: Literal["stale", "recovered"] = "stale" if status.stale else "recovered"
+        transition = Transition(kind=kind, status=status, key=transition_key(kind, status))
+        transition.delivery = send(transition)
+        save_alert_state(catalogue.history_url, status.database, stale=status.stale, since=now, last_pass_at=status.last_pass_at, notified_key=transition.key)
+        done.append(transition)
+    return done

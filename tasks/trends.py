@@ -1,0 +1,150 @@
+"""A drill's look ahead: the restore plan before it, the forecast and advice after it.
+
+Bookkeeping around the verdict, never part of it: a history that cannot be read
+turns into a note, and the drill's verdict stands.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from drillbook.tasks.config import Catalogue, DatabaseEntry
+from drillbook.tasks.errors import HistoryError, ToolMissing
+from drillbook.tasks.forecast import Outlook, RtoForecast, advise, forecast_rto
+from drillbook.tasks.history import TrendPoint, drillbook_version, trend_points
+from drillbook.tasks.plan import RestorePlan, dry_run, estimate
+from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.steps import Status
+from drillbook.tasks.verdict import DrillResult
+
+FLEET_DAYS = 30  # a database without history borrows the throughput of the fleet's drills from this many days
+TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history (a drill from last year says nothing about today's trend)
+
+
+@lru_cache(maxsize=1)
+def litestream_version() -> str | None:
+    from drillbook.tasks.litestream import find_litestream, litestream_env
+
+    try:
+        done = subprocess.run([find_litestream(), "version"], capture_output=True, text=True, timeout=10, env=litestream_env())
+    except (ToolMissing, OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip()[:32] or None) if done.returncode == 0 else None
+
+
+def tool_versions() -> dict[str, str]:
+    found = {"drillbook": drillbook_version(), "litestream": litestream_version()}
+    return {name: value for name, value in found.items() if value}
+
+
+def point_of(result: DrillResult) -> TrendPoint:
+    """The drill as the history will hold it (before it is recorded)."""
+    restore = result.phases.get("restore")
+    return TrendPoint(
+        database=result.database,
+        drill_id=result.drill_id,
+        started_at=result.started_at,
+        verdict=result.verdict.value,
+        failure_mode=result.failure_mode.value if result.failure_mode else None,
+        rto_seconds=result.rto_seconds,
+        rto_target_seconds=result.rto_target_seconds,
+        rpo_seconds=result.rpo_seconds,
+        rpo_target_seconds=result.rpo_target_seconds,
+        restored_bytes=result.integrity.file_bytes if result.integrity is not None else None,
+        ltx_bytes=result.replica.total_bytes if result.replica is not None and result.replica.total_bytes else None,
+        planned_bytes=result.plan.bytes_to_fetch if result.plan is not None else None,
+        planned_rto_seconds=result.plan.expected_rto_seconds if result.plan is not None else None,
+        restore_seconds=restore.seconds if restore is not None and restore.status == Status.PASSED else None,
+        evidence=result.evidence,
+        release=result.release,
+    )
+
+
+def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState | None = None) -> RestorePlan:
+    """litestream's dry-run plan with the expected RTO from the history (the fleet's when this database has none)."""
+    if replica is not None and not replica.ok:
+        return RestorePlan.skipped("not planned: the replica inspection did not pass")
+    plan = dry_run(entry)
+    if plan.status != Status.PASSED:
+        return plan
+    try:
+        own = trend_points(history_url, [entry.name]).get(entry.name, [])
+        fleet: list[TrendPoint] = []
+        if not any(p.verdict == "PASS" and p.restore_seconds for p in own):
+            since = datetime.now(UTC) - timedelta(days=FLEET_DAYS)
+            fleet = [p for points in trend_points(history_url, since=since).values() for p in points]
+    except HistoryError as exc:
+        return plan.model_copy(update={"summary": f"{plan.summary}; no estimate: {exc}"})
+    return estimate(plan, own, fleet)
+
+
+def forecast_for(catalogue: Catalogue, entry_name: str, points: list[TrendPoint], target_seconds: float, now: datetime) -> RtoForecast:
+    settings = catalogue.drillbook
+    return forecast_rto(
+        entry_name,
+        points,
+        target_seconds=target_seconds,
+        now=now,
+        min_drills=settings.forecast_min_drills,
+        window=settings.forecast_window,
+        horizon_days=settings.forecast_horizon / 86400,
+    )
+
+
+def outlook_of(catalogue: Catalogue, name: str, points: list[TrendPoint], target_seconds: float, now: datetime) -> Outlook:
+    forecast = forecast_for(catalogue, name, points, target_seconds, now)
+    advice = advise(points, forecast, over_target=catalogue.drillbook.no_go_over_target, window=catalogue.drillbook.no_go_window)
+    return Outlook(forecast=forecast, advice=advice)
+
+
+def chart_path(evidence_dir: Path, result: DrillResult) -> Path:
+    return evidence_dir / result.database / f"{result.started_at:%Y%m%dT%H%M%SZ}-{result.drill_id}-rto.png"
+
+
+def look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | None = None) -> DrillResult:
+    """The drill with its plan, tool versions and outlook (forecast, advice, and a chart when inside the horizon).
+
+    Never raises: whatever goes wrong here becomes a note, and the verdict, evidence and report go on.
+    """
+    try:
+        return _look_ahead(result, catalogue, plan)
+    except Exception as exc:  # bookkeeping beside the verdict must never cost the verdict
+        result.notes.append(f"no forecast: it failed ({type(exc).__name__}: {exc}); the verdict stands")
+        return result
+
+
+def _look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | None) -> DrillResult:
+    result.plan = plan
+    result.versions = tool_versions()
+    try:
+        since = result.started_at - timedelta(days=TREND_DAYS)
+        history = trend_points(catalogue.history_url, [result.database], since=since).get(result.database, [])
+    except HistoryError:  # the record step says what is wrong with the store, in the notes
+        forecast = RtoForecast(
+            database=result.database,
+            known=False,
+            drills=0,
+            min_drills=catalogue.drillbook.forecast_min_drills,
+            target_seconds=result.rto_target_seconds,
+            rto_seconds=result.rto_seconds,
+            horizon_days=catalogue.drillbook.forecast_horizon / 86400,
+            line="no forecast: the drill history could not be read",
+        )
+        result.outlook = Outlook(forecast=forecast)
+        return result
+    points = [p for p in history if p.drill_id != result.drill_id] + [point_of(result)]
+    result.outlook = outlook_of(catalogue, result.database, points, result.rto_target_seconds, result.finished_at)
+    if result.outlook.forecast.warning:
+        try:
+            from drillbook.tasks.charts import render_chart
+
+            path = chart_path(catalogue.evidence_dir, result)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(render_chart(points, result.outlook.forecast, title=f"{result.database}: RTO and RPO", fmt="png", now=result.finished_at))  # type: ignore[arg-type]
+            result.outlook.chart = str(path)
+        except OSError as exc:
+            result.notes.append(f"the forecast chart could not be written ({exc.strerror}); the forecast line stands")
+    return result
