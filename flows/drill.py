@@ -15,17 +15,19 @@ from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
-from drillbook.tasks.evidence import write_bundle
+from drillbook.tasks.evidence import evidence_stem, write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.history import record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
-from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
+from drillbook.tasks.restore import RestoreResult, restore_database
 from drillbook.tasks.slack import SlackDelivery, notify_slack
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.verdict import DrillResult, judge
+from drillbook.tasks.workspace import prepare_workspace
 
 S = TypeVar("S", bound=StepResult)
 
@@ -43,11 +45,11 @@ def restore_task(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -> 
 
 
 @task(name="check-integrity", cache_policy=NO_CACHE)
-def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_schema: int | str | None) -> IntegrityReport:
+def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_schema: int | str | None, rows_file: Path) -> IntegrityReport:
     if not restore.ok or restore.path is None:
         return IntegrityReport.skipped("not run: there is no restored copy")
     get_run_logger().info("checking integrity of %s", restore.path)
-    return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query)
+    return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query, rows_file=rows_file)
 
 
 def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | None:
@@ -120,9 +122,26 @@ def _notify(result: DrillResult, catalogue: Catalogue) -> None:
 
 
 def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:
-    """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error."""
+    """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error.
+
+    After an interrupt (SIGTERM, Ctrl-C) no further step starts: the drill goes straight to its record.
+    """
+    stop = interrupted()
+    if stop:
+        return kind.skipped(f"not run: interrupted by {stop}")
     completed, value = unwrap(step_task(*args, return_state=True))
     return value if completed else kind.crashed(value)
+
+
+def _clean_up(result: DrillResult, scratch: Path | None, keep_failed: int) -> None:
+    """Scratch removal never costs the record: a failure becomes a note."""
+    if scratch is None:
+        return
+    try:
+        result.scratch_kept = clean_up(result, scratch, keep_failed)
+    except OSError as exc:
+        result.scratch_kept = str(scratch)
+        result.notes.append(f"cleaning up the scratch directory {scratch} failed ({exc.strerror}); remove it by hand")
 
 
 def _artifact_key(name: str) -> str:
@@ -160,13 +179,18 @@ def drill_database(
     catalogue = load_catalogue(config_path)
     entry = catalogue.get(name)
     expected = expect_schema if expect_schema is not None else entry.schema_version
-    drill_id = uuid4().hex[:8]
+    drill_id = uuid4().hex  # the full UUID: a short one collides, and a collision loses a history row and a report
     started_at = datetime.now(UTC)
-    scratch = make_scratch(catalogue.scratch_dir, entry, drill_id)
+    setup = prepare_workspace(catalogue.scratch_dir, entry, drill_id, catalogue.evidence_dir)
+    scratch = Path(setup.scratch) if setup.scratch else None
+    rows_file = evidence_stem(catalogue.evidence_dir, entry.name, started_at, drill_id).with_suffix(".integrity.txt")
 
-    replica = _step(inspect_replica_task, ReplicaState, entry)
-    restore = _step(restore_task, RestoreResult, entry, replica, scratch)
-    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected)
+    if setup.ok:
+        replica = _step(inspect_replica_task, ReplicaState, entry)
+    else:
+        replica = ReplicaState.skipped(f"not run: {setup.summary}")
+    restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir)
+    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file)
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
     expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue))
 
@@ -182,16 +206,20 @@ def drill_database(
         smoke=smoke,
         expectations=expectations,
         release_lag=release_lag,
+        setup=setup,
+        interrupted=interrupted(),
     )
     result.flow_run_url = _flow_run_url()
-    result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
+    _clean_up(result, scratch, catalogue.drillbook.keep_failed)
     completed, recorded = unwrap(record_task(result, catalogue.evidence_dir, catalogue.history_url, return_state=True))
     if completed:
         result = recorded
     else:  # the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {recorded}")
     report_task(result)
-    if notify:
+    if notify and interrupted():
+        result.notes.append(f"not reported to Slack: interrupted by {interrupted()}")
+    elif notify:
         _notify(result, catalogue)
     if not result.passed:
         raise DrillFailed(result)

@@ -134,6 +134,11 @@ class DatabaseEntry(BaseModel):
     live_path: str | None = Field(default=None, description="The live database file: drillbook refuses to restore onto or near it.")
     restore_timeout: Duration = Field(default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag.")
     inspect_timeout: Duration = Field(default=60.0, le=3600, description="Seconds allowed for listing the replica.")
+    stall_timeout: Duration = Field(
+        default=120.0,
+        le=86400,
+        description="Seconds a restore may go without progress (bytes received or written) before it is killed as an object storage failure.",
+    )
     tags: list[str] = Field(default_factory=list, description="Free labels for selecting databases (nightly --tag).")
     row_counts: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Smoke: table -> fewest rows it must hold on the copy, e.g. { customers = 100 }."

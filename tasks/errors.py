@@ -7,6 +7,7 @@
     ├── DrillFailed                the drill ran and did not PASS (carries the result)
     ├── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
     ├── HistoryError               the history store could not be read or written (the bundle still holds the record)
+    ├── PrefectUnavailable         Prefect's API could not be reached, or its temporary server did not start
     └── DrillsFailed               a nightly / release run had a drill that did not PASS (carries all results)
 
 A drill that runs and finds the database unrecoverable is not an exception in
@@ -76,3 +77,7 @@ class DrillsFailed(DrillbookError):
 
 class HistoryError(DrillbookError):
     """The history store could not be read or written; the message names the URL (without password)."""
+
+
+class PrefectUnavailable(DrillbookError):
+    """Prefect's API could not be reached, or its temporary server did not start; the message says which setting to change."""
