@@ -20,9 +20,19 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # Prefect's 20 s fails on a loaded CI runner
 
+import warnings  # noqa: E402
+
+# Prefect warns at import when it cannot create PREFECT_HOME; drillbook says it in one line instead (prefect_home_problem).
+warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
+
 from rich.console import Console  # noqa: E402
 
-from drillbook.flows.lifecycle import install_signal_handlers, quiet_verdict_tracebacks, use_detached_temporary_server  # noqa: E402
+from drillbook.flows.lifecycle import (  # noqa: E402
+    install_signal_handlers,
+    prefect_home_problem,
+    quiet_verdict_tracebacks,
+    use_detached_temporary_server,
+)
 from drillbook.flows.runs import run_drill  # noqa: E402
 from drillbook.tasks.config import catalogue_path, load_catalogue  # noqa: E402
 from drillbook.tasks.errors import DrillbookError  # noqa: E402
@@ -235,12 +245,17 @@ def _unexpected(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {text}; this is drillbook's problem, not the database's: please report it"
 
 
+_RUNS_FLOWS = {"run", "nightly", "release", "demo"}  # commands that may start Prefect's temporary server
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     use_detached_temporary_server()
     quiet_verdict_tracebacks()
     restore_signals = install_signal_handlers(_err)
     try:
+        if args.command in _RUNS_FLOWS and (problem := prefect_home_problem()):
+            return _error(problem, args)
         return args.func(args)
     except DrillbookError as exc:  # ConfigError, ToolMissing, PrefectUnavailable, ...: messages written for the operator
         return _error(str(exc), args)

@@ -15,19 +15,50 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import Any, Callable
+
+import httpx
 
 from drillbook.tasks.errors import DrillFailed, DrillsFailed, PrefectUnavailable
 from drillbook.tasks.processes import interrupt, interrupted
 
 GRACE = 10.0  # seconds an interrupted drill has to record itself before the process leaves anyway
 STARTUP_TIMEOUT = "120"  # seconds for Prefect's temporary server; a fresh, loaded CI runner needs more than Prefect's 20
+
+
+def prefect_home() -> Path:
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()).expanduser()
+
+
+def prefect_home_problem() -> str | None:
+    """When drillbook would start Prefect's temporary server: the one line saying PREFECT_HOME is unusable, else None."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    home = prefect_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".drillbook-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return (
+            f"PREFECT_HOME {home} is not writable ({exc.strerror}): Prefect's temporary server keeps its database there; "
+            "set PREFECT_HOME to a writable directory, or PREFECT_API_URL to a running Prefect server"
+        )
+    return None
 
 
 def startup_timeout() -> float:
@@ -66,14 +97,45 @@ def use_detached_temporary_server() -> None:
                 server_module.subprocess = real
 
         def start(self, timeout: int | None = None) -> None:
-            try:
-                super().start(timeout)
-            except Exception as exc:
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                raise PrefectUnavailable(
-                    f"Prefect's temporary server did not start within {timeout or startup_timeout():g}s ({first[:200]}); "
-                    "set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS higher, or PREFECT_API_URL to a running Prefect server"
-                ) from None
+            # Prefect's own start() waits out its whole timeout when the server process dies at once
+            # (an unwritable PREFECT_HOME) and leaves it running when it gives up; this one does neither.
+            if self.running:
+                return
+            limit = float(timeout or startup_timeout())
+            self.port = self.port or self.find_available_port()
+            self.running = True
+            self.server_process = self._run_uvicorn_command()
+            atexit.register(self.stop)
+            deadline = time.monotonic() + limit
+            with httpx.Client() as client:
+                while True:
+                    code = self.server_process.poll()
+                    if code == 3:  # its port was taken meanwhile: Prefect's convention, try another
+                        self.port = self.find_available_port()
+                        self.server_process = self._run_uvicorn_command()
+                        continue
+                    if code is not None:
+                        self.stop()
+                        raise PrefectUnavailable(
+                            f"Prefect's temporary server exited with code {code} while starting; check that PREFECT_HOME "
+                            f"({prefect_home()}) is writable, or set PREFECT_API_URL to a running Prefect server"
+                        )
+                    stop = interrupted()
+                    if stop:
+                        self.stop()
+                        raise PrefectUnavailable(f"interrupted by {stop} while Prefect's temporary server was starting")
+                    try:
+                        if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() >= deadline:
+                        self.stop()
+                        raise PrefectUnavailable(
+                            f"Prefect's temporary server did not start within {limit:g}s; set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS "
+                            "higher, or PREFECT_API_URL to a running Prefect server"
+                        )
+                    time.sleep(0.1)
 
     existing = server_module.SubprocessASGIServer._instances.get(None)
     if existing is None:

@@ -380,5 +380,22 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
         raise ConfigError(f"{source}: invalid catalogue:\n  {detail}", path=str(source), entry=first_entry, field=first_field) from None
     if not catalogue.database:
         raise ConfigError(f"{source}: no [[database]] entries; add one (see README, 'Catalogue').", path=str(source))
+    for entry in catalogue.database:  # every path in the catalogue is relative to its folder, the guard's included
+        if entry.live_path:
+            entry.live_path = str(catalogue.resolve(entry.live_path))
     _check_guards(catalogue, source)
+    _check_expectations_dir(catalogue, source)
     return catalogue
+
+
+def _check_expectations_dir(catalogue: Catalogue, source: Path) -> None:
+    """An expectations_dir set on purpose must exist: a typo would otherwise silently mean "no suites"."""
+    if "expectations_dir" not in catalogue.drillbook.model_fields_set:
+        return
+    directory = catalogue.resolve(catalogue.drillbook.expectations_dir)
+    if not directory.is_dir():
+        raise ConfigError(
+            f"{source}: [drillbook] field expectations_dir: {directory} is not a directory; create it, fix the path, or remove the field",
+            path=str(source),
+            field="expectations_dir",
+        )

@@ -19,7 +19,16 @@ turns them into messages and exit codes; the library never exits.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_MARKUP = re.compile(r"<[^>]*>")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Text for a one-line reason: markup (an HTML error page) and line breaks out, at most `limit` characters."""
+    flat = " ".join(_MARKUP.sub(" ", text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class DrillbookError(Exception):
@@ -59,6 +68,7 @@ class SlackDeliveryError(DrillbookError):
     """Slack did not take a report; `reason` says why (never the token); `affects_all` when no other report would get through either."""
 
     def __init__(self, reason: str, *, affects_all: bool):
+        reason = one_line(reason)  # an HTML error page from a proxy or load balancer must not fill the outbox listing
         super().__init__(reason)
         self.reason = reason
         self.affects_all = affects_all

@@ -128,7 +128,7 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path)
             problem=RestoreProblem.STALLED,
             summary=(
                 f"the restore made no progress for {entry.stall_timeout:g}s and was killed after {seconds:.1f}s: object GETs from "
-                f"{entry.replica_redacted} fail or hang (litestream retries them silently); "
+                f"{entry.replica_redacted} fail or hang (litestream retries them silently), or litestream itself hangs; "
                 f"{_bytes_in(scratch):,} bytes written to {scratch}" + (f"; stderr: {command.stderr_tail(200)}" if command.stderr.strip() else "")
             ),
             **common,

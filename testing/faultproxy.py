@@ -85,6 +85,12 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _handle(self) -> None:
+        try:
+            self._answer()
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (killed, timed out): nothing to answer
+            self.close_connection = True
+
+    def _answer(self) -> None:
         kind = request_kind(self.command, self.path)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
