@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
@@ -176,6 +177,7 @@ def drill_database(
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
     """
+    reclaim_signals()  # SIGTERM stops litestream and records the drill, as the CLI promises
     catalogue = load_catalogue(config_path)
     entry = catalogue.get(name)
     expected = expect_schema if expect_schema is not None else entry.schema_version

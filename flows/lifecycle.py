@@ -150,6 +150,20 @@ def stop_temporary_server() -> None:
         server.stop()
 
 
+_handler: list[Callable[..., None]] = []  # the CLI's handler, while installed
+
+
+def reclaim_signals() -> None:
+    """Inside a flow run started by the CLI: put drillbook's SIGTERM handler back.
+
+    Prefect's flow engine swaps in its own for the run (it crashes the run and re-sends the
+    signal), which would lose the drill's record. Under a worker (no CLI handler) Prefect's
+    stays: the runner cancels flow runs with SIGTERM.
+    """
+    if _handler and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _handler[0])
+
+
 def install_signal_handlers(say: Callable[[str], None]) -> Callable[[], None]:
     """SIGTERM / SIGINT interrupt the drill (see module docstring); returns a function restoring the old handlers."""
     if threading.current_thread() is not threading.main_thread():
@@ -176,8 +190,10 @@ def install_signal_handlers(say: Callable[[str], None]) -> Callable[[], None]:
         timer.start()
 
     previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _handler[:] = [handle]
 
     def restore() -> None:
+        _handler.clear()
         for sig, old in previous.items():
             signal.signal(sig, old)
 
