@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_MARKUP = re.compile(r"<[^>]*>")
+_MARKUP = re.compile(r"<[^>]*>|<\S*")  # whole tags, and a tag cut off by someone's truncation ("</bo...")
 
 
 def one_line(text: str, limit: int = 300) -> str:

@@ -61,13 +61,14 @@ def litestream_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment litestream runs with: the pass-through list, nothing else.
 
     A user's AWS_CA_BUNDLE (a private CA for the object store) is handed to
-    litestream as SSL_CERT_FILE, which Go reads for its trusted roots, unless
-    SSL_CERT_FILE is already set.
+    litestream as SSL_CERT_FILE, which Go reads for its trusted roots: for an
+    AWS client the AWS setting wins over a general SSL_CERT_FILE (SSL_CERT_DIR,
+    if set, still adds the system's).
     """
     source = os.environ if base is None else base
     env = {key: source[key] for key in _PASS_THROUGH if key in source}
     bundle = source.get("AWS_CA_BUNDLE")
-    if bundle and "SSL_CERT_FILE" not in env:
+    if bundle:
         env["SSL_CERT_FILE"] = bundle
     return env
 

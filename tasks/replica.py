@@ -176,7 +176,7 @@ def s3_client(location: S3Location, *, timeout: float):
         endpoint_url=location.endpoint,
         region_name=location.region or "us-east-1",
         config=config,
-        verify=not location.skip_verify,
+        verify=False if location.skip_verify else None,  # None, not True: True would ignore the user's AWS_CA_BUNDLE
     )
 
 
@@ -193,6 +193,7 @@ def probe_s3(location: S3Location, *, timeout: float) -> tuple[ReplicaProblem | 
         NoCredentialsError,
         PartialCredentialsError,
         ReadTimeoutError,
+        SSLError,
     )
 
     where = f"s3://{location.bucket}/{location.prefix}" + (f" at {location.endpoint}" if location.endpoint else "")
@@ -203,6 +204,8 @@ def probe_s3(location: S3Location, *, timeout: float) -> tuple[ReplicaProblem | 
         return ReplicaProblem.ACCESS_DENIED, (
             f"no usable AWS credentials for {where}: set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or AWS_PROFILE for drillbook"
         )
+    except SSLError:
+        return ReplicaProblem.UNREACHABLE, _untrusted(where)
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
         return ReplicaProblem.UNREACHABLE, f"object storage endpoint unreachable: {where} ({type(exc).__name__})"
     except ReadTimeoutError:
@@ -218,6 +221,13 @@ def probe_s3(location: S3Location, *, timeout: float) -> tuple[ReplicaProblem | 
     if listing.get("KeyCount", 0) == 0:
         return ReplicaProblem.EMPTY, f"no backup: nothing stored under {where}"
     return None, f"listed {where}"
+
+
+def _untrusted(where: str) -> str:
+    return (
+        f"the TLS certificate of {where} is not trusted: set AWS_CA_BUNDLE to the CA bundle that signed it "
+        "(drillbook and litestream both use it), or fix the endpoint's certificate"
+    )
 
 
 def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
@@ -326,13 +336,15 @@ def read_newest_header(entry: DatabaseEntry, newest: LtxFile) -> tuple[LtxHeader
 
 def _ranged_get(location: S3Location, key: str, *, timeout: float) -> tuple[bytes, ReplicaProblem | None, str]:
     """The first bytes of one object: proves object GETs work (a listing alone does not)."""
-    from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError
+    from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError, SSLError
 
     where = f"s3://{location.bucket}/{key}" + (f" at {location.endpoint}" if location.endpoint else "")
     try:
         client = s3_client(location, timeout=timeout)
         response = client.get_object(Bucket=location.bucket, Key=key, Range=f"bytes=0-{LTX_HEADER_BYTES - 1}")
         return response["Body"].read(), None, ""
+    except SSLError:
+        return b"", ReplicaProblem.UNREACHABLE, _untrusted(where)
     except ReadTimeoutError:
         return b"", ReplicaProblem.TIMEOUT, f"object GETs do not answer: reading {where} took longer than {timeout:g}s (the listing worked)"
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
