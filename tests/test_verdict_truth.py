@@ -340,3 +340,24 @@ def test_a_users_aws_ca_bundle_reaches_litestream_over_tls(capsys, replicate, s3
         result = json.loads(capsys.readouterr().out)
         assert (code, result["failure_mode"]) == (1, "object storage failure")
         assert f"the TLS certificate of s3://drills/tls/app.db at {endpoint.url} is not trusted: set AWS_CA_BUNDLE" in result["findings"][0]["detail"]
+
+
+# --- every drill leaves its record ------------------------------------------------------------------------------------
+
+
+def test_a_failing_clean_up_still_leaves_the_record(capsys, replicate, write_catalogue, monkeypatch, tmp_path):
+    import drillbook.flows.drill as drill_module
+    from drillbook.tasks.history import recent_drills
+
+    def refuse(result, scratch, keep_failed):
+        raise PermissionError(13, "Permission denied", str(scratch))
+
+    monkeypatch.setattr(drill_module, "clean_up", refuse)
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica))
+    code = main(["run", "orders", "--config", str(config), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert (code, result["verdict"]) == (0, "PASS")  # the database was shown recoverable; the leftover copy is noted
+    assert any(note.startswith("cleaning up the scratch directory ") and "failed (Permission denied); remove it by hand" in note for note in result["notes"])
+    assert Path(result["evidence"]).is_file()
+    assert [row.drill_id for row in recent_drills(f"sqlite:///{tmp_path / 'evidence' / 'history.db'}", "orders", 5)] == [result["drill_id"]]
