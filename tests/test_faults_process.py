@@ -140,3 +140,21 @@ def test_unwritable_prefect_home_is_one_line_exit_2(write_catalogue, tmp_path):
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"drillbook: PREFECT_HOME {blocker / 'home'} is not writable (Not a directory)")
     assert json.loads(done.stdout) == {"verdict": "ERROR", "exit_code": 2, "database": "orders", "error": line.removeprefix("drillbook: ")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "command",
+    [["run", "orders"], ["release", "--release", "v9", "--schema-version", "99", "--db", "orders", "--in-process", "--wait-seconds", "1"]],
+    ids=["run", "release"],
+)
+def test_a_fail_prints_the_report_not_a_traceback(command, replicate, write_catalogue, tmp_path):
+    replicated = replicate()
+    config = write_catalogue(entry("orders", replicated.replica, schema_version=99))
+    done = subprocess.run(
+        [DRILLBOOK, *command, "--config", str(config)], capture_output=True, text=True, env=drillbook_env(tmp_path), timeout=300
+    )
+    assert done.returncode == 1, done.stderr
+    output = done.stdout + done.stderr
+    assert "Traceback" not in output and "Encountered exception" not in output, output
+    assert "FAIL" in output
