@@ -250,12 +250,15 @@ _RUNS_FLOWS = {"run", "nightly", "release", "demo"}  # commands that may start P
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    use_detached_temporary_server()
     quiet_verdict_tracebacks()
     restore_signals = install_signal_handlers(_err)
     try:
-        if args.command in _RUNS_FLOWS and (problem := prefect_home_problem()):
-            return _error(problem, args)
+        if args.command in _RUNS_FLOWS:
+            # Prefect is imported from here on: anything that sets PREFECT_API_URL for this process comes first.
+            use_detached_temporary_server()
+            problem = prefect_home_problem()
+            if problem:
+                return _error(problem, args)
         return args.func(args)
     except DrillbookError as exc:  # ConfigError, ToolMissing, PrefectUnavailable, ...: messages written for the operator
         return _error(str(exc), args)
