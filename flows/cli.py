@@ -35,7 +35,7 @@ from drillbook.flows.lifecycle import (  # noqa: E402
 )
 from drillbook.flows.runs import run_drill  # noqa: E402
 from drillbook.tasks.config import catalogue_path, load_catalogue  # noqa: E402
-from drillbook.tasks.errors import DrillbookError  # noqa: E402
+from drillbook.tasks.errors import DrillbookError, one_line  # noqa: E402
 from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
 EXIT_FAIL, EXIT_ERROR = EXIT_CODES[Verdict.FAIL], EXIT_CODES[Verdict.ERROR]
@@ -151,7 +151,7 @@ def cmd_outbox(args: argparse.Namespace) -> int:
         progress = " (message posted, thread incomplete)" if entry.posted_ts else ""
         print(f"  {entry.key}  {what}  queued {entry.created_at:%Y-%m-%d %H:%M:%S}Z  tries {entry.attempts}{progress}")
         if entry.reason:
-            print(f"      reason: {entry.reason}")
+            print(f"      reason: {one_line(entry.reason)}")  # entries queued before reasons were kept to one line
     return 0
 
 
