@@ -11,11 +11,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
-from drillbook.tasks.evidence import write_bundle
+from drillbook.tasks.evidence import evidence_stem, write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history import record_drill, recent_drills
@@ -23,14 +24,16 @@ from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
 from drillbook.tasks.metrics import refresh_metrics_file
 from drillbook.tasks.plan import RestorePlan
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
-from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
+from drillbook.tasks.restore import RestoreResult, restore_database
 from drillbook.tasks.slack import SlackDelivery, notify_slack
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.trends import look_ahead, plan_restore
 from drillbook.tasks.verdict import DrillResult, judge
+from drillbook.tasks.workspace import prepare_workspace
 
 S = TypeVar("S", bound=StepResult)
 
@@ -80,11 +83,11 @@ def freshness_task(restore: RestoreResult, integrity: IntegrityReport, entry: Da
 
 
 @task(name="check-integrity", cache_policy=NO_CACHE)
-def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_schema: int | str | None) -> IntegrityReport:
+def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_schema: int | str | None, rows_file: Path) -> IntegrityReport:
     if not restore.ok or restore.path is None:
         return IntegrityReport.skipped("not run: there is no restored copy")
     get_run_logger().info("checking integrity of %s", restore.path)
-    return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query)
+    return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query, rows_file=rows_file)
 
 
 def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | None:
@@ -153,13 +156,22 @@ def _notify(result: DrillResult, catalogue: Catalogue) -> None:
 
 
 def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:
-    """Run a step's task; if it crashed, the drill still reaches its verdict with that step as an error."""
+    """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error.
+
+    After an interrupt (SIGTERM, Ctrl-C) no further step starts: the drill goes straight to its record.
+    """
+    stop = interrupted()
+    if stop:
+        return kind.skipped(f"not run: interrupted by {stop}")
     completed, value = unwrap(step_task(*args, return_state=True))
     return value if completed else kind.crashed(value)
 
 
 def _plain_step(step: Callable[..., S], kind: type[S], *args: Any) -> S:
     """The same for a step that is a plain call (no task run of its own: it is cheap and seldom retried alone)."""
+    stop = interrupted()
+    if stop:
+        return kind.skipped(f"not run: interrupted by {stop}")
     try:
         return step(*args)
     except Exception as exc:  # noqa: BLE001 - the crash is the step's ERROR
@@ -174,6 +186,17 @@ def _plan(entry: DatabaseEntry, request: PointRequest | None, replica: ReplicaSt
         return plan_point_step(entry, request, replica, history_url)
     except Exception as exc:  # noqa: BLE001 - the crash is the point phase's ERROR
         return PointCheck.crashed(exc).model_copy(update={"request": request}), None
+
+
+def _clean_up(result: DrillResult, scratch: Path | None, keep_failed: int) -> None:
+    """Scratch removal never costs the record: a failure becomes a note."""
+    if scratch is None:
+        return
+    try:
+        result.scratch_kept = clean_up(result, scratch, keep_failed)
+    except OSError as exc:
+        result.scratch_kept = str(scratch)
+        result.notes.append(f"cleaning up the scratch directory {scratch} failed ({exc.strerror}); remove it by hand")
 
 
 def _artifact_key(name: str) -> str:
@@ -213,21 +236,27 @@ def drill_database(
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
     """
+    reclaim_signals()  # SIGTERM stops litestream and records the drill, as the CLI promises
     catalogue = load_catalogue(config_path)
     entry = catalogue.get(name)
     expected = expect_schema if expect_schema is not None else entry.schema_version
-    drill_id = uuid4().hex[:8]
+    drill_id = uuid4().hex  # the full UUID: a short one collides, and a collision loses a history row and a report
     started_at = datetime.now(UTC)
     request = point_request(at, txid, entry, started_at)  # bad input is a ConfigError before anything runs
-    scratch = make_scratch(catalogue.scratch_dir, entry, drill_id)
+    setup = prepare_workspace(catalogue.scratch_dir, entry, drill_id, catalogue.evidence_dir)
+    scratch = Path(setup.scratch) if setup.scratch else None
+    rows_file = evidence_stem(catalogue.evidence_dir, entry.name, started_at, drill_id).with_suffix(".integrity.txt")
 
-    replica = _plain_step(inspect_replica, ReplicaState, entry)
+    if setup.ok:
+        replica = _plain_step(inspect_replica, ReplicaState, entry)
+    else:
+        replica = ReplicaState.skipped(f"not run: {setup.summary}")
     plan = _plain_step(plan_step, RestorePlan, entry, replica, catalogue.history_url)
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
-    restore = _step(restore_task, RestoreResult, entry, replica, scratch, point)
+    restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir, point)
     if point is not None:
         point = verify_point(point, restore, timeline)
-    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected)
+    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file)
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
     expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue))
     freshness = None
@@ -248,6 +277,8 @@ def drill_database(
         release_lag=release_lag,
         point=point,
         freshness=freshness,
+        setup=setup,
+        interrupted=interrupted(),
     )
     if point is not None:
         result.notes.extend(point.notes)
@@ -257,14 +288,16 @@ def drill_database(
         result.notes.extend(freshness.notes)
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
-    result.scratch_kept = clean_up(result, scratch, catalogue.drillbook.keep_failed)
+    _clean_up(result, scratch, catalogue.drillbook.keep_failed)
     try:
         result = record(result, catalogue.evidence_dir, catalogue.history_url)
     except Exception as exc:  # noqa: BLE001 - the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {exc}")
     result.notes.extend(filter(None, [refresh_metrics_file(catalogue)]))  # [drillbook] metrics_file, when set
     report(result)
-    if notify:
+    if notify and interrupted():
+        result.notes.append(f"not reported to Slack: interrupted by {interrupted()}")
+    elif notify:
         _notify(result, catalogue)
     if not result.passed:
         raise DrillFailed(result)

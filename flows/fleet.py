@@ -111,7 +111,7 @@ def error_result(entry: DatabaseEntry, detail: str, *, release: str | None = Non
     """An ERROR verdict for a drill that could not run or report (so that no database drops out of the summary)."""
     now = datetime.now(UTC)
     return DrillResult(
-        drill_id=uuid4().hex[:8],
+        drill_id=uuid4().hex,
         database=entry.name,
         release=release,
         started_at=now,

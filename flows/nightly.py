@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
 from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
@@ -64,6 +65,7 @@ def nightly_drills(
     Fails (DrillsFailed, carrying every result) after the summary is recorded
     and published, unless every drill passed.
     """
+    reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see flows/lifecycle.py)
     catalogue = load_catalogue(config_path)
     entries = select_databases(catalogue, tags, databases)
     limits = ensure_limits_task(entries, max_concurrent)

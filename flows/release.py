@@ -13,6 +13,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases, slug
+from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.config import DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
@@ -64,6 +65,7 @@ def release_drills(
     A replica that does not carry the release within `wait_seconds` is drilled
     anyway (for the evidence) and FAILs as replica lag.
     """
+    reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see flows/lifecycle.py)
     catalogue = load_catalogue(config_path)
     entries = select_databases(catalogue, None, databases or None)
     released_at = released_at or datetime.now(UTC)

@@ -156,6 +156,11 @@ class DatabaseEntry(BaseModel):
     live_path: str | None = Field(default=None, description="The live database file: drillbook refuses to restore onto or near it.")
     restore_timeout: Duration = Field(default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag.")
     inspect_timeout: Duration = Field(default=60.0, le=3600, description="Seconds allowed for listing the replica.")
+    stall_timeout: Duration = Field(
+        default=120.0,
+        le=86400,
+        description="Seconds a restore may go without progress (bytes received or written) before it is killed as an object storage failure.",
+    )
     tags: list[str] = Field(default_factory=list, description="Free labels for selecting databases (nightly --tag).")
     row_counts: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Smoke: table -> fewest rows it must hold on the copy, e.g. { customers = 100 }."
@@ -435,5 +440,22 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
         raise ConfigError(f"{source}: invalid catalogue:\n  {detail}", path=str(source), entry=first_entry, field=first_field) from None
     if not catalogue.database:
         raise ConfigError(f"{source}: no [[database]] entries; add one (see README, 'Catalogue').", path=str(source))
+    for entry in catalogue.database:  # every path in the catalogue is relative to its folder, the guard's included
+        if entry.live_path:
+            entry.live_path = str(catalogue.resolve(entry.live_path))
     _check_guards(catalogue, source)
+    _check_expectations_dir(catalogue, source)
     return catalogue
+
+
+def _check_expectations_dir(catalogue: Catalogue, source: Path) -> None:
+    """An expectations_dir set on purpose must exist: a typo would otherwise silently mean "no suites"."""
+    if "expectations_dir" not in catalogue.drillbook.model_fields_set:
+        return
+    directory = catalogue.resolve(catalogue.drillbook.expectations_dir)
+    if not directory.is_dir():
+        raise ConfigError(
+            f"{source}: [drillbook] field expectations_dir: {directory} is not a directory; create it, fix the path, or remove the field",
+            path=str(source),
+            field="expectations_dir",
+        )

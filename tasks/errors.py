@@ -7,6 +7,7 @@
     ├── DrillFailed                the drill ran and did not PASS (carries the result)
     ├── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
     ├── HistoryError               the history store could not be read or written (the bundle still holds the record)
+    ├── PrefectUnavailable         Prefect's API could not be reached, or its temporary server did not start
     └── DrillsFailed               a nightly / release run had a drill that did not PASS (carries all results)
 
 A drill that runs and finds the database unrecoverable is not an exception in
@@ -18,7 +19,16 @@ turns them into messages and exit codes; the library never exits.
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_MARKUP = re.compile(r"<[^>]*>|<\S*")  # whole tags, and a tag cut off by someone's truncation ("</bo...")
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """Text for a one-line reason: markup (an HTML error page) and line breaks out, at most `limit` characters."""
+    flat = " ".join(_MARKUP.sub(" ", text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 class DrillbookError(Exception):
@@ -61,6 +71,7 @@ class SlackDeliveryError(DrillbookError):
     """Slack did not take a report; `reason` says why (never the token); `affects_all` when no other report would get through either."""
 
     def __init__(self, reason: str, *, affects_all: bool):
+        reason = one_line(reason)  # an HTML error page from a proxy or load balancer must not fill the outbox listing
         super().__init__(reason)
         self.reason = reason
         self.affects_all = affects_all
@@ -83,3 +94,7 @@ class DrillsFailed(DrillbookError):
 
 class HistoryError(DrillbookError):
     """The history store could not be read or written; the message names the URL (without password)."""
+
+
+class PrefectUnavailable(DrillbookError):
+    """Prefect's API could not be reached, or its temporary server did not start; the message says which setting to change."""

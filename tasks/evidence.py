@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import json
 import tempfile
+from datetime import datetime
 from pathlib import Path
 
 from drillbook.tasks.files import write_atomic
 from drillbook.tasks.verdict import DrillResult
 
 
+def evidence_stem(evidence_dir: Path, database: str, started_at: datetime, drill_id: str) -> Path:
+    """The drill's evidence files share this stem: <stem>.json (the bundle), <stem>.integrity.txt (every integrity row)."""
+    return evidence_dir / database / f"{started_at:%Y%m%dT%H%M%SZ}-{drill_id}"
+
+
 def bundle_path(evidence_dir: Path, result: DrillResult) -> Path:
-    stamp = result.started_at.strftime("%Y%m%dT%H%M%SZ")
-    return evidence_dir / result.database / f"{stamp}-{result.drill_id}.json"
+    return evidence_stem(evidence_dir, result.database, result.started_at, result.drill_id).with_suffix(".json")
 
 
 def write_bundle(result: DrillResult, evidence_dir: Path) -> Path:

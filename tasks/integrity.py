@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pydantic import Field
 
+from drillbook.tasks.files import write_atomic
 from drillbook.tasks.steps import Status, StepResult
 
-MAX_ROWS_KEPT = 1000  # integrity / foreign-key rows kept in evidence; the count is always exact
+MAX_ROWS_KEPT = 1000  # integrity / foreign-key rows kept in the bundle; every row goes to rows_file, the count is always exact
 _INTEGRITY_LIMIT = 1_000_000  # PRAGMA integrity_check(N): stop only after this many problems
 
 
@@ -38,6 +39,7 @@ class IntegrityReport(StepResult):
     expected_schema_version: str | None = None
     schema_problem: str | None = None
     open_error: str | None = None
+    rows_file: str | None = Field(default=None, description="Every integrity_check and foreign_key_check row, one a line, when there were problems.")
 
     @property
     def intact(self) -> bool:
@@ -70,8 +72,14 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
 
 
-def check_integrity(path: str | Path, *, expected_schema: int | str | None = None, schema_query: str = "PRAGMA user_version") -> IntegrityReport:
-    """Run every check on the copy at `path` and say which failed."""
+def check_integrity(
+    path: str | Path,
+    *,
+    expected_schema: int | str | None = None,
+    schema_query: str = "PRAGMA user_version",
+    rows_file: Path | None = None,
+) -> IntegrityReport:
+    """Run every check on the copy at `path` and say which failed; with problems, write every row to `rows_file`."""
     started = time.monotonic()
     path = Path(path)
     report = IntegrityReport(path=str(path), expected_schema_version=None if expected_schema is None else str(expected_schema))
@@ -95,7 +103,7 @@ def check_integrity(path: str | Path, *, expected_schema: int | str | None = Non
         try:
             connection = open_read_only(path)
             try:
-                _run_checks(connection, report, schema_query)
+                _run_checks(connection, report, schema_query, rows_file)
             finally:
                 connection.close()
         except sqlite3.Error as exc:
@@ -107,7 +115,7 @@ def check_integrity(path: str | Path, *, expected_schema: int | str | None = Non
     return _finish(report, started)
 
 
-def _run_checks(connection: sqlite3.Connection, report: IntegrityReport, schema_query: str) -> None:
+def _run_checks(connection: sqlite3.Connection, report: IntegrityReport, schema_query: str, rows_file: Path | None = None) -> None:
     report.page_size = connection.execute("PRAGMA page_size").fetchone()[0]
     report.page_count = connection.execute("PRAGMA page_count").fetchone()[0]
     report.journal_mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
@@ -122,6 +130,14 @@ def _run_checks(connection: sqlite3.Connection, report: IntegrityReport, schema_
     report.foreign_key_rows = [
         {"table": table, "rowid": rowid, "parent": parent, "fk_index": fkid} for table, rowid, parent, fkid in fk_rows[:MAX_ROWS_KEPT]
     ]
+    if rows_file is not None and (report.integrity_problems or report.foreign_key_problems):
+        lines = [f"integrity_check: {row}" for row in rows] if report.integrity_problems else []
+        lines += [f"foreign_key_check: table={t} rowid={r} parent={p} fk_index={f}" for t, r, p, f in fk_rows]
+        try:
+            write_atomic(rows_file, "\n".join(lines))
+            report.rows_file = str(rows_file)
+        except OSError:  # the check and its counts stand; the bundle keeps the first MAX_ROWS_KEPT rows
+            report.rows_file = None
 
     try:
         value = connection.execute(schema_query).fetchone()

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.integrity import open_read_only
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.restore import throwaway_copy
 
@@ -99,6 +100,9 @@ def wait_for_release(
         )
 
     while True:
+        stop = interrupted()
+        if stop:  # SIGTERM / Ctrl-C: the drill that follows records itself as interrupted
+            return finish(WaitOutcome.TIMED_OUT, f"stopped waiting for release {release}: interrupted by {stop}")
         polls += 1
         replica = inspect_replica(entry)
         if not replica.ok:

@@ -32,6 +32,8 @@ KEPT_MARKER = ".drillbook-kept"
 class RestoreProblem(StrEnum):
     FAILED = "failed"  # litestream exited non-zero
     TIMEOUT = "timeout"
+    STALLED = "stalled"  # no progress for stall_timeout: object GETs failing or hanging
+    INTERRUPTED = "interrupted"  # drillbook was stopped (SIGTERM, SIGINT)
     NO_OUTPUT = "no_output"  # exit 0 but no database file
     TOOL_MISSING = "tool_missing"
     DISK_FULL = "disk_full"
@@ -103,11 +105,34 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.GUARD, summary=str(exc), scratch_dir=str(scratch))
     started, started_at = time.monotonic(), datetime.now(UTC)
     try:
-        command = run_litestream(["restore", "-json", *(point or []), "-o", str(output), entry.replica], timeout=entry.restore_timeout)
+        command = run_litestream(
+            ["restore", "-json", *(point or []), "-o", str(output), entry.replica],
+            timeout=entry.restore_timeout,
+            stall_timeout=entry.stall_timeout,
+            progress=lambda: _bytes_in(scratch),
+        )
     except ToolMissing as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.TOOL_MISSING, summary=str(exc), scratch_dir=str(scratch))
     seconds = round(time.monotonic() - started, 3)
     common = dict(seconds=seconds, command=command, scratch_dir=str(scratch), started_at=started_at, finished_at=datetime.now(UTC))
+    if command.interrupted:
+        return RestoreResult(
+            status=Status.ERROR,
+            problem=RestoreProblem.INTERRUPTED,
+            summary=f"interrupted by {command.interrupted}: litestream restore was stopped after {seconds:.1f}s",
+            **common,
+        )
+    if command.stalled:
+        return RestoreResult(
+            status=Status.FAILED,
+            problem=RestoreProblem.STALLED,
+            summary=(
+                f"the restore made no progress for {entry.stall_timeout:g}s and was killed after {seconds:.1f}s: object GETs from "
+                f"{entry.replica_redacted} fail or hang (litestream retries them silently), or litestream itself hangs; "
+                f"{_bytes_in(scratch):,} bytes written to {scratch}" + (f"; stderr: {command.stderr_tail(200)}" if command.stderr.strip() else "")
+            ),
+            **common,
+        )
     if command.timed_out:
         return RestoreResult(
             status=Status.FAILED,
@@ -116,11 +141,11 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
             **common,
         )
     if not command.ok:
-        if _disk_full(scratch):
+        if _disk_full(scratch) or _NO_SPACE in command.stderr.lower():
             return RestoreResult(
                 status=Status.ERROR,
                 problem=RestoreProblem.DISK_FULL,
-                summary=f"the scratch disk is full ({scratch}): free space there or set [drillbook] scratch_dir",
+                summary=f"the scratch disk is full ({scratch}): free space there or point [drillbook] scratch_dir at a bigger disk",
                 **common,
             )
         return RestoreResult(
@@ -145,6 +170,23 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
         summary=f"restored TXID {txid} in {seconds:.2f}s ({output.stat().st_size:,} bytes)",
         **common,
     )
+
+
+_NO_SPACE = "no space left on device"  # Go's text for ENOSPC; litestream removes its temp file before we can look
+
+
+def _bytes_in(directory: Path) -> int:
+    """Bytes in the files of `directory` (the restore's output and litestream's temp file)."""
+    total = 0
+    try:
+        for item in directory.iterdir():
+            try:
+                total += item.stat().st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
 
 
 def _disk_full(path: Path, floor: int = 1 << 20) -> bool:

@@ -207,7 +207,7 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         if mentions:
             blocks.append(_section(f"*Owners:* {mentions}"))
     blocks.append(_section("*Phases*\n" + "\n".join(_phase_lines(result))))
-    context = [f"drill `{result.drill_id}` · {result.finished_at:%Y-%m-%d %H:%M} UTC"]
+    context = [f"drill `{result.short_id}` · {result.finished_at:%Y-%m-%d %H:%M} UTC"]
     if result.flow_run_url and result.flow_run_url.startswith(("http://", "https://")):
         context.append(f"<{result.flow_run_url}|Prefect flow run>")
     if evidence_in_thread:
@@ -223,7 +223,7 @@ def evidence_file(result: DrillResult) -> SlackFile:
     data = redact_data({"drillbook_evidence": 1, **result.model_dump(mode="json")})
     return SlackFile(
         filename=f"drill-{result.database}-{result.drill_id}.json",
-        title=f"Evidence bundle: {result.database} {result.verdict.value} ({result.drill_id})",
+        title=f"Evidence bundle: {result.database} {result.verdict.value} ({result.short_id})",
         content=json.dumps(data, indent=2) + "\n",
     )
 

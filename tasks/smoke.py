@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
-from drillbook.tasks.processes import kill_group, wait_group_gone
+from drillbook.tasks.processes import kill_group, tracked, wait_group_gone
 from drillbook.tasks.steps import Status, StepResult
 
 OUTPUT_CHARS = 4000  # of stdout / stderr kept per command check (the tail: errors come last)
@@ -232,7 +232,8 @@ def run_command_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | N
         result.seconds = round(time.monotonic() - started, 3)
         return result
     try:
-        stdout, stderr = process.communicate(timeout=check.timeout)
+        with tracked(process):  # an interrupted drill (SIGTERM, Ctrl-C) kills it at once
+            stdout, stderr = process.communicate(timeout=check.timeout)
     except subprocess.TimeoutExpired:
         kill_group(process)
         stdout, stderr = _drain(process)
@@ -287,28 +288,29 @@ def run_http_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | None
             return result
         deadline = started + check.timeout
         last_problem = "no answer"
-        try:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    last_problem = f"the app exited ({process.returncode}) before answering"
-                    break
-                try:
-                    with urllib.request.urlopen(check.url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as response:
-                        result.observed = response.status
-                        if 200 <= response.status < 300:
-                            result.success = True
-                            break
-                        last_problem = f"HTTP {response.status}"
-                except urllib.error.HTTPError as exc:
-                    result.observed = exc.code
-                    last_problem = f"HTTP {exc.code}"
-                except (urllib.error.URLError, OSError) as exc:
-                    last_problem = f"no answer ({getattr(exc, 'reason', exc)})"
-                time.sleep(poll_every)
-            else:
-                result.timed_out = True
-        finally:
-            _stop(process)
+        with tracked(process):  # an interrupted drill (SIGTERM, Ctrl-C) stops the app at once
+            try:
+                while time.monotonic() < deadline:
+                    if process.poll() is not None:
+                        last_problem = f"the app exited ({process.returncode}) before answering"
+                        break
+                    try:
+                        with urllib.request.urlopen(check.url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as response:
+                            result.observed = response.status
+                            if 200 <= response.status < 300:
+                                result.success = True
+                                break
+                            last_problem = f"HTTP {response.status}"
+                    except urllib.error.HTTPError as exc:
+                        result.observed = exc.code
+                        last_problem = f"HTTP {exc.code}"
+                    except (urllib.error.URLError, OSError) as exc:
+                        last_problem = f"no answer ({getattr(exc, 'reason', exc)})"
+                    time.sleep(poll_every)
+                else:
+                    result.timed_out = True
+            finally:
+                _stop(process)
         if not result.success:
             when = f"within its {check.timeout:g}s timeout" if result.timed_out else ""
             result.error = f"{check.url} did not answer 2xx {when}: {last_problem}".replace("  ", " ")

@@ -2,7 +2,8 @@
 
 RTO (measured) = restore + integrity + smoke: from "we start recovering" to
 "the application works on the copy". RPO (measured) = drill start minus the
-time of the newest change the replica holds.
+time litestream wrote the newest change the replica holds (its LTX header), or,
+when the copy came back behind that position, the time of the position restored.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ class FailureMode(StrEnum):
     RETENTION_SHORT = "retention window short"
     POINT_NOT_RESTORED = "point not restorable"
     RESTORE_FAILURE = "restore failure"
+    SIDECAR = "sidecar file mismatch"  # before integrity: a -wal beside the copy explains what integrity sees
     INTEGRITY = "integrity failure"
-    SIDECAR = "sidecar file mismatch"
     SCHEMA = "schema mismatch"
     SMOKE = "smoke test"
     EXPECTATIONS = "data expectations"
@@ -95,6 +96,11 @@ _REPLICA_MODES = {
     ReplicaProblem.UNREACHABLE: FailureMode.OBJECT_STORAGE,
     ReplicaProblem.STORAGE_ERROR: FailureMode.OBJECT_STORAGE,
     ReplicaProblem.TIMEOUT: FailureMode.OBJECT_STORAGE,
+    ReplicaProblem.DAMAGED: FailureMode.RESTORE_FAILURE,
+}
+_RESTORE_MODES = {
+    RestoreProblem.TIMEOUT: FailureMode.RESTORE_LAG,
+    RestoreProblem.STALLED: FailureMode.OBJECT_STORAGE,
 }
 
 
@@ -107,6 +113,35 @@ class Phase(BaseModel):
 class Finding(BaseModel):
     mode: FailureMode
     detail: str
+
+
+class Position(BaseModel):
+    """How a restored position compares with the one expected: a finding (behind), a note (ahead), or neither."""
+
+    finding: Finding | None = None
+    note: str | None = None
+
+
+def compare_position(restored: str | None, expected: str | None, *, expected_what: str = "the newest TXID listed on the replica") -> Position:
+    """Pure: the restored TXID against the expected one (the newest listed, or a point asked for).
+
+    Behind is a restore failure naming both TXIDs: the copy is not the database we think it is.
+    Ahead is fine (the replica moved on between listing and restore) and noted. Unknown on
+    either side says nothing. TXIDs are litestream's 16-digit hex strings.
+    """
+    if not restored or not expected:
+        return Position()
+    have, want = int(restored, 16), int(expected, 16)
+    if have < want:
+        return Position(
+            finding=Finding(
+                mode=FailureMode.RESTORE_FAILURE,
+                detail=f"restored TXID {restored} is behind {expected_what}, {expected} ({want - have} transaction(s) missing from the copy)",
+            )
+        )
+    if have > want:
+        return Position(note=f"restored TXID {restored} is ahead of {expected_what}, {expected}: the replica moved on during the drill")
+    return Position()
 
 
 class DrillResult(BaseModel):
@@ -150,6 +185,11 @@ class DrillResult(BaseModel):
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.verdict]
+
+    @property
+    def short_id(self) -> str:
+        """The drill id's first 8 characters, where people read it (the full id is the key everywhere else)."""
+        return self.drill_id[:8]
 
     def summary(self) -> dict[str, Any]:
         """The stable, machine-readable core (`drillbook run --json`)."""
@@ -205,14 +245,21 @@ def judge(
     release_lag: str | None = None,
     point: PointCheck | None = None,
     freshness: FreshnessReport | None = None,
+    setup: StepResult | None = None,
+    interrupted: str | None = None,
 ) -> DrillResult:
     """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
 
     `smoke` and `expectations` are phases only when given; smoke seconds count in the RTO, expectations
     seconds are reported beside it. `release_lag` says the replica did not carry the release within
     the wait: it leads the findings as replica lag, since it explains what the copy lacks.
+    `setup` (scratch and evidence directories) is a phase when it did not pass. `interrupted`
+    (e.g. "SIGTERM") makes the drill an ERROR whatever the steps said: it did not finish.
     """
-    steps: dict[str, StepResult] = {"replica": replica, "restore": restore, "integrity": integrity}
+    steps: dict[str, StepResult] = {}
+    if setup is not None and setup.status != Status.PASSED:
+        steps["setup"] = setup
+    steps.update({"replica": replica, "restore": restore, "integrity": integrity})
     if smoke is not None:
         steps["smoke"] = smoke
     if expectations is not None:
@@ -222,7 +269,8 @@ def judge(
     if freshness is not None:
         steps["freshness"] = freshness
     findings: list[Finding] = []
-    errors: list[str] = []
+    errors: list[str] = [f"interrupted by {interrupted}: the drill did not finish"] if interrupted else []
+    notes: list[str] = []
 
     for name, step in steps.items():
         if step.status == Status.ERROR:
@@ -234,8 +282,14 @@ def judge(
         short = point.problem == PointProblem.RETENTION_SHORT
         findings.append(Finding(mode=FailureMode.RETENTION_SHORT if short else FailureMode.POINT_NOT_RESTORED, detail=point.summary))
     if restore.status == Status.FAILED:
-        mode = FailureMode.RESTORE_LAG if restore.problem == RestoreProblem.TIMEOUT else FailureMode.RESTORE_FAILURE
-        findings.append(Finding(mode=mode, detail=restore.summary))
+        findings.append(Finding(mode=_RESTORE_MODES.get(restore.problem, FailureMode.RESTORE_FAILURE), detail=restore.summary))
+    position = compare_position(restore.txid, replica.newest_txid) if restore.ok else Position()
+    if position.finding:
+        findings.append(position.finding)
+    if position.note:
+        notes.append(position.note)
+    if replica.clocks_note:
+        notes.append(replica.clocks_note)
     if integrity.status == Status.FAILED:
         if not integrity.intact:
             findings.append(Finding(mode=FailureMode.INTEGRITY, detail=integrity.summary))
@@ -256,9 +310,14 @@ def judge(
                 Finding(mode=FailureMode.RESTORE_LAG, detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s")
             )
     rpo = replica.lag_seconds(started_at)
+    what = "newest change on the replica"
+    if position.finding and restore.txid:  # what we could get back is what was restored, not what was listed
+        restored_at = replica.time_of(restore.txid)
+        rpo = max(0.0, round((started_at - restored_at).total_seconds(), 3)) if restored_at else None
+        what = f"newest change in the restored copy (TXID {restore.txid})"
     if rpo is not None and rpo > entry.rpo_target:
         findings.append(
-            Finding(mode=FailureMode.REPLICA_LAG, detail=f"newest change on the replica is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s")
+            Finding(mode=FailureMode.REPLICA_LAG, detail=f"{what} is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s")
         )
 
     if freshness is not None and freshness.status == Status.FAILED:
@@ -307,4 +366,5 @@ def judge(
         expectations=expectations,
         point=point,
         freshness=freshness,
+        notes=notes,
     )

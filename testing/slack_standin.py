@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-FAULTS = ("ratelimit", "server_error", "invalid_auth", "channel_not_found", "hang", "down")
+FAULTS = ("ratelimit", "server_error", "html_error", "invalid_auth", "channel_not_found", "hang", "down")
 
 
 @dataclass
@@ -184,6 +184,9 @@ class SlackStandIn:
             return self._send(handler, 429, {"ok": False, "error": "ratelimited"}, {"Retry-After": str(self.retry_after)})
         if fault == "server_error":
             return self._send(handler, 500, {"ok": False, "error": "internal_error"})
+        if fault == "html_error":  # what a proxy or load balancer in front of Slack answers
+            page = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body>\n</html>\n"
+            return self._send(handler, 502, page, {"Content-Type": "text/html"})
         if fault in ("invalid_auth", "channel_not_found"):
             return self._send(handler, 200, {"ok": False, "error": fault})
         if request.path.startswith("/services/"):

@@ -18,10 +18,15 @@ def test_unwritable_evidence_dir_falls_back_and_says_so(capsys, replicate, write
     code = main(["run", "orders", "--config", str(config), "--json"])
     captured = capsys.readouterr()
     result = json.loads(captured.out)
-    assert code == 0
+    # drillbook's environment broke, not the database: ERROR, before anything is restored, and still recorded.
+    assert (code, result["verdict"], result["failure_mode"]) == (2, "ERROR", "drill error")
+    assert result["findings"][0]["detail"] == (
+        f"setup: the evidence directory {blocker} is not writable (File exists); fix it or set [drillbook] evidence_dir"
+    )
+    assert result["phases"]["restore"]["status"] == "skipped"
     assert Path(result["evidence"]).is_file()
     assert "drillbook-evidence" in result["evidence"]
-    assert result["notes"][0] == f"evidence could not be written to {blocker} (Not a directory); written to {Path(result['evidence']).parents[1]} instead"
+    assert f"evidence could not be written to {blocker} (Not a directory); written to {Path(result['evidence']).parents[1]} instead" in result["notes"]
 
 
 def test_prefect_artifact_carries_the_summary(capsys, replicate, write_catalogue):

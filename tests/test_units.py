@@ -19,7 +19,10 @@ from drillbook.testing.sample import make_sample_database
 
 def test_environment_is_built_not_inherited():
     env = litestream_env({"AWS_CA_BUNDLE": "/x", "AWS_ACCESS_KEY_ID": "k", "PATH": "/bin", "SLACK_BOT_TOKEN": "xoxb", "PREFECT_API_URL": "u"})
-    assert env == {"AWS_ACCESS_KEY_ID": "k", "PATH": "/bin"}
+    # AWS_CA_BUNDLE breaks litestream 0.5.17; the same CA reaches it as Go's SSL_CERT_FILE.
+    assert env == {"AWS_ACCESS_KEY_ID": "k", "PATH": "/bin", "SSL_CERT_FILE": "/x"}
+    proxied = litestream_env({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "127.0.0.1", "SSL_CERT_FILE": "/own", "AWS_CA_BUNDLE": "/x"})
+    assert proxied == {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "127.0.0.1", "SSL_CERT_FILE": "/x"}  # the AWS setting wins for an AWS client
 
 
 def test_hanging_litestream_is_killed_at_its_timeout():

@@ -1,0 +1,215 @@
+"""The `drillbook` process's life: Prefect's temporary server, signals, and what a verdict logs.
+
+- Prefect starts a temporary API server when no PREFECT_API_URL is set. drillbook
+  runs it in a session of its own with no inherited stdout / stderr, so that a
+  Ctrl-C in the terminal does not kill it mid-drill and a caller reading
+  drillbook's output to EOF is not kept waiting by it; a start slower than the
+  timeout is a PrefectUnavailable (exit 2, one line), not a traceback.
+- SIGTERM / SIGINT: the first stops litestream and smoke commands at once and
+  lets the drill record itself as ERROR; if that takes longer than GRACE
+  seconds, or a second signal comes, the process stops the temporary server and
+  leaves with exit 2.
+- A drill that ends FAIL or ERROR is an expected outcome: Prefect's "Encountered
+  exception during execution" traceback for it is dropped (the report says it all).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import httpx
+
+from drillbook.tasks.errors import DrillFailed, DrillsFailed, PrefectUnavailable
+from drillbook.tasks.processes import interrupt, interrupted
+
+GRACE = 10.0  # seconds an interrupted drill has to record itself before the process leaves anyway
+STARTUP_TIMEOUT = "120"  # seconds for Prefect's temporary server; a fresh, loaded CI runner needs more than Prefect's 20
+
+
+def prefect_home() -> Path:
+    from prefect.settings import PREFECT_HOME
+
+    return Path(PREFECT_HOME.value()).expanduser()
+
+
+def prefect_home_problem() -> str | None:
+    """When drillbook would start Prefect's temporary server: the one line saying PREFECT_HOME is unusable, else None."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return None
+    home = prefect_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".drillbook-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        return (
+            f"PREFECT_HOME {home} is not writable ({exc.strerror}): Prefect's temporary server keeps its database there; "
+            "set PREFECT_HOME to a writable directory, or PREFECT_API_URL to a running Prefect server"
+        )
+    return None
+
+
+def startup_timeout() -> float:
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    return float(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+
+
+class _DetachedPopen:
+    """Stands in for the `subprocess` module inside Prefect's server module while it starts uvicorn."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
+        kwargs.setdefault("start_new_session", True)
+        kwargs.setdefault("stdin", subprocess.DEVNULL)
+        kwargs.setdefault("stdout", subprocess.DEVNULL)
+        kwargs.setdefault("stderr", subprocess.DEVNULL)
+        return subprocess.Popen(*args, **kwargs)
+
+
+def use_detached_temporary_server() -> None:
+    """Make the temporary server Prefect starts on demand (the None-port instance) a detached one. Idempotent."""
+    from prefect.server.api import server as server_module
+
+    class DetachedServer(server_module.SubprocessASGIServer):
+        def _run_uvicorn_command(self) -> subprocess.Popen:
+            # Prefect's own command line, started in a session of its own with no inherited output.
+            real = server_module.subprocess
+            server_module.subprocess = _DetachedPopen()
+            try:
+                return super()._run_uvicorn_command()
+            finally:
+                server_module.subprocess = real
+
+        def start(self, timeout: int | None = None) -> None:
+            # Prefect's own start() waits out its whole timeout when the server process dies at once
+            # (an unwritable PREFECT_HOME) and leaves it running when it gives up; this one does neither.
+            if self.running:
+                return
+            limit = float(timeout or startup_timeout())
+            self.port = self.port or self.find_available_port()
+            self.running = True
+            self.server_process = self._run_uvicorn_command()
+            atexit.register(self.stop)
+            deadline = time.monotonic() + limit
+            with httpx.Client() as client:
+                while True:
+                    code = self.server_process.poll()
+                    if code == 3:  # its port was taken meanwhile: Prefect's convention, try another
+                        self.port = self.find_available_port()
+                        self.server_process = self._run_uvicorn_command()
+                        continue
+                    if code is not None:
+                        self.stop()
+                        raise PrefectUnavailable(
+                            f"Prefect's temporary server exited with code {code} while starting; check that PREFECT_HOME "
+                            f"({prefect_home()}) is writable, or set PREFECT_API_URL to a running Prefect server"
+                        )
+                    stop = interrupted()
+                    if stop:
+                        self.stop()
+                        raise PrefectUnavailable(f"interrupted by {stop} while Prefect's temporary server was starting")
+                    try:
+                        if client.get(f"{self.api_url}/health", timeout=2).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    if time.monotonic() >= deadline:
+                        self.stop()
+                        raise PrefectUnavailable(
+                            f"Prefect's temporary server did not start within {limit:g}s; set PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS "
+                            "higher, or PREFECT_API_URL to a running Prefect server"
+                        )
+                    time.sleep(0.1)
+
+    existing = server_module.SubprocessASGIServer._instances.get(None)
+    if existing is None:
+        DetachedServer()  # registers itself under the None key, which Prefect's get_client uses
+
+
+def stop_temporary_server() -> None:
+    from prefect.server.api import server as server_module
+
+    server = server_module.SubprocessASGIServer._instances.get(None)
+    if server is not None and getattr(server, "server_process", None) is not None:
+        server.stop()
+
+
+_handler: list[Callable[..., None]] = []  # the CLI's handler, while installed
+
+
+def reclaim_signals() -> None:
+    """Inside a flow run started by the CLI: put drillbook's SIGTERM handler back.
+
+    Prefect's flow engine swaps in its own for the run (it crashes the run and re-sends the
+    signal), which would lose the drill's record. Under a worker (no CLI handler) Prefect's
+    stays: the runner cancels flow runs with SIGTERM.
+    """
+    if _handler and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _handler[0])
+
+
+def install_signal_handlers(say: Callable[[str], None]) -> Callable[[], None]:
+    """SIGTERM / SIGINT interrupt the drill (see module docstring); returns a function restoring the old handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def leave(name: str) -> None:
+        say(f"{name}: the drill did not finish in {GRACE:g}s after it; stopped (exit 2)")
+        try:
+            interrupt(name)
+            stop_temporary_server()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
+
+    def handle(signum: int, frame: Any) -> None:
+        name = signal.Signals(signum).name
+        if interrupted():
+            leave(name)
+        interrupt(name)
+        say(f"{name}: stopping litestream and smoke commands, recording the drill as ERROR (a second {name} leaves at once)")
+        timer = threading.Timer(GRACE, leave, args=(name,))
+        timer.daemon = True
+        timer.start()
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _handler[:] = [handle]
+
+    def restore() -> None:
+        _handler.clear()
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+    return restore
+
+
+class _VerdictTracebacks(logging.Filter):
+    """Drop Prefect's exception log for a drill that ended with its verdict (DrillFailed / DrillsFailed)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, (DrillFailed, DrillsFailed))
+
+
+def quiet_verdict_tracebacks() -> None:
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _VerdictTracebacks) for f in logger.filters):
+            logger.addFilter(_VerdictTracebacks())
