@@ -85,7 +85,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         ("RTO / target", [f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}" for row in rows]),
         ("RPO / target", [f"{seconds_text(row.rpo_seconds)} / {seconds_text(row.rpo_target_seconds)}" for row in rows]),
         ("failure mode", [row.failure_mode or "" for row in rows]),
-        ("drill", [row.drill_id for row in rows]),
+        ("drill", [row.drill_id[:8] for row in rows]),  # full UUIDs in --json and the evidence; people read a prefix
         ("release", [row.release or "" for row in rows]),
         ("plan (error)", [_plan_cell(row) for row in rows]),
         ("evidence", [row.evidence or "" for row in rows]),

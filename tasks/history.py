@@ -119,10 +119,19 @@ def safe_url(url: str) -> str:
         return "(unparseable URL)"
 
 
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
 def _engine(url: str) -> Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return create_engine(url, pool_pre_ping=True)
+    """One engine (and connection pool) per history URL per process: a fleet's drills share it."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            if url.startswith("sqlite:///"):
+                Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            engine = _engines[url] = create_engine(url, pool_pre_ping=True)
+        return engine
 
 
 def migrations_dir() -> str:
@@ -205,13 +214,10 @@ def upgrade(engine: Engine) -> None:
 
 def upgrade_store(url: str) -> str:
     """`upgrade` by URL; returns the revision the store is at."""
-    engine = _engine(url)
-    try:
-        with _errors("upgrade", url):
-            upgrade(engine)
-            return current_revision(engine) or "none"
-    finally:
-        engine.dispose()
+    with _errors("upgrade", url):
+        engine = _engine(url)
+        upgrade(engine)
+        return current_revision(engine) or "none"
 
 
 @contextlib.contextmanager
@@ -227,11 +233,8 @@ def _errors(what: str, url: str) -> Iterator[None]:
 def _store(url: str, what: str) -> Iterator[Engine]:
     with _errors(what, url):
         engine = _engine(url)
-        try:
-            upgrade(engine)
-            yield engine
-        finally:
-            engine.dispose()
+        upgrade(engine)
+        yield engine
 
 
 # ---------------------------------------------------------------------------------------------- writing

@@ -283,7 +283,8 @@ def judge(
         findings.append(Finding(mode=FailureMode.RETENTION_SHORT if short else FailureMode.POINT_NOT_RESTORED, detail=point.summary))
     if restore.status == Status.FAILED:
         findings.append(Finding(mode=_RESTORE_MODES.get(restore.problem, FailureMode.RESTORE_FAILURE), detail=restore.summary))
-    position = compare_position(restore.txid, replica.newest_txid) if restore.ok else Position()
+    # A point-in-time drill is held to the point it asked for (its point phase), not to the newest listed TXID.
+    position = compare_position(restore.txid, replica.newest_txid) if restore.ok and point is None else Position()
     if position.finding:
         findings.append(position.finding)
     if position.note:

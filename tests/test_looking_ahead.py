@@ -187,7 +187,7 @@ def test_history_is_a_compact_table_when_piped_and_json_is_unchanged(capsys, rep
     assert lines[0].split()[:4] == ["started", "(UTC)", "database", "verdict"] and "PASS" in lines[1]
     assert "/" not in lines[1].split("PASS")[1].replace(" / ", "")  # no path in the compact table
 
-    monkeypatch.setenv("COLUMNS", "300")
+    monkeypatch.setenv("COLUMNS", "400")  # the evidence path holds the full drill UUID
     assert main(["history", "--config", str(config)]) == 0
     wide = capsys.readouterr().out.splitlines()
     assert "evidence" in wide[0] and str(config.parent / "evidence") in wide[1]

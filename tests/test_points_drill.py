@@ -136,10 +136,10 @@ def test_a_point_before_any_backup_is_a_fail_and_a_future_one_is_bad_input(capsy
 
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat().replace("+00:00", "Z")
     code, result, err = run(capsys, "events", "--config", str(config), "--at", future)
-    assert (code, result) == (2, None)
+    assert (code, result["verdict"]) == (2, "ERROR")  # under --json, the ERROR object (the exit-code contract)
     assert err.count("\n") == 1 and err.startswith("drillbook: --at ") and "is in the future" in err
     code, result, err = run(capsys, "events", "--config", str(config), "--txid", "not-hex")
-    assert (code, result, err.count("\n")) == (2, None, 1)
+    assert (code, result["verdict"], err.count("\n")) == (2, "ERROR", 1)
     assert "--txid 'not-hex': expected a hexadecimal TXID" in err
 
 
