@@ -62,7 +62,7 @@ def main() -> None:
     for suite in suites:
         for raw, table in zip(suite.expectations, suite.tables):
             single = type(suite)(path=suite.path, name=suite.name, expectations=[raw], tables=[table])
-            one, seconds = timed(lambda: run_expectations(big, [single]))
+            one, seconds = timed(lambda single=single: run_expectations(big, [single]))
             total += seconds
             column = raw["kwargs"].get("column")
             label = raw["type"] + (f"({column})" if column else "")

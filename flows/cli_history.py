@@ -11,8 +11,9 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
@@ -123,7 +124,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         try:
             push_metrics(catalogue, args.push, job=args.job)
         except OSError as exc:
-            raise DrillbookError(f"the Pushgateway at {args.push} did not take the metrics ({exc}): check --push URL and that the gateway runs") from None
+            raise DrillbookError(
+                f"the Pushgateway at {args.push} did not take the metrics ({exc}): check --push URL and that the gateway runs"
+            ) from None
         print(f"pushed {len(catalogue.database)} database(s)' metrics to {args.push} (job {args.job})", file=sys.stderr)
         return 0
     output = args.output or (str(catalogue.metrics_file) if catalogue.metrics_file else "-")
@@ -133,7 +136,9 @@ def cmd_metrics(args: argparse.Namespace) -> int:
     try:
         write_metrics(catalogue, output)
     except OSError as exc:
-        raise DrillbookError(f"cannot write the metrics file {output}: {exc.strerror}; choose another --output or [drillbook] metrics_file") from None
+        raise DrillbookError(
+            f"cannot write the metrics file {output}: {exc.strerror}; choose another --output or [drillbook] metrics_file"
+        ) from None
     print(f"wrote metrics for {len(catalogue.database)} database(s) to {output}", file=sys.stderr)
     return 0
 
@@ -149,9 +154,15 @@ def cmd_report(args: argparse.Namespace) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, page)
     except OSError as exc:
-        reason = f"{exc.filename} is not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename else exc.strerror
+        reason = (
+            f"{exc.filename} is not a directory"
+            if isinstance(exc, (FileExistsError, NotADirectoryError)) and exc.filename
+            else exc.strerror
+        )
         raise DrillbookError(f"cannot write the report to {target}: {reason}; choose another path for --html") from None
-    print(f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.database)} database(s)); open it in a browser, it needs nothing else")
+    print(
+        f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.database)} database(s)); open it in a browser, it needs nothing else"
+    )
     return 0
 
 
@@ -172,7 +183,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     else:
         print(f"{entry.name}: {plan.line()} (RTO target {entry.rto_target:g}s); nothing was restored")
         if plan.status == Status.PASSED:
-            print(f"  LTX files per level: {', '.join(f'L{k}: {v}' for k, v in sorted(plan.levels.items())) or 'none'}; TXID {plan.min_txid} - {plan.max_txid}")
+            print(
+                f"  LTX files per level: {', '.join(f'L{k}: {v}' for k, v in sorted(plan.levels.items())) or 'none'}; TXID {plan.min_txid} - {plan.max_txid}"
+            )
         if errors:
             recent = errors[-10:]
             print(f"  past plans vs measured (last {len(recent)}): " + ", ".join(f"{e:+.0%}" for e in recent))
@@ -192,7 +205,9 @@ def _positive_days(value: str) -> float:
 
 
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
-    history = commands.add_parser("history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first.")
+    history = commands.add_parser(
+        "history", help="list recent drills and their verdicts", description="Recent drills from the history store, newest first."
+    )
     history.add_argument("name", nargs="?", help="only this database")
     history.add_argument("--limit", type=int, default=20, help="how many drills (default 20)")
     history.add_argument("--json", action="store_true", help="print the drills as a JSON list")
@@ -207,7 +222,9 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     )
     config_option(stale)
     stale.add_argument("--json", action="store_true", help="print every database's status as JSON")
-    stale.add_argument("--notify", action="store_true", help="post one Slack alert per database that became stale (or recovered) since the last check")
+    stale.add_argument(
+        "--notify", action="store_true", help="post one Slack alert per database that became stale (or recovered) since the last check"
+    )
     stale.set_defaults(func=cmd_stale)
 
     metrics = commands.add_parser(
@@ -216,7 +233,9 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         description="Per database: age of the last PASS, last RTO / RPO and their targets, last verdict, forecast days to the RTO target.",
     )
     config_option(metrics)
-    metrics.add_argument("--output", metavar="FILE", help="write a textfile-collector file (default: [drillbook] metrics_file, else stdout; '-' for stdout)")
+    metrics.add_argument(
+        "--output", metavar="FILE", help="write a textfile-collector file (default: [drillbook] metrics_file, else stdout; '-' for stdout)"
+    )
     metrics.add_argument("--push", metavar="URL", help="push to this Pushgateway instead (e.g. http://pushgateway:9091)")
     metrics.add_argument("--job", default="drillbook", help="the Pushgateway job label (default drillbook)")
     metrics.set_defaults(func=cmd_metrics)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Callable
 
 from drillbook.flows.cli_fleet import print_rows
 from drillbook.tasks.config import load_catalogue
@@ -42,9 +42,19 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     slots = coverage(summaries, window, every, now)
     retention = [s for s in summaries if (s.get("point") or {}).get("kind") == "retention"]
     if args.json:
-        print(json.dumps({"database": entry.name, "random_within_seconds": window, "every_seconds": every, "slots": slots,
-                          "retention": [s["point"] | {"drill_id": s["drill_id"], "verdict": s["verdict"]} for s in retention[:1]]},
-                         indent=2, default=iso))
+        print(
+            json.dumps(
+                {
+                    "database": entry.name,
+                    "random_within_seconds": window,
+                    "every_seconds": every,
+                    "slots": slots,
+                    "retention": [s["point"] | {"drill_id": s["drill_id"], "verdict": s["verdict"]} for s in retention[:1]],
+                },
+                indent=2,
+                default=iso,
+            )
+        )
         return 0
     proven = sum(1 for slot in slots if slot["state"] == "proven")
     rows = [
@@ -58,7 +68,9 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         }
         for slot in slots
     ]
-    print_rows(rows, f"{entry.name}: {proven} of {len(slots)} slots of the last {age_text(window)} proven restorable (slots of {age_text(every)})")
+    print_rows(
+        rows, f"{entry.name}: {proven} of {len(slots)} slots of the last {age_text(window)} proven restorable (slots of {age_text(every)})"
+    )
     if retention:
         last = retention[0]
         point = last["point"]

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from drillbook.tasks.errors import DrillbookError
 
@@ -87,7 +88,9 @@ def start(port: int, echo: Callable[[str], None] = print) -> int:
     home.mkdir(parents=True, exist_ok=True)
     api_url = f"http://127.0.0.1:{port}/api"
     if answers(api_url):
-        raise DrillbookError(f"port {port} already has a Prefect server that drillbook did not start: use it with PREFECT_API_URL={api_url}, or pick --port")
+        raise DrillbookError(
+            f"port {port} already has a Prefect server that drillbook did not start: use it with PREFECT_API_URL={api_url}, or pick --port"
+        )
     (home / "server.pid").unlink(missing_ok=True)  # a stale PID file from a server that died makes Prefect refuse to start
     argv = [_prefect(), "server", "start", "--background", "--host", "127.0.0.1", "--port", str(port)]
     done = subprocess.run(argv, env=_prefect_env(home), capture_output=True, text=True, timeout=START_TIMEOUT)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 import shutil
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from drillbook.tasks.errors import DrillbookError
-from drillbook.testing.sample import make_sample_database
 from drillbook.testing.s3 import create_bucket, environment, local_s3, replicate_once, s3_replica_url
+from drillbook.testing.sample import make_sample_database
 
 DEMO_BUCKET = "drillbook-demo"
 # Local credentials for the local endpoint: never the caller's real ones.
@@ -78,7 +79,9 @@ def copy_demo_suites(target: Path) -> Path:
             (folder / suite.name).write_bytes(suite.read_bytes())
             copied += 1
     if not copied:
-        raise DrillbookError(f"the demo's expectation suites are missing from the installed package (drillbook.expectations/{DEMO_DATABASE}); reinstall drillbook")
+        raise DrillbookError(
+            f"the demo's expectation suites are missing from the installed package (drillbook.expectations/{DEMO_DATABASE}); reinstall drillbook"
+        )
     return target
 
 
@@ -158,7 +161,10 @@ def seed_sample_history(catalogue_path: Path, database: str, days: int = 14) -> 
                     "rto_target_seconds": entry.rto_target,
                     "rpo_seconds": 400.0 if failed else round(12 + (night * 7) % 40, 1),
                     "rpo_target_seconds": entry.rpo_target,
-                    "phases": {"restore": {"status": "passed", "seconds": round(rto * 0.85, 1)}, "integrity": {"status": "passed", "seconds": round(rto * 0.15, 1)}},
+                    "phases": {
+                        "restore": {"status": "passed", "seconds": round(rto * 0.85, 1)},
+                        "integrity": {"status": "passed", "seconds": round(rto * 0.15, 1)},
+                    },
                     "integrity": {"status": "passed", "file_bytes": 1_000_000 + 25_000 * night},
                     "notes": [SAMPLE_NOTE],
                 }
@@ -207,7 +213,9 @@ def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False, sam
             catalogue.write_text(text)
             if sample_history:
                 added = seed_sample_history(catalogue, DEMO_DATABASE)
-                echo(f"demo: seeded {added} nights of SAMPLE history (release 'SAMPLE DATA', drill IDs sample-NN; not real drills) for the forecast")
+                echo(
+                    f"demo: seeded {added} nights of SAMPLE history (release 'SAMPLE DATA', drill IDs sample-NN; not real drills) for the forecast"
+                )
             echo(f"demo: drilling with catalogue {catalogue}\n")
             code = run_drill("demo-orders", str(catalogue), as_json=False)
             write_demo_page(catalogue, evidence_dir, echo)

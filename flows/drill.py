@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from uuid import uuid4
 
 from prefect import flow, get_run_logger, task
@@ -19,11 +20,11 @@ from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import evidence_stem, write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.freshness import FreshnessReport, measure_freshness
-from drillbook.tasks.history import record_drill, recent_drills
+from drillbook.tasks.history import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
-from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
 from drillbook.tasks.metrics import refresh_metrics_file
 from drillbook.tasks.plan import RestorePlan
+from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
@@ -41,7 +42,9 @@ S = TypeVar("S", bound=StepResult)
 POINT_HISTORY = 1000  # drills read back to see which parts of the window are already proven
 
 
-def plan_point_step(entry: DatabaseEntry, request: PointRequest, replica: ReplicaState, history_url: str) -> tuple[PointCheck, Timeline | None]:
+def plan_point_step(
+    entry: DatabaseEntry, request: PointRequest, replica: ReplicaState, history_url: str
+) -> tuple[PointCheck, Timeline | None]:
     """Which point to restore and which TXID the copy must then hold, from the replica's listing and LTX headers."""
     if not replica.ok:
         return PointCheck.skipped("not planned: the replica inspection did not pass").model_copy(update={"request": request}), None
@@ -65,7 +68,7 @@ def plan_step(entry: DatabaseEntry, replica: ReplicaState, history_url: str) -> 
     return plan_restore(entry, history_url, replica)
 
 
-@task(name="restore-database", cache_policy=NO_CACHE)
+@task(name="restore-database", task_run_name="restore-{entry.name}", cache_policy=NO_CACHE)
 def restore_task(entry: DatabaseEntry, replica: ReplicaState, scratch: Path, point: PointCheck | None = None) -> RestoreResult:
     if point is not None and not point.target_args:
         return RestoreResult.skipped(f"not attempted: the point could not be planned ({point.summary})")
@@ -73,7 +76,7 @@ def restore_task(entry: DatabaseEntry, replica: ReplicaState, scratch: Path, poi
     return restore_database(entry, replica, scratch, point.target_args if point else None)
 
 
-@task(name="measure-freshness", cache_policy=NO_CACHE)
+@task(name="measure-freshness", task_run_name="freshness-{entry.name}", cache_policy=NO_CACHE)
 def freshness_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry) -> FreshnessReport:
     path = _intact_copy(restore, integrity)
     if path is None:
@@ -82,8 +85,10 @@ def freshness_task(restore: RestoreResult, integrity: IntegrityReport, entry: Da
     return measure_freshness(entry, path)
 
 
-@task(name="check-integrity", cache_policy=NO_CACHE)
-def check_integrity_task(restore: RestoreResult, entry: DatabaseEntry, expected_schema: int | str | None, rows_file: Path) -> IntegrityReport:
+@task(name="check-integrity", task_run_name="integrity-{entry.name}", cache_policy=NO_CACHE)
+def check_integrity_task(
+    restore: RestoreResult, entry: DatabaseEntry, expected_schema: int | str | None, rows_file: Path
+) -> IntegrityReport:
     if not restore.ok or restore.path is None:
         return IntegrityReport.skipped("not run: there is no restored copy")
     get_run_logger().info("checking integrity of %s", restore.path)
@@ -97,7 +102,7 @@ def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | No
     return None
 
 
-@task(name="run-smoke-tests", cache_policy=NO_CACHE)
+@task(name="run-smoke-tests", task_run_name="smoke-{entry.name}", cache_policy=NO_CACHE)
 def smoke_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry, base_dir: Path) -> SmokeReport:
     path = _intact_copy(restore, integrity)
     if path is None:
@@ -106,7 +111,7 @@ def smoke_task(restore: RestoreResult, integrity: IntegrityReport, entry: Databa
     return run_smoke_tests(path, entry, base_dir=base_dir)
 
 
-@task(name="run-expectations", cache_policy=NO_CACHE)
+@task(name="run-expectations", task_run_name="expectations-{entry.name}", cache_policy=NO_CACHE)
 def expectations_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry, suites_dir: Path) -> ExpectationsReport:
     path = _intact_copy(restore, integrity)
     if path is None:
@@ -178,7 +183,9 @@ def _plain_step(step: Callable[..., S], kind: type[S], *args: Any) -> S:
         return kind.crashed(exc)
 
 
-def _plan(entry: DatabaseEntry, request: PointRequest | None, replica: ReplicaState, history_url: str) -> tuple[PointCheck | None, Timeline | None]:
+def _plan(
+    entry: DatabaseEntry, request: PointRequest | None, replica: ReplicaState, history_url: str
+) -> tuple[PointCheck | None, Timeline | None]:
     """No request: the newest position, no point phase. A planning crash is the point phase's error."""
     if request is None:
         return None, None

@@ -24,11 +24,11 @@ from urllib.parse import urlsplit
 from uuid import uuid4
 
 from prefect import flow, get_run_logger, task
-from pydantic import BaseModel, Field
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
+from pydantic import BaseModel, Field
 
 from drillbook.flows.runs import drill_result_of, drill_results_of, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
@@ -54,7 +54,9 @@ def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databa
         chosen = [entry for entry in chosen if wanted & set(entry.tags)]
         if not chosen:
             known = sorted({tag for entry in catalogue.database for tag in entry.tags}) or ["none"]
-            raise ConfigError(f"{catalogue.path}: no database carries the tag(s) {', '.join(sorted(wanted))} (tags in use: {', '.join(known)})")
+            raise ConfigError(
+                f"{catalogue.path}: no database carries the tag(s) {', '.join(sorted(wanted))} (tags in use: {', '.join(known)})"
+            )
     return chosen
 
 
@@ -298,9 +300,14 @@ def drill_many(
             if completed:
                 done.update(value)
             else:
-                problems.append(f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"worker ended {future.state.type.value}")
+                problems.append(
+                    f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"worker ended {future.state.type.value}"
+                )
     detail = "; ".join(problems) or "no worker drilled it"
-    return [done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release")) for entry in entries]
+    return [
+        done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
+        for entry in entries
+    ]
 
 
 def _seconds(measured: float | None, target: float) -> str:
@@ -328,8 +335,6 @@ def record_summary_task(results: list[DrillResult], key: str, title: str) -> Non
 
 def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any) -> dict[str, Any]:
     return {"name": entry.name, "config_path": config_path, **{k: v for k, v in extra.items() if v is not None}}
-
-
 
 
 @flow(name="drill-batch", task_runner=ThreadPoolTaskRunner(max_workers=32))

@@ -74,7 +74,9 @@ def nightly_drills(
     results = drill_many(entries, limits, parameters, batch_deployment)
     # Then the points other than the newest (restore_points, retention_target): each its own drill run, bounded the same way.
     # Not where the newest drill found no replica to read: a point drill could only repeat that.
-    unreadable = {r.database for r in results if r.failure_mode in (FailureMode.NO_BACKUP, FailureMode.OBJECT_STORAGE, FailureMode.DRILL_ERROR)}
+    unreadable = {
+        r.database for r in results if r.failure_mode in (FailureMode.NO_BACKUP, FailureMode.OBJECT_STORAGE, FailureMode.DRILL_ERROR)
+    }
     for point, chosen in point_drills([e for e in entries if e.name not in unreadable], catalogue).items():
         if chosen:
             extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}

@@ -27,7 +27,13 @@ DEFAULT_POLL_SECONDS = 10.0
 
 @task(name="wait-for-replica", task_run_name="wait-for-replica-{entry.name}", cache_policy=NO_CACHE)
 def wait_task(
-    entry: DatabaseEntry, release: str, released_at: datetime, expected_schema: int | str | None, scratch_root: str, wait_seconds: float, poll_seconds: float
+    entry: DatabaseEntry,
+    release: str,
+    released_at: datetime,
+    expected_schema: int | str | None,
+    scratch_root: str,
+    wait_seconds: float,
+    poll_seconds: float,
 ) -> ReplicaWait:
     from pathlib import Path
 
@@ -72,7 +78,8 @@ def release_drills(
     expected = None if schema_version in (None, "") else schema_version
     limits = ensure_limits_task(entries, None)
     waits = {
-        entry.name: wait_task.submit(entry, release, released_at, expected, str(catalogue.scratch_dir), wait_seconds, poll_seconds) for entry in entries
+        entry.name: wait_task.submit(entry, release, released_at, expected, str(catalogue.scratch_dir), wait_seconds, poll_seconds)
+        for entry in entries
     }
     parameters = {}
     for entry in entries:

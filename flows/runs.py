@@ -51,14 +51,13 @@ def run_drill(
     txid: str | None = None,
 ) -> int:
     """Validate, drill through the Prefect flow, print the report; return the exit code (`drillbook run`, the demo)."""
+    from datetime import UTC, datetime
+
     from rich.console import Console
 
     from drillbook.flows.drill import drill_database
-    from drillbook.tasks.report import render_terminal
-
-    from datetime import UTC, datetime
-
     from drillbook.tasks.points import point_request
+    from drillbook.tasks.report import render_terminal
 
     entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid

@@ -14,8 +14,8 @@ change per chart (a fresh figure with a layout engine and date locators costs
 from __future__ import annotations
 
 import io
-import re
 import itertools
+import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -44,7 +44,9 @@ class ChartRenderer:
             # Passing drills as one line (one SVG path), failures and errors as marks (few, each its own element).
             (self.lines[f"{kind}-PASS"],) = axis.plot([], [], linestyle="-", linewidth=1.2, color=COLOURS["PASS"], label="PASS")
             for verdict in ("FAIL", "ERROR"):
-                (self.lines[f"{kind}-{verdict}"],) = axis.plot([], [], linestyle="none", marker="x", markersize=4, color=COLOURS[verdict], label=verdict)
+                (self.lines[f"{kind}-{verdict}"],) = axis.plot(
+                    [], [], linestyle="none", marker="x", markersize=4, color=COLOURS[verdict], label=verdict
+                )
             (self.lines[f"{kind}-target"],) = axis.plot([], [], linestyle="--", linewidth=1, color=COLOURS["target"], label="target")
             axis.yaxis.set_major_locator(MaxNLocator(3))
             axis.grid(True, linewidth=0.3, alpha=0.5)
@@ -59,7 +61,16 @@ class ChartRenderer:
             self.figure.legend(handles=handles, loc="upper right", ncol=5, fontsize=7, frameon=False)
         self.title = self.figure.text(0.01, 0.985, "", fontsize=8, va="top") if legend else None
 
-    def render(self, points: Sequence, forecast: RtoForecast | None, *, title: str = "", fmt: str = "svg", now: datetime | None = None, salt: str | None = None) -> str | bytes:
+    def render(
+        self,
+        points: Sequence,
+        forecast: RtoForecast | None,
+        *,
+        title: str = "",
+        fmt: str = "svg",
+        now: datetime | None = None,
+        salt: str | None = None,
+    ) -> str | bytes:
         from matplotlib.dates import date2num
         from matplotlib.ticker import FixedFormatter, FixedLocator
 
@@ -73,7 +84,9 @@ class ChartRenderer:
             end = max(last, min(forecast.crosses_at or reach, reach))
         for kind, attribute in (("rto", "rto_seconds"), ("rpo", "rpo_seconds")):
             for verdict in ("PASS", "FAIL", "ERROR"):
-                chosen = [(x, getattr(p, attribute)) for x, p in zip(xs, points) if p.verdict == verdict and getattr(p, attribute) is not None]
+                chosen = [
+                    (x, getattr(p, attribute)) for x, p in zip(xs, points) if p.verdict == verdict and getattr(p, attribute) is not None
+                ]
                 self.lines[f"{kind}-{verdict}"].set_data([x for x, _ in chosen], [y for _, y in chosen])  # type: ignore[attr-defined]
         span = [date2num(first), date2num(end)]
         self.lines["rto-target"].set_data(span, [points[-1].rto_target_seconds] * 2)  # type: ignore[attr-defined]
@@ -107,6 +120,8 @@ class ChartRenderer:
         return re.sub(r'<g id="[^"]*"', "<g", data.decode())
 
 
-def render_chart(points: Sequence, forecast: RtoForecast | None, *, title: str, fmt: str = "png", now: datetime | None = None) -> str | bytes:
+def render_chart(
+    points: Sequence, forecast: RtoForecast | None, *, title: str, fmt: str = "png", now: datetime | None = None
+) -> str | bytes:
     """One chart with its own legend and title (the Slack attachment)."""
     return ChartRenderer(legend=True, height=3.8).render(points, forecast, title=title, fmt=fmt, now=now)

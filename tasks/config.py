@@ -77,7 +77,9 @@ class SmokeCheck(BaseModel):
     equals: int | float | str | None = Field(default=None, description="SQL: the query's single value must equal this.")
     between: tuple[float, float] | None = Field(default=None, description="SQL: the query's single value must lie in [low, high].")
     min_rows: int | None = Field(default=None, ge=0, description="SQL: the query must return at least this many rows.")
-    timeout: Duration = Field(default=30.0, le=3600, description="Seconds before the query is interrupted or the command's process group killed.")
+    timeout: Duration = Field(
+        default=30.0, le=3600, description="Seconds before the query is interrupted or the command's process group killed."
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the command (no secrets: use pass_env).")
     pass_env: list[str] = Field(default_factory=list, description="Names of variables passed through from drillbook's own environment.")
     cwd: str | None = Field(default=None, description="Working directory of the command; relative to the catalogue.")
@@ -90,7 +92,7 @@ class SmokeCheck(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _one_kind(self) -> "SmokeCheck":
+    def _one_kind(self) -> SmokeCheck:
         if (self.sql is None) == (self.command is None):
             raise ValueError(f"check {self.name!r}: give exactly one of sql or command")
         criteria = [k for k in ("min", "equals", "between", "min_rows") if getattr(self, k) is not None]
@@ -119,14 +121,17 @@ class RestorePoints(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     random_within: Duration = Field(
-        le=3650 * 86400.0, description="How far back random points are drawn from: the window to cover, e.g. \"30d\"."
+        le=3650 * 86400.0, description='How far back random points are drawn from: the window to cover, e.g. "30d".'
     )
     every: Duration = Field(
-        default=86400.0, ge=3600.0, le=3650 * 86400.0, description="Cadence: at most one random-point drill per this long (nightly); default 1d."
+        default=86400.0,
+        ge=3600.0,
+        le=3650 * 86400.0,
+        description="Cadence: at most one random-point drill per this long (nightly); default 1d.",
     )
 
     @model_validator(mode="after")
-    def _cadence_inside_window(self) -> "RestorePoints":
+    def _cadence_inside_window(self) -> RestorePoints:
         if self.every > self.random_within:
             raise ValueError(
                 f"every ({self.every:g}s) is longer than random_within ({self.random_within:g}s): one drill per window never covers it; "
@@ -154,7 +159,9 @@ class DatabaseEntry(BaseModel):
         description="SQL returning one value: the schema version (e.g. SELECT max(version) FROM schema_migrations).",
     )
     live_path: str | None = Field(default=None, description="The live database file: drillbook refuses to restore onto or near it.")
-    restore_timeout: Duration = Field(default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag.")
+    restore_timeout: Duration = Field(
+        default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag."
+    )
     inspect_timeout: Duration = Field(default=60.0, le=3600, description="Seconds allowed for listing the replica.")
     stall_timeout: Duration = Field(
         default=120.0,
@@ -175,10 +182,12 @@ class DatabaseEntry(BaseModel):
     )
     slack_channel: str | None = Field(default=None, description="Slack channel for this database's reports (default: [slack] channel).")
     restore_points: RestorePoints | None = Field(
-        default=None, description="Random point-in-time drills: { random_within = \"30d\", every = \"7d\" }; see `drillbook coverage`."
+        default=None, description='Random point-in-time drills: { random_within = "30d", every = "7d" }; see `drillbook coverage`.'
     )
     retention_target: Duration | None = Field(
-        default=None, le=3650 * 86400.0, description="The oldest restorable point must be at least this old (e.g. \"14d\"); proven by a restore."
+        default=None,
+        le=3650 * 86400.0,
+        description='The oldest restorable point must be at least this old (e.g. "14d"); proven by a restore.',
     )
     freshness_query: str | None = Field(
         default=None,
@@ -190,7 +199,8 @@ class DatabaseEntry(BaseModel):
         default_factory=list, description="Slack user IDs (U..., W...) or user-group IDs (S...) mentioned when a drill does not pass."
     )
     max_drill_age: Duration | None = Field(
-        default=None, description="Oldest acceptable last PASS before `drillbook stale` flags this database (default: [drillbook] max_drill_age)."
+        default=None,
+        description="Oldest acceptable last PASS before `drillbook stale` flags this database (default: [drillbook] max_drill_age).",
     )
 
     @field_validator("name")
@@ -256,18 +266,27 @@ class Settings(BaseModel):
         default="expectations", description="Where Great Expectations suite files live; relative to the catalogue."
     )
     # Looking ahead (README, "History, forecasts and alerts"): advice and warnings, never a verdict.
-    forecast_horizon: Duration = Field(default=30 * 86400.0, description="A forecast RTO crossing its target sooner than this is a WARNING in the report.")
-    forecast_min_drills: int = Field(default=5, ge=3, le=1000, description="Passing drills needed before a forecast is made (fewer: 'not guessing yet').")
+    forecast_horizon: Duration = Field(
+        default=30 * 86400.0, description="A forecast RTO crossing its target sooner than this is a WARNING in the report."
+    )
+    forecast_min_drills: int = Field(
+        default=5, ge=3, le=1000, description="Passing drills needed before a forecast is made (fewer: 'not guessing yet')."
+    )
     forecast_window: int = Field(default=30, ge=3, le=1000, description="How many of the newest passing drills the forecast fits.")
-    no_go_over_target: int = Field(default=3, ge=1, le=100, description="No-go advice when this many of the last no_go_window drills exceeded the RTO target.")
+    no_go_over_target: int = Field(
+        default=3, ge=1, le=100, description="No-go advice when this many of the last no_go_window drills exceeded the RTO target."
+    )
     no_go_window: int = Field(default=5, ge=1, le=100, description="How many recent drills the no-go advice looks at.")
-    max_drill_age: Duration = Field(default=48 * 3600.0, description="A database whose last PASS is older than this is stale (`drillbook stale`).")
+    max_drill_age: Duration = Field(
+        default=48 * 3600.0, description="A database whose last PASS is older than this is stale (`drillbook stale`)."
+    )
     metrics_file: str | None = Field(
-        default=None, description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue."
+        default=None,
+        description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue.",
     )
 
     @model_validator(mode="after")
-    def _no_go(self) -> "Settings":
+    def _no_go(self) -> Settings:
         if self.no_go_over_target > self.no_go_window:
             raise ValueError(f"no_go_over_target ({self.no_go_over_target}) cannot be more than no_go_window ({self.no_go_window})")
         return self
@@ -278,7 +297,9 @@ class SlackSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    channel: str | None = Field(default=None, description="Default channel (name like '#drills' or ID like 'C0123ABCD'); databases may override it.")
+    channel: str | None = Field(
+        default=None, description="Default channel (name like '#drills' or ID like 'C0123ABCD'); databases may override it."
+    )
     api_url: str | None = Field(
         default=None, description="Slack Web API base URL (default https://slack.com/api/); GovSlack, proxies and tests use another."
     )
@@ -289,7 +310,9 @@ class SlackSettings(BaseModel):
     webhook_url_env: str | None = Field(
         default=None, description="Environment variable holding an incoming-webhook URL: the simpler alternative (no thread, no file)."
     )
-    outbox_dir: str = Field(default="drill-outbox", description="Reports Slack did not take, kept until `drillbook outbox send`; relative to the catalogue.")
+    outbox_dir: str = Field(
+        default="drill-outbox", description="Reports Slack did not take, kept until `drillbook outbox send`; relative to the catalogue."
+    )
     timeout: Duration = Field(default=30.0, le=600, description="Seconds allowed for one Slack request.")
 
     @field_validator("api_url")
@@ -302,7 +325,7 @@ class SlackSettings(BaseModel):
         return value if value.endswith("/") else value + "/"
 
     @model_validator(mode="after")
-    def _target(self) -> "SlackSettings":
+    def _target(self) -> SlackSettings:
         if not self.channel and not self.webhook_url_env:
             raise ValueError("set channel (with a bot token) or webhook_url_env (an incoming webhook), or remove the [slack] table")
         return self
@@ -319,7 +342,7 @@ class Catalogue(BaseModel):
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Catalogue":
+    def _unique_names(self) -> Catalogue:
         seen: set[str] = set()
         for index, entry in enumerate(self.database):
             if entry.name in seen:

@@ -83,7 +83,9 @@ class DrillsFailed(DrillbookError):
     def __init__(self, what: str, results: list[Any]):
         from drillbook.tasks.verdict import tally  # the verdict module builds on this one
 
-        failing = [f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed]
+        failing = [
+            f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed
+        ]
         super().__init__(f"{what}: {tally(r.verdict for r in results)}; not passed: {', '.join(failing)}")
         self.what = what
         self.results = results

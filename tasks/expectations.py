@@ -345,7 +345,9 @@ def _run_table(source: Any, table: str, members: list, samples: bool, suite_cls:
 
     # Fast path: the whole table's expectations in one call; GX isolates most per-expectation failures itself.
     try:
-        suite = suite_cls(name=f"drillbook-{table}", expectations=[_domain(raw, i, configuration_cls) for i, (_, raw) in enumerate(members)])
+        suite = suite_cls(
+            name=f"drillbook-{table}", expectations=[_domain(raw, i, configuration_cls) for i, (_, raw) in enumerate(members)]
+        )
         validation = batch.validate(suite, result_format=result_format)
         by_position = {}
         for item in validation.results:

@@ -172,7 +172,9 @@ def forecast_rto(
         out.days_to_target = round(days, 1)
         out.crosses_at = now + timedelta(days=days)
         out.warning = days <= horizon_days
-        out.line = f"{rto_text}, {trend}: crosses the {target} target in about {days:.0f} days, around {out.crosses_at:%Y-%m-%d} ({confidence})"
+        out.line = (
+            f"{rto_text}, {trend}: crosses the {target} target in about {days:.0f} days, around {out.crosses_at:%Y-%m-%d} ({confidence})"
+        )
     return out
 
 

@@ -126,7 +126,9 @@ def measure_freshness(entry: DatabaseEntry, copy_path: str | Path) -> FreshnessR
             return config_error(f"live database {live}", str(exc))
     if copy_value is None and report.live_newest is not None:
         report.status = Status.FAILED
-        report.summary = f"the copy holds nothing for freshness_query while the live database's newest change is {report.live_newest:%Y-%m-%d %H:%M:%S}Z"
+        report.summary = (
+            f"the copy holds nothing for freshness_query while the live database's newest change is {report.live_newest:%Y-%m-%d %H:%M:%S}Z"
+        )
         return done()
     try:
         report.copy_newest = as_time(copy_value)

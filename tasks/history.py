@@ -226,7 +226,9 @@ def _errors(what: str, url: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError) as exc:
         detail = exc.args[-1] if exc.args and what != "read" else ""
-        raise HistoryError(f"cannot {what} the drill history at {safe_url(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")) from None
+        raise HistoryError(
+            f"cannot {what} the drill history at {safe_url(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")
+        ) from None
 
 
 @contextlib.contextmanager
@@ -379,7 +381,11 @@ def trend_points(url: str, databases: Iterable[str] | None = None, *, since: dat
 def last_passes(url: str) -> dict[str, datetime]:
     """Per database, when its newest passing drill started."""
     with _store(url, "read") as engine, engine.connect() as connection:
-        query = select(DrillRecord.database, func.max(DrillRecord.started_at)).where(DrillRecord.verdict == "PASS").group_by(DrillRecord.database)
+        query = (
+            select(DrillRecord.database, func.max(DrillRecord.started_at))
+            .where(DrillRecord.verdict == "PASS")
+            .group_by(DrillRecord.database)
+        )
         return {name: _aware(at) for name, at in connection.execute(query)}
 
 
@@ -390,7 +396,9 @@ def alert_states(url: str) -> dict[str, AlertState]:
         return {row.database: row for row in rows}
 
 
-def save_alert_state(url: str, database: str, *, stale: bool, since: datetime, last_pass_at: datetime | None, notified_key: str | None) -> None:
+def save_alert_state(
+    url: str, database: str, *, stale: bool, since: datetime, last_pass_at: datetime | None, notified_key: str | None
+) -> None:
     with _store(url, "write") as engine, Session(engine) as session, session.begin():
         row = session.get(AlertState, database)
         if row is None:

@@ -55,9 +55,19 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
     verdict = newest.verdict if newest else "NONE"
     rows: list[tuple[str, str]] = []
     if newest is not None:
-        rows.append(("last drill", f"{newest.started_at:%Y-%m-%d %H:%M} UTC, {escape(newest.verdict)}" + (f" ({escape(newest.failure_mode)})" if newest.failure_mode else "")))
-        rows.append(("RTO", f"<span data-figure=\"rto\">{seconds_text(newest.rto_seconds)}</span> (target {seconds_text(newest.rto_target_seconds)})"))
-        rows.append(("RPO", f"<span data-figure=\"rpo\">{seconds_text(newest.rpo_seconds)}</span> (target {seconds_text(newest.rpo_target_seconds)})"))
+        rows.append(
+            (
+                "last drill",
+                f"{newest.started_at:%Y-%m-%d %H:%M} UTC, {escape(newest.verdict)}"
+                + (f" ({escape(newest.failure_mode)})" if newest.failure_mode else ""),
+            )
+        )
+        rows.append(
+            ("RTO", f'<span data-figure="rto">{seconds_text(newest.rto_seconds)}</span> (target {seconds_text(newest.rto_target_seconds)})')
+        )
+        rows.append(
+            ("RPO", f'<span data-figure="rpo">{seconds_text(newest.rpo_seconds)}</span> (target {seconds_text(newest.rpo_target_seconds)})')
+        )
     if status is not None:
         rows.append(("freshness", ('<span class="warning">STALE</span>: ' if status.stale else "") + escape(status.detail())))
     if outlook is not None:
@@ -66,12 +76,26 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
     if newest is not None and newest.evidence:
         rows.append(("evidence", f"<code>{escape(newest.evidence)}</code>"))
     sample = sum(1 for p in points if p.release == "SAMPLE DATA")
-    rows.append(("drills", str(len(points)) + (f' <span class="warning">({sample} of them SAMPLE DATA from `drillbook demo --sample-history`, not real drills)</span>' if sample else "")))
+    rows.append(
+        (
+            "drills",
+            str(len(points))
+            + (
+                f' <span class="warning">({sample} of them SAMPLE DATA from `drillbook demo --sample-history`, not real drills)</span>'
+                if sample
+                else ""
+            ),
+        )
+    )
     advice = ""
     if outlook is not None and outlook.advice is not None:
         items = "".join(f"<li>{escape(step)}</li>" for step in outlook.advice.route)
         advice = f'<div class="advice"><b>No-go advice:</b> {escape("; ".join(outlook.advice.reasons))}.<ol>{items}</ol></div>'
-    body = f'<div class="chart" role="img" aria-label="RTO and RPO of {escape(name)} over time">{chart}</div>' if chart else "<p>No drills recorded yet.</p>"
+    body = (
+        f'<div class="chart" role="img" aria-label="RTO and RPO of {escape(name)} over time">{chart}</div>'
+        if chart
+        else "<p>No drills recorded yet.</p>"
+    )
     return (
         f'<section class="db" id="db-{escape(name)}" data-database="{escape(name)}">'
         f'<h2>{escape(name)} <span class="badge {verdict}">{escape(verdict if newest else "no drills")}</span></h2>'
@@ -102,7 +126,7 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
     statuses = {s.database: s for s in stale_status(catalogue, now)}
     stale = [s for s in statuses.values() if s.stale]
     if stale:
-        items = "".join(f"<li><a href=\"#db-{escape(s.database)}\">{escape(s.database)}</a>: {escape(s.detail())}</li>" for s in stale)
+        items = "".join(f'<li><a href="#db-{escape(s.database)}">{escape(s.database)}</a>: {escape(s.detail())}</li>' for s in stale)
         banner = f'<div class="stale" data-stale="{len(stale)}"><h2>{len(stale)} stale database(s): no PASS within max_drill_age</h2><ul>{items}</ul></div>'
     else:
         banner = '<div class="ok" data-stale="0">No stale database: every one passed a drill within its max_drill_age.</div>'
@@ -116,9 +140,9 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
         chart = render_svg(shown, outlook.forecast if outlook else None, now=now, label=label) if shown else None
         sections.append(_section(entry.name, points, outlook, statuses.get(entry.name), chart))  # type: ignore[arg-type]
     return (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         f"<title>drillbook: restore drills</title><style>{_STYLE}</style><script>{_SCRIPT}</script></head><body>"
-        f"<h1>Restore drills</h1><div class=\"sub\">{len(names)} database(s) from {escape(str(catalogue.path or 'the catalogue'))}; "
+        f'<h1>Restore drills</h1><div class="sub">{len(names)} database(s) from {escape(str(catalogue.path or "the catalogue"))}; '
         f"generated {now:%Y-%m-%d %H:%M} UTC by drillbook; charts show the last {days:g} days.</div>"
         f"{_legend(COLOURS)}"
         f"{banner}{''.join(sections)}</body></html>\n"

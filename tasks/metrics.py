@@ -21,7 +21,9 @@ from drillbook.tasks.trends import TREND_DAYS, forecast_for
 VERDICTS = ("PASS", "FAIL", "ERROR")
 
 
-def build_registry(catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None) -> CollectorRegistry:
+def build_registry(
+    catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None
+) -> CollectorRegistry:
     now = now or datetime.now(UTC)
     names = [entry.name for entry in catalogue.database]
     points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
@@ -41,7 +43,10 @@ def build_registry(catalogue: Catalogue, now: datetime | None = None, points: di
     rpo_target = gauge("drillbook_rpo_target_seconds", "RPO target from the catalogue.")
     verdict = gauge("drillbook_last_verdict", "1 for the newest drill's verdict, 0 for the others.", ("database", "verdict"))
     last_drill = gauge("drillbook_last_drill_timestamp_seconds", "Unix time the newest drill (any verdict) started.")
-    days = gauge("drillbook_forecast_days_to_rto_target", "Forecast days until the RTO trend reaches its target (0: already there; absent: not growing or too few drills).")
+    days = gauge(
+        "drillbook_forecast_days_to_rto_target",
+        "Forecast days until the RTO trend reaches its target (0: already there; absent: not growing or too few drills).",
+    )
     for entry in catalogue.database:
         name = entry.name
         mine = points.get(name, [])

@@ -78,14 +78,22 @@ def dry_run(entry: DatabaseEntry) -> RestorePlan:
         except ToolMissing as exc:
             return RestorePlan(status=Status.ERROR, summary=str(exc))
     if command.timed_out:
-        return RestorePlan(status=Status.FAILED, summary=f"litestream restore -dry-run did not answer within {entry.inspect_timeout:g}s", command=command)
+        return RestorePlan(
+            status=Status.FAILED, summary=f"litestream restore -dry-run did not answer within {entry.inspect_timeout:g}s", command=command
+        )
     if not command.ok:
-        return RestorePlan(status=Status.FAILED, summary=f"litestream restore -dry-run exited {command.exit_code}: {command.stderr_tail(300)}", command=command)
+        return RestorePlan(
+            status=Status.FAILED,
+            summary=f"litestream restore -dry-run exited {command.exit_code}: {command.stderr_tail(300)}",
+            command=command,
+        )
     try:
         data = json.loads(command.stdout)
         files = [PlannedFile.model_validate(item) for item in data.get("files") or []]
     except ValueError:
-        return RestorePlan(status=Status.FAILED, summary="litestream restore -dry-run printed no plan JSON (is this litestream 0.5.17?)", command=command)
+        return RestorePlan(
+            status=Status.FAILED, summary="litestream restore -dry-run printed no plan JSON (is this litestream 0.5.17?)", command=command
+        )
     total = sum(f.size for f in files)
     return RestorePlan(
         status=Status.PASSED,
@@ -124,11 +132,20 @@ def estimate(plan: RestorePlan, own: list, fleet: Iterable = ()) -> RestorePlan:
     if not rates:
         return plan.model_copy(update={"summary": plan.summary + "; no drill with a measured throughput yet, so no estimate"})
     throughput = statistics.median(rates)
-    checks = [p.rto_seconds - p.restore_seconds for p in own if p.verdict == "PASS" and p.rto_seconds is not None and p.restore_seconds is not None][-THROUGHPUT_DRILLS:]
+    checks = [
+        p.rto_seconds - p.restore_seconds
+        for p in own
+        if p.verdict == "PASS" and p.rto_seconds is not None and p.restore_seconds is not None
+    ][-THROUGHPUT_DRILLS:]
     check_seconds = round(statistics.median(checks), 3) if checks else None
     expected = round(plan.bytes_to_fetch / throughput + (check_seconds or 0.0), 3)
     return plan.model_copy(
-        update={"throughput_bytes_per_second": round(throughput, 1), "throughput_source": source, "check_seconds": check_seconds, "expected_rto_seconds": expected}
+        update={
+            "throughput_bytes_per_second": round(throughput, 1),
+            "throughput_source": source,
+            "check_seconds": check_seconds,
+            "expected_rto_seconds": expected,
+        }
     )
 
 

@@ -19,11 +19,12 @@ from __future__ import annotations
 import json
 import random
 import struct
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, Field
@@ -120,13 +121,15 @@ def point_request(at: str | None, txid: str | None, entry: DatabaseEntry, now: d
     keyword = at.strip().lower()
     if keyword == PointKind.RANDOM and entry.restore_points is None:
         raise ConfigError(
-            f"--at random: database {entry.name!r} has no restore_points; add restore_points = {{ random_within = \"30d\", every = \"7d\" }}",
+            f'--at random: database {entry.name!r} has no restore_points; add restore_points = {{ random_within = "30d", every = "7d" }}',
             entry=entry.name,
             field="restore_points",
         )
     if keyword == PointKind.RETENTION and entry.retention_target is None:
         raise ConfigError(
-            f"--at retention: database {entry.name!r} has no retention_target; add e.g. retention_target = \"14d\"", entry=entry.name, field="retention_target"
+            f'--at retention: database {entry.name!r} has no retention_target; add e.g. retention_target = "14d"',
+            entry=entry.name,
+            field="retention_target",
         )
     if keyword in KEYWORDS:
         return PointRequest(kind=PointKind(keyword))
@@ -274,7 +277,12 @@ def read_timeline(entry: DatabaseEntry, replica: ReplicaState) -> tuple[Timeline
     listed = []
     for item in items:
         listed.append(
-            (int(item["level"]), int(str(item["min_txid"]), 16), int(str(item["max_txid"]), 16), datetime.fromisoformat(str(item["timestamp"]).replace("Z", "+00:00")))
+            (
+                int(item["level"]),
+                int(str(item["min_txid"]), 16),
+                int(str(item["max_txid"]), 16),
+                datetime.fromisoformat(str(item["timestamp"]).replace("Z", "+00:00")),
+            )
         )
     keys = [(level, low, high) for level, low, high, _ in listed]
     try:
@@ -284,7 +292,13 @@ def read_timeline(entry: DatabaseEntry, replica: ReplicaState) -> tuple[Timeline
         times, header = {}, False
         notes.append(f"LTX headers could not be read ({type(exc).__name__}); the listing's storage times are used instead")
     files = [
-        PointFile(level=level, min_txid=low, max_txid=high, time=times.get((level, low, high), stamp).astimezone(UTC), listed=stamp.astimezone(UTC))
+        PointFile(
+            level=level,
+            min_txid=low,
+            max_txid=high,
+            time=times.get((level, low, high), stamp).astimezone(UTC),
+            listed=stamp.astimezone(UTC),
+        )
         for level, low, high, stamp in listed
     ]
     return Timeline(files=files, header_times=header), notes
@@ -416,7 +430,9 @@ def plan_point(
         newest_time=newest.time if newest else None,
     )
     if not timeline.header_times:
-        check.notes.append("times are the object store's, not litestream's (LTX headers unreadable): a point within a second of a file may be misjudged")
+        check.notes.append(
+            "times are the object store's, not litestream's (LTX headers unreadable): a point within a second of a file may be misjudged"
+        )
     if oldest is None or newest is None:
         nothing = "the replica lists no file starting at TXID 1 (no snapshot): no point of it is restorable"
         if request.kind == PointKind.RETENTION:
@@ -474,12 +490,16 @@ def _plan_txid(check: PointCheck, timeline: Timeline, txid: int) -> PointCheck:
     check.expected_txid = txid_text(txid)
     newest = timeline.newest
     if txid > newest.max_txid:
-        return _fail(check, PointProblem.BEYOND_NEWEST, f"TXID {txid_text(txid)} is beyond the newest on the replica ({txid_text(newest.max_txid)})")
+        return _fail(
+            check, PointProblem.BEYOND_NEWEST, f"TXID {txid_text(txid)} is beyond the newest on the replica ({txid_text(newest.max_txid)})"
+        )
     ending = timeline.file_ending(txid)
     if ending is None:
         holding = sorted((f for f in timeline.files if f.min_txid <= txid <= f.max_txid), key=lambda f: (f.level == 9, f.level))
         where = (
-            f"inside the compacted file L{holding[0].level} {txid_text(holding[0].min_txid)}-{txid_text(holding[0].max_txid)}" if holding else "missing from the replica"
+            f"inside the compacted file L{holding[0].level} {txid_text(holding[0].min_txid)}-{txid_text(holding[0].max_txid)}"
+            if holding
+            else "missing from the replica"
         )
         ends = sorted({f.max_txid for f in timeline.files})
         before = max((t for t in ends if t < txid), default=None)
@@ -493,7 +513,11 @@ def _plan_txid(check: PointCheck, timeline: Timeline, txid: int) -> PointCheck:
     holes = timeline.holes(f for f in timeline.files if f.max_txid <= txid)
     if holes:
         low, high = holes[0]
-        return _fail(check, PointProblem.GAP, f"the replica is missing TXIDs {txid_text(low)}-{txid_text(high)}: no chain of files reaches TXID {txid_text(txid)}")
+        return _fail(
+            check,
+            PointProblem.GAP,
+            f"the replica is missing TXIDs {txid_text(low)}-{txid_text(high)}: no chain of files reaches TXID {txid_text(txid)}",
+        )
     check.status, check.summary = Status.PASSED, f"TXID {txid_text(txid)} (written {iso(ending.time)}) is listed"
     return check
 
@@ -520,9 +544,13 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
         expected = timeline.expected_at(moment)
         newest = timeline.newest
         if expected.max_txid == newest.max_txid:
-            check.notes.append(f"{iso(moment)} is after the newest change on the replica ({iso(newest.time)}): the point is the newest position")
+            check.notes.append(
+                f"{iso(moment)} is after the newest change on the replica ({iso(newest.time)}): the point is the newest position"
+            )
         else:
-            check.notes.append(f"{iso(moment)} is later than litestream takes a time (its listing ends {iso(until)}): asking for TXID {txid_text(expected.max_txid)} instead")
+            check.notes.append(
+                f"{iso(moment)} is later than litestream takes a time (its listing ends {iso(until)}): asking for TXID {txid_text(expected.max_txid)} instead"
+            )
         return _plan_txid(check, timeline, expected.max_txid)
     check.target_args = ["-timestamp", iso(moment)]
     expected = timeline.expected_at(moment)
@@ -556,7 +584,9 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
             f"{age_text((moment - expected.time).total_seconds())} earlier"
         )
     check.status = Status.PASSED
-    check.summary = f"{iso(moment)}: the replica lists TXID {check.expected_txid} (written {iso(expected.time)}) as the last change before it"
+    check.summary = (
+        f"{iso(moment)}: the replica lists TXID {check.expected_txid} (written {iso(expected.time)}) as the last change before it"
+    )
     return check
 
 
@@ -624,7 +654,14 @@ def coverage(summaries: Iterable[dict[str, Any]], window: float, every: float, n
     rows: dict[datetime, dict[str, Any]] = {}
     slot = start
     while slot <= now:
-        rows[slot] = {"slot_start": slot, "slot_end": min(now, slot + timedelta(seconds=every)), "state": "not drilled", "drills": 0, "last": None, "point": None}
+        rows[slot] = {
+            "slot_start": slot,
+            "slot_end": min(now, slot + timedelta(seconds=every)),
+            "state": "not drilled",
+            "drills": 0,
+            "last": None,
+            "point": None,
+        }
         slot += timedelta(seconds=every)
     ordered = sorted(summaries, key=lambda s: s["started_at"])
     oldest = next((s["point"]["oldest_time"] for s in reversed(ordered) if (s.get("point") or {}).get("oldest_time")), None)

@@ -12,7 +12,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 # Process group ids of running children. No lock: a signal handler reads this in
 # the main thread, possibly while the main thread is inside `tracked`; single set

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Callable
 
 from pydantic import BaseModel
 
@@ -108,7 +108,9 @@ def wait_for_release(
         if not replica.ok:
             return finish(WaitOutcome.UNREADABLE, f"the replica cannot be read: {replica.summary}")
         if expected is None and replica.newest_time is not None and replica.newest_time >= threshold:
-            return finish(WaitOutcome.READY, f"the replica's newest change ({replica.newest_time:%H:%M:%S}Z) is at or after the release time")
+            return finish(
+                WaitOutcome.READY, f"the replica's newest change ({replica.newest_time:%H:%M:%S}Z) is at or after the release time"
+            )
         if expected is not None and replica.newest_txid != probed_txid:
             probed_txid = replica.newest_txid
             seen_schema = restored_schema_version(entry, replica, scratch_root)

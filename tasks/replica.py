@@ -52,6 +52,7 @@ LTX_HEADER_BYTES = 100
 HEADER_READ_TIMEOUT = 15.0  # seconds for the 100-byte GET: an object store that cannot answer that is failing
 CLOCKS_DIFFER = 2.0  # seconds between the LTX header's time and the object's timestamp worth reporting
 
+
 class LtxFile(BaseModel):
     level: int
     min_txid: str
@@ -284,7 +285,9 @@ def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
     elif scheme == "file":
         directory = Path(unquote(urlsplit(url).path))
         if not directory.is_dir():
-            return done(status=Status.FAILED, problem=ReplicaProblem.MISSING, summary=f"no backup: replica directory {directory} does not exist")
+            return done(
+                status=Status.FAILED, problem=ReplicaProblem.MISSING, summary=f"no backup: replica directory {directory} does not exist"
+            )
 
     try:
         command = run_litestream(["ltx", "-json", "-level", "all", url], timeout=entry.inspect_timeout)
@@ -307,9 +310,19 @@ def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
     try:
         files = [LtxFile.model_validate(item) for item in json.loads(command.stdout or "[]")]
     except ValueError as exc:
-        return done(status=Status.ERROR, problem=ReplicaProblem.UNREADABLE, command=command, summary=f"unexpected `litestream ltx -json` output: {exc}")
+        return done(
+            status=Status.ERROR,
+            problem=ReplicaProblem.UNREADABLE,
+            command=command,
+            summary=f"unexpected `litestream ltx -json` output: {exc}",
+        )
     if not files:
-        return done(status=Status.FAILED, problem=ReplicaProblem.EMPTY, command=command, summary=f"no backup: the replica holds no LTX files ({entry.replica_redacted})")
+        return done(
+            status=Status.FAILED,
+            problem=ReplicaProblem.EMPTY,
+            command=command,
+            summary=f"no backup: the replica holds no LTX files ({entry.replica_redacted})",
+        )
 
     newest = max(files, key=lambda f: (int(f.max_txid, 16), -f.level))
     levels: dict[str, int] = {}
@@ -356,7 +369,9 @@ def read_newest_header(entry: DatabaseEntry, newest: LtxFile) -> tuple[LtxHeader
         where = str(path)
     else:
         location = parse_s3_url(url)
-        data, problem, seen = _ranged_get(location, f"{location.prefix}/{newest.s3_name}", timeout=min(entry.inspect_timeout, HEADER_READ_TIMEOUT))
+        data, problem, seen = _ranged_get(
+            location, f"{location.prefix}/{newest.s3_name}", timeout=min(entry.inspect_timeout, HEADER_READ_TIMEOUT)
+        )
         if problem is not None:
             return None, problem, seen
         where = f"s3://{location.bucket}/{location.prefix}/{newest.s3_name}"
@@ -388,8 +403,12 @@ def _ranged_get(location: S3Location, key: str, *, timeout: float) -> tuple[byte
         code = str(exc.response.get("Error", {}).get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in _DENIED_CODES or status == 403:
-            return b"", ReplicaProblem.ACCESS_DENIED, (
-                f"access denied reading {where} ({code or status}) although listing works: the credentials or bucket policy lack s3:GetObject"
+            return (
+                b"",
+                ReplicaProblem.ACCESS_DENIED,
+                (
+                    f"access denied reading {where} ({code or status}) although listing works: the credentials or bucket policy lack s3:GetObject"
+                ),
             )
         if code in ("NoSuchKey", "404") or status == 404:
             return b"", ReplicaProblem.STORAGE_ERROR, f"the newest LTX file is listed but missing: {where} (NoSuchKey)"

@@ -12,10 +12,10 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Iterator
 from uuid import uuid4
 
 from pydantic import Field
@@ -129,7 +129,8 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
             summary=(
                 f"the restore made no progress for {entry.stall_timeout:g}s and was killed after {seconds:.1f}s: object GETs from "
                 f"{entry.replica_redacted} fail or hang (litestream retries them silently), or litestream itself hangs; "
-                f"{_bytes_in(scratch):,} bytes written to {scratch}" + (f"; stderr: {command.stderr_tail(200)}" if command.stderr.strip() else "")
+                f"{_bytes_in(scratch):,} bytes written to {scratch}"
+                + (f"; stderr: {command.stderr_tail(200)}" if command.stderr.strip() else "")
             ),
             **common,
         )
@@ -159,7 +160,13 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
     except ValueError:
         summary = None
     if not output.is_file():
-        return RestoreResult(status=Status.FAILED, problem=RestoreProblem.NO_OUTPUT, summary="litestream reported success but wrote no database", litestream=summary, **common)
+        return RestoreResult(
+            status=Status.FAILED,
+            problem=RestoreProblem.NO_OUTPUT,
+            summary="litestream reported success but wrote no database",
+            litestream=summary,
+            **common,
+        )
     txid = (summary or {}).get("txid")
     return RestoreResult(
         status=Status.PASSED,

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
@@ -115,7 +116,7 @@ def _context(*texts: str) -> ContextBlock:
 
 
 def _bold_label(line: str, label: str) -> str:
-    return f"*{label}*{escape(line[len(label):])}" if line.startswith(label) else escape(line)
+    return f"*{label}*{escape(line[len(label) :])}" if line.startswith(label) else escape(line)
 
 
 def header_text(result: DrillResult) -> str:
@@ -249,7 +250,9 @@ def details_file(result: DrillResult) -> SlackFile:
     if integrity is not None and integrity.status != Status.SKIPPED:
         lines += [f"# Integrity ({integrity.integrity_problems} problem(s))"] + [f"  {row}" for row in integrity.integrity_rows]
         if integrity.foreign_key_rows:
-            lines += [f"# Foreign key violations ({integrity.foreign_key_problems})"] + [f"  {json.dumps(r)}" for r in integrity.foreign_key_rows]
+            lines += [f"# Foreign key violations ({integrity.foreign_key_problems})"] + [
+                f"  {json.dumps(r)}" for r in integrity.foreign_key_rows
+            ]
         for label, value in (("sidecars", integrity.sidecar_problem), ("schema", integrity.schema_problem), ("open", integrity.open_error)):
             if value:
                 lines.append(f"{label}: {value}")
@@ -340,7 +343,9 @@ def render_nightly_summary(
         for result in ordered:  # a passing database whose RTO forecast crosses inside the horizon: its chart and line
             chart = chart_file(result) if result.verdict == Verdict.PASS else None
             if chart is not None:
-                items.append(ThreadItem(kind="message", text=cut(redact(f"{result.database}: {result.outlook.forecast.line}"), MAX_FALLBACK, "…")))  # type: ignore[union-attr]
+                items.append(
+                    ThreadItem(kind="message", text=cut(redact(f"{result.database}: {result.outlook.forecast.line}"), MAX_FALLBACK, "…"))
+                )  # type: ignore[union-attr]
                 items.append(ThreadItem(kind="file", file=chart))
     return SlackMessage(text=text, blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]], thread=items)
 
@@ -350,8 +355,7 @@ def preview_json(message: SlackMessage) -> str:
     return json.dumps({"blocks": message.blocks}, indent=2, ensure_ascii=False)
 
 
-
-def render_stale_alert(kind: str, status: "StaleStatus", *, owners: Iterable[str] = ()) -> SlackMessage:
+def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
     """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
     from drillbook.tasks.stale import age_text
 
@@ -371,5 +375,8 @@ def render_stale_alert(kind: str, status: "StaleStatus", *, owners: Iterable[str
     else:
         text = f"RECOVERED {status.database}: passing drill at {last}"
         body = f":white_check_mark: *{escape(status.database)}* is drilled again: PASS at {last} (max_drill_age {limit})."
-    blocks = [_section(body).to_dict(), _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict()]
+    blocks = [
+        _section(body).to_dict(),
+        _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict(),
+    ]
     return SlackMessage(text=cut(redact(text), MAX_FALLBACK, "…"), blocks=blocks)

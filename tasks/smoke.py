@@ -280,7 +280,13 @@ def run_http_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | None
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:  # files, not pipes: a chatty app never blocks
         try:
             process = subprocess.Popen(
-                argv, env=command_env(path, check), cwd=_cwd(check, base_dir), stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+                argv,
+                env=command_env(path, check),
+                cwd=_cwd(check, base_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
             )
         except OSError as exc:
             result.error = f"cannot start {argv[0]!r}: {exc.strerror or exc}"

@@ -59,7 +59,9 @@ def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict
         limit = catalogue.max_drill_age(entry)
         last = passes.get(entry.name)
         age = round((now - last).total_seconds(), 1) if last else None
-        out.append(StaleStatus(database=entry.name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=age is None or age > limit))
+        out.append(
+            StaleStatus(database=entry.name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=age is None or age > limit)
+        )
     return sorted(out, key=lambda s: (not s.stale, s.last_pass_at is not None, s.last_pass_at or now, s.database))
 
 
@@ -99,11 +101,20 @@ def alert_transitions(
         was_stale = previous.stale if previous is not None else False
         if status.stale == was_stale:
             if previous is None:
-                save_alert_state(catalogue.history_url, status.database, stale=False, since=now, last_pass_at=status.last_pass_at, notified_key=None)
+                save_alert_state(
+                    catalogue.history_url, status.database, stale=False, since=now, last_pass_at=status.last_pass_at, notified_key=None
+                )
             continue
         kind: Literal["stale", "recovered"] = "stale" if status.stale else "recovered"
         transition = Transition(kind=kind, status=status, key=transition_key(kind, status))
         transition.delivery = send(transition)
-        save_alert_state(catalogue.history_url, status.database, stale=status.stale, since=now, last_pass_at=status.last_pass_at, notified_key=transition.key)
+        save_alert_state(
+            catalogue.history_url,
+            status.database,
+            stale=status.stale,
+            since=now,
+            last_pass_at=status.last_pass_at,
+            notified_key=transition.key,
+        )
         done.append(transition)
     return done

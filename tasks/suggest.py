@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
-
-from importlib.metadata import version
 
 from drillbook.tasks.errors import DrillbookError
 
@@ -68,7 +67,7 @@ def _table_expectations(connection: sqlite3.Connection, table: str) -> list[dict
         out.append(_expect("expect_column_values_to_be_unique", table, column=keys[0]))
     elif len(keys) > 1:
         out.append(_expect("expect_compound_columns_to_be_unique", table, column_list=keys))
-    for cid, column, _type, notnull, _default, pk in columns:
+    for _cid, column, _type, notnull, _default, pk in columns:
         if notnull or pk:
             out.append(_expect("expect_column_values_to_not_be_null", table, column=column))
     return out

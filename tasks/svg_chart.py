@@ -68,7 +68,9 @@ def render_svg(points: Sequence, forecast: RtoForecast | None, *, now: datetime 
         f'<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>',
     ]
     for kind, (top, bottom) in PANELS.items():
-        attribute, target = (("rto_seconds", points[-1].rto_target_seconds) if kind == "rto" else ("rpo_seconds", points[-1].rpo_target_seconds))
+        attribute, target = (
+            ("rto_seconds", points[-1].rto_target_seconds) if kind == "rto" else ("rpo_seconds", points[-1].rpo_target_seconds)
+        )
         values = [getattr(p, attribute) for p in points if getattr(p, attribute) is not None]
         fitted_end = forecast.fitted(end) if known and kind == "rto" else None  # type: ignore[union-attr]
         high = max([target, *values, *([fitted_end] if fitted_end is not None else [])]) * 1.08
@@ -78,12 +80,16 @@ def render_svg(points: Sequence, forecast: RtoForecast | None, *, now: datetime 
         def y(value: float, top: int = top, bottom: int = bottom, high: float = high) -> float:
             return bottom - (bottom - top) * min(max(value, 0.0), high) / high
 
-        out.append(f'<rect x="{LEFT}" y="{top}" width="{WIDTH - LEFT - RIGHT}" height="{bottom - top}" fill="none" stroke="#999" stroke-width="0.8"/>')
+        out.append(
+            f'<rect x="{LEFT}" y="{top}" width="{WIDTH - LEFT - RIGHT}" height="{bottom - top}" fill="none" stroke="#999" stroke-width="0.8"/>'
+        )
         tick = 0.0
         while tick <= high + 1e-9:
             ty = y(tick)
             out.append(f'<line x1="{LEFT}" y1="{ty:.1f}" x2="{WIDTH - RIGHT}" y2="{ty:.1f}" stroke="#ddd" stroke-width="0.6"/>')
-            out.append(f'<text x="{LEFT - 5}" y="{ty + 4:.1f}" text-anchor="end" fill="#444">{escape(_seconds(tick) if tick else "0")}</text>')
+            out.append(
+                f'<text x="{LEFT - 5}" y="{ty + 4:.1f}" text-anchor="end" fill="#444">{escape(_seconds(tick) if tick else "0")}</text>'
+            )
             tick += step
         out.append(f'<text x="{LEFT + 4}" y="{top - 6}" fill="#222" font-weight="600">{kind.upper()}</text>')
         ty = y(target)
@@ -93,13 +99,17 @@ def render_svg(points: Sequence, forecast: RtoForecast | None, *, now: datetime 
         )
         passing = [(x(p.started_at), y(getattr(p, attribute))) for p in points if p.verdict == "PASS" and getattr(p, attribute) is not None]
         if len(passing) == 1:
-            (px, py), = passing
+            ((px, py),) = passing
             out.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="2.5" fill="{COLOURS["PASS"]}"/>')
         elif passing:
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in passing)
             out.append(f'<polyline points="{path}" fill="none" stroke="{COLOURS["PASS"]}" stroke-width="1.4" stroke-linejoin="round"/>')
         for verdict in ("FAIL", "ERROR"):
-            marks = [f"M{x(p.started_at) - 3:.1f},{y(getattr(p, attribute)) - 3:.1f}l6,6m0,-6l-6,6" for p in points if p.verdict == verdict and getattr(p, attribute) is not None]
+            marks = [
+                f"M{x(p.started_at) - 3:.1f},{y(getattr(p, attribute)) - 3:.1f}l6,6m0,-6l-6,6"
+                for p in points
+                if p.verdict == verdict and getattr(p, attribute) is not None
+            ]
             if marks:
                 out.append(f'<path d="{"".join(marks)}" stroke="{COLOURS[verdict]}" stroke-width="1.6" fill="none"/>')
         if fitted_end is not None:

@@ -143,7 +143,9 @@ def _look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | N
 
             path = chart_path(catalogue.evidence_dir, result)
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(render_chart(points, result.outlook.forecast, title=f"{result.database}: RTO and RPO", fmt="png", now=result.finished_at))  # type: ignore[arg-type]
+            path.write_bytes(
+                render_chart(points, result.outlook.forecast, title=f"{result.database}: RTO and RPO", fmt="png", now=result.finished_at)
+            )  # type: ignore[arg-type]
             result.outlook.chart = str(path)
         except OSError as exc:
             result.notes.append(f"the forecast chart could not be written ({exc.strerror}); the forecast line stands")

@@ -122,7 +122,9 @@ class Position(BaseModel):
     note: str | None = None
 
 
-def compare_position(restored: str | None, expected: str | None, *, expected_what: str = "the newest TXID listed on the replica") -> Position:
+def compare_position(
+    restored: str | None, expected: str | None, *, expected_what: str = "the newest TXID listed on the replica"
+) -> Position:
     """Pure: the restored TXID against the expected one (the newest listed, or a point asked for).
 
     Behind is a restore failure naming both TXIDs: the copy is not the database we think it is.
@@ -308,7 +310,10 @@ def judge(
         rto = round(sum(step.seconds for step in (restore, integrity, smoke) if step is not None and step.status != Status.SKIPPED), 3)
         if rto > entry.rto_target and not any(f.mode == FailureMode.RESTORE_LAG for f in findings):
             findings.append(
-                Finding(mode=FailureMode.RESTORE_LAG, detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s")
+                Finding(
+                    mode=FailureMode.RESTORE_LAG,
+                    detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s",
+                )
             )
     rpo = replica.lag_seconds(started_at)
     what = "newest change on the replica"
@@ -318,7 +323,10 @@ def judge(
         what = f"newest change in the restored copy (TXID {restore.txid})"
     if rpo is not None and rpo > entry.rpo_target:
         findings.append(
-            Finding(mode=FailureMode.REPLICA_LAG, detail=f"{what} is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s")
+            Finding(
+                mode=FailureMode.REPLICA_LAG,
+                detail=f"{what} is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s",
+            )
         )
 
     if freshness is not None and freshness.status == Status.FAILED:

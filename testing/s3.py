@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.litestream import CommandRecord, run_litestream

@@ -51,16 +51,26 @@ def make_sample_database(path: str | Path, *, customers: int = 2000, orders_per_
         connection.executemany(
             "INSERT INTO customers (id, email, name, created_at) VALUES (?, ?, ?, ?)",
             (
-                (i, f"customer{i}@example.com", f"{rng.choice(_FIRST)} {rng.choice(_LAST)}", (now - timedelta(days=rng.randint(1, 900))).isoformat())
+                (
+                    i,
+                    f"customer{i}@example.com",
+                    f"{rng.choice(_FIRST)} {rng.choice(_LAST)}",
+                    (now - timedelta(days=rng.randint(1, 900))).isoformat(),
+                )
                 for i in range(1, customers + 1)
             ),
         )
         order_rows, item_rows, item_id = [], [], 0
         for order_id in range(1, customers * orders_per_customer + 1):
-            lines = [(rng.choice(["A-100", "B-200", "C-300", "D-400"]), rng.randint(1, 5), rng.randint(100, 9000)) for _ in range(rng.randint(1, 4))]
+            lines = [
+                (rng.choice(["A-100", "B-200", "C-300", "D-400"]), rng.randint(1, 5), rng.randint(100, 9000))
+                for _ in range(rng.randint(1, 4))
+            ]
             total = sum(q * p for _, q, p in lines)
             created = (now - timedelta(minutes=rng.randint(1, 500000))).isoformat()
-            order_rows.append((order_id, rng.randint(1, customers), rng.choice(["pending", "paid", "shipped", "cancelled"]), total, created))
+            order_rows.append(
+                (order_id, rng.randint(1, customers), rng.choice(["pending", "paid", "shipped", "cancelled"]), total, created)
+            )
             for sku, quantity, price in lines:
                 item_id += 1
                 item_rows.append((item_id, order_id, sku, quantity, price))

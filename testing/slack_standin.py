@@ -123,7 +123,7 @@ class SlackStandIn:
         return self.api_url.replace("/api/", "/services/T0DRILL/B0DRILL/standin")
 
     # -- lifecycle -----------------------------------------------------------
-    def start(self) -> "SlackStandIn":
+    def start(self) -> SlackStandIn:
         standin = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -147,7 +147,7 @@ class SlackStandIn:
             self.server.server_close()
             self.server = None
 
-    def __enter__(self) -> "SlackStandIn":
+    def __enter__(self) -> SlackStandIn:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -167,7 +167,10 @@ class SlackStandIn:
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
         request = RecordedRequest(
-            method=handler.command, path=handler.path, headers={k.lower(): v for k, v in handler.headers.items()}, body=handler.rfile.read(length)
+            method=handler.command,
+            path=handler.path,
+            headers={k.lower(): v for k, v in handler.headers.items()},
+            body=handler.rfile.read(length),
         )
         with self._lock:
             self.requests.append(request)
@@ -185,7 +188,9 @@ class SlackStandIn:
         if fault == "server_error":
             return self._send(handler, 500, {"ok": False, "error": "internal_error"})
         if fault == "html_error":  # what a proxy or load balancer in front of Slack answers
-            page = "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body>\n</html>\n"
+            page = (
+                "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n</body>\n</html>\n"
+            )
             return self._send(handler, 502, page, {"Content-Type": "text/html"})
         if fault in ("invalid_auth", "channel_not_found"):
             return self._send(handler, 200, {"ok": False, "error": fault})
@@ -244,7 +249,9 @@ class SlackStandIn:
         data = (json.dumps(body) if not isinstance(body, str) else body).encode()
         try:
             handler.send_response(status)
-            handler.send_header("Content-Type", "application/json; charset=utf-8" if not isinstance(body, str) else "text/plain; charset=utf-8")
+            handler.send_header(
+                "Content-Type", "application/json; charset=utf-8" if not isinstance(body, str) else "text/plain; charset=utf-8"
+            )
             handler.send_header("Content-Length", str(len(data)))
             for key, value in (headers or {}).items():
                 handler.send_header(key, value)

@@ -22,8 +22,20 @@ os.environ["DRILLBOOK_SERVER_HOME"] = os.path.join(_PREFECT_HOME, "drillbook-ser
 from drillbook.testing.s3 import create_bucket, environment, local_s3, replicate_once, s3_replica_url  # noqa: E402
 from drillbook.testing.sample import make_sample_database  # noqa: E402
 
-S3_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "drillbook-test", "AWS_SECRET_ACCESS_KEY": "drillbook-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
-_CALLER_KEYS = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "DRILLBOOK_CONFIG", "DRILLBOOK_LITESTREAM", "SLACK_BOT_TOKEN", "SLACK_WEBHOOK_URL")
+S3_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "drillbook-test",
+    "AWS_SECRET_ACCESS_KEY": "drillbook-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+_CALLER_KEYS = (
+    "AWS_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_ENDPOINT_URL",
+    "DRILLBOOK_CONFIG",
+    "DRILLBOOK_LITESTREAM",
+    "SLACK_BOT_TOKEN",
+    "SLACK_WEBHOOK_URL",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -112,6 +124,8 @@ def corrupt_index(path: Path) -> None:
     make_sample_database(path, customers=50)
     connection = sqlite3.connect(path)
     connection.execute("PRAGMA writable_schema=ON")
-    connection.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX orders_customer ON orders(total_cents)' WHERE name = 'orders_customer'")
+    connection.execute(
+        "UPDATE sqlite_schema SET sql = 'CREATE INDEX orders_customer ON orders(total_cents)' WHERE name = 'orders_customer'"
+    )
     connection.commit()
     connection.close()

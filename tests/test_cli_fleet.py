@@ -40,5 +40,7 @@ def test_release_refuses_to_emit_and_forget_without_a_server(capsys, extra, what
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         assert main(["release", "--release", "v1.2.3", *extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"drillbook: no Prefect server is configured (PREFECT_API_URL is not set), so {what} would go to a temporary in-process server and be lost.")
+    assert err.startswith(
+        f"drillbook: no Prefect server is configured (PREFECT_API_URL is not set), so {what} would go to a temporary in-process server and be lost."
+    )
     assert "export PREFECT_API_URL=http://127.0.0.1:4200/api" in err

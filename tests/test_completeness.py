@@ -25,7 +25,14 @@ def test_every_command_has_help(command, capsys):
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     assert f"usage: drillbook {command}" in out
-    help_line = next(a.help for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction" for c in [a._choices_actions] for a in c if a.dest == command)
+    help_line = next(
+        a.help
+        for a in build_parser()._actions
+        if a.__class__.__name__ == "_SubParsersAction"
+        for c in [a._choices_actions]
+        for a in c
+        if a.dest == command
+    )
     assert help_line
 
 

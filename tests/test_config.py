@@ -26,7 +26,16 @@ def test_bad_durations(value):
 
 
 def test_a_valid_catalogue_loads(write_catalogue):
-    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m", "schema_version": 42, "live_path": "/var/lib/app/orders.db"})
+    path = write_catalogue(
+        {
+            "name": "orders",
+            "replica": S3,
+            "rto_target": "5m",
+            "rpo_target": "1m",
+            "schema_version": 42,
+            "live_path": "/var/lib/app/orders.db",
+        }
+    )
     catalogue = load_catalogue(path)
     orders = catalogue.get("orders")
     assert (orders.rto_target, orders.rpo_target, orders.schema_version) == (300.0, 60.0, 42)
@@ -42,7 +51,7 @@ def test_bad_duration_names_file_entry_and_field(write_catalogue):
     path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5 minutes", "rpo_target": "1m"})
     assert _error(path) == (
         f"{path}: invalid catalogue:\n"
-        "  database[0] 'orders': field rto_target: expected a number of seconds or a string like \"90s\", \"5m\", \"1h\", got '5 minutes'"
+        '  database[0] \'orders\': field rto_target: expected a number of seconds or a string like "90s", "5m", "1h", got \'5 minutes\''
     )
 
 
@@ -70,7 +79,10 @@ def test_not_toml(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    assert _error(tmp_path / "nope.toml") == f"{tmp_path / 'nope.toml'}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH."
+    assert (
+        _error(tmp_path / "nope.toml")
+        == f"{tmp_path / 'nope.toml'}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH."
+    )
 
 
 def test_unknown_database(write_catalogue):

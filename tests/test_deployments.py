@@ -29,7 +29,13 @@ def test_file_validates_with_prefects_model():
     raw = yaml.safe_load(PREFECT_FILE.read_text())
     assert raw["pull"] == []  # no pull step: `prefect deploy` would otherwise record this checkout's path for every worker
     model = PrefectYamlModel.model_validate(raw)
-    assert {d.name for d in model.deployments} == {"drillbook-nightly", "drillbook-release", "drillbook-drill", "drillbook-batch", "drillbook-stale"}
+    assert {d.name for d in model.deployments} == {
+        "drillbook-nightly",
+        "drillbook-release",
+        "drillbook-drill",
+        "drillbook-batch",
+        "drillbook-stale",
+    }
 
 
 def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatch, tmp_path):
@@ -48,12 +54,14 @@ def test_every_entrypoint_imports_and_its_parameters_fit(deployments, monkeypatc
 
 
 def _required(flow) -> dict:
-    return {"drill-database": {"name": "orders"}, "release-drills": {"release": "v1"}, "drill-batch": {"drills": [{"name": "orders"}]}}.get(flow.name, {})
+    return {"drill-database": {"name": "orders"}, "release-drills": {"release": "v1"}, "drill-batch": {"drills": [{"name": "orders"}]}}.get(
+        flow.name, {}
+    )
 
 
 def test_drill_deployment_name_matches_what_the_flows_call(deployments):
-    from drillbook.flows.fleet import BATCH_DEPLOYMENT, DRILL_DEPLOYMENT
     from drillbook.flows.cli_fleet import RELEASE_DEPLOYMENT
+    from drillbook.flows.fleet import BATCH_DEPLOYMENT, DRILL_DEPLOYMENT
 
     assert DRILL_DEPLOYMENT == "drill-database/drillbook-drill"
     assert BATCH_DEPLOYMENT == "drill-batch/drillbook-batch"

@@ -44,7 +44,9 @@ def test_pass_drill_reports_rto_rpo_and_keeps_evidence(capsys, replicate, write_
     # Nothing configured for this entry: both later stages say so rather than vanish.
     assert result["phases"]["smoke"] == {"status": "skipped", "seconds": 0.0, "summary": "no smoke tests configured"}
     assert result["phases"]["expectations"]["status"] == "skipped"
-    assert result["rto_seconds"] == pytest.approx(result["phases"]["restore"]["seconds"] + result["phases"]["integrity"]["seconds"], abs=0.01)
+    assert result["rto_seconds"] == pytest.approx(
+        result["phases"]["restore"]["seconds"] + result["phases"]["integrity"]["seconds"], abs=0.01
+    )
 
     bundle = read_bundle(Path(result["evidence"]))
     assert bundle.restore.litestream["txid"] == bundle.restore.txid

@@ -26,7 +26,10 @@ def test_unwritable_evidence_dir_falls_back_and_says_so(capsys, replicate, write
     assert result["phases"]["restore"]["status"] == "skipped"
     assert Path(result["evidence"]).is_file()
     assert "drillbook-evidence" in result["evidence"]
-    assert f"evidence could not be written to {blocker} (Not a directory); written to {Path(result['evidence']).parents[1]} instead" in result["notes"]
+    assert (
+        f"evidence could not be written to {blocker} (Not a directory); written to {Path(result['evidence']).parents[1]} instead"
+        in result["notes"]
+    )
 
 
 def test_prefect_artifact_carries_the_summary(capsys, replicate, write_catalogue):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 
@@ -117,15 +118,23 @@ def test_failing_expectations_leak_no_email(capsys, replicate, write_catalogue, 
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["drill-people"])))
     assert artifacts, "the drill wrote no Prefect artifact"
     artifact_text = "\n".join(str(a.data) for a in artifacts)
-    for where, text in {"evidence": bundle_text, "stdout": captured.out, "stderr": captured.err, "terminal": terminal, "markdown": markdown, "artifact": artifact_text}.items():
+    for where, text in {
+        "evidence": bundle_text,
+        "stdout": captured.out,
+        "stderr": captured.err,
+        "terminal": terminal,
+        "markdown": markdown,
+        "artifact": artifact_text,
+    }.items():
         assert "@" + SECRET_DOMAIN not in text and "Person Number" not in text, f"row values leaked into the {where}"
     assert "expect_column_values_to_match_regex" in artifact_text  # the check itself is named
 
 
 def _terminal_text(result) -> str:
-    console = Console(record=True, width=200, file=open("/dev/null", "w"))
-    console.print(render_terminal(result))
-    return console.export_text()
+    with open(os.devnull, "w") as sink:
+        console = Console(record=True, width=200, file=sink)
+        console.print(render_terminal(result))
+        return console.export_text()
 
 
 def test_samples_are_kept_only_when_the_entry_opts_in(tmp_path):
@@ -151,7 +160,11 @@ def test_raising_expectation_is_isolated(tmp_path):
                 expect("expect_table_row_count_to_be_between", min_value={"$PARAMETER": "expected_rows"}),
                 expect("expect_column_values_to_not_be_null", column="dropped_by_migration"),
                 # Fails to serialize a numpy bool on pandas 3 in GX's own to_json_dict(); read safely here.
-                expect("expect_column_quantile_values_to_be_between", column="id", quantile_ranges={"quantiles": [0.5], "value_ranges": [[0, 1000]]}),
+                expect(
+                    "expect_column_quantile_values_to_be_between",
+                    column="id",
+                    quantile_ranges={"quantiles": [0.5], "value_ranges": [[0, 1000]]},
+                ),
                 expect("expect_column_values_to_be_unique", column="email"),
             ],
         )
@@ -167,7 +180,9 @@ def test_raising_expectation_is_isolated(tmp_path):
     ]
     assert report.results[3].observed_value == {"quantiles": [0.5], "values": [50]}
     assert report.status.value == "failed"
-    assert report.summary.startswith("2 of 5 expectations failed: customers expect_table_row_count_to_be_between: error: SuiteParameterError")
+    assert report.summary.startswith(
+        "2 of 5 expectations failed: customers expect_table_row_count_to_be_between: error: SuiteParameterError"
+    )
 
 
 def test_missing_table_fails_its_expectations_only(tmp_path):
@@ -176,7 +191,10 @@ def test_missing_table_fails_its_expectations_only(tmp_path):
         write_suite(
             tmp_path / "s",
             "two",
-            [expect("expect_table_row_count_to_be_between", min_value=1), {**expect("expect_table_row_count_to_be_between", min_value=1), "meta": {"table": "ghost"}}],
+            [
+                expect("expect_table_row_count_to_be_between", min_value=1),
+                {**expect("expect_table_row_count_to_be_between", min_value=1), "meta": {"table": "ghost"}},
+            ],
         )
     )
     report = run_expectations(db, [suite])
@@ -201,7 +219,15 @@ def test_wrong_path_is_an_error_not_an_empty_database(tmp_path):
         ("{not json", "not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
         ('{"name": "x"}', 'not an expectation suite: expected a JSON object with an "expectations" list'),
         (
-            json.dumps({"meta": {"table": "t"}, "expectations": [expect("expect_table_row_count_to_be_between", min_value=1), expect("expect_column_values_to_be_nice", column="a")]}),
+            json.dumps(
+                {
+                    "meta": {"table": "t"},
+                    "expectations": [
+                        expect("expect_table_row_count_to_be_between", min_value=1),
+                        expect("expect_column_values_to_be_nice", column="a"),
+                    ],
+                }
+            ),
             "expectation[1] (expect_column_values_to_be_nice): does not load: unknown expectation type; check the spelling against the Great Expectations 1.x expectation names",
         ),
         (
@@ -301,8 +327,14 @@ def test_suggest_from_a_file_with_a_compound_key(tmp_path, capsys):
     connection.close()
     assert main(["expectations", "suggest", "links", "--db", str(db), "--output", "-"]) == 0
     suite = json.loads(capsys.readouterr().out)
-    assert {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "b"]}, "meta": {"table": "links"}} in suite["expectations"]
-    assert {"type": "expect_table_row_count_to_be_between", "kwargs": {"min_value": 45, "max_value": 100}, "meta": {"table": "links"}} in suite["expectations"]
+    assert {"type": "expect_compound_columns_to_be_unique", "kwargs": {"column_list": ["a", "b"]}, "meta": {"table": "links"}} in suite[
+        "expectations"
+    ]
+    assert {
+        "type": "expect_table_row_count_to_be_between",
+        "kwargs": {"min_value": 45, "max_value": 100},
+        "meta": {"table": "links"},
+    } in suite["expectations"]
     path = tmp_path / "links.json"
     path.write_text(json.dumps(suite))
     assert run_expectations(db, [load_suite(path)]).status.value == "passed"

@@ -123,7 +123,9 @@ def big_sample(path: Path) -> None:
     ("action", "seen"),
     [("500", "answered HTTP 500 InternalError"), ("403", "access denied reading"), ("reset", "object GETs fail")],
 )
-def test_object_gets_failing_after_a_good_listing_is_object_storage_failure(action, seen, capsys, replicate, proxy, write_catalogue, tmp_path):
+def test_object_gets_failing_after_a_good_listing_is_object_storage_failure(
+    action, seen, capsys, replicate, proxy, write_catalogue, tmp_path
+):
     live, key = replicated_key(replicate)
     proxy.fail("get", action)
     config = write_catalogue(entry("orders", through(proxy, key), live_path=str(live)))
@@ -204,7 +206,10 @@ def _append_rows(live: Path, rows: int = 5) -> None:
     import sqlite3
 
     connection = sqlite3.connect(live)
-    connection.executemany("INSERT INTO customers (email, name, created_at) VALUES (?, 'n', 't')", [(f"new{os.urandom(4).hex()}@example.com",) for _ in range(rows)])
+    connection.executemany(
+        "INSERT INTO customers (email, name, created_at) VALUES (?, 'n', 't')",
+        [(f"new{os.urandom(4).hex()}@example.com",) for _ in range(rows)],
+    )
     connection.commit()
     connection.close()
 
@@ -233,7 +238,9 @@ def test_copied_replica_is_judged_on_the_time_litestream_wrote_it(capsys, replic
     time.sleep(3.2)  # the data ages; a copy made now gets fresh object timestamps
     copy_key = f"copy-{os.urandom(4).hex()}/app.db"
     for obj in _objects(s3_endpoint, key):
-        _s3(s3_endpoint).copy_object(Bucket="drills", Key=obj["Key"].replace(key, copy_key, 1), CopySource={"Bucket": "drills", "Key": obj["Key"]})
+        _s3(s3_endpoint).copy_object(
+            Bucket="drills", Key=obj["Key"].replace(key, copy_key, 1), CopySource={"Bucket": "drills", "Key": obj["Key"]}
+        )
     config = write_catalogue(entry("orders", s3_replica_url(s3_endpoint, "drills", copy_key), live_path=str(live), rpo_target="2s"))
     drilled = drill(capsys, config, "orders", live=live)
     assert (drilled.code, drilled.result["failure_mode"]) == (1, "replica lag")
@@ -272,7 +279,9 @@ def test_scratch_disk_full_from_the_start_is_an_error_naming_it(capsys, replicat
     live, key = replicated_key(replicate)
     scratch = tmpfs("scratchfs", size="256k")
     _fill(scratch)
-    config = write_catalogue(entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"scratch_dir": str(scratch)})
+    config = write_catalogue(
+        entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"scratch_dir": str(scratch)}
+    )
     drilled = drill(capsys, config, "orders", live=live)
     assert (drilled.code, drilled.result["failure_mode"]) == (2, "drill error")
     assert str(scratch) in drilled.details and ("No space left on device" in drilled.details or "scratch disk is full" in drilled.details)
@@ -293,7 +302,9 @@ def _fill(directory: Path) -> None:
 def test_scratch_disk_filling_during_the_restore_is_an_error_naming_it(capsys, replicate, s3_endpoint, write_catalogue, tmpfs):
     live, key = replicated_key(replicate, big_sample)
     scratch = tmpfs("scratchfs", size="512k")
-    config = write_catalogue(entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"scratch_dir": str(scratch)})
+    config = write_catalogue(
+        entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"scratch_dir": str(scratch)}
+    )
     drilled = drill(capsys, config, "orders", live=live)
     assert (drilled.code, drilled.result["failure_mode"]) == (2, "drill error")
     assert f"the scratch disk is full ({scratch}/orders/" in drilled.details
@@ -303,7 +314,9 @@ def test_scratch_disk_filling_during_the_restore_is_an_error_naming_it(capsys, r
 def test_read_only_scratch_is_an_error_and_still_recorded(capsys, replicate, s3_endpoint, write_catalogue, tmpfs, tmp_path):
     live, key = replicated_key(replicate)
     scratch = tmpfs("scratchfs", read_only=True)
-    config = write_catalogue(entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"scratch_dir": str(scratch)})
+    config = write_catalogue(
+        entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"scratch_dir": str(scratch)}
+    )
     drilled = drill(capsys, config, "orders", live=live)
     assert (drilled.code, drilled.result["failure_mode"]) == (2, "drill error")
     assert f"cannot create the scratch directory {scratch}/orders: Read-only file system" in drilled.details
@@ -313,7 +326,9 @@ def test_read_only_scratch_is_an_error_and_still_recorded(capsys, replicate, s3_
 def test_read_only_evidence_dir_is_an_error_recorded_in_the_fallback(capsys, replicate, s3_endpoint, write_catalogue, tmpfs):
     live, key = replicated_key(replicate)
     evidence = tmpfs("evidencefs", read_only=True)
-    config = write_catalogue(entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"evidence_dir": str(evidence)})
+    config = write_catalogue(
+        entry("orders", s3_replica_url(s3_endpoint, "drills", key), live_path=str(live)), settings={"evidence_dir": str(evidence)}
+    )
     drilled = drill(capsys, config, "orders", live=live)
     assert (drilled.code, drilled.result["failure_mode"]) == (2, "drill error")
     assert f"the evidence directory {evidence} is not writable (Read-only file system)" in drilled.details

@@ -70,7 +70,13 @@ def test_signal_mid_restore_stops_everything_records_error_and_exits_2(sig, whol
     with FaultProxy(s3_endpoint) as proxy:
         proxy.fail("get", "stall", after=1)  # the header read passes, the restore hangs on its GETs
         config = write_catalogue(
-            entry("orders", s3_replica_url(proxy.url, "drills", key), live_path=str(replicated.live), stall_timeout="10m", restore_timeout="10m")
+            entry(
+                "orders",
+                s3_replica_url(proxy.url, "drills", key),
+                live_path=str(replicated.live),
+                stall_timeout="10m",
+                restore_timeout="10m",
+            )
         )
         before = replicated.live.read_bytes()
         process = subprocess.Popen(

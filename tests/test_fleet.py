@@ -36,7 +36,12 @@ def _free_port() -> int:
 
 
 def _psql(sql: str) -> None:
-    subprocess.run(["psql", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql], check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        ["psql", "-h", PG["host"], "-p", PG["port"], "-U", PG["user"], "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
 
 
 def _stop(process: subprocess.Popen) -> None:
@@ -132,7 +137,9 @@ def fleet(tmp_path_factory, s3_endpoint):
         for name in ("worker-a", "worker-b"):
             worker_env = {**client_env, "PREFECT_HOME": str(base / name), "PYTHONPATH": str(app)}
             # --limit 3: at most three runs at once per worker (a nightly and its four batches need both).
-            start(name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name, "--limit", "3"], worker_env, cwd=app)
+            start(
+                name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name, "--limit", "3"], worker_env, cwd=app
+            )
         yield fleet
         assert all(p.poll() is None for p in processes[1:]), "a worker died during the test"
 
@@ -145,7 +152,9 @@ def _catalogue(tmp_path: Path, replicate, count: int) -> tuple[Path, list[str]]:
     for index in range(count):
         replicated = replicate()
         names.append(f"fleet{index}")
-        lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in entry(f"fleet{index}", replicated.replica, schema_version=3).items()]
+        lines += ["", "[[database]]"] + [
+            f"{k} = {_toml(v)}" for k, v in entry(f"fleet{index}", replicated.replica, schema_version=3).items()
+        ]
     broken = replicate(corrupt_index)
     lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in entry("fleet-broken", broken.replica).items()]
     path = tmp_path / "drillbook.toml"
@@ -163,7 +172,11 @@ def test_nightly_over_two_workers(fleet, replicate, tmp_path):
     started = time.monotonic()
     with temporary_settings(updates={PREFECT_API_URL: fleet.api_url}):
         nightly = run_deployment(
-            "nightly-drills/drillbook-nightly", parameters={"config_path": str(config), "max_concurrent": 4}, timeout=600, poll_interval=1, as_subflow=False
+            "nightly-drills/drillbook-nightly",
+            parameters={"config_path": str(config), "max_concurrent": 4},
+            timeout=600,
+            poll_interval=1,
+            as_subflow=False,
         )
         wall = time.monotonic() - started
         assert nightly.state.is_failed(), nightly.state  # one database is broken: the nightly says so
@@ -174,7 +187,7 @@ def test_nightly_over_two_workers(fleet, replicate, tmp_path):
                 deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-batch"])),
             )
     rows = {row["database"]: row for row in (json.loads(summary.data) if isinstance(summary.data, str) else summary.data)}
-    assert {name: rows[name]["verdict"] for name in names} == {name: "PASS" for name in names}
+    assert {name: rows[name]["verdict"] for name in names} == dict.fromkeys(names, "PASS")
     assert (rows["fleet-broken"]["verdict"], rows["fleet-broken"]["failure mode"]) == ("FAIL", "integrity failure")
 
     # The databases went to the workers as four batches (the drills limit), not one run each.
@@ -202,7 +215,11 @@ def test_nightly_over_two_workers(fleet, replicate, tmp_path):
         drilled = [b for b in bundles if b.database in {d["name"] for d in run.parameters["drills"]}]
         steps = sum(phase.seconds for b in drilled for phase in b.phases.values())
         overheads.append(round(((run.end_time - run.start_time).total_seconds() - steps) / len(drilled), 2))
-    report = {"fleet_nightly_wall_seconds": round(wall, 1), "batch_runs": len(mine), "prefect_overhead_seconds_per_drill": sorted(overheads)}
+    report = {
+        "fleet_nightly_wall_seconds": round(wall, 1),
+        "batch_runs": len(mine),
+        "prefect_overhead_seconds_per_drill": sorted(overheads),
+    }
     print("FLEET-MEASURE " + json.dumps(report))
 
 
@@ -213,13 +230,30 @@ def test_release_cli_is_idempotent_and_exits_with_the_verdict(fleet, replicate, 
 
     config.write_text(
         "\n".join(
-            ["[drillbook]", f"evidence_dir = {_toml(str(tmp_path / 'ev'))}", f"scratch_dir = {_toml(str(tmp_path / 'sc'))}", "", "[[database]]"]
+            [
+                "[drillbook]",
+                f"evidence_dir = {_toml(str(tmp_path / 'ev'))}",
+                f"scratch_dir = {_toml(str(tmp_path / 'sc'))}",
+                "",
+                "[[database]]",
+            ]
             + [f"{k} = {_toml(v)}" for k, v in entry("orders", replicated.replica).items()]
         )
         + "\n"
     )
     release = f"v9.{uuid.uuid4().hex[:6]}"
-    argv = [str(BIN / "drillbook"), "release", "--release", release, "--schema-version", "3", "--config", str(config), "--wait-seconds", "30"]
+    argv = [
+        str(BIN / "drillbook"),
+        "release",
+        "--release",
+        release,
+        "--schema-version",
+        "3",
+        "--config",
+        str(config),
+        "--wait-seconds",
+        "30",
+    ]
     first = fleet.run(*argv, check=False)
     assert first.returncode == 0, first.stdout + first.stderr
     second = fleet.run(*argv, check=False)  # a retried CI job
@@ -241,14 +275,13 @@ def test_release_event_triggers_a_release_run(fleet, replicate, tmp_path):
     sent = fleet.run(str(BIN / "drillbook"), "release", "--release", release, "--schema-version", "3", "--db", "orders", "--emit")
     assert f"sent event drillbook.release.deployed for {release}" in sent.stdout
     deadline = time.monotonic() + 120
-    with temporary_settings(updates={PREFECT_API_URL: fleet.api_url}):
-        with get_client(sync_client=True) as client:
-            while True:
-                runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-release"])))
-                mine = [r for r in runs if r.parameters.get("release") == release]
-                if mine or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
+    with temporary_settings(updates={PREFECT_API_URL: fleet.api_url}), get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-release"])))
+            mine = [r for r in runs if r.parameters.get("release") == release]
+            if mine or time.monotonic() > deadline:
+                break
+            time.sleep(1)
     assert mine, "the trigger did not start a release run"
     (run,) = mine
     assert run.parameters["schema_version"] == 3

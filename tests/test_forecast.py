@@ -24,10 +24,7 @@ class P:
 
 def daily(rtos, *, sizes=None, end=NOW, verdicts=None):
     start = end - timedelta(days=len(rtos) - 1)
-    return [
-        P(start + timedelta(days=i), rto, (verdicts or {}).get(i, "PASS"), (sizes[i] if sizes else None))
-        for i, rto in enumerate(rtos)
-    ]
+    return [P(start + timedelta(days=i), rto, (verdicts or {}).get(i, "PASS"), (sizes[i] if sizes else None)) for i, rto in enumerate(rtos)]
 
 
 def test_theil_sen_ignores_one_outlier_where_least_squares_does_not():
@@ -48,7 +45,9 @@ def test_the_example_line_from_the_issue():
     forecast = forecast_rto("orders", daily(rtos), target_seconds=120, now=NOW)
     assert forecast.known and forecast.slope_seconds_per_week == pytest.approx(3.2, abs=0.01)
     assert forecast.days_to_target == pytest.approx((120 - 41) / (3.2 / 7), rel=0.01)
-    assert forecast.line.startswith("RTO 41s, +3.2 s/week: crosses the 2m 00s target in about 173 days, around 2027-05-16 (14 drills over 13 days")
+    assert forecast.line.startswith(
+        "RTO 41s, +3.2 s/week: crosses the 2m 00s target in about 173 days, around 2027-05-16 (14 drills over 13 days"
+    )
     assert not forecast.warning  # 173 days is outside the 30-day horizon
 
 
@@ -104,7 +103,9 @@ def test_advice_when_drills_regularly_exceed_the_rto():
     assert advice.reasons == ["3 of the last 5 drills exceeded the 2m 00s RTO target (worst 2m 20s)"]
     assert "snapshot / compaction" in advice.route[0] and "server database" in advice.route[1]
     assert advise(points, forecast, over_target=4) is None  # thresholds are configurable
-    assert advise(points[:2] + [P(NOW, None, "FAIL", failure_mode="restore lag")], forecast, over_target=2, window=3) is not None  # killed at the timeout counts
+    assert (
+        advise(points[:2] + [P(NOW, None, "FAIL", failure_mode="restore lag")], forecast, over_target=2, window=3) is not None
+    )  # killed at the timeout counts
 
 
 def test_advice_when_the_forecast_crosses_while_the_size_grows():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +42,7 @@ def test_a_broken_history_store_loses_nothing(capsys, replicate, write_catalogue
     result = json.loads(capsys.readouterr().out)
     assert code == 0  # the verdict stands
     assert any("cannot write the drill history at postgresql+psycopg://nobody@127.0.0.1:1/none" in n for n in result["notes"])
-    bundle = json.loads(open(result["evidence"]).read())
+    bundle = json.loads(Path(result["evidence"]).read_text())
     assert bundle["verdict"] == "PASS"
     assert any("cannot write the drill history" in n for n in bundle["notes"])
 

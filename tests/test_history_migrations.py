@@ -88,7 +88,11 @@ def _result(drill_id: str, database: str, day: int, verdict: Verdict = Verdict.P
             "rto_target_seconds": 120.0,
             "rpo_seconds": 30.0,
             "rpo_target_seconds": 600.0,
-            "phases": {"replica": {"status": "passed", "seconds": 0.4}, "restore": {"status": "passed", "seconds": rto - 2}, "integrity": {"status": "passed", "seconds": 2.0}},
+            "phases": {
+                "replica": {"status": "passed", "seconds": 0.4},
+                "restore": {"status": "passed", "seconds": rto - 2},
+                "integrity": {"status": "passed", "seconds": 2.0},
+            },
             "evidence": f"/srv/evidence/{database}/{drill_id}.json",
         }
     )
@@ -147,7 +151,7 @@ def test_a_first_release_history_db_upgrades_in_place_on_postgresql(postgres_url
 def test_the_fast_path_knows_the_newest_migration():
     from drillbook.tasks.history import HEAD_REVISION
 
-    assert HEAD_REVISION == head_revision(), "a new migration script: update HEAD_REVISION in tasks/history.py"
+    assert head_revision() == HEAD_REVISION, "a new migration script: update HEAD_REVISION in tasks/history.py"
 
 
 def test_a_new_store_is_created_by_the_migrations(tmp_path, postgres_url):  # noqa: F811
@@ -167,13 +171,22 @@ def test_the_migrations_ship_in_the_wheel_and_run_from_it(tmp_path):
         text=True,
         timeout=300,
     )
-    offline = ("NewConnectionError", "Network is unreachable", "No matching distribution found for setuptools", "Could not find a version that satisfies the requirement setuptools")
+    offline = (
+        "NewConnectionError",
+        "Network is unreachable",
+        "No matching distribution found for setuptools",
+        "Could not find a version that satisfies the requirement setuptools",
+    )
     if built.returncode != 0 and any(sign in built.stderr for sign in offline):
         pytest.skip("pip could not fetch the build backend (setuptools>=68) from the package index to build the wheel")
     assert built.returncode == 0, built.stderr[-2000:]
     (wheel,) = (tmp_path / "dist").glob("drillbook-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"drillbook/tasks/migrations/env.py", "drillbook/tasks/migrations/script.py.mako", "drillbook/tasks/migrations/versions/0001_drills_table.py"} <= names
+    assert {
+        "drillbook/tasks/migrations/env.py",
+        "drillbook/tasks/migrations/script.py.mako",
+        "drillbook/tasks/migrations/versions/0001_drills_table.py",
+    } <= names
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
     legacy_record(f"sqlite:///{tmp_path / 'old.db'}", OLD[0])
@@ -218,7 +231,10 @@ def test_drills_in_several_processes_upgrade_a_first_release_store_once(backend,
         "record_drill(sys.argv[1], _result('proc000' + sys.argv[2], 'orders', 5 + int(sys.argv[2])))\n"
         "print(upgrade_store(sys.argv[1]))\n"
     )
-    processes = [subprocess.Popen([sys.executable, "-c", code, url, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT) for i in range(4)]
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, url, str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        for i in range(4)
+    ]
     outcomes = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], [err[-800:] for _, err in outcomes]
     assert {out.strip() for out, _ in outcomes} == {head_revision()}

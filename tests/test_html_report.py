@@ -18,7 +18,16 @@ from tests.conftest import entry
 from tests.test_looking_ahead import seed
 
 CHROMIUM = "/usr/bin/chromium"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
@@ -50,7 +59,9 @@ def test_the_page_is_self_contained_with_stale_databases_first(page):
     assert sections == ["invoices", "users", "orders"] and banner < html.index('data-database="invoices"')
     assert ">invoices</a>: no passing drill recorded" in html and "No drills recorded yet." in html
     orders = html[html.index('data-database="orders"') :]
-    assert re.search(r'class="warning" data-figure="forecast">RTO [^<]+, \+14\.0 s/week: crosses the 2m 00s target in about \d+ days', orders)
+    assert re.search(
+        r'class="warning" data-figure="forecast">RTO [^<]+, \+14\.0 s/week: crosses the 2m 00s target in about \d+ days', orders
+    )
     assert "No-go advice" not in orders  # sizes are flat: a warning, no route to a server database
     assert "evidence" in orders and str(Path(read_bundle_path(html))) in orders
 
@@ -86,7 +97,10 @@ def test_an_unwritable_output_is_one_line_naming_it(write_catalogue, replicate, 
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert main(["report", "--html", str(blocker / "out.html"), "--config", str(config)]) == 2
-    assert capsys.readouterr().err.strip() == f"drillbook: cannot write the report to {blocker / 'out.html'}: {blocker} is not a directory; choose another path for --html"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"drillbook: cannot write the report to {blocker / 'out.html'}: {blocker} is not a directory; choose another path for --html"
+    )
 
 
 @pytest.mark.skipif(not shutil.which("chromium") and not Path(CHROMIUM).exists(), reason="chromium is not installed")

@@ -17,7 +17,7 @@ import pytest
 from drillbook.flows.cli import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.evidence import read_bundle
-from drillbook.tasks.history import record_drills, recent_drills
+from drillbook.tasks.history import recent_drills, record_drills
 from drillbook.tasks.report import render_markdown
 from drillbook.tasks.verdict import DrillResult, Verdict
 from drillbook.testing.slack_standin import SlackStandIn
@@ -32,7 +32,16 @@ def run_json(capsys, *argv: str) -> tuple[int, dict]:
     return code, json.loads(capsys.readouterr().out)
 
 
-def seed(url: str, template: DrillResult, rtos: list[float], *, days_apart: float = 1.0, end: datetime | None = None, sizes: list[int] | None = None, verdict: Verdict = Verdict.PASS) -> list[DrillResult]:
+def seed(
+    url: str,
+    template: DrillResult,
+    rtos: list[float],
+    *,
+    days_apart: float = 1.0,
+    end: datetime | None = None,
+    sizes: list[int] | None = None,
+    verdict: Verdict = Verdict.PASS,
+) -> list[DrillResult]:
     """Earlier drills: copies of a real drill's result, spread over past days, with the given RTOs (through the store's API)."""
     end = end or template.started_at - timedelta(hours=1)
     made = []
@@ -59,7 +68,10 @@ def slack(monkeypatch):
 
 
 def with_slack(config: Path, slack: SlackStandIn, tmp_path: Path) -> Path:
-    config.write_text(config.read_text() + f'\n[slack]\nchannel = "#drills"\napi_url = "{slack.api_url}"\noutbox_dir = "{tmp_path / "outbox"}"\ntimeout = "2s"\n')
+    config.write_text(
+        config.read_text()
+        + f'\n[slack]\nchannel = "#drills"\napi_url = "{slack.api_url}"\noutbox_dir = "{tmp_path / "outbox"}"\ntimeout = "2s"\n'
+    )
     return config
 
 
@@ -72,7 +84,9 @@ def _artifact(key: str) -> str:
 
     async def latest():
         async with get_client() as client:
-            return await client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC)
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])), sort=ArtifactSort.CREATED_DESC
+            )
 
     artifacts = asyncio.run(latest())
     assert artifacts, f"no {key} artifact"
@@ -117,7 +131,10 @@ def test_a_forecast_inside_the_horizon_warns_everywhere_and_never_changes_the_ve
     terminal = capsys.readouterr().out
     assert code == 0  # a WARNING, not a FAIL
     flat = " ".join(re.sub(r"[│╭╮╰╯─]", " ", terminal).split())
-    assert re.search(r"WARNING forecast: RTO \S+, \+14\.0 s/week: crosses the 2m 00s target in about 1[01] days, around \d{4}-\d\d-\d\d \(12 drills over", flat), flat
+    assert re.search(
+        r"WARNING forecast: RTO \S+, \+14\.0 s/week: crosses the 2m 00s target in about 1[01] days, around \d{4}-\d\d-\d\d \(12 drills over",
+        flat,
+    ), flat
     assert "(inside the 30-day horizon)" in flat
 
     (result,) = [read_bundle(p) for p in sorted((tmp_path / "evidence" / "forecast-db").glob("*.json"))[-1:]]
@@ -126,7 +143,9 @@ def test_a_forecast_inside_the_horizon_warns_everywhere_and_never_changes_the_ve
     assert result.outlook.advice is not None and "grows by" in result.outlook.advice.reasons[0]
     assert "WARNING forecast:" in render_markdown(result) and "No-go advice" in render_markdown(result)
     artifact = _artifact("drill-forecast-db")
-    assert "- **WARNING forecast:** RTO" in artifact and "crosses the 2m 00s target in about" in artifact and "- **No-go advice:**" in artifact
+    assert (
+        "- **WARNING forecast:** RTO" in artifact and "crosses the 2m 00s target in about" in artifact and "- **No-go advice:**" in artifact
+    )
     chart = Path(result.outlook.chart)
     assert chart.read_bytes().startswith(b"\x89PNG")
 
@@ -155,10 +174,16 @@ def test_nightly_attaches_the_chart_of_a_database_whose_forecast_is_inside_the_h
 
 def test_plan_prints_what_a_restore_would_fetch_without_restoring(capsys, replicate, write_catalogue, tmp_path):
     replicated = replicate()
-    config = write_catalogue(entry("orders", replicated.replica), entry("users", replicated.replica), entry("empty", replicated.replica.replace("/app.db", "/none.db")))
+    config = write_catalogue(
+        entry("orders", replicated.replica),
+        entry("users", replicated.replica),
+        entry("empty", replicated.replica.replace("/app.db", "/none.db")),
+    )
     assert main(["plan", "orders", "--config", str(config)]) == 0
     out = capsys.readouterr().out
-    assert re.match(r"orders: plan: fetch [\d,]+ bytes in 1 LTX file\(s\); expected RTO unknown \(.*no drill with a measured throughput yet", out), out
+    assert re.match(
+        r"orders: plan: fetch [\d,]+ bytes in 1 LTX file\(s\); expected RTO unknown \(.*no drill with a measured throughput yet", out
+    ), out
     assert "nothing was restored" in out
     assert not (tmp_path / "scratch").exists() or not list((tmp_path / "scratch").rglob("*.db"))
 
@@ -202,7 +227,11 @@ def test_history_is_a_compact_table_when_piped_and_json_is_unchanged(capsys, rep
 def test_stale_lists_old_and_never_passed_databases_and_alerts_once_per_transition(capsys, replicate, write_catalogue, slack, tmp_path):
     replicated = replicate()
     config = with_slack(
-        write_catalogue(entry("fresh", replicated.replica), entry("old", replicated.replica, max_drill_age="1d", owners=["U0ADA1"]), entry("never", replicated.replica)),
+        write_catalogue(
+            entry("fresh", replicated.replica),
+            entry("old", replicated.replica, max_drill_age="1d", owners=["U0ADA1"]),
+            entry("never", replicated.replica),
+        ),
         slack,
         tmp_path,
     )
@@ -267,7 +296,11 @@ def _families(text: str) -> dict[str, dict[tuple, float]]:
 def test_metrics_textfile_reads_back_with_prometheus_parser_and_every_drill_refreshes_it(capsys, replicate, write_catalogue, tmp_path):
     replicated = replicate()
     metrics_file = tmp_path / "textfile" / "drillbook.prom"
-    config = write_catalogue(entry("orders", replicated.replica), entry("users", replicated.replica, schema_version=99), settings={"metrics_file": str(metrics_file)})
+    config = write_catalogue(
+        entry("orders", replicated.replica),
+        entry("users", replicated.replica, schema_version=99),
+        settings={"metrics_file": str(metrics_file)},
+    )
     assert main(["run", "orders", "--config", str(config)]) == 0
     assert metrics_file.is_file()  # the drill refreshed it
     assert main(["run", "users", "--config", str(config)]) == 1
@@ -345,7 +378,9 @@ def test_plan_without_litestream_is_one_line_and_exit_2(capsys, write_catalogue,
     monkeypatch.setenv("DRILLBOOK_LITESTREAM", str(tmp_path / "no-such-litestream"))
     assert main(["plan", "orders", "--config", str(config)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"drillbook: DRILLBOOK_LITESTREAM={tmp_path / 'no-such-litestream'} is not an executable file; unset it or point it at litestream 0.5.17."]
+    assert err == [
+        f"drillbook: DRILLBOOK_LITESTREAM={tmp_path / 'no-such-litestream'} is not an executable file; unset it or point it at litestream 0.5.17."
+    ]
 
 
 def test_metrics_carry_the_forecast_once_there_are_enough_drills(capsys, replicate, write_catalogue):
@@ -375,7 +410,9 @@ def test_the_horizon_and_the_minimum_are_the_catalogues(capsys, replicate, write
     seed(load_catalogue(config).history_url, read_bundle(Path(first["evidence"])), [80 + 2 * i for i in range(10)])
     code, second = run_json(capsys, "run", "orders", "--config", str(config))
     forecast = read_bundle(Path(second["evidence"])).outlook.forecast
-    assert code == 0 and not forecast.known and forecast.line.endswith("no forecast yet, 12 of the 30 passing drills it needs (not guessing)")
+    assert (
+        code == 0 and not forecast.known and forecast.line.endswith("no forecast yet, 12 of the 30 passing drills it needs (not guessing)")
+    )
 
     config.write_text(config.read_text().replace("forecast_min_drills = 30", "forecast_min_drills = 5"))
     code, third = run_json(capsys, "run", "orders", "--config", str(config))

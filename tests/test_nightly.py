@@ -85,12 +85,11 @@ def _entry(config, name):
 
 
 def test_a_missing_limit_is_an_error_not_unlimited():
-    from prefect.concurrency.sync import concurrency
     from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.concurrency.sync import concurrency
 
-    with pytest.raises(ConcurrencySlotAcquisitionError):
-        with concurrency("drillbook-drils-misspelled", occupy=1, strict=True):
-            pass
+    with pytest.raises(ConcurrencySlotAcquisitionError), concurrency("drillbook-drils-misspelled", occupy=1, strict=True):
+        pass
 
 
 def test_unknown_tag_and_unknown_database_are_named(replicate, write_catalogue):

@@ -79,7 +79,11 @@ def test_from_an_application_folder_help_check_config_and_demo(installed, app_fo
     python = str(installed / "python")
 
     # The application's own modules win for their names; drillbook works beside them.
-    both = _run([python, "-c", "import tasks, flows, drillbook.flows.cli; print(tasks.WHO, '|', flows.WHO, '|', drillbook.flows.cli.__name__)"], app_folder, env)
+    both = _run(
+        [python, "-c", "import tasks, flows, drillbook.flows.cli; print(tasks.WHO, '|', flows.WHO, '|', drillbook.flows.cli.__name__)"],
+        app_folder,
+        env,
+    )
     assert both.stdout.strip() == "the application | the application | drillbook.flows.cli"
 
     assert "Exit codes: 0 PASS" in _run([str(installed / "drillbook"), "--help"], app_folder, env).stdout

@@ -57,7 +57,12 @@ def _at(minutes: float) -> PointRequest:
 
 
 def _restored(txid: str | None, status: Status = Status.PASSED) -> RestoreResult:
-    return RestoreResult(status=status, txid=txid, path="/tmp/x.db" if txid else None, summary="litestream restore exited 1: Error: no matching backup files available")
+    return RestoreResult(
+        status=status,
+        txid=txid,
+        path="/tmp/x.db" if txid else None,
+        summary="litestream restore exited 1: Error: no matching backup files available",
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,7 +76,10 @@ def test_txid_is_normalised_to_sixteen_hex_digits(value, normal):
 def test_malformed_txid_names_the_option(value):
     with pytest.raises(ConfigError) as caught:
         parse_txid(value)
-    assert str(caught.value) == f"--txid {value!r}: expected a hexadecimal TXID like 0000000000001a2b (1 to 16 hex digits, as `litestream ltx` lists them)"
+    assert (
+        str(caught.value)
+        == f"--txid {value!r}: expected a hexadecimal TXID like 0000000000001a2b (1 to 16 hex digits, as `litestream ltx` lists them)"
+    )
 
 
 def test_at_needs_a_zone_and_a_past_time():
@@ -106,7 +114,11 @@ def test_cadence_longer_than_the_window_is_refused():
 
 def test_a_time_between_two_files_expects_the_earlier_one_and_asks_litestream_for_it():
     check = plan_point(_entry(), _at(2.5), LINE, NOW)
-    assert (check.status, check.expected_txid, check.target_args) == (Status.PASSED, "0000000000000003", ["-timestamp", "2026-11-22T12:02:30.000Z"])
+    assert (check.status, check.expected_txid, check.target_args) == (
+        Status.PASSED,
+        "0000000000000003",
+        ["-timestamp", "2026-11-22T12:02:30.000Z"],
+    )
     assert verify_point(check, _restored("0000000000000003"), LINE).proven
 
 
@@ -138,7 +150,9 @@ def test_a_missing_file_before_the_point_is_a_gap():
 def test_a_point_before_the_oldest_is_named_and_litestreams_refusal_kept():
     check = verify_point(plan_point(_entry(), _at(-10), LINE, NOW), _restored(None, Status.FAILED), LINE)
     assert (check.status, check.problem) == (Status.FAILED, PointProblem.BEFORE_OLDEST)
-    assert check.summary.startswith("2026-11-22T11:50:00.000Z is before the oldest restorable point (TXID 0000000000000001 written 2026-11-22T12:00:00.000Z)")
+    assert check.summary.startswith(
+        "2026-11-22T11:50:00.000Z is before the oldest restorable point (TXID 0000000000000001 written 2026-11-22T12:00:00.000Z)"
+    )
     assert "no matching backup files available" in check.summary
 
 
@@ -179,7 +193,10 @@ def test_retention_short_names_the_oldest_point():
     # No file starts at TXID 1 any more: nothing is restorable, and the retention drill says so in its own words.
     pruned = _timeline(_file(0, 3, 3, 2), _file(0, 4, 4, 3))
     check = plan_point(_entry(retention_target="1d"), PointRequest(kind=PointKind.RETENTION), pruned, NOW)
-    assert (check.problem, check.summary) == (PointProblem.RETENTION_SHORT, "retention window short: the replica lists no file starting at TXID 1 (no snapshot): no point of it is restorable")
+    assert (check.problem, check.summary) == (
+        PointProblem.RETENTION_SHORT,
+        "retention window short: the replica lists no file starting at TXID 1 (no snapshot): no point of it is restorable",
+    )
 
 
 def _proven(moment: datetime, started: datetime, *, proven: bool = True) -> dict:
@@ -204,7 +221,9 @@ def test_random_points_favour_slots_never_proven():
 
 
 def test_random_point_stays_inside_what_the_replica_holds_and_says_when_the_window_is_longer():
-    check = plan_point(_entry(restore_points={"random_within": "30d", "every": "1d"}), PointRequest(kind=PointKind.RANDOM), LINE, NOW, rng=random.Random(1))
+    check = plan_point(
+        _entry(restore_points={"random_within": "30d", "every": "1d"}), PointRequest(kind=PointKind.RANDOM), LINE, NOW, rng=random.Random(1)
+    )
     assert check.status == Status.PASSED
     assert T0 < check.request.at <= T0 + timedelta(minutes=3)
     assert "reaches before the replica's first backup" in check.notes[0]
@@ -216,7 +235,10 @@ def test_cadence_and_coverage_from_history():
     assert not point_due([_proven(NOW - timedelta(days=20), NOW - timedelta(days=2))], every, NOW)
     assert point_due([_proven(NOW - timedelta(days=20), NOW - timedelta(days=7))], every, NOW)
     rows = coverage(
-        [_proven(NOW - timedelta(days=20), NOW - timedelta(days=2)), _proven(NOW - timedelta(days=6), NOW - timedelta(days=1), proven=False)],
+        [
+            _proven(NOW - timedelta(days=20), NOW - timedelta(days=2)),
+            _proven(NOW - timedelta(days=6), NOW - timedelta(days=1), proven=False),
+        ],
         30 * 86400.0,
         every,
         NOW,
@@ -264,7 +286,9 @@ def test_a_freshness_query_that_fails_or_returns_no_time_is_an_error_naming_the_
     _live(copy, ["2026-11-25T10:00:00"])
     report = measure_freshness(_entry(freshness_query=query), copy)
     assert report.status == Status.ERROR
-    assert report.summary == f"database 'orders': field freshness_query {problem} on the restored copy: fix the query (one value: a timestamp)"
+    assert (
+        report.summary == f"database 'orders': field freshness_query {problem} on the restored copy: fix the query (one value: a timestamp)"
+    )
 
 
 def test_freshness_values():
@@ -279,14 +303,24 @@ def test_verdict_names_point_and_retention_and_data_loss():
     from drillbook.tasks.verdict import judge
 
     ok = dict(status=Status.PASSED, seconds=0.1)
-    common = dict(drill_id="d", started_at=NOW, finished_at=NOW, replica=ReplicaState(**ok), restore=RestoreResult(**ok), integrity=IntegrityReport(**ok))
+    common = dict(
+        drill_id="d",
+        started_at=NOW,
+        finished_at=NOW,
+        replica=ReplicaState(**ok),
+        restore=RestoreResult(**ok),
+        integrity=IntegrityReport(**ok),
+    )
     behind = PointCheck(status=Status.FAILED, problem=PointProblem.BEHIND, summary="the copy is behind")
     short = PointCheck(status=Status.FAILED, problem=PointProblem.RETENTION_SHORT, summary="retention window short: ...")
     assert judge(_entry(), point=behind, **common).failure_mode.value == "point not restorable"
     assert judge(_entry(), point=short, **common).failure_mode.value == "retention window short"
     lossy = FreshnessReport(status=Status.PASSED, data_loss_seconds=900.0)
     result = judge(_entry(), freshness=lossy, **common)
-    assert (result.failure_mode.value, result.findings[0].detail) == ("replica lag", "data-loss window (freshness_query) is 900s, over the 600s RPO target by 300s")
+    assert (result.failure_mode.value, result.findings[0].detail) == (
+        "replica lag",
+        "data-loss window (freshness_query) is 900s, over the 600s RPO target by 300s",
+    )
     assert result.summary()["data_loss_seconds"] == 900.0
     broken = FreshnessReport(status=Status.ERROR, summary="database 'orders': field freshness_query failed")
     assert judge(_entry(), freshness=broken, **common).verdict.value == "ERROR"
@@ -324,9 +358,15 @@ def test_a_copied_replica_whose_store_times_are_later_is_named():
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('restore_points = { random_within = "1d", every = "7d" }', "field restore_points: every (604800s) is longer than random_within (86400s)"),
+        (
+            'restore_points = { random_within = "1d", every = "7d" }',
+            "field restore_points: every (604800s) is longer than random_within (86400s)",
+        ),
         ('restore_points = { every = "1d" }', "field restore_points.random_within: required field is missing"),
-        ('restore_points = { random_within = "30d", every = "10m" }', "field restore_points.every: Input should be greater than or equal to 3600"),
+        (
+            'restore_points = { random_within = "30d", every = "10m" }',
+            "field restore_points.every: Input should be greater than or equal to 3600",
+        ),
         ('retention_target = "two weeks"', "field retention_target: expected a number of seconds or a string like"),
         ('freshness_query = ""', "field freshness_query: String should have at least 1 character"),
     ],
@@ -350,7 +390,14 @@ def test_reports_show_both_rpo_figures_and_the_point():
     from drillbook.tasks.verdict import judge
 
     ok = dict(status=Status.PASSED, seconds=0.1)
-    common = dict(drill_id="d", started_at=NOW, finished_at=NOW, replica=ReplicaState(**ok), restore=RestoreResult(**ok), integrity=IntegrityReport(**ok))
+    common = dict(
+        drill_id="d",
+        started_at=NOW,
+        finished_at=NOW,
+        replica=ReplicaState(**ok),
+        restore=RestoreResult(**ok),
+        integrity=IntegrityReport(**ok),
+    )
     result = judge(_entry(), freshness=FreshnessReport(status=Status.PASSED, data_loss_seconds=30.0), **common)
     assert "*Data loss* 30s (target 10m 00s" in str(drill_blocks(result))
     point = plan_point(_entry(), _at(2.5), LINE, NOW)
@@ -364,7 +411,9 @@ def test_the_live_path_guard_covers_point_restores(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     (scratch / "orders.db").write_bytes(b"live")
-    restored = restore_database(_entry(live_path=str(scratch / "orders.db")), ReplicaState(status=Status.PASSED), scratch, ["-txid", "0000000000000002"])
+    restored = restore_database(
+        _entry(live_path=str(scratch / "orders.db")), ReplicaState(status=Status.PASSED), scratch, ["-txid", "0000000000000002"]
+    )
     assert (restored.status, restored.problem) == (Status.ERROR, RestoreProblem.GUARD)
     assert (scratch / "orders.db").read_bytes() == b"live"
 

@@ -105,7 +105,12 @@ def test_a_time_between_two_ltx_files_restores_exactly_the_rows_written_before_i
     assert (code, result["verdict"]) == (0, "PASS"), result["findings"]
     assert result["phases"]["smoke"]["status"] == "passed"
     point = result["point"]
-    assert (point["kind"], point["expected_txid"], point["restored_txid"], point["proven"]) == ("at", f"{step + 1:016x}", f"{step + 1:016x}", True)
+    assert (point["kind"], point["expected_txid"], point["restored_txid"], point["proven"]) == (
+        "at",
+        f"{step + 1:016x}",
+        f"{step + 1:016x}",
+        True,
+    )
     assert point["requested_at"] == history.between(step).replace("Z", "")[:23] + "Z"
 
 
@@ -144,7 +149,9 @@ def test_a_point_before_any_backup_is_a_fail_and_a_future_one_is_bad_input(capsy
 
 
 def test_retention_short_names_the_oldest_point_and_a_long_enough_window_passes(capsys, history, write_catalogue):
-    config = write_catalogue(entry("short", history.replica, retention_target="1h"), entry("enough", history.replica, retention_target="1s"))
+    config = write_catalogue(
+        entry("short", history.replica, retention_target="1h"), entry("enough", history.replica, retention_target="1s")
+    )
     code, result, _ = run(capsys, "short", "--config", str(config), "--at", "retention")
     assert (code, result["failure_mode"]) == (1, "retention window short")
     detail = result["findings"][0]["detail"]
@@ -157,7 +164,9 @@ def test_retention_short_names_the_oldest_point_and_a_long_enough_window_passes(
 
 
 def test_a_gap_in_the_bucket_is_named_and_never_a_pass(capsys, tmp_path, s3_endpoint, write_catalogue):
-    gapped = build_history(tmp_path, s3_endpoint, steps=6)  # files after the point: S3 lists whole seconds, litestream refuses times in the newest
+    gapped = build_history(
+        tmp_path, s3_endpoint, steps=6
+    )  # files after the point: S3 lists whole seconds, litestream refuses times in the newest
     delete_txid(s3_endpoint, gapped, 3)
     config = write_catalogue(entry("gapped", gapped.replica, smoke=[counting(gapped.rows(3))]))
 
@@ -284,7 +293,11 @@ def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(caps
         f"dbs:\n  - path: {live}\n    replica:\n      url: file://{replica}\n      sync-interval: 200ms\n"
     )
     process = subprocess.Popen(
-        [find_litestream(), "replicate", "-config", str(config)], env=litestream_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        [find_litestream(), "replicate", "-config", str(config)],
+        env=litestream_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         for step in range(14):
@@ -305,22 +318,35 @@ def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(caps
     ends = {f.max_txid for f in timeline.files}
     # A level-1 file after the first point, holding a TXID no file ends at (a snapshot may end inside one).
     compacted, txid = next(
-        (f, t) for f in sorted(timeline.files, key=lambda f: f.min_txid) if f.level == 1 and f.min_txid > 1 for t in range(f.min_txid, f.max_txid) if t not in ends
+        (f, t)
+        for f in sorted(timeline.files, key=lambda f: f.min_txid)
+        if f.level == 1 and f.min_txid > 1
+        for t in range(f.min_txid, f.max_txid)
+        if t not in ends
     )
     assert not any(f.level == 0 and f.max_txid < compacted.max_txid for f in timeline.files), "level-0 files were not removed"
 
     # A TXID inside the compacted file: litestream refuses; drillbook names the file and the nearest restorable TXIDs.
     inside = f"{txid:016x}"
-    catalogue = write_catalogue(entry("busy", url, rpo_target="1d", smoke=[{"name": "nothing after the point", "sql": "SELECT 1", "equals": 1}]))
+    catalogue = write_catalogue(
+        entry("busy", url, rpo_target="1d", smoke=[{"name": "nothing after the point", "sql": "SELECT 1", "equals": 1}])
+    )
     code, result, _ = run(capsys, "busy", "--config", str(catalogue), "--txid", inside)
     assert (code, result["failure_mode"]) == (1, "point not restorable")
-    assert f"TXID {inside} is inside the compacted file L1 {compacted.min_txid:016x}-{compacted.max_txid:016x}" in result["findings"][0]["detail"]
+    assert (
+        f"TXID {inside} is inside the compacted file L1 {compacted.min_txid:016x}-{compacted.max_txid:016x}"
+        in result["findings"][0]["detail"]
+    )
     assert "no matching backup files available" in result["findings"][0]["detail"]
 
     # A time inside the compacted range: the state before the range (the file's time is when it was compacted), noted.
     moment = compacted.time - timedelta(milliseconds=300)
     at = moment.isoformat().replace("+00:00", "Z")
-    after_point = {"name": "no row written after the point", "sql": f"SELECT count(*) FROM events WHERE at >= '{moment.isoformat()}'", "equals": 0}
+    after_point = {
+        "name": "no row written after the point",
+        "sql": f"SELECT count(*) FROM events WHERE at >= '{moment.isoformat()}'",
+        "equals": 0,
+    }
     catalogue = write_catalogue(entry("busy", url, rpo_target="1d", smoke=[after_point]))
     code, result, _ = run(capsys, "busy", "--config", str(catalogue), "--at", at)
     assert (code, result["verdict"]) == (0, "PASS"), result["findings"]

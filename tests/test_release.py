@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from drillbook.testing.s3 import replicate_once
 from drillbook.flows.release import release_drills
 from drillbook.tasks.errors import DrillsFailed
+from drillbook.testing.s3 import replicate_once
 from tests.conftest import entry
 
 
@@ -54,7 +54,9 @@ def test_migration_that_never_arrives_fails_as_replica_lag(replicate, write_cata
     (result,) = caught.value.results
     assert (result.verdict.value, result.failure_mode.value) == ("FAIL", "replica lag")
     lead = result.findings[0].detail
-    assert lead.startswith("the replica did not carry release v1.2.4 within 2s: a copy restored from it reports schema version 3, expected 5 (newest change at ")
+    assert lead.startswith(
+        "the replica did not carry release v1.2.4 within 2s: a copy restored from it reports schema version 3, expected 5 (newest change at "
+    )
     assert [f.mode.value for f in result.findings] == ["replica lag", "schema mismatch"]
     assert "check litestream on the primary" in result.action
 

@@ -15,12 +15,12 @@ from drillbook.flows.cli import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import read_bundle
-from drillbook.testing.sample import make_sample_database
 from drillbook.tasks.slack import Outbox, notify_slack, post_nightly_summary, send_outbox
 from drillbook.tasks.slack_render import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, render_drill_message
-from drillbook.testing.slack_standin import SlackStandIn
 from drillbook.tasks.steps import Status
 from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Phase, Verdict
+from drillbook.testing.sample import make_sample_database
+from drillbook.testing.slack_standin import SlackStandIn
 from tests.conftest import entry
 
 TOKEN = "xoxb-1111-2222-drillbook-test-token"
@@ -224,7 +224,9 @@ def test_without_slack_the_drill_says_so_once(replicate, write_catalogue, capsys
 # ------------------------------------------------------------------------------------------ delivery, on a built result
 
 
-def built_result(database: str = "orders", verdict: Verdict = Verdict.FAIL, *, drill_id: str | None = None, findings=None, release=None) -> DrillResult:
+def built_result(
+    database: str = "orders", verdict: Verdict = Verdict.FAIL, *, drill_id: str | None = None, findings=None, release=None
+) -> DrillResult:
     started = datetime(2025, 3, 1, 2, 0, tzinfo=UTC)
     mode = None if verdict == Verdict.PASS else (FailureMode.DRILL_ERROR if verdict == Verdict.ERROR else FailureMode.RESTORE_LAG)
     if findings is None:
@@ -275,7 +277,9 @@ def test_one_server_or_connection_error_is_retried(slack, write_catalogue, tmp_p
 
 
 def test_channel_not_found_waits_until_the_catalogue_names_a_real_channel(slack, write_catalogue, tmp_path):
-    catalogue = catalogue_for(write_catalogue, slack, tmp_path, entry("orders", "file:///nowhere/orders.db", slack_channel="#no-such-channel"))
+    catalogue = catalogue_for(
+        write_catalogue, slack, tmp_path, entry("orders", "file:///nowhere/orders.db", slack_channel="#no-such-channel")
+    )
     delivery = notify_slack(built_result(), catalogue)
     assert delivery.status == "queued"
     assert delivery.reason == (
@@ -402,14 +406,18 @@ def test_owners_must_be_slack_ids(write_catalogue):
     config = write_catalogue(entry("orders", "file:///nowhere/orders.db", owners=["@ada"]))
     with pytest.raises(ConfigError) as caught:
         load_catalogue(config)
-    assert "database[0] 'orders': field owners: '@ada' is not a Slack user ID (U0123ABCD, W0123ABCD) or user-group ID (S0123ABCD)" in str(caught.value)
+    assert "database[0] 'orders': field owners: '@ada' is not a Slack user ID (U0123ABCD, W0123ABCD) or user-group ID (S0123ABCD)" in str(
+        caught.value
+    )
 
 
 def test_slack_table_needs_a_channel_or_a_webhook(write_catalogue):
     config = with_slack(write_catalogue(entry("orders", "file:///nowhere/orders.db")), api_url="http://127.0.0.1:1/api")
     with pytest.raises(ConfigError) as caught:
         load_catalogue(config)
-    assert "field slack: set channel (with a bot token) or webhook_url_env (an incoming webhook), or remove the [slack] table" in str(caught.value)
+    assert "field slack: set channel (with a bot token) or webhook_url_env (an incoming webhook), or remove the [slack] table" in str(
+        caught.value
+    )
 
 
 def test_demo_slack_preview_posts_to_its_own_stand_in_and_prints_block_kit_json(tmp_path, capsys):
@@ -418,7 +426,7 @@ def test_demo_slack_preview_posts_to_its_own_stand_in_and_prints_block_kit_json(
     assert "demo: Slack stand-in (records what it receives) at http://127.0.0.1:" in out
     assert "demo: posted to #drills (fallback text: 'PASS demo-orders: restorable in " in out
     assert "demo: in the thread: drill-demo-orders-" in out
-    preview = json.loads(out[out.index("{\n  \"blocks\"") :])
+    preview = json.loads(out[out.index('{\n  "blocks"') :])
     assert preview["blocks"][0]["text"]["text"] == ":white_check_mark: PASS · demo-orders"
 
 
@@ -428,7 +436,9 @@ def test_a_real_nightly_posts_one_summary_and_no_message_per_database(slack, rep
     from tests.conftest import corrupt_index
 
     good, bad = replicate(), replicate(corrupt_index)
-    config = slack_catalogue(write_catalogue, slack, entry("orders", good.replica), entry("billing", bad.replica, owners=["U0ADA1"]), tmp_path=tmp_path)
+    config = slack_catalogue(
+        write_catalogue, slack, entry("orders", good.replica), entry("billing", bad.replica, owners=["U0ADA1"]), tmp_path=tmp_path
+    )
 
     with pytest.raises(DrillsFailed):
         nightly_drills(config_path=str(config), max_concurrent=2)

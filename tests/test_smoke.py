@@ -15,8 +15,8 @@ from pydantic import ValidationError
 from drillbook.flows.cli import main
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
 from drillbook.tasks.evidence import read_bundle
-from drillbook.testing.sample import make_sample_database
 from drillbook.tasks.smoke import run_command_check, run_http_check, run_smoke_tests, run_sql_check
+from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
 
 PY = sys.executable

@@ -18,11 +18,17 @@ from drillbook.testing.sample import make_sample_database
 
 
 def test_environment_is_built_not_inherited():
-    env = litestream_env({"AWS_CA_BUNDLE": "/x", "AWS_ACCESS_KEY_ID": "k", "PATH": "/bin", "SLACK_BOT_TOKEN": "xoxb", "PREFECT_API_URL": "u"})
+    env = litestream_env(
+        {"AWS_CA_BUNDLE": "/x", "AWS_ACCESS_KEY_ID": "k", "PATH": "/bin", "SLACK_BOT_TOKEN": "xoxb", "PREFECT_API_URL": "u"}
+    )
     # AWS_CA_BUNDLE breaks litestream 0.5.17; the same CA reaches it as Go's SSL_CERT_FILE.
     assert env == {"AWS_ACCESS_KEY_ID": "k", "PATH": "/bin", "SSL_CERT_FILE": "/x"}
     proxied = litestream_env({"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "127.0.0.1", "SSL_CERT_FILE": "/own", "AWS_CA_BUNDLE": "/x"})
-    assert proxied == {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "127.0.0.1", "SSL_CERT_FILE": "/x"}  # the AWS setting wins for an AWS client
+    assert proxied == {
+        "HTTPS_PROXY": "http://proxy:3128",
+        "NO_PROXY": "127.0.0.1",
+        "SSL_CERT_FILE": "/x",
+    }  # the AWS setting wins for an AWS client
 
 
 def test_hanging_litestream_is_killed_at_its_timeout():
@@ -118,4 +124,6 @@ def test_batches_are_even_and_keep_a_bucket_together():
     batches = batches_of(entries, buckets, 3)
     assert [len(b) for b in batches] == [3, 2, 2]
     assert [e.name for b in batches for e in b] == ["db0", "db2", "db4", "db6", "db1", "db3", "db5"]
-    assert len(batches_of(entries, buckets, 20)) == 7 and batches_of(entries, buckets, 1) == [sorted(entries, key=lambda e: buckets[e.name])]
+    assert len(batches_of(entries, buckets, 20)) == 7 and batches_of(entries, buckets, 1) == [
+        sorted(entries, key=lambda e: buckets[e.name])
+    ]

@@ -26,11 +26,15 @@ def restore_ok(seconds: float = 10) -> RestoreResult:
 
 
 def intact(seconds: float = 2, **fields) -> IntegrityReport:
-    return IntegrityReport(status=Status.PASSED, seconds=seconds, integrity_rows=["ok"], page_size=4096, page_count=2, file_bytes=8192, **fields)
+    return IntegrityReport(
+        status=Status.PASSED, seconds=seconds, integrity_rows=["ok"], page_size=4096, page_count=2, file_bytes=8192, **fields
+    )
 
 
 def broken(**fields) -> IntegrityReport:
-    return IntegrityReport(**{"status": Status.FAILED, "integrity_rows": ["ok"], "page_size": 4096, "page_count": 2, "file_bytes": 8192, **fields})
+    return IntegrityReport(
+        **{"status": Status.FAILED, "integrity_rows": ["ok"], "page_size": 4096, "page_count": 2, "file_bytes": 8192, **fields}
+    )
 
 
 CASES = [
@@ -54,14 +58,49 @@ CASES = [
         Verdict.FAIL,
         FailureMode.OBJECT_STORAGE,
     ),
-    ("restore timeout", replica_ok(), RestoreResult(status=Status.FAILED, problem=RestoreProblem.TIMEOUT, seconds=70), IntegrityReport.skipped("x"), Verdict.FAIL, FailureMode.RESTORE_LAG),
-    ("restore exit 1", replica_ok(), RestoreResult(status=Status.FAILED, problem=RestoreProblem.FAILED, seconds=1), IntegrityReport.skipped("x"), Verdict.FAIL, FailureMode.RESTORE_FAILURE),
-    ("integrity rows", replica_ok(), restore_ok(), broken(integrity_problems=2, integrity_rows=["row 1 missing from index i"]), Verdict.FAIL, FailureMode.INTEGRITY),
+    (
+        "restore timeout",
+        replica_ok(),
+        RestoreResult(status=Status.FAILED, problem=RestoreProblem.TIMEOUT, seconds=70),
+        IntegrityReport.skipped("x"),
+        Verdict.FAIL,
+        FailureMode.RESTORE_LAG,
+    ),
+    (
+        "restore exit 1",
+        replica_ok(),
+        RestoreResult(status=Status.FAILED, problem=RestoreProblem.FAILED, seconds=1),
+        IntegrityReport.skipped("x"),
+        Verdict.FAIL,
+        FailureMode.RESTORE_FAILURE,
+    ),
+    (
+        "integrity rows",
+        replica_ok(),
+        restore_ok(),
+        broken(integrity_problems=2, integrity_rows=["row 1 missing from index i"]),
+        Verdict.FAIL,
+        FailureMode.INTEGRITY,
+    ),
     ("foreign keys", replica_ok(), restore_ok(), broken(foreign_key_problems=1), Verdict.FAIL, FailureMode.INTEGRITY),
     ("sidecar", replica_ok(), restore_ok(), broken(sidecar_problem="-wal beside the copy"), Verdict.FAIL, FailureMode.SIDECAR),
     ("schema", replica_ok(), restore_ok(), broken(schema_problem="schema version is 3, expected 4"), Verdict.FAIL, FailureMode.SCHEMA),
-    ("integrity beats lag", replica_ok(100), restore_ok(100), broken(integrity_problems=1, integrity_rows=["x"]), Verdict.FAIL, FailureMode.INTEGRITY),
-    ("tool missing", ReplicaState(status=Status.ERROR, problem=ReplicaProblem.TOOL_MISSING, summary="litestream is not installed"), RestoreResult.skipped("x"), IntegrityReport.skipped("x"), Verdict.ERROR, FailureMode.DRILL_ERROR),
+    (
+        "integrity beats lag",
+        replica_ok(100),
+        restore_ok(100),
+        broken(integrity_problems=1, integrity_rows=["x"]),
+        Verdict.FAIL,
+        FailureMode.INTEGRITY,
+    ),
+    (
+        "tool missing",
+        ReplicaState(status=Status.ERROR, problem=ReplicaProblem.TOOL_MISSING, summary="litestream is not installed"),
+        RestoreResult.skipped("x"),
+        IntegrityReport.skipped("x"),
+        Verdict.ERROR,
+        FailureMode.DRILL_ERROR,
+    ),
     ("crashed step", replica_ok(), restore_ok(), IntegrityReport.crashed(RuntimeError("boom")), Verdict.ERROR, FailureMode.DRILL_ERROR),
 ]
 
@@ -76,7 +115,9 @@ def test_verdict_table(label, replica, restore, integrity, verdict, mode):
 
 
 def test_measurements():
-    result = judge(ENTRY, drill_id="d1", started_at=START, finished_at=START, replica=replica_ok(12), restore=restore_ok(10), integrity=intact(2.5))
+    result = judge(
+        ENTRY, drill_id="d1", started_at=START, finished_at=START, replica=replica_ok(12), restore=restore_ok(10), integrity=intact(2.5)
+    )
     assert result.rto_seconds == 12.5
     assert result.rpo_seconds == 12
     assert set(result.phases) == {"replica", "restore", "integrity"}

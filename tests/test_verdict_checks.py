@@ -25,8 +25,19 @@ EXPECT_FAILED = ExpectationsReport(
     status=Status.FAILED,
     seconds=2,
     results=[
-        ExpectationResult(suite="orders.json", index=0, type="expect_column_values_to_not_be_null", table="orders", column="status", success=False, unexpected_count=12, unexpected_percent=0.4),
-        ExpectationResult(suite="orders.json", index=1, type="expect_table_row_count_to_be_between", table="orders", success=True, observed_value=3000),
+        ExpectationResult(
+            suite="orders.json",
+            index=0,
+            type="expect_column_values_to_not_be_null",
+            table="orders",
+            column="status",
+            success=False,
+            unexpected_count=12,
+            unexpected_percent=0.4,
+        ),
+        ExpectationResult(
+            suite="orders.json", index=1, type="expect_table_row_count_to_be_between", table="orders", success=True, observed_value=3000
+        ),
     ],
 )
 
@@ -81,7 +92,9 @@ def test_findings_list_every_failing_check_without_samples():
 
 
 def test_many_failing_checks_are_listed_up_to_ten():
-    many = SmokeReport(status=Status.FAILED, checks=[SmokeCheckResult(name=f"c{i}", kind="sql", observed=0, expected="at least 1") for i in range(13)])
+    many = SmokeReport(
+        status=Status.FAILED, checks=[SmokeCheckResult(name=f"c{i}", kind="sql", observed=0, expected="at least 1") for i in range(13)]
+    )
     details = [f.detail for f in run(many, EXPECT_OK).findings]
     assert details[:2] == ["c0: got 0, expected at least 1", "c1: got 0, expected at least 1"]
     assert details[10:] == ["and 3 more failing (all in the evidence bundle)"]

@@ -38,8 +38,18 @@ NEWEST, OLDER = "0000000000000010", "000000000000000c"
     ("restored", "expected", "finding", "note"),
     [
         (NEWEST, NEWEST, None, None),
-        (OLDER, NEWEST, "restored TXID 000000000000000c is behind the newest TXID listed on the replica, 0000000000000010 (4 transaction(s) missing from the copy)", None),
-        ("0000000000000011", NEWEST, None, "restored TXID 0000000000000011 is ahead of the newest TXID listed on the replica, 0000000000000010: the replica moved on during the drill"),
+        (
+            OLDER,
+            NEWEST,
+            "restored TXID 000000000000000c is behind the newest TXID listed on the replica, 0000000000000010 (4 transaction(s) missing from the copy)",
+            None,
+        ),
+        (
+            "0000000000000011",
+            NEWEST,
+            None,
+            "restored TXID 0000000000000011 is ahead of the newest TXID listed on the replica, 0000000000000010: the replica moved on during the drill",
+        ),
         (None, NEWEST, None, None),
         (NEWEST, None, None, None),
     ],
@@ -57,7 +67,9 @@ def test_compare_position_names_a_requested_point():
 
 
 def _replica(**fields) -> ReplicaState:
-    base = dict(status=Status.PASSED, newest_txid=NEWEST, newest_time=START - timedelta(seconds=5), newest_storage_time=START - timedelta(seconds=5))
+    base = dict(
+        status=Status.PASSED, newest_txid=NEWEST, newest_time=START - timedelta(seconds=5), newest_storage_time=START - timedelta(seconds=5)
+    )
     return ReplicaState(**{**base, **fields})
 
 
@@ -76,7 +88,9 @@ def test_a_copy_restored_behind_the_listing_fails_naming_both_and_rpo_comes_from
     assert (result.verdict, result.failure_mode) == (Verdict.FAIL, FailureMode.RESTORE_FAILURE)
     assert OLDER in result.findings[0].detail and NEWEST in result.findings[0].detail
     assert result.rpo_seconds == 100.0  # not the listing's 5 s
-    assert any(f.mode == FailureMode.REPLICA_LAG and "restored copy (TXID 000000000000000c) is 100s old" in f.detail for f in result.findings)
+    assert any(
+        f.mode == FailureMode.REPLICA_LAG and "restored copy (TXID 000000000000000c) is 100s old" in f.detail for f in result.findings
+    )
 
 
 def test_a_copy_restored_ahead_passes_with_a_note():
@@ -133,7 +147,9 @@ def test_every_integrity_row_is_kept_beside_the_bundle(capsys, replicate, write_
         make_sample_database(path, customers=2000)
         connection = sqlite3.connect(path)
         connection.execute("PRAGMA writable_schema=ON")
-        connection.execute("UPDATE sqlite_schema SET sql = 'CREATE INDEX orders_customer ON orders(total_cents)' WHERE name = 'orders_customer'")
+        connection.execute(
+            "UPDATE sqlite_schema SET sql = 'CREATE INDEX orders_customer ON orders(total_cents)' WHERE name = 'orders_customer'"
+        )
         connection.commit()
         connection.close()
 
@@ -225,7 +241,9 @@ def test_an_unexpected_exception_is_exit_2_one_line_no_traceback(capsys, monkeyp
     code = main(["run", "orders", "--config", str(config)])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.splitlines() == ["drillbook: unexpected RuntimeError: boom with a second line; this is drillbook's problem, not the database's: please report it"]
+    assert err.splitlines() == [
+        "drillbook: unexpected RuntimeError: boom with a second line; this is drillbook's problem, not the database's: please report it"
+    ]
 
 
 def test_an_os_error_names_the_path(capsys, monkeypatch, write_catalogue):
@@ -339,7 +357,10 @@ def test_a_users_aws_ca_bundle_reaches_litestream_over_tls(capsys, replicate, s3
         code = main(["run", "orders", "--config", str(config), "--json"])
         result = json.loads(capsys.readouterr().out)
         assert (code, result["failure_mode"]) == (1, "object storage failure")
-        assert f"the TLS certificate of s3://drills/tls/app.db at {endpoint.url} is not trusted: set AWS_CA_BUNDLE" in result["findings"][0]["detail"]
+        assert (
+            f"the TLS certificate of s3://drills/tls/app.db at {endpoint.url} is not trusted: set AWS_CA_BUNDLE"
+            in result["findings"][0]["detail"]
+        )
 
 
 # --- every drill leaves its record ------------------------------------------------------------------------------------
@@ -358,6 +379,9 @@ def test_a_failing_clean_up_still_leaves_the_record(capsys, replicate, write_cat
     code = main(["run", "orders", "--config", str(config), "--json"])
     result = json.loads(capsys.readouterr().out)
     assert (code, result["verdict"]) == (0, "PASS")  # the database was shown recoverable; the leftover copy is noted
-    assert any(note.startswith("cleaning up the scratch directory ") and "failed (Permission denied); remove it by hand" in note for note in result["notes"])
+    assert any(
+        note.startswith("cleaning up the scratch directory ") and "failed (Permission denied); remove it by hand" in note
+        for note in result["notes"]
+    )
     assert Path(result["evidence"]).is_file()
     assert [row.drill_id for row in recent_drills(f"sqlite:///{tmp_path / 'evidence' / 'history.db'}", "orders", 5)] == [result["drill_id"]]

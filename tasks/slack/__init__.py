@@ -22,7 +22,15 @@ The package, one module per concern:
 """
 
 from drillbook.tasks.slack.credentials import SlackCredentials, read_credentials
-from drillbook.tasks.slack.delivery import SlackDelivery, list_outbox, notify_slack, outbox_json, post_alert, post_nightly_summary, send_outbox
+from drillbook.tasks.slack.delivery import (
+    SlackDelivery,
+    list_outbox,
+    notify_slack,
+    outbox_json,
+    post_alert,
+    post_nightly_summary,
+    send_outbox,
+)
 from drillbook.tasks.slack.outbox import Outbox, OutboxEntry
 
 __all__ = [

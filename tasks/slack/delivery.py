@@ -190,11 +190,15 @@ def post_nightly_summary(
     return _send_new(catalogue, entry, credentials)
 
 
-def post_alert(catalogue: Catalogue, key: str, database: str, message: SlackMessage, *, credentials: SlackCredentials | None = None) -> SlackDelivery:
+def post_alert(
+    catalogue: Catalogue, key: str, database: str, message: SlackMessage, *, credentials: SlackCredentials | None = None
+) -> SlackDelivery:
     """One alert (stale drills, recovery) to the database's channel, through the outbox: a key is sent once."""
     if catalogue.slack is None:
         return SlackDelivery(status="not configured", note=not_configured_note(catalogue))
-    entry = OutboxEntry(key=key, kind="alert", database=database, channel=_channel_for(catalogue, database), created_at=datetime.now(UTC), message=message)
+    entry = OutboxEntry(
+        key=key, kind="alert", database=database, channel=_channel_for(catalogue, database), created_at=datetime.now(UTC), message=message
+    )
     return _send_new(catalogue, entry, credentials)
 
 

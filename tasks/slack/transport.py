@@ -18,7 +18,15 @@ from drillbook.tasks.slack_render import SlackFile, redact
 SLACK_API_URL = "https://slack.com/api/"
 
 # Answers that concern every report (the token, the workspace, Slack itself): stop, keep the rest queued.
-_AFFECTS_ALL = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive", "ratelimited", "team_access_not_granted"}
+_AFFECTS_ALL = {
+    "invalid_auth",
+    "not_authed",
+    "token_revoked",
+    "token_expired",
+    "account_inactive",
+    "ratelimited",
+    "team_access_not_granted",
+}
 _HINTS = {
     "invalid_auth": "Slack refused the bot token: check it (xoxb-...) and that the app is installed in the workspace",
     "not_authed": "no token reached Slack: check the bot token",
@@ -59,14 +67,20 @@ def _retry_handlers() -> list[Any]:
 
     # Posting is safe to repeat on these: Slack either never got the request (connection refused / reset)
     # or said it did not take it (429, 500, 503). A timeout after sending is not retried: the message may be there.
-    return [ConnectionErrorRetryHandler(max_retry_count=2), RateLimitErrorRetryHandler(max_retry_count=3), ServerErrorRetryHandler(max_retry_count=2)]
+    return [
+        ConnectionErrorRetryHandler(max_retry_count=2),
+        RateLimitErrorRetryHandler(max_retry_count=3),
+        ServerErrorRetryHandler(max_retry_count=2),
+    ]
 
 
 class Transport(Protocol):
     threads: bool
     where: str
 
-    def post(self, channel: str | None, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None) -> tuple[str | None, str | None]: ...
+    def post(
+        self, channel: str | None, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None
+    ) -> tuple[str | None, str | None]: ...
 
     def upload(self, channel_id: str, thread_ts: str, file: SlackFile) -> None: ...
 
@@ -90,9 +104,14 @@ class WebApiTransport:
             retry_handlers=_retry_handlers(),
         )
 
-    def post(self, channel: str | None, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None) -> tuple[str | None, str | None]:
+    def post(
+        self, channel: str | None, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None
+    ) -> tuple[str | None, str | None]:
         response = _call(
-            "chat.postMessage", self.where, self.secrets, lambda: self.client.chat_postMessage(channel=channel or "", text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False)
+            "chat.postMessage",
+            self.where,
+            self.secrets,
+            lambda: self.client.chat_postMessage(channel=channel or "", text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False),
         )
         return response.get("channel"), response.get("ts")
 
@@ -101,7 +120,9 @@ class WebApiTransport:
             "files_upload_v2",
             self.where,
             self.secrets,
-            lambda: self.client.files_upload_v2(channel=channel_id, thread_ts=thread_ts, filename=file.filename, title=file.title, content=file.payload()),
+            lambda: self.client.files_upload_v2(
+                channel=channel_id, thread_ts=thread_ts, filename=file.filename, title=file.title, content=file.payload()
+            ),
         )
 
 
@@ -117,10 +138,15 @@ class WebhookTransport:
         assert credentials.webhook_url is not None
         self.secrets = credentials.secrets()
         self.client = WebhookClient(
-            credentials.webhook_url.get_secret_value(), timeout=int(settings.timeout), logger=_sdk_logger(self.secrets), retry_handlers=_retry_handlers()
+            credentials.webhook_url.get_secret_value(),
+            timeout=int(settings.timeout),
+            logger=_sdk_logger(self.secrets),
+            retry_handlers=_retry_handlers(),
         )
 
-    def post(self, channel: str | None, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None) -> tuple[str | None, str | None]:
+    def post(
+        self, channel: str | None, text: str, blocks: list[dict[str, Any]], thread_ts: str | None = None
+    ) -> tuple[str | None, str | None]:
         response = _call("incoming webhook", self.where, self.secrets, lambda: self.client.send(text=text, blocks=blocks))
         if response.status_code != 200:
             body = redact(str(response.body or ""), *self.secrets)[:200]
@@ -144,7 +170,11 @@ def _call(what: str, where: str, secrets: tuple[str | None, ...], call: Any) -> 
         response = exc.response
         code = str(response.get("error") or f"HTTP {response.status_code}") if response is not None else "unknown error"
         status = getattr(response, "status_code", None)
-        hint = _HINTS.get(code) or (f"HTTP {status} from Slack even after the retries; try again later" if status and status >= 500 else "see Slack's documentation of this error")
+        hint = _HINTS.get(code) or (
+            f"HTTP {status} from Slack even after the retries; try again later"
+            if status and status >= 500
+            else "see Slack's documentation of this error"
+        )
         reason = f"{what}: Slack answered {code}: {hint}"
         raise SlackDeliveryError(redact(reason, *secrets), affects_all=code in _AFFECTS_ALL or bool(status and status >= 500)) from None
     except (URLError, OSError, TimeoutError) as exc:
