@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import random
-import struct
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -32,7 +31,7 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.litestream import run_litestream
-from drillbook.tasks.replica import ReplicaState, parse_s3_url, s3_client
+from drillbook.tasks.replica import ReplicaState, parse_ltx_header, parse_s3_url, s3_client
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.steps import Status, StepResult
 
@@ -233,14 +232,12 @@ def list_files(entry: DatabaseEntry, replica: ReplicaState) -> list[dict[str, An
     return parse_listing(command.stdout)
 
 
-_HEADER = struct.Struct(">4sIIIQQq")  # magic, flags, page size, commit, min TXID, max TXID, timestamp (ms)
+_HEADER_PREFIX = 40  # magic, flags, page size, commit, min TXID, max TXID, timestamp: all a point needs of the header
 
 
 def header_time(data: bytes) -> datetime:
-    magic, _, _, _, _, _, millis = _HEADER.unpack_from(data)
-    if magic != b"LTX1":
-        raise ValueError(f"not an LTX header (magic {magic!r})")
-    return datetime.fromtimestamp(millis / 1000, UTC)
+    """When litestream wrote the file, from its header (one decoder: tasks/replica.py's, which the RPO check uses too)."""
+    return parse_ltx_header(data).written_at
 
 
 def ltx_name(low: int, high: int) -> str:
@@ -257,14 +254,14 @@ def read_header_times(entry: DatabaseEntry, files: list[tuple[int, int, int]]) -
         def read(key: tuple[int, int, int]) -> bytes:
             level, low, high = key
             path = f"{location.prefix}/{level:04x}/{ltx_name(low, high)}"
-            return client.get_object(Bucket=location.bucket, Key=path, Range=f"bytes=0-{_HEADER.size - 1}")["Body"].read()
+            return client.get_object(Bucket=location.bucket, Key=path, Range=f"bytes=0-{_HEADER_PREFIX - 1}")["Body"].read()
     else:
         root = Path(unquote(parts.path))
 
         def read(key: tuple[int, int, int]) -> bytes:
             level, low, high = key
             with open(root / "ltx" / str(level) / ltx_name(low, high), "rb") as handle:
-                return handle.read(_HEADER.size)
+                return handle.read(_HEADER_PREFIX)
 
     with ThreadPoolExecutor(max_workers=8) as pool:  # botocore keeps 10 connections per client
         return {key: header_time(data) for key, data in zip(files, pool.map(read, files))}
