@@ -239,8 +239,9 @@ def ensure_limits_task(entries: list[DatabaseEntry], max_concurrent: int | None)
 @task(name="drill-batch-run", task_run_name="drill-batch-run-{number}", cache_policy=NO_CACHE)
 def drill_batch_run_task(
     number: int, batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int
-) -> list[DrillResult]:
-    return _run_batch(batch, parameters, batch_deployment, workers)
+) -> dict[str, DrillResult]:
+    """Results by database name, as a worker task returns them."""
+    return {result.database: result for result in _run_batch(batch, parameters, batch_deployment, workers)}
 
 
 def batches_of(entries: list[DatabaseEntry], buckets: dict[str, str], count: int) -> list[list[DatabaseEntry]]:
@@ -277,32 +278,22 @@ def drill_many(
         return []
     count = max(1, min(workers or limits.drills, len(entries)))
     if batch_deployment:
-        runs = [
+        futures = [
             drill_batch_run_task.submit(number, batch, parameters, batch_deployment, 1)
             for number, batch in enumerate(batches_of(entries, limits.buckets, count), start=1)
         ]
-        done: dict[str, DrillResult] = {}
-        problems = []
-        for future in runs:
-            future.wait()
-            completed, value = unwrap(future.state)
-            if completed:
-                done.update({result.database: result for result in value})
-            else:
-                problems.append(f"{type(value).__name__}: {value}")
     else:
         queue = DrillQueue(entries, limits.buckets)
         futures = [drill_worker_task.submit(number, queue, limits, parameters) for number in range(1, count + 1)]
-        done, problems = {}, []
-        for future in futures:
-            future.wait()
-            completed, value = unwrap(future.state)
-            if completed:
-                done.update(value)
-            else:
-                problems.append(
-                    f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"worker ended {future.state.type.value}"
-                )
+    done: dict[str, DrillResult] = {}
+    problems = []
+    for future in futures:  # each a worker task or a batch run: results by database name
+        future.wait()
+        completed, value = unwrap(future.state)
+        if completed:
+            done.update(value)
+        else:
+            problems.append(f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"ended {future.state.type.value}")
     detail = "; ".join(problems) or "no worker drilled it"
     return [
         done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
