@@ -30,7 +30,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
-from drillbook.flows.runs import drill_result_of, drill_results_of, unwrap
+from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
 from drillbook.tasks.replica import parse_s3_url
@@ -162,15 +162,20 @@ def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]]
         flow_run_name=f"drill-batch-{names[0]}-and-{len(names) - 1}-more" if len(names) > 1 else f"drill-batch-{names[0]}",
     )
     where = f"batch run {run.name} ({run.id})"
+    results: dict[str, DrillResult] = {}
     try:
-        results = {r.database: r for r in drill_results_of(run.state)}
-    except Exception as exc:  # the run crashed, or its result lives where this process cannot read it
-        detail = f"{where} ended {run.state.type.value if run.state else 'without a state'}: {type(exc).__name__}: {exc}"
-        if "result" in str(exc).lower():
-            detail += "; give the workers shared result storage (see README, 'Going live')"
-        results = {}
+        _, value = unwrap(run.state)
+    except Exception as exc:  # the run ended, but its result lives where this process cannot read it
+        detail = (
+            f"{where} ended {run.state.type.value} but its result could not be read ({type(exc).__name__}: {exc}); "
+            "give the workers shared result storage (see README, 'Going live')"
+        )
     else:
-        detail = f"{where} returned no result for it"
+        try:
+            results = {r.database: r for r in drill_results_in(value, run.state)}
+            detail = f"{where} returned no result for it"
+        except Exception as exc:  # the batch run crashed
+            detail = f"{where} ended {run.state.type.value}: {type(exc).__name__}: {exc}"
     return [results.get(entry.name) or error_result(entry, detail, release=parameters[entry.name].get("release")) for entry in batch]
 
 

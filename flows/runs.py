@@ -31,6 +31,11 @@ def drill_result_of(value: Any) -> DrillResult | None:
 def drill_results_of(state: Any) -> list[DrillResult]:
     """Every DrillResult of a nightly or release run; raises what it crashed with otherwise."""
     _, value = unwrap(state)
+    return drill_results_in(value, state)
+
+
+def drill_results_in(value: Any, state: Any) -> list[DrillResult]:
+    """The same, for a run's outcome already read with `unwrap`."""
     if isinstance(value, DrillsFailed):
         return value.results
     if isinstance(value, list):
