@@ -12,7 +12,6 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
@@ -25,7 +24,7 @@ from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.metrics import refresh_metrics_file
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
-from drillbook.tasks.processes import interrupted
+from drillbook.tasks.processes import interrupted, reclaim_signals
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, restore_database
@@ -33,7 +32,7 @@ from drillbook.tasks.slack import SlackDelivery, notify_slack
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.trends import look_ahead, plan_restore
-from drillbook.tasks.verdict import DrillResult, judge
+from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, judge
 from drillbook.tasks.workspace import prepare_workspace
 
 S = TypeVar("S", bound=StepResult)
@@ -270,23 +269,25 @@ def drill_database(
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
         freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry)
 
-    result = judge(
-        entry,
-        drill_id=drill_id,
-        started_at=started_at,
-        finished_at=datetime.now(UTC),
+    steps = DrillSteps(
+        setup=setup,
         replica=replica,
         restore=restore,
         integrity=integrity,
-        release=release,
         smoke=smoke,
         expectations=expectations,
-        release_lag=release_lag,
         point=point,
         freshness=freshness,
-        setup=setup,
+    )
+    context = DrillContext(
+        drill_id=drill_id,
+        started_at=started_at,
+        finished_at=datetime.now(UTC),
+        release=release,
+        release_lag=release_lag,
         interrupted=interrupted(),
     )
+    result = judge(entry, steps, context)
     if point is not None:
         result.notes.extend(point.notes)
         if entry.freshness_query:

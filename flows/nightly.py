@@ -11,9 +11,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
-from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
+from drillbook.tasks.processes import reclaim_signals
 from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
 from drillbook.tasks.verdict import DrillResult, FailureMode, tally
 

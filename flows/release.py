@@ -13,10 +13,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases, slug
-from drillbook.flows.lifecycle import reclaim_signals
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.config import DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
+from drillbook.tasks.processes import reclaim_signals
 from drillbook.tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
 from drillbook.tasks.verdict import DrillResult
 

@@ -1,17 +1,15 @@
 """Running a flow and reading what it ended with: the one place a Prefect State is unwrapped.
 
-The CLI (`run`, `nightly`, `release`), the demo, and the flows' own step and
-fan-out helpers read outcomes through these functions, so a drill's result
+The CLI (`run`, `nightly`, `release`), the demo, and the flows' own fan-out
+helpers read outcomes through these functions, so a drill's result
 travels the same way whether the run passed, failed with a verdict
 (DrillFailed / DrillsFailed carry the results) or crashed.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError, DrillFailed, DrillsFailed
 from drillbook.tasks.verdict import DrillResult
 
@@ -43,38 +41,3 @@ def drill_results_in(value: Any, state: Any) -> list[DrillResult]:
     if isinstance(value, BaseException):
         raise value
     raise DrillbookError(f"the run ended {state.type.value} without results: {state.message}")
-
-
-def run_drill(
-    name: str,
-    config: str | None,
-    *,
-    as_json: bool,
-    release: str | None = None,
-    expect_schema: str | None = None,
-    at: str | None = None,
-    txid: str | None = None,
-) -> int:
-    """Validate, drill through the Prefect flow, print the report; return the exit code (`drillbook run`, the demo)."""
-    from datetime import UTC, datetime
-
-    from rich.console import Console
-
-    from drillbook.flows.drill import drill_database
-    from drillbook.tasks.points import point_request
-    from drillbook.tasks.report import render_terminal
-
-    entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
-    point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
-    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
-    _, value = unwrap(state)
-    result = drill_result_of(value)
-    if result is None:
-        if isinstance(value, BaseException):
-            raise value
-        raise DrillbookError(f"the drill flow ended {state.type.value} without a result: {state.message}")
-    console = Console(stderr=as_json, soft_wrap=False)
-    console.print(render_terminal(result))
-    if as_json:
-        print(json.dumps(result.summary(), indent=2))
-    return result.exit_code

@@ -15,20 +15,16 @@ the library: the step results say so, and the verdict names the failure mode.
 These exceptions are for the cases where the drill cannot run, and for the
 flow's final state after the verdict, evidence and report are done. The CLI
 turns them into messages and exit codes; the library never exits.
+
+A leaf: it imports only the other leaves (outcome, text).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_MARKUP = re.compile(r"<[^>]*>|<\S*")  # whole tags, and a tag cut off by someone's truncation ("</bo...")
-
-
-def one_line(text: str, limit: int = 300) -> str:
-    """Text for a one-line reason: markup (an HTML error page) and line breaks out, at most `limit` characters."""
-    flat = " ".join(_MARKUP.sub(" ", text).split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+from drillbook.tasks.outcome import tally
+from drillbook.tasks.text import one_line
 
 
 class DrillbookError(Exception):
@@ -81,8 +77,6 @@ class DrillsFailed(DrillbookError):
     """A nightly or release run finished with a FAIL or ERROR among its drills; `results` holds every DrillResult."""
 
     def __init__(self, what: str, results: list[Any]):
-        from drillbook.tasks.verdict import tally  # the verdict module builds on this one
-
         failing = [
             f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed
         ]

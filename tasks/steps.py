@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Self
 
 from pydantic import BaseModel
 
+from drillbook.tasks.outcome import Status
 
-class Status(StrEnum):
-    PASSED = "passed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    ERROR = "error"  # the step itself could not run
+__all__ = ["Status", "StepResult"]
 
 
 class StepResult(BaseModel):

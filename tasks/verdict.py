@@ -8,86 +8,45 @@ when the copy came back behind that position, the time of the position restored.
 
 from __future__ import annotations
 
-from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from enum import StrEnum
-from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.expectations import ExpectationsReport
-from drillbook.tasks.forecast import Outlook
-from drillbook.tasks.freshness import FreshnessReport
-from drillbook.tasks.integrity import IntegrityReport
-from drillbook.tasks.plan import RestorePlan
-from drillbook.tasks.points import PointCheck, PointProblem
-from drillbook.tasks.replica import ReplicaProblem, ReplicaState
-from drillbook.tasks.restore import RestoreProblem, RestoreResult
-from drillbook.tasks.smoke import SmokeReport
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.outcome import (  # re-exported: the verdict's vocabulary
+    ACTIONS,
+    EXIT_CODES,
+    FailureMode,
+    Finding,
+    Phase,
+    Status,
+    Verdict,
+    exit_code_for,
+    tally,
+)
+from drillbook.tasks.points import PointProblem
+from drillbook.tasks.replica import ReplicaProblem
+from drillbook.tasks.restore import RestoreProblem
+from drillbook.tasks.result import DrillResult, DrillSteps
+from drillbook.tasks.steps import StepResult
 
+__all__ = [
+    "ACTIONS",
+    "EXIT_CODES",
+    "DrillContext",
+    "DrillResult",
+    "DrillSteps",
+    "FailureMode",
+    "Finding",
+    "Phase",
+    "Verdict",
+    "compare_position",
+    "exit_code_for",
+    "judge",
+    "tally",
+]
 
-class Verdict(StrEnum):
-    PASS = "PASS"
-    FAIL = "FAIL"
-    ERROR = "ERROR"
-
-
-EXIT_CODES = {Verdict.PASS: 0, Verdict.FAIL: 1, Verdict.ERROR: 2}
-_WORST_FIRST = (Verdict.FAIL, Verdict.ERROR, Verdict.PASS)
-
-
-def exit_code_for(verdicts: Iterable[Verdict | str]) -> int:
-    """The contract for many drills: 2 if any ERROR (or none ran), else 1 if any FAIL, else 0."""
-    seen = {Verdict(v) for v in verdicts}
-    if not seen or Verdict.ERROR in seen:
-        return EXIT_CODES[Verdict.ERROR]
-    return EXIT_CODES[Verdict.FAIL] if Verdict.FAIL in seen else EXIT_CODES[Verdict.PASS]
-
-
-def tally(verdicts: Iterable[Verdict | str], *, empty: str = "no drills") -> str:
-    """'1 FAIL, 1 ERROR, 3 PASS': worst first, zero counts left out."""
-    counts = Counter(Verdict(v) for v in verdicts)
-    return ", ".join(f"{counts[v]} {v.value}" for v in _WORST_FIRST if counts[v]) or empty
-
-
-class FailureMode(StrEnum):
-    """Names from the operator's vocabulary (domain.md), most fundamental first."""
-
-    DRILL_ERROR = "drill error"
-    NO_BACKUP = "no backup"
-    OBJECT_STORAGE = "object storage failure"
-    RETENTION_SHORT = "retention window short"
-    POINT_NOT_RESTORED = "point not restorable"
-    RESTORE_FAILURE = "restore failure"
-    SIDECAR = "sidecar file mismatch"  # before integrity: a -wal beside the copy explains what integrity sees
-    INTEGRITY = "integrity failure"
-    SCHEMA = "schema mismatch"
-    SMOKE = "smoke test"
-    EXPECTATIONS = "data expectations"
-    RESTORE_LAG = "restore lag"
-    REPLICA_LAG = "replica lag"
-
-
-ACTIONS: dict[FailureMode, str] = {
-    FailureMode.DRILL_ERROR: "Fix what the drill reports (installation, configuration, scratch disk), then run the drill again.",
-    FailureMode.NO_BACKUP: "There is nothing to restore: start `litestream replicate` for this database and confirm the replica URL.",
-    FailureMode.OBJECT_STORAGE: "Check the endpoint, bucket and credentials; switch credentials or destination and re-send.",
-    FailureMode.RETENTION_SHORT: "Retention or compaction removed what the retention target needs: raise litestream's snapshot retention "
-    "(snapshot.retention) to at least the target, check bucket lifecycle rules, and keep the oldest snapshot until it is replaced.",
-    FailureMode.POINT_NOT_RESTORED: "The requested point cannot be restored as asked: list the replica with `litestream ltx -level all`, "
-    "look for missing TXIDs (deleted files) and restore the nearest listed point; keep this copy for comparison.",
-    FailureMode.RESTORE_FAILURE: "Keep litestream's stderr; list the replica with `litestream ltx` and restore an earlier -txid to find the last good point.",
-    FailureMode.INTEGRITY: "Keep the restored copy for triage; run PRAGMA integrity_check on the primary and restore an earlier point to compare.",
-    FailureMode.SIDECAR: "Go back to the backup API / the official restore path; never copy a database file without its sidecars.",
-    FailureMode.SCHEMA: "The replica does not carry the expected migration: check replication after the deploy and hold the release.",
-    FailureMode.SMOKE: "The application does not work on the restored copy: fix the failing check before relying on this backup.",
-    FailureMode.EXPECTATIONS: "The restored data breaks its expectations: check the last migration and the data before relying on this backup.",
-    FailureMode.RESTORE_LAG: "Trigger a snapshot / compaction to shrink the LTX backlog and rehearse the restore; if restores keep exceeding the RTO, plan a server database.",
-    FailureMode.REPLICA_LAG: "Replication is behind (RPO growing): check litestream on the primary, its credentials and network; lower the write rate.",
-}
 
 _REPLICA_MODES = {
     ReplicaProblem.EMPTY: FailureMode.NO_BACKUP,
@@ -102,17 +61,6 @@ _RESTORE_MODES = {
     RestoreProblem.TIMEOUT: FailureMode.RESTORE_LAG,
     RestoreProblem.STALLED: FailureMode.OBJECT_STORAGE,
 }
-
-
-class Phase(BaseModel):
-    status: Status
-    seconds: float
-    summary: str = ""
-
-
-class Finding(BaseModel):
-    mode: FailureMode
-    detail: str
 
 
 class Position(BaseModel):
@@ -146,76 +94,15 @@ def compare_position(
     return Position()
 
 
-class DrillResult(BaseModel):
-    """Everything a drill found; the evidence bundle is this, as JSON."""
+class DrillContext(BaseModel):
+    """What the verdict knows besides the steps: which drill, when, for which release, and how it ended."""
 
     drill_id: str
-    database: str
-    release: str | None = None
     started_at: datetime
     finished_at: datetime
-    verdict: Verdict
-    failure_mode: FailureMode | None = None
-    action: str | None = None
-    findings: list[Finding] = Field(default_factory=list)
-    rto_seconds: float | None = None
-    rto_target_seconds: float
-    rpo_seconds: float | None = None
-    rpo_target_seconds: float
-    phases: dict[str, Phase] = Field(default_factory=dict)
-    entry: dict[str, Any] = Field(default_factory=dict, description="The catalogue entry, secrets redacted.")
-    replica: ReplicaState | None = None
-    restore: RestoreResult | None = None
-    integrity: IntegrityReport | None = None
-    smoke: SmokeReport | None = None
-    expectations: ExpectationsReport | None = None
-    point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
-    freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
-    evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
-    scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
-    flow_run_url: str | None = None
-    notes: list[str] = Field(default_factory=list)
-    # Set by the flow around the verdict, never by it: a forecast or advice never changes a verdict.
-    plan: RestorePlan | None = Field(default=None, description="litestream's dry-run restore plan and the RTO it predicted.")
-    outlook: Outlook | None = Field(default=None, description="RTO forecast from this database's history, no-go advice.")
-    versions: dict[str, str] = Field(default_factory=dict, description="drillbook and litestream versions.")
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict == Verdict.PASS
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_CODES[self.verdict]
-
-    @property
-    def short_id(self) -> str:
-        """The drill id's first 8 characters, where people read it (the full id is the key everywhere else)."""
-        return self.drill_id[:8]
-
-    def summary(self) -> dict[str, Any]:
-        """The stable, machine-readable core (`drillbook run --json`)."""
-        return {
-            "database": self.database,
-            "drill_id": self.drill_id,
-            "release": self.release,
-            "verdict": self.verdict.value,
-            "failure_mode": self.failure_mode.value if self.failure_mode else None,
-            "action": self.action,
-            "findings": [f.model_dump(mode="json") for f in self.findings],
-            "rto_seconds": self.rto_seconds,
-            "rto_target_seconds": self.rto_target_seconds,
-            "rpo_seconds": self.rpo_seconds,
-            "rpo_target_seconds": self.rpo_target_seconds,
-            "phases": {name: phase.model_dump(mode="json") for name, phase in self.phases.items()},
-            "started_at": self.started_at.isoformat(),
-            "finished_at": self.finished_at.isoformat(),
-            "evidence": self.evidence,
-            "scratch_kept": self.scratch_kept,
-            "notes": list(self.notes),
-            "point": self.point.record() if self.point else None,
-            "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
-        }
+    release: str | None = None
+    release_lag: str | None = None  # a release drill's wait ended before the replica carried the release
+    interrupted: str | None = None  # "SIGTERM": the drill did not finish, whatever the steps said
 
 
 def _phase(step: StepResult) -> Phase:
@@ -232,89 +119,92 @@ def _listed(mode: FailureMode, details: list[str]) -> list[Finding]:
     return shown
 
 
-def judge(
-    entry: DatabaseEntry,
-    *,
-    drill_id: str,
-    started_at: datetime,
-    finished_at: datetime,
-    replica: ReplicaState,
-    restore: RestoreResult,
-    integrity: IntegrityReport,
-    release: str | None = None,
-    smoke: SmokeReport | None = None,
-    expectations: ExpectationsReport | None = None,
-    release_lag: str | None = None,
-    point: PointCheck | None = None,
-    freshness: FreshnessReport | None = None,
-    setup: StepResult | None = None,
-    interrupted: str | None = None,
-) -> DrillResult:
-    """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
+# One rule per step: what its result says against the entry's targets. Each returns findings only;
+# RTO, RPO and the position are judged below, where they need more than one step.
+def _replica_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    if steps.replica.status == Status.FAILED:
+        yield Finding(mode=_REPLICA_MODES.get(steps.replica.problem, FailureMode.OBJECT_STORAGE), detail=steps.replica.summary)
 
-    `smoke` and `expectations` are phases only when given; smoke seconds count in the RTO, expectations
-    seconds are reported beside it. `release_lag` says the replica did not carry the release within
-    the wait: it leads the findings as replica lag, since it explains what the copy lacks.
-    `setup` (scratch and evidence directories) is a phase when it did not pass. `interrupted`
-    (e.g. "SIGTERM") makes the drill an ERROR whatever the steps said: it did not finish.
-    """
-    steps: dict[str, StepResult] = {}
-    if setup is not None and setup.status != Status.PASSED:
-        steps["setup"] = setup
-    steps.update({"replica": replica, "restore": restore, "integrity": integrity})
-    if smoke is not None:
-        steps["smoke"] = smoke
-    if expectations is not None:
-        steps["expectations"] = expectations
-    if point is not None:
-        steps["point"] = point
-    if freshness is not None:
-        steps["freshness"] = freshness
-    findings: list[Finding] = []
-    errors: list[str] = [f"interrupted by {interrupted}: the drill did not finish"] if interrupted else []
-    notes: list[str] = []
 
-    for name, step in steps.items():
-        if step.status == Status.ERROR:
-            errors.append(f"{name}: {step.summary}")
-
-    if replica.status == Status.FAILED:
-        findings.append(Finding(mode=_REPLICA_MODES.get(replica.problem, FailureMode.OBJECT_STORAGE), detail=replica.summary))
+def _point_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    point = steps.point
     if point is not None and point.status == Status.FAILED:
         short = point.problem == PointProblem.RETENTION_SHORT
-        findings.append(Finding(mode=FailureMode.RETENTION_SHORT if short else FailureMode.POINT_NOT_RESTORED, detail=point.summary))
-    if restore.status == Status.FAILED:
-        findings.append(Finding(mode=_RESTORE_MODES.get(restore.problem, FailureMode.RESTORE_FAILURE), detail=restore.summary))
-    # A point-in-time drill is held to the point it asked for (its point phase), not to the newest listed TXID.
-    position = compare_position(restore.txid, replica.newest_txid) if restore.ok and point is None else Position()
-    if position.finding:
-        findings.append(position.finding)
-    if position.note:
-        notes.append(position.note)
-    if replica.clocks_note:
-        notes.append(replica.clocks_note)
-    if integrity.status == Status.FAILED:
-        if not integrity.intact:
-            findings.append(Finding(mode=FailureMode.INTEGRITY, detail=integrity.summary))
-        if integrity.sidecar_problem:
-            findings.append(Finding(mode=FailureMode.SIDECAR, detail=integrity.sidecar_problem))
-        if integrity.schema_problem:
-            findings.append(Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem))
-    if smoke is not None and smoke.status == Status.FAILED:
-        findings.extend(_listed(FailureMode.SMOKE, [check.describe() for check in smoke.failures]))
-    if expectations is not None and expectations.status == Status.FAILED:
-        findings.extend(_listed(FailureMode.EXPECTATIONS, [f"{r.suite}: {r.describe()}" for r in expectations.failures]))
+        yield Finding(mode=FailureMode.RETENTION_SHORT if short else FailureMode.POINT_NOT_RESTORED, detail=point.summary)
 
-    rto = None
-    if restore.status != Status.SKIPPED:
-        rto = round(sum(step.seconds for step in (restore, integrity, smoke) if step is not None and step.status != Status.SKIPPED), 3)
-        if rto > entry.rto_target and not any(f.mode == FailureMode.RESTORE_LAG for f in findings):
-            findings.append(
-                Finding(
-                    mode=FailureMode.RESTORE_LAG,
-                    detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s",
-                )
+
+def _restore_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    if steps.restore.status == Status.FAILED:
+        yield Finding(mode=_RESTORE_MODES.get(steps.restore.problem, FailureMode.RESTORE_FAILURE), detail=steps.restore.summary)
+
+
+def _integrity_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    integrity = steps.integrity
+    if integrity.status != Status.FAILED:
+        return
+    if not integrity.intact:
+        yield Finding(mode=FailureMode.INTEGRITY, detail=integrity.summary)
+    if integrity.sidecar_problem:
+        yield Finding(mode=FailureMode.SIDECAR, detail=integrity.sidecar_problem)
+    if integrity.schema_problem:
+        yield Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem)
+
+
+def _smoke_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    if steps.smoke is not None and steps.smoke.status == Status.FAILED:
+        yield from _listed(FailureMode.SMOKE, [check.describe() for check in steps.smoke.failures])
+
+
+def _expectations_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    report = steps.expectations
+    if report is not None and report.status == Status.FAILED:
+        yield from _listed(FailureMode.EXPECTATIONS, [f"{r.suite}: {r.describe()}" for r in report.failures])
+
+
+def _freshness_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    freshness = steps.freshness
+    if freshness is None:
+        return
+    if freshness.status == Status.FAILED:
+        yield Finding(mode=FailureMode.REPLICA_LAG, detail=freshness.summary)
+    loss = freshness.data_loss_seconds
+    if loss is not None and loss > entry.rpo_target:
+        yield Finding(
+            mode=FailureMode.REPLICA_LAG,
+            detail=f"data-loss window (freshness_query) is {loss:.0f}s, over the {entry.rpo_target:g}s RPO target by {loss - entry.rpo_target:.0f}s",
+        )
+
+
+STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...] = (
+    _replica_rule,
+    _point_rule,
+    _restore_rule,
+    _integrity_rule,
+    _smoke_rule,
+    _expectations_rule,
+    _freshness_rule,  # after the RPO judged from the header: the data's own loss window is the second opinion
+)
+
+
+def _rto(steps: DrillSteps, entry: DatabaseEntry, findings: list[Finding]) -> float | None:
+    """restore + integrity + smoke seconds; over the target is restore lag (unless a step already said so)."""
+    if steps.restore.status == Status.SKIPPED:
+        return None
+    counted = (steps.restore, steps.integrity, steps.smoke)
+    rto = round(sum(step.seconds for step in counted if step is not None and step.status != Status.SKIPPED), 3)
+    if rto > entry.rto_target and not any(f.mode == FailureMode.RESTORE_LAG for f in findings):
+        findings.append(
+            Finding(
+                mode=FailureMode.RESTORE_LAG,
+                detail=f"measured RTO {rto:.1f}s is over the {entry.rto_target:g}s target by {rto - entry.rto_target:.1f}s",
             )
+        )
+    return rto
+
+
+def _rpo(steps: DrillSteps, entry: DatabaseEntry, started_at: datetime, position: Position, findings: list[Finding]) -> float | None:
+    """The age of the newest change we could get back; over the target is replica lag."""
+    replica, restore = steps.replica, steps.restore
     rpo = replica.lag_seconds(started_at)
     what = "newest change on the replica"
     if position.finding and restore.txid:  # what we could get back is what was restored, not what was listed
@@ -328,22 +218,36 @@ def judge(
                 detail=f"{what} is {rpo:.0f}s old, over the {entry.rpo_target:g}s target by {rpo - entry.rpo_target:.0f}s",
             )
         )
+    return rpo
 
-    if freshness is not None and freshness.status == Status.FAILED:
-        findings.append(Finding(mode=FailureMode.REPLICA_LAG, detail=freshness.summary))
-    if freshness is not None and freshness.data_loss_seconds is not None and freshness.data_loss_seconds > entry.rpo_target:
-        loss = freshness.data_loss_seconds
-        findings.append(
-            Finding(
-                mode=FailureMode.REPLICA_LAG,
-                detail=f"data-loss window (freshness_query) is {loss:.0f}s, over the {entry.rpo_target:g}s RPO target by {loss - entry.rpo_target:.0f}s",
-            )
-        )
+
+def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> DrillResult:
+    """PASS only when every step passed (or was skipped) and both measurements are inside their targets.
+
+    Smoke seconds count in the RTO, expectations seconds are reported beside it. A release lag
+    leads the findings as replica lag, since it explains what the copy lacks. A setup step is a
+    phase when it did not pass. An interrupted drill is an ERROR whatever the steps said.
+    """
+    phases = steps.phases()
+    errors = [f"interrupted by {context.interrupted}: the drill did not finish"] if context.interrupted else []
+    errors += [f"{name}: {step.summary}" for name, step in phases.items() if step.status == Status.ERROR]
+    findings = [finding for rule in STEP_RULES[:-1] for finding in rule(steps, entry)]
+    notes: list[str] = []
+
+    restore, replica = steps.restore, steps.replica
+    # A point-in-time drill is held to the point it asked for (its point phase), not to the newest listed TXID.
+    position = compare_position(restore.txid, replica.newest_txid) if restore.ok and steps.point is None else Position()
+    if position.finding:
+        findings.append(position.finding)
+    notes += [note for note in (position.note, replica.clocks_note) if note]
+    rto = _rto(steps, entry, findings)
+    rpo = _rpo(steps, entry, context.started_at, position, findings)
+    findings += STEP_RULES[-1](steps, entry)
 
     order = list(FailureMode)
     findings.sort(key=lambda f: order.index(f.mode))
-    if release_lag:
-        findings.insert(0, Finding(mode=FailureMode.REPLICA_LAG, detail=release_lag))
+    if context.release_lag:
+        findings.insert(0, Finding(mode=FailureMode.REPLICA_LAG, detail=context.release_lag))
     if errors:
         verdict, mode = Verdict.ERROR, FailureMode.DRILL_ERROR
         findings.insert(0, Finding(mode=mode, detail="; ".join(errors)))
@@ -353,11 +257,11 @@ def judge(
         verdict, mode = Verdict.PASS, None
 
     return DrillResult(
-        drill_id=drill_id,
+        drill_id=context.drill_id,
         database=entry.name,
-        release=release,
-        started_at=started_at,
-        finished_at=finished_at,
+        release=context.release,
+        started_at=context.started_at,
+        finished_at=context.finished_at,
         verdict=verdict,
         failure_mode=mode,
         action=ACTIONS[mode] if mode else None,
@@ -366,14 +270,8 @@ def judge(
         rto_target_seconds=entry.rto_target,
         rpo_seconds=rpo,
         rpo_target_seconds=entry.rpo_target,
-        phases={name: _phase(step) for name, step in steps.items()},
+        phases={name: _phase(step) for name, step in phases.items()},
         entry=entry.public(),
-        replica=replica,
-        restore=restore,
-        integrity=integrity,
-        smoke=smoke,
-        expectations=expectations,
-        point=point,
-        freshness=freshness,
         notes=notes,
+        **{name: getattr(steps, name) for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness")},
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from tests.conftest import corrupt_index, entry
 
 

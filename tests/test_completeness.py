@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from drillbook.flows.cli import build_parser, main
+from drillbook.cli.main import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 

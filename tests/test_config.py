@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue, parse_duration, redact_url
 from drillbook.tasks.errors import ConfigError
 

@@ -60,7 +60,7 @@ def _required(flow) -> dict:
 
 
 def test_drill_deployment_name_matches_what_the_flows_call(deployments):
-    from drillbook.flows.cli_fleet import RELEASE_DEPLOYMENT
+    from drillbook.cli.fleet import RELEASE_DEPLOYMENT
     from drillbook.flows.fleet import BATCH_DEPLOYMENT, DRILL_DEPLOYMENT
 
     assert DRILL_DEPLOYMENT == "drill-database/drillbook-drill"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.flows.drill import drill_database
 from drillbook.tasks.errors import DrillFailed
 from drillbook.tasks.evidence import read_bundle

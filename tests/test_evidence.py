@@ -6,7 +6,7 @@ import asyncio
 import json
 from pathlib import Path
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from tests.conftest import entry
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import read_bundle
 from drillbook.tasks.expectations import load_suite, run_expectations

@@ -19,7 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.flows.drill import drill_database
 from drillbook.tasks.evidence import read_bundle
 from drillbook.tasks.history import recent_drills

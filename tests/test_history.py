@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.errors import HistoryError
 from drillbook.tasks.history import recent_drills, record_drill
 from tests.conftest import entry

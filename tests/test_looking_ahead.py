@@ -14,7 +14,7 @@ from uuid import uuid4
 
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.evidence import read_bundle
 from drillbook.tasks.history import recent_drills, record_drills

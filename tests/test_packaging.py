@@ -80,14 +80,14 @@ def test_from_an_application_folder_help_check_config_and_demo(installed, app_fo
 
     # The application's own modules win for their names; drillbook works beside them.
     both = _run(
-        [python, "-c", "import tasks, flows, drillbook.flows.cli; print(tasks.WHO, '|', flows.WHO, '|', drillbook.flows.cli.__name__)"],
+        [python, "-c", "import tasks, flows, drillbook.cli.main; print(tasks.WHO, '|', flows.WHO, '|', drillbook.cli.main.__name__)"],
         app_folder,
         env,
     )
-    assert both.stdout.strip() == "the application | the application | drillbook.flows.cli"
+    assert both.stdout.strip() == "the application | the application | drillbook.cli.main"
 
     assert "Exit codes: 0 PASS" in _run([str(installed / "drillbook"), "--help"], app_folder, env).stdout
-    assert "Exit codes: 0 PASS" in _run([python, "-m", "drillbook.flows.cli", "--help"], app_folder, env).stdout
+    assert "Exit codes: 0 PASS" in _run([python, "-m", "drillbook.cli", "--help"], app_folder, env).stdout
     checked = _run([str(installed / "drillbook"), "check-config"], app_folder, env)
     assert "1 database(s) OK" in checked.stdout and "orders" in checked.stdout
 

@@ -300,7 +300,7 @@ def test_verdict_names_point_and_retention_and_data_loss():
     from drillbook.tasks.freshness import FreshnessReport
     from drillbook.tasks.integrity import IntegrityReport
     from drillbook.tasks.replica import ReplicaState
-    from drillbook.tasks.verdict import judge
+    from tests.verdicts import judged
 
     ok = dict(status=Status.PASSED, seconds=0.1)
     common = dict(
@@ -313,17 +313,17 @@ def test_verdict_names_point_and_retention_and_data_loss():
     )
     behind = PointCheck(status=Status.FAILED, problem=PointProblem.BEHIND, summary="the copy is behind")
     short = PointCheck(status=Status.FAILED, problem=PointProblem.RETENTION_SHORT, summary="retention window short: ...")
-    assert judge(_entry(), point=behind, **common).failure_mode.value == "point not restorable"
-    assert judge(_entry(), point=short, **common).failure_mode.value == "retention window short"
+    assert judged(_entry(), point=behind, **common).failure_mode.value == "point not restorable"
+    assert judged(_entry(), point=short, **common).failure_mode.value == "retention window short"
     lossy = FreshnessReport(status=Status.PASSED, data_loss_seconds=900.0)
-    result = judge(_entry(), freshness=lossy, **common)
+    result = judged(_entry(), freshness=lossy, **common)
     assert (result.failure_mode.value, result.findings[0].detail) == (
         "replica lag",
         "data-loss window (freshness_query) is 900s, over the 600s RPO target by 300s",
     )
     assert result.summary()["data_loss_seconds"] == 900.0
     broken = FreshnessReport(status=Status.ERROR, summary="database 'orders': field freshness_query failed")
-    assert judge(_entry(), freshness=broken, **common).verdict.value == "ERROR"
+    assert judged(_entry(), freshness=broken, **common).verdict.value == "ERROR"
 
 
 def test_a_time_inside_the_newest_files_listing_second_is_asked_by_txid():
@@ -387,7 +387,7 @@ def test_reports_show_both_rpo_figures_and_the_point():
     from drillbook.tasks.replica import ReplicaState
     from drillbook.tasks.report import headline
     from drillbook.tasks.slack_render import drill_blocks
-    from drillbook.tasks.verdict import judge
+    from tests.verdicts import judged
 
     ok = dict(status=Status.PASSED, seconds=0.1)
     common = dict(
@@ -398,10 +398,10 @@ def test_reports_show_both_rpo_figures_and_the_point():
         restore=RestoreResult(**ok),
         integrity=IntegrityReport(**ok),
     )
-    result = judge(_entry(), freshness=FreshnessReport(status=Status.PASSED, data_loss_seconds=30.0), **common)
+    result = judged(_entry(), freshness=FreshnessReport(status=Status.PASSED, data_loss_seconds=30.0), **common)
     assert "*Data loss* 30s (target 10m 00s" in str(drill_blocks(result))
     point = plan_point(_entry(), _at(2.5), LINE, NOW)
-    assert headline(judge(_entry(), point=point, **common)).startswith("PASS orders at the point 2026-11-22T12:02:30.000Z: restorable in")
+    assert headline(judged(_entry(), point=point, **common)).startswith("PASS orders at the point 2026-11-22T12:02:30.000Z: restorable in")
 
 
 def test_the_live_path_guard_covers_point_restores(tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.testing.s3 import replicate_once, s3_replica_url
 from tests.conftest import entry
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import read_bundle

@@ -12,7 +12,7 @@ import psutil
 import pytest
 from pydantic import ValidationError
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
 from drillbook.tasks.evidence import read_bundle
 from drillbook.tasks.smoke import run_command_check, run_http_check, run_smoke_tests, run_sql_check

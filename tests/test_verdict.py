@@ -11,7 +11,8 @@ from drillbook.tasks.integrity import IntegrityReport
 from drillbook.tasks.replica import ReplicaProblem, ReplicaState
 from drillbook.tasks.restore import RestoreProblem, RestoreResult
 from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import FailureMode, Verdict, judge
+from drillbook.tasks.verdict import FailureMode, Verdict
+from tests.verdicts import judged
 
 START = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
 ENTRY = DatabaseEntry(name="orders", replica="s3://b/orders.db", rto_target=60, rpo_target=30)
@@ -107,7 +108,7 @@ CASES = [
 
 @pytest.mark.parametrize(("label", "replica", "restore", "integrity", "verdict", "mode"), CASES, ids=[c[0] for c in CASES])
 def test_verdict_table(label, replica, restore, integrity, verdict, mode):
-    result = judge(ENTRY, drill_id="d1", started_at=START, finished_at=START, replica=replica, restore=restore, integrity=integrity)
+    result = judged(ENTRY, drill_id="d1", started_at=START, finished_at=START, replica=replica, restore=restore, integrity=integrity)
     assert result.verdict == verdict
     assert result.failure_mode == mode
     assert (result.action is None) == (mode is None)
@@ -115,7 +116,7 @@ def test_verdict_table(label, replica, restore, integrity, verdict, mode):
 
 
 def test_measurements():
-    result = judge(
+    result = judged(
         ENTRY, drill_id="d1", started_at=START, finished_at=START, replica=replica_ok(12), restore=restore_ok(10), integrity=intact(2.5)
     )
     assert result.rto_seconds == 12.5

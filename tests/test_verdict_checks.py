@@ -7,8 +7,9 @@ import pytest
 from drillbook.tasks.expectations import ExpectationResult, ExpectationsReport
 from drillbook.tasks.smoke import SmokeCheckResult, SmokeReport
 from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import FailureMode, Verdict, judge
+from drillbook.tasks.verdict import FailureMode, Verdict
 from tests.test_verdict import ENTRY, START, intact, replica_ok, restore_ok
+from tests.verdicts import judged
 
 SMOKE_OK = SmokeReport(status=Status.PASSED, seconds=3, summary="2 smoke checks passed")
 EXPECT_OK = ExpectationsReport(status=Status.PASSED, seconds=50, summary="9 expectations in 1 suite passed")
@@ -43,7 +44,7 @@ EXPECT_FAILED = ExpectationsReport(
 
 
 def run(smoke=None, expectations=None, restore_seconds=10.0):
-    return judge(
+    return judged(
         ENTRY,
         drill_id="x",
         started_at=START,

@@ -14,18 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from drillbook.flows.cli import main
+from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError, SlackDeliveryError, one_line
 from drillbook.tasks.integrity import MAX_ROWS_KEPT, check_integrity
 from drillbook.tasks.replica import ReplicaState, parse_ltx_header
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import FailureMode, Verdict, compare_position, judge
+from drillbook.tasks.verdict import FailureMode, Verdict, compare_position
 from drillbook.testing.faultproxy import FaultProxy
 from drillbook.testing.s3 import s3_replica_url
 from drillbook.testing.sample import make_sample_database
 from tests.conftest import corrupt_index, entry
+from tests.verdicts import judged
 
 START = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 NEWEST, OLDER = "0000000000000010", "000000000000000c"
@@ -79,7 +80,7 @@ def _judge(replica: ReplicaState, restore: RestoreResult, integrity=None, **entr
 
     database = DatabaseEntry(name="orders", replica="file:///r/orders.db", rto_target=60, rpo_target=entry_fields.get("rpo_target", 30))
     integrity = integrity or IntegrityReport(status=Status.PASSED, seconds=0.1, summary="intact")
-    return judge(database, drill_id="d" * 32, started_at=START, finished_at=START, replica=replica, restore=restore, integrity=integrity)
+    return judged(database, drill_id="d" * 32, started_at=START, finished_at=START, replica=replica, restore=restore, integrity=integrity)
 
 
 def test_a_copy_restored_behind_the_listing_fails_naming_both_and_rpo_comes_from_what_was_restored():
@@ -231,7 +232,7 @@ def test_a_config_error_under_json_is_an_error_object(capsys, tmp_path):
 
 
 def test_an_unexpected_exception_is_exit_2_one_line_no_traceback(capsys, monkeypatch, write_catalogue):
-    import drillbook.flows.cli as cli
+    import drillbook.cli.run as cli
 
     def explode(*args, **kwargs):
         raise RuntimeError("boom\n  with a second line")
@@ -247,7 +248,7 @@ def test_an_unexpected_exception_is_exit_2_one_line_no_traceback(capsys, monkeyp
 
 
 def test_an_os_error_names_the_path(capsys, monkeypatch, write_catalogue):
-    import drillbook.flows.cli as cli
+    import drillbook.cli.run as cli
 
     def denied(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/var/lib/drillbook/x")

@@ -148,10 +148,13 @@ class S3Storage:
             raise StorageError(StorageProblem.UNREACHABLE, untrusted(where)) from None
         except ReadTimeoutError:
             raise StorageError(
-                StorageProblem.TIMEOUT, f"object GETs do not answer: reading {where} took longer than {self.timeout:g}s (the listing worked)"
+                StorageProblem.TIMEOUT,
+                f"object GETs do not answer: reading {where} took longer than {self.timeout:g}s (the listing worked)",
             ) from None
         except (EndpointConnectionError, ConnectTimeoutError) as exc:
-            raise StorageError(StorageProblem.UNREACHABLE, f"object storage endpoint unreachable reading {where} ({type(exc).__name__})") from None
+            raise StorageError(
+                StorageProblem.UNREACHABLE, f"object storage endpoint unreachable reading {where} ({type(exc).__name__})"
+            ) from None
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
@@ -162,7 +165,9 @@ class S3Storage:
                 ) from None
             if code in ("NoSuchKey", "404") or status == 404:
                 raise StorageError(StorageProblem.STORAGE_ERROR, f"listed but missing: {where} (NoSuchKey)") from None
-            raise StorageError(StorageProblem.STORAGE_ERROR, f"object GETs fail: reading {where} answered HTTP {status} {code}".rstrip()) from None
+            raise StorageError(
+                StorageProblem.STORAGE_ERROR, f"object GETs fail: reading {where} answered HTTP {status} {code}".rstrip()
+            ) from None
         except (BotoCoreError, OSError) as exc:  # connection reset, closed mid-response, protocol errors
             raise StorageError(StorageProblem.STORAGE_ERROR, f"object GETs fail: reading {where}: {type(exc).__name__}: {exc}") from None
 

@@ -8,12 +8,13 @@ The evidence bundle stays (under ./drill-evidence/) as the proof.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +187,7 @@ def write_demo_page(catalogue_path: Path, evidence_dir: Path, echo=print) -> Pat
 
 def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False, sample_history: bool = False) -> int:
     """Run the whole demo; returns the drill's exit code (0 PASS, 1 FAIL, 2 ERROR)."""
-    from drillbook.flows.runs import run_drill  # the same path `drillbook run` takes
+    from drillbook.cli.run import run_drill  # the same path `drillbook run` takes
 
     workdir = Path(tempfile.mkdtemp(prefix="drillbook-demo-"))
     try:
@@ -226,3 +227,31 @@ def run_demo(evidence_dir: Path, *, echo=print, slack_preview: bool = False, sam
             return code
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from drillbook.cli.demo import run_demo
+
+    return run_demo(Path(args.evidence_dir), slack_preview=args.slack_preview, sample_history=args.sample_history)
+
+
+def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="a full drill on a sample database with a local S3 endpoint",
+        description="Create a sample database, replicate it with litestream to a local S3 endpoint, drill it, clean up.",
+    )
+    demo.add_argument(
+        "--evidence-dir", default="drill-evidence", help="where the demo's evidence bundle is kept (default: ./drill-evidence)"
+    )
+    demo.add_argument(
+        "--slack-preview",
+        action="store_true",
+        help="also post the report to a Slack stand-in started on loopback, and print its Block Kit JSON (for Block Kit Builder)",
+    )
+    demo.add_argument(
+        "--sample-history",
+        action="store_true",
+        help="first seed two weeks of SAMPLE drills (marked as such) so the forecast and the page have something to show",
+    )
+    demo.set_defaults(func=cmd_demo)

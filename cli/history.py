@@ -1,4 +1,4 @@
-"""`drillbook history`, `stale`, `metrics`, `report --html` and `plan`: the history, looking back and ahead.
+"""`drillbook history`, `stale`, `metrics`, `report --html`: the history, looking back and ahead.
 
 Exit codes: `stale` exits 1 when any database is stale; the others 0, or 2 when
 the catalogue or the history store is not usable (one line saying which).
@@ -166,34 +166,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    from drillbook.tasks.history import trend_points
-    from drillbook.tasks.plan import plan_errors
-    from drillbook.tasks.steps import Status
-    from drillbook.tasks.trends import plan_restore
-
-    catalogue = load_catalogue(args.config)
-    entry = catalogue.get(args.name)
-    plan = plan_restore(entry, catalogue.history_url)
-    errors = plan_errors(trend_points(catalogue.history_url, [entry.name]).get(entry.name, []))
-    if args.json:
-        data = plan.model_dump(mode="json", exclude={"command"})
-        data["past_plan_errors"] = [round(e, 4) for e in errors[-10:]]
-        print(json.dumps(data, indent=2))
-    else:
-        print(f"{entry.name}: {plan.line()} (RTO target {entry.rto_target:g}s); nothing was restored")
-        if plan.status == Status.PASSED:
-            print(
-                f"  LTX files per level: {', '.join(f'L{k}: {v}' for k, v in sorted(plan.levels.items())) or 'none'}; TXID {plan.min_txid} - {plan.max_txid}"
-            )
-        if errors:
-            recent = errors[-10:]
-            print(f"  past plans vs measured (last {len(recent)}): " + ", ".join(f"{e:+.0%}" for e in recent))
-    if plan.status == Status.ERROR:
-        raise DrillbookError(plan.summary)
-    return 0 if plan.status == Status.PASSED else EXIT_FAIL
-
-
 def _positive_days(value: str) -> float:
     try:
         days = float(value)
@@ -249,14 +221,3 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     report.add_argument("--html", required=True, metavar="OUT.html", help="where to write the page")
     report.add_argument("--days", type=_positive_days, default=90, help="how many days the charts show (default 90)")
     report.set_defaults(func=cmd_report)
-
-    plan = commands.add_parser(
-        "plan",
-        help="what a restore would fetch and its expected RTO, without restoring",
-        description="Runs `litestream restore -dry-run -json` and the throughput of past drills (this database's, else the fleet's) to predict the RTO.",
-        epilog="Exit codes: 0 planned, 1 the replica gave no plan, 2 drillbook could not ask (litestream missing, bad catalogue).",
-    )
-    plan.add_argument("name", help="the database's name in the catalogue")
-    config_option(plan)
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
-    plan.set_defaults(func=cmd_plan)

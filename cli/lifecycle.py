@@ -6,7 +6,8 @@
   drillbook's output to EOF is not kept waiting by it; a start slower than the
   timeout is a PrefectUnavailable (exit 2, one line), not a traceback.
 - SIGTERM / SIGINT: the first stops litestream and smoke commands at once and
-  lets the drill record itself as ERROR; if that takes longer than GRACE
+  lets the drill record itself as ERROR (the handlers live in tasks/processes.py,
+  since flows put them back); if that takes longer than GRACE
   seconds, or a second signal comes, the process stops the temporary server and
   leaves with exit 2.
 - A drill that ends FAIL or ERROR is an expected outcome: Prefect's "Encountered
@@ -18,21 +19,16 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import signal
 import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
 from drillbook.tasks.errors import DrillFailed, DrillsFailed, PrefectUnavailable
-from drillbook.tasks.processes import interrupt, interrupted
+from drillbook.tasks.processes import interrupted
 
-GRACE = 10.0  # seconds an interrupted drill has to record itself before the process leaves anyway
 STARTUP_TIMEOUT = "120"  # seconds for Prefect's temporary server; a fresh, loaded CI runner needs more than Prefect's 20
 
 
@@ -158,56 +154,6 @@ def stop_temporary_server() -> None:
     server = server_module.SubprocessASGIServer._instances.get(None)
     if server is not None and getattr(server, "server_process", None) is not None:
         server.stop()
-
-
-_handler: list[Callable[..., None]] = []  # the CLI's handler, while installed
-
-
-def reclaim_signals() -> None:
-    """Inside a flow run started by the CLI: put drillbook's SIGTERM handler back.
-
-    Prefect's flow engine swaps in its own for the run (it crashes the run and re-sends the
-    signal), which would lose the drill's record. Under a worker (no CLI handler) Prefect's
-    stays: the runner cancels flow runs with SIGTERM.
-    """
-    if _handler and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _handler[0])
-
-
-def install_signal_handlers(say: Callable[[str], None]) -> Callable[[], None]:
-    """SIGTERM / SIGINT interrupt the drill (see module docstring); returns a function restoring the old handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def leave(name: str) -> None:
-        say(f"{name}: the drill did not finish in {GRACE:g}s after it; stopped (exit 2)")
-        try:
-            interrupt(name)
-            stop_temporary_server()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)
-
-    def handle(signum: int, frame: Any) -> None:
-        name = signal.Signals(signum).name
-        if interrupted():
-            leave(name)
-        interrupt(name)
-        say(f"{name}: stopping litestream and smoke commands, recording the drill as ERROR (a second {name} leaves at once)")
-        timer = threading.Timer(GRACE, leave, args=(name,))
-        timer.daemon = True
-        timer.start()
-
-    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGTERM, signal.SIGINT)}
-    _handler[:] = [handle]
-
-    def restore() -> None:
-        _handler.clear()
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-    return restore
 
 
 class _VerdictTracebacks(logging.Filter):

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from drillbook.flows.cli_fleet import print_rows
+from drillbook.cli.fleet import print_rows
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.points import age_text, coverage, iso

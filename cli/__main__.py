@@ -1,0 +1,7 @@
+"""`python -m drillbook.cli`: the same as the `drillbook` command."""
+
+import sys
+
+from drillbook.cli.main import main
+
+sys.exit(main())

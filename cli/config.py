@@ -1,0 +1,35 @@
+"""`drillbook check-config`: the catalogue validated and listed, nothing drilled."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from drillbook.tasks.config import load_catalogue
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    from drillbook.tasks.expectations import expectations_dir, load_suites
+
+    catalogue = load_catalogue(args.config)
+    suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
+    print(f"{catalogue.path}: {len(catalogue.database)} database(s) OK")
+    for entry in catalogue.database:
+        print(f"  {entry.name}: {entry.replica_redacted} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
+        loaded = suites[entry.name]
+        if loaded:
+            count = sum(len(suite) for suite in loaded)
+            print(f"    expectations: {count} in {', '.join(str(s.path) for s in loaded)}")
+        smoke = len(entry.row_counts) + len(entry.smoke)
+        if smoke:
+            print(f"    smoke checks: {smoke}")
+    return 0
+
+
+def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    check = commands.add_parser(
+        "check-config", help="validate the catalogue without drilling", description="Validate the catalogue and print its databases."
+    )
+    config_option(check)
+    check.set_defaults(func=cmd_check_config)

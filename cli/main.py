@@ -1,0 +1,111 @@
+"""`drillbook`: the command line. Exit codes: 0 PASS, 1 FAIL, 2 ERROR (bad config, drill could not run).
+
+The contract a release gate relies on: 1 means "the database was not shown
+recoverable" and nothing else. Any failure of drillbook itself or its
+environment (configuration, scratch or Prefect home not writable, Prefect not
+starting, an unexpected exception, SIGTERM / Ctrl-C) is 2, with one line on
+stderr, never a traceback, and under --json an ERROR object on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+# Before Prefect is imported: its settings are read once.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # Prefect's 20 s fails on a loaded CI runner
+
+import warnings  # noqa: E402
+
+# Prefect warns at import when it cannot create PREFECT_HOME; drillbook says it in one line instead (prefect_home_problem).
+warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
+
+
+from drillbook.cli import config, demo, expectations, fleet, history, outbox, plan, points, run, server  # noqa: E402
+from drillbook.cli.lifecycle import (  # noqa: E402
+    prefect_home_problem,
+    quiet_verdict_tracebacks,
+    stop_temporary_server,
+    use_detached_temporary_server,
+)
+from drillbook.tasks.config import catalogue_path  # noqa: E402
+from drillbook.tasks.errors import DrillbookError  # noqa: E402
+from drillbook.tasks.processes import install_signal_handlers  # noqa: E402
+from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
+
+EXIT_ERROR = EXIT_CODES[Verdict.ERROR]
+# In the order `drillbook --help` lists them.
+COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, plan)
+
+
+def _err(message: str) -> None:
+    print(f"drillbook: {message}", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="drillbook",
+        description="Restore drills for Litestream-replicated SQLite: restore, check, and judge RTO / RPO against targets.",
+        epilog="Exit codes: 0 PASS, 1 FAIL, 2 ERROR (configuration or the drill itself).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def config_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--config", metavar="FILE", help=f"catalogue file (default: $DRILLBOOK_CONFIG or {catalogue_path()})")
+
+    for module in COMMAND_MODULES:
+        module.add_commands(commands, config_option)
+    return parser
+
+
+def _error(message: str, args: argparse.Namespace) -> int:
+    """The ERROR contract: one line on stderr; under --json also an ERROR object on stdout; exit 2."""
+    line = " ".join(message.split()) if "\n" not in message.strip() else message.strip()  # config errors keep their list
+    _err(line)
+    if getattr(args, "json", False):
+        print(json.dumps({"verdict": "ERROR", "exit_code": EXIT_ERROR, "database": getattr(args, "name", None), "error": line}, indent=2))
+    return EXIT_ERROR
+
+
+def _unexpected(exc: BaseException) -> str:
+    """One line for an exception drillbook did not raise on purpose: what, and where to look."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror or type(exc).__name__}: {exc.filename}; check that path's permissions and free space"
+    text = " ".join(str(exc).split())[:300] or "(no message)"
+    return f"unexpected {type(exc).__name__}: {text}; this is drillbook's problem, not the database's: please report it"
+
+
+_RUNS_FLOWS = {"run", "nightly", "release", "demo"}  # commands that may start Prefect's temporary server
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    quiet_verdict_tracebacks()
+    restore_signals = install_signal_handlers(_err, on_leave=stop_temporary_server)
+    try:
+        if args.command in _RUNS_FLOWS:
+            # Prefect is imported from here on: anything that sets PREFECT_API_URL for this process comes first.
+            from drillbook.cli.server import use_local_server
+
+            use_local_server(_err)  # `drillbook server start`'s server, when no PREFECT_API_URL is set
+            use_detached_temporary_server()
+            problem = prefect_home_problem()
+            if problem:
+                return _error(problem, args)
+        return args.func(args)
+    except DrillbookError as exc:  # ConfigError, ToolMissing, PrefectUnavailable, ...: messages written for the operator
+        return _error(str(exc), args)
+    except KeyboardInterrupt:
+        return _error("interrupted", args)
+    except Exception as exc:
+        return _error(_unexpected(exc), args)
+    finally:
+        restore_signals()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

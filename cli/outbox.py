@@ -1,0 +1,52 @@
+"""`drillbook outbox [list|send]`: Slack reports that Slack did not take."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.errors import one_line
+from drillbook.tasks.verdict import EXIT_CODES, Verdict
+
+EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from drillbook.tasks.slack import list_outbox, send_outbox
+
+    catalogue = load_catalogue(args.config)
+    if catalogue.slack is None:
+        print(f"{catalogue.path}: Slack is not configured (no [slack] table), so there is no outbox")
+        return 0
+    if args.action == "send":
+        deliveries = send_outbox(catalogue)
+        if not deliveries:
+            print(f"{catalogue.outbox_dir}: nothing waiting")
+            return 0
+        for delivery in deliveries:
+            print(f"  {delivery.key}: {delivery.status}: {delivery.note if delivery.status != 'queued' else delivery.reason}")
+        waiting = sum(1 for d in deliveries if d.status in ("queued", "busy"))
+        print(f"{len(deliveries) - waiting} sent, {waiting} still waiting in {catalogue.outbox_dir}")
+        return EXIT_FAIL if waiting else 0
+    entries = list_outbox(catalogue)
+    print(f"{catalogue.outbox_dir}: {len(entries)} report(s) waiting" + (" (`drillbook outbox send` re-sends them)" if entries else ""))
+    for entry in entries:
+        what = f"{entry.kind} {entry.database or ''} {entry.verdict or ''}".replace("  ", " ").strip()
+        progress = " (message posted, thread incomplete)" if entry.posted_ts else ""
+        print(f"  {entry.key}  {what}  queued {entry.created_at:%Y-%m-%d %H:%M:%S}Z  tries {entry.attempts}{progress}")
+        if entry.reason:
+            print(f"      reason: {one_line(entry.reason)}")  # entries queued before reasons were kept to one line
+    return 0
+
+
+def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    outbox = commands.add_parser(
+        "outbox",
+        help="list (or send) Slack reports that Slack did not take",
+        description="Reports Slack did not take wait in the outbox ([slack] outbox_dir) with the reason. 'send' re-sends them; a report is never sent twice.",
+    )
+    outbox.add_argument("action", nargs="?", choices=["list", "send"], default="list", help="list (default) or send")
+    config_option(outbox)
+    outbox.set_defaults(func=cmd_outbox)

@@ -1,0 +1,71 @@
+"""`drillbook run NAME`: one drill through the Prefect flow, its report printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+from drillbook.flows.runs import drill_result_of, unwrap
+from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.errors import DrillbookError
+
+
+def run_drill(
+    name: str,
+    config: str | None,
+    *,
+    as_json: bool,
+    release: str | None = None,
+    expect_schema: str | None = None,
+    at: str | None = None,
+    txid: str | None = None,
+) -> int:
+    """Validate, drill through the Prefect flow, print the report; return the exit code (`drillbook run`, the demo)."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+
+    from drillbook.flows.drill import drill_database
+    from drillbook.tasks.points import point_request
+    from drillbook.tasks.report import render_terminal
+
+    entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
+    point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
+    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
+    _, value = unwrap(state)
+    result = drill_result_of(value)
+    if result is None:
+        if isinstance(value, BaseException):
+            raise value
+        raise DrillbookError(f"the drill flow ended {state.type.value} without a result: {state.message}")
+    console = Console(stderr=as_json, soft_wrap=False)
+    console.print(render_terminal(result))
+    if as_json:
+        print(json.dumps(result.summary(), indent=2))
+    return result.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return run_drill(
+        args.name, args.config, as_json=args.json, release=args.release, expect_schema=args.expect_schema, at=args.at, txid=args.txid
+    )
+
+
+def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
+    run = commands.add_parser(
+        "run", help="drill one database from the catalogue", description="Restore one database from its replica, check it, judge it."
+    )
+    run.add_argument("name", help="the database's name in the catalogue")
+    config_option(run)
+    run.add_argument("--json", action="store_true", help="print the result as one JSON object on stdout (the report goes to stderr)")
+    run.add_argument("--release", help="the release this drill is for (shown in the report and evidence)")
+    run.add_argument("--expect-schema", metavar="VERSION", help="expected schema version (overrides the catalogue's schema_version)")
+    run.add_argument(
+        "--at",
+        metavar="TIME",
+        help="restore this point instead of the newest: an ISO 8601 time (2026-11-20T10:00:00Z), or oldest, random, retention",
+    )
+    run.add_argument("--txid", metavar="TXID", help="restore up to this TXID (hex, as `litestream ltx` lists it) instead of the newest")
+    run.set_defaults(func=cmd_run)

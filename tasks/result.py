@@ -1,0 +1,125 @@
+"""What a drill found: the steps' results as one model, and the DrillResult the evidence bundle is.
+
+The step modules define their own result models (values, no behaviour beyond
+describing themselves); this module gathers them. It never imports the steps'
+functions, and no step imports it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from drillbook.tasks.expectations import ExpectationsReport
+from drillbook.tasks.forecast import Outlook
+from drillbook.tasks.freshness import FreshnessReport
+from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Verdict
+from drillbook.tasks.plan import RestorePlan
+from drillbook.tasks.points import PointCheck
+from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.restore import RestoreResult
+from drillbook.tasks.smoke import SmokeReport
+from drillbook.tasks.steps import Status, StepResult
+
+
+class DrillSteps(BaseModel):
+    """Every step's result, as the verdict reads them. A step that did not run is None (or skipped).
+
+    A new kind of step is a field here and a rule in verdict.py, not another argument to `judge`.
+    """
+
+    setup: StepResult | None = None
+    replica: ReplicaState
+    restore: RestoreResult
+    integrity: IntegrityReport
+    smoke: SmokeReport | None = None
+    expectations: ExpectationsReport | None = None
+    point: PointCheck | None = None
+    freshness: FreshnessReport | None = None
+
+    def phases(self) -> dict[str, StepResult]:
+        """The steps that count as phases, in drill order: setup only when it did not pass."""
+        out: dict[str, StepResult] = {}
+        if self.setup is not None and self.setup.status != Status.PASSED:
+            out["setup"] = self.setup
+        out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
+        for name in ("smoke", "expectations", "point", "freshness"):
+            step = getattr(self, name)
+            if step is not None:
+                out[name] = step
+        return out
+
+
+class DrillResult(BaseModel):
+    """Everything a drill found; the evidence bundle is this, as JSON."""
+
+    drill_id: str
+    database: str
+    release: str | None = None
+    started_at: datetime
+    finished_at: datetime
+    verdict: Verdict
+    failure_mode: FailureMode | None = None
+    action: str | None = None
+    findings: list[Finding] = Field(default_factory=list)
+    rto_seconds: float | None = None
+    rto_target_seconds: float
+    rpo_seconds: float | None = None
+    rpo_target_seconds: float
+    phases: dict[str, Phase] = Field(default_factory=dict)
+    entry: dict[str, Any] = Field(default_factory=dict, description="The catalogue entry, secrets redacted.")
+    replica: ReplicaState | None = None
+    restore: RestoreResult | None = None
+    integrity: IntegrityReport | None = None
+    smoke: SmokeReport | None = None
+    expectations: ExpectationsReport | None = None
+    point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
+    freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
+    evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
+    scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
+    flow_run_url: str | None = None
+    notes: list[str] = Field(default_factory=list)
+    # Set by the flow around the verdict, never by it: a forecast or advice never changes a verdict.
+    plan: RestorePlan | None = Field(default=None, description="litestream's dry-run restore plan and the RTO it predicted.")
+    outlook: Outlook | None = Field(default=None, description="RTO forecast from this database's history, no-go advice.")
+    versions: dict[str, str] = Field(default_factory=dict, description="drillbook and litestream versions.")
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict == Verdict.PASS
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.verdict]
+
+    @property
+    def short_id(self) -> str:
+        """The drill id's first 8 characters, where people read it (the full id is the key everywhere else)."""
+        return self.drill_id[:8]
+
+    def summary(self) -> dict[str, Any]:
+        """The stable, machine-readable core (`drillbook run --json`)."""
+        return {
+            "database": self.database,
+            "drill_id": self.drill_id,
+            "release": self.release,
+            "verdict": self.verdict.value,
+            "failure_mode": self.failure_mode.value if self.failure_mode else None,
+            "action": self.action,
+            "findings": [f.model_dump(mode="json") for f in self.findings],
+            "rto_seconds": self.rto_seconds,
+            "rto_target_seconds": self.rto_target_seconds,
+            "rpo_seconds": self.rpo_seconds,
+            "rpo_target_seconds": self.rpo_target_seconds,
+            "phases": {name: phase.model_dump(mode="json") for name, phase in self.phases.items()},
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat(),
+            "evidence": self.evidence,
+            "scratch_kept": self.scratch_kept,
+            "notes": list(self.notes),
+            "point": self.point.record() if self.point else None,
+            "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
+        }
