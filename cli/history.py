@@ -17,6 +17,7 @@ from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.text import duration_text
 from drillbook.tasks.verdict import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
@@ -55,18 +56,16 @@ def fit_table(columns: list[tuple[str, list[str]]], width: int, keep: int = 3) -
 
 
 def _plan_cell(row: Any) -> str:
-    from drillbook.tasks.report import seconds_text
 
     if row.planned_rto_seconds is None:
         return ""
     if row.rto_seconds is None or row.planned_rto_seconds <= 0:
-        return seconds_text(row.planned_rto_seconds)
-    return f"{seconds_text(row.planned_rto_seconds)} ({(row.rto_seconds - row.planned_rto_seconds) / row.planned_rto_seconds:+.0%})"
+        return duration_text(row.planned_rto_seconds)
+    return f"{duration_text(row.planned_rto_seconds)} ({(row.rto_seconds - row.planned_rto_seconds) / row.planned_rto_seconds:+.0%})"
 
 
 def cmd_history(args: argparse.Namespace) -> int:
     from drillbook.tasks.history import recent_drills, safe_url
-    from drillbook.tasks.report import seconds_text
 
     catalogue = load_catalogue(args.config)
     rows = recent_drills(catalogue.history_url, args.name, args.limit)
@@ -83,8 +82,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         ("started (UTC)", [row.started_at.strftime(started) for row in rows]),
         ("database", [row.database for row in rows]),
         ("verdict", [row.verdict for row in rows]),
-        ("RTO / target", [f"{seconds_text(row.rto_seconds)} / {seconds_text(row.rto_target_seconds)}" for row in rows]),
-        ("RPO / target", [f"{seconds_text(row.rpo_seconds)} / {seconds_text(row.rpo_target_seconds)}" for row in rows]),
+        ("RTO / target", [f"{duration_text(row.rto_seconds)} / {duration_text(row.rto_target_seconds)}" for row in rows]),
+        ("RPO / target", [f"{duration_text(row.rpo_seconds)} / {duration_text(row.rpo_target_seconds)}" for row in rows]),
         ("failure mode", [row.failure_mode or "" for row in rows]),
         ("drill", [row.drill_id[:8] for row in rows]),  # full UUIDs in --json and the evidence; people read a prefix
         ("release", [row.release or "" for row in rows]),

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
-from drillbook.tasks.errors import one_line
+from drillbook.tasks.text import one_line
 from drillbook.tasks.verdict import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]

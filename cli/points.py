@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from drillbook.cli.fleet import print_rows
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError
-from drillbook.tasks.points import age_text, coverage, iso
+from drillbook.tasks.points import coverage
+from drillbook.tasks.text import duration_text, iso
 
 HISTORY_ROWS = 5000
 
@@ -69,7 +70,8 @@ def cmd_coverage(args: argparse.Namespace) -> int:
         for slot in slots
     ]
     print_rows(
-        rows, f"{entry.name}: {proven} of {len(slots)} slots of the last {age_text(window)} proven restorable (slots of {age_text(every)})"
+        rows,
+        f"{entry.name}: {proven} of {len(slots)} slots of the last {duration_text(window)} proven restorable (slots of {duration_text(every)})",
     )
     if retention:
         last = retention[0]

@@ -16,7 +16,6 @@ worker starts one process per batch, not per database.
 from __future__ import annotations
 
 import contextlib
-import re
 import threading
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +33,7 @@ from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
 from drillbook.tasks.replica import parse_s3_url
+from drillbook.tasks.text import slug
 from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict, tally
 
 DRILLS_LIMIT = "drillbook-drills"
@@ -58,10 +58,6 @@ def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databa
                 f"{catalogue.path}: no database carries the tag(s) {', '.join(sorted(wanted))} (tags in use: {', '.join(known)})"
             )
     return chosen
-
-
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "default"
 
 
 def bucket_limit_name(entry: DatabaseEntry) -> str:

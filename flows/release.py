@@ -12,12 +12,13 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases, slug
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.config import DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
 from drillbook.tasks.processes import reclaim_signals
 from drillbook.tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
+from drillbook.tasks.text import slug
 from drillbook.tasks.verdict import DrillResult
 
 RELEASE_EVENT = "drillbook.release.deployed"

@@ -13,11 +13,12 @@ import tempfile
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.text import redact_url
 
 DEFAULT_CATALOGUE = "drillbook.toml"
 CATALOGUE_ENV = "DRILLBOOK_CONFIG"
@@ -47,16 +48,6 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 _SECRET_PARAM = re.compile(r"(key|secret|token|password|credential)", re.IGNORECASE)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _SLACK_ID = re.compile(r"^[UWS][A-Z0-9]{2,}$")
-
-
-def redact_url(url: str) -> str:
-    """The replica URL with any credential-looking query value replaced."""
-    parts = urlsplit(url)
-    query = [(k, "REDACTED" if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = "REDACTED@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
 
 
 _SMOKE_NAME = re.compile(r"^[^\x00-\x1f]{1,80}$")

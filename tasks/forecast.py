@@ -24,15 +24,16 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
+from drillbook.tasks.text import duration_text
+
 DAY = 86400.0
 WEEK = 7 * DAY
 GB = 1e9
 
 
 def _seconds(value: float | None) -> str:
-    from drillbook.tasks.report import seconds_text
 
-    return seconds_text(value)
+    return duration_text(value)
 
 
 def theil_sen(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float, float, float] | None:

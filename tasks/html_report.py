@@ -15,8 +15,8 @@ from html import escape
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.history import TrendPoint, trend_points
-from drillbook.tasks.report import seconds_text
 from drillbook.tasks.stale import StaleStatus, stale_status
+from drillbook.tasks.text import duration_text
 from drillbook.tasks.trends import TREND_DAYS, outlook_of
 
 _STYLE = """
@@ -63,10 +63,16 @@ def _section(name: str, points: list[TrendPoint], outlook: Outlook | None, statu
             )
         )
         rows.append(
-            ("RTO", f'<span data-figure="rto">{seconds_text(newest.rto_seconds)}</span> (target {seconds_text(newest.rto_target_seconds)})')
+            (
+                "RTO",
+                f'<span data-figure="rto">{duration_text(newest.rto_seconds)}</span> (target {duration_text(newest.rto_target_seconds)})',
+            )
         )
         rows.append(
-            ("RPO", f'<span data-figure="rpo">{seconds_text(newest.rpo_seconds)}</span> (target {seconds_text(newest.rpo_target_seconds)})')
+            (
+                "RPO",
+                f'<span data-figure="rpo">{duration_text(newest.rpo_seconds)}</span> (target {duration_text(newest.rpo_target_seconds)})',
+            )
         )
     if status is not None:
         rows.append(("freshness", ('<span class="warning">STALE</span>: ' if status.stale else "") + escape(status.detail())))

@@ -23,6 +23,7 @@ from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.litestream import CommandRecord, run_litestream
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.text import duration_text
 
 THROUGHPUT_DRILLS = 10  # past passing drills whose throughput is the estimate (median)
 
@@ -62,11 +63,10 @@ class RestorePlan(StepResult):
         fetch = f"fetch {self.bytes_to_fetch or 0:,} bytes in {len(self.files)} LTX file(s)"
         if self.expected_rto_seconds is None:
             return f"plan: {fetch}; expected RTO unknown ({self.summary})"
-        from drillbook.tasks.report import seconds_text
 
         rate = f"{(self.throughput_bytes_per_second or 0) / 1e6:.1f} MB/s from {self.throughput_source}"
-        checks = f" + {seconds_text(self.check_seconds)} of checks" if self.check_seconds else ""
-        return f"plan: {fetch}; expected RTO {seconds_text(self.expected_rto_seconds)} (restore at {rate}{checks})"
+        checks = f" + {duration_text(self.check_seconds)} of checks" if self.check_seconds else ""
+        return f"plan: {fetch}; expected RTO {duration_text(self.expected_rto_seconds)} (restore at {rate}{checks})"
 
 
 def dry_run(entry: DatabaseEntry) -> RestorePlan:

@@ -34,6 +34,7 @@ from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.replica import ReplicaState, parse_ltx_header, parse_s3_url, s3_client
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.text import duration_text, iso, txid_text
 
 KEYWORDS = ("oldest", "random", "retention")
 TXID_HINT = "a hexadecimal TXID like 0000000000001a2b (1 to 16 hex digits, as `litestream ltx` lists them)"
@@ -73,12 +74,6 @@ class PointRequest(BaseModel):
         if self.kind == PointKind.AT:
             return f"the point {iso(self.at)}"
         return f"the {self.kind.value} point" + (f" {iso(self.at)}" if self.at else "")
-
-
-def iso(moment: datetime | None) -> str:
-    if moment is None:
-        return "-"
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def parse_txid(value: str) -> str:
@@ -342,21 +337,6 @@ class PointCheck(StepResult):
         }
 
 
-def txid_text(value: int | None) -> str | None:
-    return None if value is None else f"{value:016x}"
-
-
-def age_text(seconds: float) -> str:
-    days, rest = divmod(int(seconds), 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    if days:
-        return f"{days}d {hours}h"
-    if hours:
-        return f"{hours}h {minutes:02d}m"
-    return f"{minutes}m {secs:02d}s" if minutes else f"{seconds:.1f}s"
-
-
 def slot_of(moment: datetime, every: float) -> datetime:
     """Slots are `every` long, anchored at the Unix epoch, so they stay put as the window slides."""
     stamp = moment.timestamp()
@@ -451,7 +431,7 @@ def plan_point(
                 check,
                 PointProblem.RETENTION_SHORT,
                 f"retention window short: the oldest restorable point is TXID {txid_text(oldest.max_txid)} written {iso(oldest.time)} "
-                f"({age_text(age)} ago), short of retention_target {age_text(target)} by {age_text(target - age)}",
+                f"({duration_text(age)} ago), short of retention_target {duration_text(target)} by {duration_text(target - age)}",
             )
         request = PointRequest(kind=PointKind.RETENTION, at=now - timedelta(seconds=target))
         check.request = request
@@ -462,15 +442,15 @@ def plan_point(
             return _fail(
                 check,
                 PointProblem.BEFORE_OLDEST,
-                f"no restorable point lies inside restore_points.random_within ({age_text(points.random_within)}): "
+                f"no restorable point lies inside restore_points.random_within ({duration_text(points.random_within)}): "
                 f"the replica holds {iso(timeline.restorable_from)} to {iso(timeline.restorable_until)}",
             )
         moment, check.slot_start, check.window_start = chosen
         if check.window_start < (timeline.restorable_from or now):
             first = "the replica's first backup" if oldest.level != 9 or oldest.min_txid == oldest.max_txid else "its oldest snapshot"
             check.notes.append(
-                f"restore_points.random_within ({age_text(points.random_within)}) reaches before {first} "
-                f"({iso(oldest.time)}); points are drawn from the {age_text((now - oldest.time).total_seconds())} that exist"
+                f"restore_points.random_within ({duration_text(points.random_within)}) reaches before {first} "
+                f"({iso(oldest.time)}); points are drawn from the {duration_text((now - oldest.time).total_seconds())} that exist"
             )
         request = PointRequest(kind=PointKind.RANDOM, at=moment)
         check.request = request
@@ -578,7 +558,7 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
         check.notes.append(
             f"the changes after TXID {check.expected_txid} are kept only compacted (L{late.level} {txid_text(late.min_txid)}-{txid_text(late.max_txid)}, "
             f"written {iso(late.time)}): the nearest restorable point at or before {iso(moment)} is {iso(expected.time)}, "
-            f"{age_text((moment - expected.time).total_seconds())} earlier"
+            f"{duration_text((moment - expected.time).total_seconds())} earlier"
         )
     check.status = Status.PASSED
     check.summary = (

@@ -8,32 +8,20 @@ from rich.table import Table
 from rich.text import Text
 
 from drillbook.tasks.steps import Status
+from drillbook.tasks.text import duration_text
 from drillbook.tasks.verdict import DrillResult, Verdict
 
 _COLOURS = {Verdict.PASS: "green", Verdict.FAIL: "red", Verdict.ERROR: "yellow"}
 _STATUS_MARK = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "skipped", Status.ERROR: "ERROR"}
 
 
-def seconds_text(value: float | None) -> str:
-    """3.2s, 4m 05s, 1h 02m; '-' when unknown."""
-    if value is None:
-        return "-"
-    if value < 60:
-        return f"{value:.1f}s" if value < 10 else f"{value:.0f}s"
-    minutes, secs = divmod(int(round(value)), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
-
-
 def measure_line(label: str, measured: float | None, target: float) -> str:
     """'RTO 12.3s (target 5m 00s, 4m 48s to spare)' or '... 3.0s over'."""
     if measured is None:
-        return f"{label} not measured (target {seconds_text(target)})"
+        return f"{label} not measured (target {duration_text(target)})"
     delta = target - measured
-    relation = f"{seconds_text(delta)} to spare" if delta >= 0 else f"{seconds_text(-delta)} over"
-    return f"{label} {seconds_text(measured)} (target {seconds_text(target)}, {relation})"
+    relation = f"{duration_text(delta)} to spare" if delta >= 0 else f"{duration_text(-delta)} over"
+    return f"{label} {duration_text(measured)} (target {duration_text(target)}, {relation})"
 
 
 def headline(result: DrillResult) -> str:
@@ -43,9 +31,9 @@ def headline(result: DrillResult) -> str:
         release += f" at {result.point.request.describe()}"
     if result.verdict == Verdict.PASS:
         return (
-            f"PASS {result.database}{release}: restorable in {seconds_text(result.rto_seconds)} "
-            f"(RTO target {seconds_text(result.rto_target_seconds)}), replica {seconds_text(result.rpo_seconds)} behind "
-            f"(RPO target {seconds_text(result.rpo_target_seconds)})"
+            f"PASS {result.database}{release}: restorable in {duration_text(result.rto_seconds)} "
+            f"(RTO target {duration_text(result.rto_target_seconds)}), replica {duration_text(result.rpo_seconds)} behind "
+            f"(RPO target {duration_text(result.rpo_target_seconds)})"
         )
     mode = result.failure_mode.value if result.failure_mode else "unknown"
     return f"{result.verdict.value} {result.database}{release}: {mode}: {result.findings[0].detail if result.findings else ''}".rstrip(": ")
@@ -59,10 +47,10 @@ def plan_line(result: DrillResult) -> str | None:
     fetched = f"{plan.bytes_to_fetch or 0:,} bytes in {len(plan.files)} LTX file(s)"
     if plan.expected_rto_seconds is None:
         return f"Plan: {fetched}; no expected RTO yet (no drill with a measured throughput)"
-    line = f"Plan: expected RTO {seconds_text(plan.expected_rto_seconds)} for {fetched}"
+    line = f"Plan: expected RTO {duration_text(plan.expected_rto_seconds)} for {fetched}"
     if result.rto_seconds is not None and plan.expected_rto_seconds > 0:
         error = (result.rto_seconds - plan.expected_rto_seconds) / plan.expected_rto_seconds
-        line += f", measured {seconds_text(result.rto_seconds)} ({error:+.0%})"
+        line += f", measured {duration_text(result.rto_seconds)} ({error:+.0%})"
     return line
 
 

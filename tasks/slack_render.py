@@ -15,7 +15,6 @@ and anything token-like.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,9 +22,9 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
-from drillbook.tasks.config import redact_url
-from drillbook.tasks.report import headline, measure_line, outlook_lines, seconds_text
+from drillbook.tasks.report import headline, measure_line, outlook_lines
 from drillbook.tasks.steps import Status
+from drillbook.tasks.text import duration_text, redact, redact_data, redact_url
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 if TYPE_CHECKING:
@@ -41,29 +40,6 @@ CUT_MARK = "… (cut; the whole is in the evidence file in the thread)"
 
 _EMOJI = {Verdict.PASS: ":white_check_mark:", Verdict.FAIL: ":red_circle:", Verdict.ERROR: ":warning:"}
 _PHASE_MARK = {Status.PASSED: ":white_check_mark:", Status.FAILED: ":x:", Status.SKIPPED: ":heavy_minus_sign:", Status.ERROR: ":warning:"}
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_TOKENISH = re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+|(hooks\.slack\.com/services/)[A-Za-z0-9/]+")
-EMAIL_MASK = "[email redacted]"
-
-
-def redact(text: str, *secrets: str | None) -> str:
-    """`text` with e-mail addresses, Slack tokens, webhook paths and the given secrets masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[secret redacted]")
-    text = _TOKENISH.sub(lambda m: (m.group(1) or "") + "[secret redacted]", text)
-    return _EMAIL.sub(EMAIL_MASK, text)
-
-
-def redact_data(value: Any, *secrets: str | None) -> Any:
-    """`redact` applied to every string in a JSON-like structure."""
-    if isinstance(value, str):
-        return redact(value, *secrets)
-    if isinstance(value, dict):
-        return {redact(str(k), *secrets): redact_data(v, *secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_data(v, *secrets) for v in value]
-    return value
 
 
 def escape(text: str) -> str:
@@ -148,7 +124,7 @@ def _phase_lines(result: DrillResult) -> list[str]:
     lines = []
     said = {finding.detail for finding in result.findings}
     for name, phase in result.phases.items():
-        took = "" if phase.status == Status.SKIPPED else f" in {seconds_text(phase.seconds)}"
+        took = "" if phase.status == Status.SKIPPED else f" in {duration_text(phase.seconds)}"
         line = f"{_PHASE_MARK[phase.status]} *{escape(name)}* {phase.status.value}{took}"
         if phase.status in (Status.FAILED, Status.ERROR) and phase.summary and phase.summary not in said:
             line += f" — {escape(cut(redact(phase.summary), 300, '…'))}"
@@ -293,8 +269,8 @@ def _summary_line(result: DrillResult, owners: Iterable[str]) -> str:
     line = f"{_EMOJI[result.verdict]} *{escape(result.database)}* {result.verdict.value}"
     if result.verdict != Verdict.PASS:
         line += f" · {escape(result.failure_mode.value if result.failure_mode else 'unknown')}"
-    line += f" · RTO {seconds_text(result.rto_seconds)}/{seconds_text(result.rto_target_seconds)}"
-    line += f" · RPO {seconds_text(result.rpo_seconds)}/{seconds_text(result.rpo_target_seconds)}"
+    line += f" · RTO {duration_text(result.rto_seconds)}/{duration_text(result.rto_target_seconds)}"
+    line += f" · RPO {duration_text(result.rpo_seconds)}/{duration_text(result.rpo_target_seconds)}"
     if result.outlook is not None and result.outlook.forecast.warning:
         line += f" · :warning: RTO forecast reaches its target in about {result.outlook.forecast.days_to_target:.0f} days"
     if result.verdict != Verdict.PASS:
@@ -357,12 +333,13 @@ def preview_json(message: SlackMessage) -> str:
 
 def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
     """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
-    from drillbook.tasks.stale import age_text
 
-    limit = age_text(status.max_age_seconds)
+    limit = duration_text(status.max_age_seconds)
     last = f"{status.last_pass_at:%Y-%m-%d %H:%M} UTC" if status.last_pass_at else None
     if kind == "stale":
-        since = f"no passing drill for {age_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
+        since = (
+            f"no passing drill for {duration_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
+        )
         text = f"STALE {status.database}: {since}; max_drill_age is {limit}"
         body = (
             f":hourglass: *{escape(status.database)}* is stale: {escape(since)}, over its max_drill_age of {limit}.\n"

@@ -12,7 +12,6 @@ sends it twice.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Literal
@@ -21,6 +20,7 @@ from pydantic import BaseModel
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history import alert_states, last_passes, save_alert_state
+from drillbook.tasks.text import duration_text, file_part
 
 
 class StaleStatus(BaseModel):
@@ -33,21 +33,11 @@ class StaleStatus(BaseModel):
     def detail(self) -> str:
         """'last PASS 2026-11-21 02:31 UTC, 4d 01h ago (max_drill_age 2d 00h)'."""
         if self.last_pass_at is None:
-            return f"no passing drill recorded (max_drill_age {age_text(self.max_age_seconds)})"
-        return f"last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {age_text(self.age_seconds)} ago (max_drill_age {age_text(self.max_age_seconds)})"
+            return f"no passing drill recorded (max_drill_age {duration_text(self.max_age_seconds)})"
+        return f"last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {duration_text(self.age_seconds)} ago (max_drill_age {duration_text(self.max_age_seconds)})"
 
     def line(self) -> str:
         return f"{self.database}: {self.detail()}"
-
-
-def age_text(seconds: float | None) -> str:
-    """Ages read in days once they are long: '4d 01h', '36h 00m' up to two days, '5m 03s' below an hour."""
-    from drillbook.tasks.report import seconds_text
-
-    if seconds is not None and seconds >= 2 * 86400:
-        days, rest = divmod(int(round(seconds)), 86400)
-        return f"{days}d {rest // 3600:02d}h"
-    return seconds_text(seconds)
 
 
 def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict[str, datetime] | None = None) -> list[StaleStatus]:
@@ -78,7 +68,7 @@ def _stamp(value: datetime | None) -> str:
 
 def transition_key(kind: str, status: StaleStatus) -> str:
     """The same transition always gets the same key (the outbox sends a key once)."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", status.database)
+    name = file_part(status.database)
     return f"{kind}-{name}-{_stamp(status.last_pass_at)}"
 
 

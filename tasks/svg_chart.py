@@ -18,6 +18,7 @@ from html import escape
 
 from drillbook.tasks.charts import COLOURS
 from drillbook.tasks.forecast import RtoForecast
+from drillbook.tasks.text import duration_text
 
 WIDTH, HEIGHT = 720, 330
 LEFT, RIGHT = 64, 12
@@ -40,9 +41,8 @@ def nice_step(span: float, ticks: int = 3) -> float:
 
 
 def _seconds(value: float) -> str:
-    from drillbook.tasks.report import seconds_text
 
-    return seconds_text(value)
+    return duration_text(value)
 
 
 def render_svg(points: Sequence, forecast: RtoForecast | None, *, now: datetime | None = None, label: str = "") -> str:

@@ -67,7 +67,7 @@ def slug(text: str, limit: int = 80) -> str:
 MASK = "REDACTED"
 SECRET_MASK = "[secret redacted]"
 EMAIL_MASK = "[email redacted]"
-_SECRET_PARAM = re.compile(r"(key|secret|token|password|credential|signature|sig)$|^(sig|se|sp|sv|x-amz-[a-z-]+)$", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"key|secret|token|password|passwd|credential|signature|^sig$|^x-amz-", re.IGNORECASE)
 # scheme://user:password@host: the credentials run to the LAST '@' before the path, so a password holding
 # '@', ':', '#', '%' or '/' (unencoded) is masked whole, never half-printed.
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<creds>\S*@)(?=[^\s@/])")
@@ -104,3 +104,8 @@ def redact_data(value: Any, *secrets: str | None) -> Any:
     if isinstance(value, list):
         return [redact_data(v, *secrets) for v in value]
     return value
+
+
+def file_part(text: str) -> str:
+    """A name kept as it is where it is safe in a file name or key (letters, digits, '_', '.', '-'), the rest as '-'."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from drillbook.cli.main import main
-from drillbook.tasks.config import load_catalogue, parse_duration, redact_url
+from drillbook.tasks.config import load_catalogue, parse_duration
 from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.text import redact_url
 
 S3 = "s3://drills/orders.db?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true"
 

@@ -185,8 +185,8 @@ def test_retention_short_names_the_oldest_point():
     check = plan_point(_entry(retention_target="14d"), PointRequest(kind=PointKind.RETENTION), LINE, NOW)
     assert (check.status, check.problem, check.target_args) == (Status.FAILED, PointProblem.RETENTION_SHORT, ["-txid", "0000000000000001"])
     assert check.summary == (
-        "retention window short: the oldest restorable point is TXID 0000000000000001 written 2026-11-22T12:00:00.000Z (3d 0h ago), "
-        "short of retention_target 14d 0h by 11d 0h"
+        "retention window short: the oldest restorable point is TXID 0000000000000001 written 2026-11-22T12:00:00.000Z (3d 00h ago), "
+        "short of retention_target 14d 00h by 11d 00h"
     )
     ok = plan_point(_entry(retention_target="2d"), PointRequest(kind=PointKind.RETENTION), LINE, NOW)
     assert ok.status == Status.PASSED and ok.request.at == NOW - timedelta(days=2)
