@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from drillbook.cli.fleet import print_rows
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError
-from drillbook.tasks.points import coverage
+from drillbook.tasks.points import coverage, point_records
 from drillbook.tasks.text import duration_text, iso
 
 HISTORY_ROWS = 5000
@@ -40,7 +40,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
     window, every = entry.restore_points.random_within, entry.restore_points.every
     summaries = [row.summary for row in recent_drills(catalogue.history_url, entry.name, HISTORY_ROWS)]
     now = datetime.now(UTC)
-    slots = coverage(summaries, window, every, now)
+    slots = coverage(point_records(summaries), window, every, now)
     retention = [s for s in summaries if (s.get("point") or {}).get("kind") == "retention"]
     if args.json:
         print(
@@ -49,7 +49,7 @@ def cmd_coverage(args: argparse.Namespace) -> int:
                     "database": entry.name,
                     "random_within_seconds": window,
                     "every_seconds": every,
-                    "slots": slots,
+                    "slots": [slot.model_dump() for slot in slots],
                     "retention": [s["point"] | {"drill_id": s["drill_id"], "verdict": s["verdict"]} for s in retention[:1]],
                 },
                 indent=2,
@@ -57,15 +57,15 @@ def cmd_coverage(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    proven = sum(1 for slot in slots if slot["state"] == "proven")
+    proven = sum(1 for slot in slots if slot.state == "proven")
     rows = [
         {
-            "slot (UTC)": f"{slot['slot_start']:%Y-%m-%d %H:%M} .. {slot['slot_end']:%Y-%m-%d %H:%M}",
-            "state": slot["state"],
-            "point restored": (slot["point"] or "").replace("T", " ")[:19],
-            "drilled": _when(slot["last"]),
-            "drills": str(slot["drills"]),
-            "why not": slot.get("detail") or "",
+            "slot (UTC)": f"{slot.slot_start:%Y-%m-%d %H:%M} .. {slot.slot_end:%Y-%m-%d %H:%M}",
+            "state": slot.state,
+            "point restored": f"{slot.point.astimezone(UTC):%Y-%m-%d %H:%M:%S}" if slot.point else "",
+            "drilled": f"{slot.last.astimezone(UTC):%Y-%m-%d %H:%M}" if slot.last else "",
+            "drills": str(slot.drills),
+            "why not": slot.detail or "",
         }
         for slot in slots
     ]

@@ -23,7 +23,18 @@ from drillbook.tasks.history import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.metrics import refresh_metrics_file
 from drillbook.tasks.plan import RestorePlan
-from drillbook.tasks.points import PointCheck, PointKind, PointRequest, Timeline, plan_point, point_request, read_timeline, verify_point
+from drillbook.tasks.points import (
+    PointCheck,
+    PointKind,
+    PointRecord,
+    PointRequest,
+    Timeline,
+    plan_point,
+    point_records,
+    point_request,
+    read_timeline,
+    verify_point,
+)
 from drillbook.tasks.processes import interrupted, reclaim_signals
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
@@ -48,11 +59,11 @@ def plan_point_step(
     if not replica.ok:
         return PointCheck.skipped("not planned: the replica inspection did not pass").model_copy(update={"request": request}), None
     started = datetime.now(UTC)
-    timeline, notes = read_timeline(entry, replica)
-    history: list[dict] = []
+    timeline, notes = read_timeline(entry)
+    history: list[PointRecord] = []
     if request.kind == PointKind.RANDOM:
         try:
-            history = [row.summary for row in recent_drills(history_url, entry.name, POINT_HISTORY)]
+            history = point_records(row.summary for row in recent_drills(history_url, entry.name, POINT_HISTORY))
         except HistoryError as exc:
             notes.append(f"{exc}: the random point ignores what earlier drills covered")
     check = plan_point(entry, request, timeline, started, history=history)

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
-from drillbook.tasks.replica import parse_s3_url
+from drillbook.tasks.storage.s3 import parse_s3_url
 from drillbook.tasks.text import slug
 from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict, tally
 

@@ -23,7 +23,7 @@ def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str
     from datetime import UTC, datetime
 
     from drillbook.tasks.history import recent_drills
-    from drillbook.tasks.points import point_due
+    from drillbook.tasks.points import point_due, point_records
 
     now = datetime.now(UTC)
     random_due = []
@@ -31,7 +31,7 @@ def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str
         if entry.restore_points is None:
             continue
         try:
-            history = [row.summary for row in recent_drills(catalogue.history_url, entry.name, 200)]
+            history = point_records(row.summary for row in recent_drills(catalogue.history_url, entry.name, 200))
         except HistoryError as exc:
             get_run_logger().warning("%s; drilling a random point of %s anyway", exc, entry.name)
             history = []

@@ -233,8 +233,9 @@ def details_file(result: DrillResult) -> SlackFile:
             if value:
                 lines.append(f"{label}: {value}")
         lines.append("")
-    if result.replica is not None:
-        lines += _command_lines("litestream ltx", result.replica.command)
+    if result.replica is not None and result.replica.files:
+        levels = ", ".join(f"L{level}: {count}" for level, count in sorted(result.replica.levels.items()))
+        lines += [f"# Replica listing: {result.replica.files} LTX files ({levels}), newest {result.replica.newest_file}", ""]
     if result.restore is not None:
         lines += _command_lines("litestream restore", result.restore.command)
     if result.scratch_kept:

@@ -17,6 +17,7 @@ from drillbook.tasks.points import (
     PointFile,
     PointKind,
     PointProblem,
+    PointRecord,
     PointRequest,
     Timeline,
     choose_random_point,
@@ -199,15 +200,17 @@ def test_retention_short_names_the_oldest_point():
     )
 
 
-def _proven(moment: datetime, started: datetime, *, proven: bool = True) -> dict:
-    return {
-        "drill_id": "x",
-        "started_at": started.isoformat(),
-        "verdict": "PASS" if proven else "FAIL",
-        "failure_mode": None if proven else "point not restorable",
-        "phases": {"integrity": {"status": "passed"}},
-        "point": {"kind": "random", "requested_at": moment.isoformat().replace("+00:00", "Z"), "proven": proven, "oldest_time": None},
-    }
+def _proven(moment: datetime, started: datetime, *, proven: bool = True) -> PointRecord:
+    return PointRecord.from_summary(
+        {
+            "drill_id": "x",
+            "started_at": started.isoformat(),
+            "verdict": "PASS" if proven else "FAIL",
+            "failure_mode": None if proven else "point not restorable",
+            "phases": {"integrity": {"status": "passed"}},
+            "point": {"kind": "random", "requested_at": moment.isoformat().replace("+00:00", "Z"), "proven": proven, "oldest_time": None},
+        }
+    )
 
 
 def test_random_points_favour_slots_never_proven():
@@ -243,7 +246,7 @@ def test_cadence_and_coverage_from_history():
         every,
         NOW,
     )
-    states = [row["state"] for row in rows]
+    states = [row.state for row in rows]
     assert states.count("proven") == 1 and states.count("failed") == 1 and states.count("not drilled") == len(rows) - 2
 
 

@@ -311,10 +311,9 @@ def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(caps
         connection.close()
     from drillbook.tasks.config import DatabaseEntry
     from drillbook.tasks.points import read_timeline
-    from drillbook.tasks.replica import ReplicaState
 
     url = f"file://{replica}"
-    timeline, _ = read_timeline(DatabaseEntry(name="busy", replica=url, rto_target=60, rpo_target=600), ReplicaState())
+    timeline, _ = read_timeline(DatabaseEntry(name="busy", replica=url, rto_target=60, rpo_target=600))
     ends = {f.max_txid for f in timeline.files}
     # A level-1 file after the first point, holding a TXID no file ends at (a snapshot may end inside one).
     compacted, txid = next(

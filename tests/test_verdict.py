@@ -95,8 +95,8 @@ CASES = [
         FailureMode.INTEGRITY,
     ),
     (
-        "tool missing",
-        ReplicaState(status=Status.ERROR, problem=ReplicaProblem.TOOL_MISSING, summary="litestream is not installed"),
+        "no backend for the scheme",
+        ReplicaState(status=Status.ERROR, problem=ReplicaProblem.UNSUPPORTED, summary="no storage backend for ftp:// replicas"),
         RestoreResult.skipped("x"),
         IntegrityReport.skipped("x"),
         Verdict.ERROR,

@@ -18,7 +18,8 @@ from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError, SlackDeliveryError
 from drillbook.tasks.integrity import MAX_ROWS_KEPT, check_integrity
-from drillbook.tasks.replica import ReplicaState, parse_ltx_header
+from drillbook.tasks.ltx import parse_ltx_header
+from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.steps import Status
 from drillbook.tasks.text import one_line

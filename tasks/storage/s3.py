@@ -164,7 +164,7 @@ class S3Storage:
                     f"access denied reading {where} ({code or status}) although listing works: the credentials or bucket policy lack s3:GetObject",
                 ) from None
             if code in ("NoSuchKey", "404") or status == 404:
-                raise StorageError(StorageProblem.STORAGE_ERROR, f"listed but missing: {where} (NoSuchKey)") from None
+                raise StorageError(StorageProblem.STORAGE_ERROR, f"{where} is listed but missing (NoSuchKey)") from None
             raise StorageError(
                 StorageProblem.STORAGE_ERROR, f"object GETs fail: reading {where} answered HTTP {status} {code}".rstrip()
             ) from None
