@@ -241,7 +241,33 @@ def drill_database(
     at: str | None = None,
     txid: str | None = None,
 ) -> DrillResult:
-    """Restore `name` from its replica into scratch, check it, and judge RTO / RPO against its targets.
+    """The drill as a flow run of its own (`drillbook run`, the drillbook-drill deployment): the catalogue path is the boundary."""
+    reclaim_signals()  # SIGTERM stops litestream and records the drill, as the CLI promises
+    catalogue = load_catalogue(config_path)
+    return drill(
+        catalogue.get(name),
+        catalogue,
+        release=release,
+        expect_schema=expect_schema,
+        notify=notify,
+        release_lag=release_lag,
+        at=at,
+        txid=txid,
+    )
+
+
+def drill(
+    entry: DatabaseEntry,
+    catalogue: Catalogue,
+    *,
+    release: str | None = None,
+    expect_schema: int | str | None = None,
+    notify: bool = True,
+    release_lag: str | None = None,
+    at: str | None = None,
+    txid: str | None = None,
+) -> DrillResult:
+    """Restore `entry` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
     `notify=False` leaves Slack to the caller (the nightly flow posts one summary for all drills).
     `release_lag` (from a release drill's wait) says the replica did not carry the
@@ -253,9 +279,6 @@ def drill_database(
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
     """
-    reclaim_signals()  # SIGTERM stops litestream and records the drill, as the CLI promises
-    catalogue = load_catalogue(config_path)
-    entry = catalogue.get(name)
     expected = expect_schema if expect_schema is not None else entry.schema_version
     drill_id = uuid4().hex  # the full UUID: a short one collides, and a collision loses a history row and a report
     started_at = datetime.now(UTC)

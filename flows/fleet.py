@@ -124,7 +124,7 @@ def error_result(entry: DatabaseEntry, detail: str, *, release: str | None = Non
     )
 
 
-def _run_drill(entry: DatabaseEntry, parameters: dict[str, Any]) -> DrillResult:
+def _run_drill(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any]) -> DrillResult:
     """One drill inside the running worker task: the runbook's steps are task runs of their own, the drill is not a run.
 
     Measured (bench/run.py, fleets of 20 and 60 on two cores, Prefect server): a
@@ -134,10 +134,11 @@ def _run_drill(entry: DatabaseEntry, parameters: dict[str, Any]) -> DrillResult:
     Markdown artifact and its named task runs. `drillbook run` and the
     drillbook-drill deployment still run the drill as a flow of its own.
     """
-    from drillbook.flows.drill import drill_database
+    from drillbook.flows.drill import drill  # the drill module imports this one (fan-out helpers)
 
+    options = {key: value for key, value in parameters.items() if key not in ("name", "config_path")}
     try:
-        outcome: Any = drill_database.fn(**parameters)
+        outcome: Any = drill(entry, catalogue, **options)
     except DrillFailed as failed:  # a FAIL or ERROR verdict, carrying its result
         outcome = failed
     result = drill_result_of(outcome)
@@ -193,16 +194,18 @@ class DrillQueue:
             return self._waiting.pop(0)
 
 
-def drill_one(entry: DatabaseEntry, parameters: dict[str, Any]) -> DrillResult:
+def drill_one(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any]) -> DrillResult:
     """One drill; anything that escapes it becomes that database's ERROR, never the fan-out's crash."""
     try:
-        return _run_drill(entry, parameters)
+        return _run_drill(entry, catalogue, parameters)
     except Exception as exc:  # noqa: BLE001 - reported as the drill's ERROR with its type and text
         return error_result(entry, f"the drill could not run: {type(exc).__name__}: {exc}", release=parameters.get("release"))
 
 
 @task(name="drill-worker", task_run_name="drill-worker-{number}", cache_policy=NO_CACHE)
-def drill_worker_task(number: int, queue: DrillQueue, limits: DrillLimits, parameters: dict[str, dict[str, Any]]) -> dict[str, DrillResult]:
+def drill_worker_task(
+    number: int, queue: DrillQueue, limits: DrillLimits, catalogue: Catalogue, parameters: dict[str, dict[str, Any]]
+) -> dict[str, DrillResult]:
     """Hold one drills slot for the worker's whole life and drill from the queue.
 
     A slot taken per drill stalls: re-acquiring right after a release on a full
@@ -226,7 +229,7 @@ def drill_worker_task(number: int, queue: DrillQueue, limits: DrillLimits, param
                     bucket_slot.enter_context(concurrency(bucket, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
                     held = bucket
                 logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
-                results[entry.name] = drill_one(entry, parameters[entry.name])
+                results[entry.name] = drill_one(entry, catalogue, parameters[entry.name])
         finally:
             bucket_slot.close()
     return results
@@ -260,6 +263,7 @@ def batches_of(entries: list[DatabaseEntry], buckets: dict[str, str], count: int
 
 def drill_many(
     entries: list[DatabaseEntry],
+    catalogue: Catalogue,
     limits: DrillLimits,
     parameters: dict[str, dict[str, Any]],
     batch_deployment: str | None = None,
@@ -285,7 +289,7 @@ def drill_many(
         ]
     else:
         queue = DrillQueue(entries, limits.buckets)
-        futures = [drill_worker_task.submit(number, queue, limits, parameters) for number in range(1, count + 1)]
+        futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
     done: dict[str, DrillResult] = {}
     problems = []
     for future in futures:  # each a worker task or a batch run: results by database name
@@ -336,11 +340,13 @@ def drill_batch(drills: list[dict[str, Any]], workers: int = 1) -> list[DrillRes
     The nightly and release runs send their databases to the workers as batches
     of this flow. Fails (DrillsFailed, carrying every result) unless all passed.
     """
-    entries = []
-    for parameters in drills:
-        entries.append(load_catalogue(parameters.get("config_path")).get(parameters["name"]))
+    paths = {parameters.get("config_path") for parameters in drills}
+    if len(paths) != 1:
+        raise ConfigError(f"a drill batch reads one catalogue; this one names {len(paths)}: {sorted(map(str, paths))}")
+    catalogue = load_catalogue(paths.pop())  # once for the batch: its drills receive the loaded entries
+    entries = [catalogue.get(parameters["name"]) for parameters in drills]
     limits = ensure_limits(entries, None)
-    results = drill_many(entries, limits, {p["name"]: p for p in drills}, workers=workers)
+    results = drill_many(entries, catalogue, limits, {p["name"]: p for p in drills}, workers=workers)
     if not all(r.passed for r in results):
         raise DrillsFailed(f"drill batch of {len(results)}", results)
     return results

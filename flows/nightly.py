@@ -65,13 +65,13 @@ def nightly_drills(
     Fails (DrillsFailed, carrying every result) after the summary is recorded
     and published, unless every drill passed.
     """
-    reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see flows/lifecycle.py)
+    reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see tasks/processes.py)
     catalogue = load_catalogue(config_path)
     entries = select_databases(catalogue, tags, databases)
     limits = ensure_limits_task(entries, max_concurrent)
     # One summary message for the night instead of a message per database.
     parameters = {entry.name: drill_parameters(entry, config_path, notify=False) for entry in entries}
-    results = drill_many(entries, limits, parameters, batch_deployment)
+    results = drill_many(entries, catalogue, limits, parameters, batch_deployment)
     # Then the points other than the newest (restore_points, retention_target): each its own drill run, bounded the same way.
     # Not where the newest drill found no replica to read: a point drill could only repeat that.
     unreadable = {
@@ -80,7 +80,7 @@ def nightly_drills(
     for point, chosen in point_drills([e for e in entries if e.name not in unreadable], catalogue).items():
         if chosen:
             extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}
-            results += drill_many(chosen, limits, extra, batch_deployment)
+            results += drill_many(chosen, catalogue, limits, extra, batch_deployment)
     record_summary_task(results, "nightly-drills", "Nightly restore drills")
     publish_summary_task(results, catalogue, return_state=True)  # a delivery problem never hides the verdicts
     if not all(r.passed for r in results):

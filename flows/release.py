@@ -72,7 +72,7 @@ def release_drills(
     A replica that does not carry the release within `wait_seconds` is drilled
     anyway (for the evidence) and FAILs as replica lag.
     """
-    reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see flows/lifecycle.py)
+    reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see tasks/processes.py)
     catalogue = load_catalogue(config_path)
     entries = select_databases(catalogue, None, databases or None)
     released_at = released_at or datetime.now(UTC)
@@ -89,7 +89,7 @@ def release_drills(
         _, wait = unwrap(wait_state.state)
         lag = wait.release_lag if isinstance(wait, ReplicaWait) else None
         parameters[entry.name] = drill_parameters(entry, config_path, release=release, expect_schema=expected, release_lag=lag)
-    results = drill_many(entries, limits, parameters, batch_deployment)
+    results = drill_many(entries, catalogue, limits, parameters, batch_deployment)
     record_summary_task(results, release_artifact_key(release), f"Release drills for {release}")
     if not all(r.passed for r in results):
         raise DrillsFailed(f"release {release}", results)

@@ -7,6 +7,7 @@ environment variables and profiles.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -374,10 +375,14 @@ class Catalogue(BaseModel):
     def outbox_dir(self) -> Path | None:
         return self.resolve(self.slack.outbox_dir) if self.slack else None
 
+    def find(self, name: str | None) -> DatabaseEntry | None:
+        """The entry called `name`, or None (a report of a database since removed from the catalogue)."""
+        return next((entry for entry in self.database if entry.name == name), None)
+
     def get(self, name: str) -> DatabaseEntry:
-        for entry in self.database:
-            if entry.name == name:
-                return entry
+        entry = self.find(name)
+        if entry is not None:
+            return entry
         known = ", ".join(e.name for e in self.database) or "none"
         raise ConfigError(
             f"{self.path or 'catalogue'}: no database named {name!r} (known: {known})",
@@ -419,11 +424,38 @@ def _check_guards(catalogue: Catalogue, source: Path) -> None:
             )
 
 
+_loaded: dict[tuple[str, str, str], Catalogue] = {}
+_LOADED_KEPT = 8
+
+
 def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
-    """Read and validate a catalogue; every problem is a ConfigError naming file, entry and field."""
+    """Read and validate a catalogue; every problem is a ConfigError naming file, entry and field.
+
+    Parsed once per process and content: a command that validates the catalogue and then
+    starts a flow on the same file (the flow run is the deployment boundary, so it takes
+    the path) gets a copy of the model already validated, not a second parse.
+    """
     source = catalogue_path(path)
     try:
         raw = source.read_bytes()
+    except OSError:
+        raw = None  # reported below, by the same read
+    if raw is not None:
+        key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir())  # the scratch default follows TMPDIR
+        if key in _loaded:
+            return _loaded[key].model_copy(deep=True)
+        catalogue = _parse_catalogue(source, raw)
+        if len(_loaded) >= _LOADED_KEPT:
+            _loaded.pop(next(iter(_loaded)))
+        _loaded[key] = catalogue.model_copy(deep=True)
+        return catalogue
+    return _parse_catalogue(source, None)
+
+
+def _parse_catalogue(source: Path, raw: bytes | None) -> Catalogue:
+    try:
+        if raw is None:
+            raw = source.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{source}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH.", path=str(source)

@@ -31,18 +31,15 @@ class SlackDelivery(BaseModel):
 
 
 def _channel_for(catalogue: Catalogue, database: str | None) -> str | None:
-    assert catalogue.slack is not None
-    for entry in catalogue.database:
-        if entry.name == database and entry.slack_channel:
-            return entry.slack_channel
-    return catalogue.slack.channel
+    entry = catalogue.find(database)
+    if entry is not None and entry.slack_channel:
+        return entry.slack_channel
+    return catalogue.slack.channel if catalogue.slack else None
 
 
 def _owners_for(catalogue: Catalogue, result: DrillResult) -> list[str]:
-    for entry in catalogue.database:
-        if entry.name == result.database:
-            return list(entry.owners)
-    return list(result.entry.get("owners") or [])
+    entry = catalogue.find(result.database)
+    return list(entry.owners) if entry is not None else list(result.entry.get("owners") or [])
 
 
 def deliver(entry: OutboxEntry, transport: Transport, outbox: Outbox, channel: str | None) -> None:
