@@ -29,6 +29,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
+from drillbook.flows.drill import drill
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
@@ -134,8 +135,6 @@ def _run_drill(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str,
     Markdown artifact and its named task runs. `drillbook run` and the
     drillbook-drill deployment still run the drill as a flow of its own.
     """
-    from drillbook.flows.drill import drill  # the drill module imports this one (fan-out helpers)
-
     options = {key: value for key, value in parameters.items() if key not in ("name", "config_path")}
     try:
         outcome: Any = drill(entry, catalogue, **options)

@@ -13,6 +13,8 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
+from drillbook.tasks.history import recent_drills
+from drillbook.tasks.points import point_due, point_records
 from drillbook.tasks.processes import reclaim_signals
 from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
 from drillbook.tasks.verdict import DrillResult, FailureMode, tally
@@ -21,9 +23,6 @@ from drillbook.tasks.verdict import DrillResult, FailureMode, tally
 def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str, list[DatabaseEntry]]:
     """The night's extra drills: a random point where restore_points is due, the retention boundary where retention_target is set."""
     from datetime import UTC, datetime
-
-    from drillbook.tasks.history import recent_drills
-    from drillbook.tasks.points import point_due, point_records
 
     now = datetime.now(UTC)
     random_due = []

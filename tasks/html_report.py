@@ -12,10 +12,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from html import escape
 
+from drillbook.tasks.charts import COLOURS
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.history import TrendPoint, trend_points
 from drillbook.tasks.stale import StaleStatus, stale_status
+from drillbook.tasks.svg_chart import render_svg
 from drillbook.tasks.text import duration_text
 from drillbook.tasks.trends import TREND_DAYS, outlook_of
 
@@ -122,9 +124,6 @@ def _legend(colours: dict[str, str]) -> str:
 
 def render_page(catalogue: Catalogue, now: datetime | None = None, days: float = 90) -> str:
     """The whole page as one string (charts inline as SVG)."""
-    from drillbook.tasks.charts import COLOURS
-    from drillbook.tasks.svg_chart import render_svg
-
     now = now or datetime.now(UTC)
     names = [entry.name for entry in catalogue.database]
     since = now - timedelta(days=days)

@@ -15,6 +15,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
 
 from drillbook.tasks.config import Catalogue
+from drillbook.tasks.errors import HistoryError
 from drillbook.tasks.history import TrendPoint, last_passes, recent_drills, trend_point, trend_points
 from drillbook.tasks.trends import TREND_DAYS, forecast_for
 
@@ -93,8 +94,6 @@ def push_metrics(catalogue: Catalogue, gateway: str, job: str = "drillbook", now
 
 def refresh_metrics_file(catalogue: Catalogue) -> str | None:
     """After a drill: rewrite `[drillbook] metrics_file` when set; a note when it could not be written (never raises)."""
-    from drillbook.tasks.errors import HistoryError
-
     path = catalogue.metrics_file
     if path is None:
         return None

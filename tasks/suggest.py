@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.replica import inspect_replica
+from drillbook.tasks.restore import throwaway_copy
 
 
 def _quote(name: str) -> str:
@@ -88,9 +90,6 @@ def write_suite(suite: dict[str, Any], output: Path) -> Path:
 
 def suggest_from_replica(entry: Any, scratch_root: Path) -> dict[str, Any]:
     """Restore `entry` into a fresh scratch directory, suggest from the copy, remove the copy."""
-    from drillbook.tasks.replica import inspect_replica
-    from drillbook.tasks.restore import throwaway_copy
-
     replica = inspect_replica(entry)
     if not replica.ok:
         raise DrillbookError(f"cannot read the replica of {entry.name!r}: {replica.summary}")

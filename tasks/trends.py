@@ -11,10 +11,12 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
+from drillbook.tasks.charts import render_chart
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
 from drillbook.tasks.forecast import Outlook, RtoForecast, advise, forecast_rto
 from drillbook.tasks.history import TrendPoint, drillbook_version, trend_points
+from drillbook.tasks.litestream import find_litestream, litestream_env
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.steps import Status
@@ -26,8 +28,6 @@ TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history 
 
 @lru_cache(maxsize=1)
 def litestream_version() -> str | None:
-    from drillbook.tasks.litestream import find_litestream, litestream_env
-
     try:
         done = subprocess.run([find_litestream(), "version"], capture_output=True, text=True, timeout=10, env=litestream_env())
     except (ToolMissing, OSError, subprocess.TimeoutExpired):
@@ -139,8 +139,6 @@ def _look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | N
     result.outlook = outlook_of(catalogue, result.database, points, result.rto_target_seconds, result.finished_at)
     if result.outlook.forecast.warning:
         try:
-            from drillbook.tasks.charts import render_chart
-
             path = chart_path(catalogue.evidence_dir, result)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(

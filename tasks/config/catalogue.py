@@ -1,0 +1,167 @@
+"""The whole catalogue: [drillbook] settings, [slack], and the [[database]] entries."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drillbook.tasks.config.entry import DatabaseEntry
+from drillbook.tasks.config.fields import Duration
+from drillbook.tasks.errors import ConfigError
+
+
+class Settings(BaseModel):
+    """The [drillbook] table: where drills put their files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence_dir: str = Field(default="drill-evidence", description="Evidence bundles (JSON), one per drill; relative to the catalogue.")
+    scratch_dir: str = Field(
+        default_factory=lambda: os.path.join(tempfile.gettempdir(), "drillbook-scratch"),
+        description="Where restored copies are made; relative paths are relative to the catalogue.",
+    )
+    keep_failed: int = Field(default=3, ge=0, le=100, description="Restored copies kept per database after a failed drill, for triage.")
+    history_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the drill history; default a SQLite file history.db in the evidence_dir. "
+        "The password, if any, comes from the environment: use ${VAR} in the URL.",
+    )
+    expectations_dir: str = Field(
+        default="expectations", description="Where Great Expectations suite files live; relative to the catalogue."
+    )
+    # Looking ahead (README, "History, forecasts and alerts"): advice and warnings, never a verdict.
+    forecast_horizon: Duration = Field(
+        default=30 * 86400.0, description="A forecast RTO crossing its target sooner than this is a WARNING in the report."
+    )
+    forecast_min_drills: int = Field(
+        default=5, ge=3, le=1000, description="Passing drills needed before a forecast is made (fewer: 'not guessing yet')."
+    )
+    forecast_window: int = Field(default=30, ge=3, le=1000, description="How many of the newest passing drills the forecast fits.")
+    no_go_over_target: int = Field(
+        default=3, ge=1, le=100, description="No-go advice when this many of the last no_go_window drills exceeded the RTO target."
+    )
+    no_go_window: int = Field(default=5, ge=1, le=100, description="How many recent drills the no-go advice looks at.")
+    max_drill_age: Duration = Field(
+        default=48 * 3600.0, description="A database whose last PASS is older than this is stale (`drillbook stale`)."
+    )
+    metrics_file: str | None = Field(
+        default=None,
+        description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue.",
+    )
+
+    @model_validator(mode="after")
+    def _no_go(self) -> Settings:
+        if self.no_go_over_target > self.no_go_window:
+            raise ValueError(f"no_go_over_target ({self.no_go_over_target}) cannot be more than no_go_window ({self.no_go_window})")
+        return self
+
+
+class SlackSettings(BaseModel):
+    """The [slack] table: where drill reports go. Secrets (token, webhook URL) come from the environment or a Prefect Secret block."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str | None = Field(
+        default=None, description="Default channel (name like '#drills' or ID like 'C0123ABCD'); databases may override it."
+    )
+    api_url: str | None = Field(
+        default=None, description="Slack Web API base URL (default https://slack.com/api/); GovSlack, proxies and tests use another."
+    )
+    token_env: str = Field(default="SLACK_BOT_TOKEN", description="Environment variable holding the bot token (xoxb-...).")
+    token_secret_block: str | None = Field(
+        default=None, description="Name of a Prefect Secret block holding the bot token; read once per run, when the variable is unset."
+    )
+    webhook_url_env: str | None = Field(
+        default=None, description="Environment variable holding an incoming-webhook URL: the simpler alternative (no thread, no file)."
+    )
+    outbox_dir: str = Field(
+        default="drill-outbox", description="Reports Slack did not take, kept until `drillbook outbox send`; relative to the catalogue."
+    )
+    timeout: Duration = Field(default=30.0, le=600, description="Seconds allowed for one Slack request.")
+
+    @field_validator("api_url")
+    @classmethod
+    def _api_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError(f"expected an http(s) URL like https://slack.com/api/ (got {value!r})")
+        return value if value.endswith("/") else value + "/"
+
+    @model_validator(mode="after")
+    def _target(self) -> SlackSettings:
+        if not self.channel and not self.webhook_url_env:
+            raise ValueError("set channel (with a bot token) or webhook_url_env (an incoming webhook), or remove the [slack] table")
+        return self
+
+
+class Catalogue(BaseModel):
+    """The whole drillbook.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drillbook: Settings = Field(default_factory=Settings)
+    slack: SlackSettings | None = Field(default=None, description="Slack delivery; none: reports go to the terminal and evidence only.")
+    database: list[DatabaseEntry] = Field(default_factory=list)
+    path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Catalogue:
+        seen: set[str] = set()
+        for index, entry in enumerate(self.database):
+            if entry.name in seen:
+                raise ValueError(f"database[{index}] name {entry.name!r} is used twice; names must be unique")
+            seen.add(entry.name)
+        return self
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def resolve(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.base_dir / path)
+
+    @property
+    def evidence_dir(self) -> Path:
+        return self.resolve(self.drillbook.evidence_dir)
+
+    @property
+    def scratch_dir(self) -> Path:
+        return self.resolve(self.drillbook.scratch_dir)
+
+    @property
+    def history_url(self) -> str:
+        if self.drillbook.history_url:
+            return os.path.expandvars(self.drillbook.history_url)
+        return f"sqlite:///{(self.evidence_dir / 'history.db').resolve()}"
+
+    @property
+    def metrics_file(self) -> Path | None:
+        return self.resolve(self.drillbook.metrics_file) if self.drillbook.metrics_file else None
+
+    def max_drill_age(self, entry: DatabaseEntry) -> float:
+        return entry.max_drill_age or self.drillbook.max_drill_age
+
+    @property
+    def outbox_dir(self) -> Path | None:
+        return self.resolve(self.slack.outbox_dir) if self.slack else None
+
+    def find(self, name: str | None) -> DatabaseEntry | None:
+        """The entry called `name`, or None (a report of a database since removed from the catalogue)."""
+        return next((entry for entry in self.database if entry.name == name), None)
+
+    def get(self, name: str) -> DatabaseEntry:
+        entry = self.find(name)
+        if entry is not None:
+            return entry
+        known = ", ".join(e.name for e in self.database) or "none"
+        raise ConfigError(
+            f"{self.path or 'catalogue'}: no database named {name!r} (known: {known})",
+            path=str(self.path) if self.path else None,
+            entry=name,
+        )

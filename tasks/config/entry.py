@@ -1,0 +1,117 @@
+"""One [[database]] entry: what to drill, and what "recoverable" means for it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, Duration, RestorePoints, SmokeCheck
+from drillbook.tasks.text import redact_url
+
+
+class DatabaseEntry(BaseModel):
+    """One database under drill."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Short unique name: letters, digits, '-', '_', '.'; used in paths and reports.")
+    replica: str = Field(
+        description="Replica URL as litestream takes it: s3://bucket/path?endpoint=...&region=...&forcePathStyle=true, or file:///path."
+    )
+    rto_target: Duration = Field(description="Longest acceptable time from 'start recovering' to 'the application works on the copy'.")
+    rpo_target: Duration = Field(description="Largest acceptable age of the newest change held by the replica.")
+    schema_version: int | str | None = Field(
+        default=None, description="Expected schema version of the restored copy (compared with schema_version_query's result)."
+    )
+    schema_version_query: str = Field(
+        default="PRAGMA user_version",
+        description="SQL returning one value: the schema version (e.g. SELECT max(version) FROM schema_migrations).",
+    )
+    live_path: str | None = Field(default=None, description="The live database file: drillbook refuses to restore onto or near it.")
+    restore_timeout: Duration = Field(
+        default=1800.0, le=86400, description="Seconds after which the restore is killed and counted as restore lag."
+    )
+    inspect_timeout: Duration = Field(default=60.0, le=3600, description="Seconds allowed for listing the replica.")
+    stall_timeout: Duration = Field(
+        default=120.0,
+        le=86400,
+        description="Seconds a restore may go without progress (bytes received or written) before it is killed as an object storage failure.",
+    )
+    tags: list[str] = Field(default_factory=list, description="Free labels for selecting databases (nightly --tag).")
+    row_counts: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Smoke: table -> fewest rows it must hold on the copy, e.g. { customers = 100 }."
+    )
+    smoke: list[SmokeCheck] = Field(default_factory=list, description="Smoke checks ([[database.smoke]]): SQL, command or HTTP.")
+    expectations: list[str] | None = Field(
+        default=None,
+        description="Great Expectations suite files, relative to expectations_dir; default: every *.json in expectations_dir/<name>/; [] for none.",
+    )
+    expectations_samples: bool = Field(
+        default=False, description="Keep up to 20 sample unexpected values per failed expectation in the evidence (they are row data)."
+    )
+    slack_channel: str | None = Field(default=None, description="Slack channel for this database's reports (default: [slack] channel).")
+    restore_points: RestorePoints | None = Field(
+        default=None, description='Random point-in-time drills: { random_within = "30d", every = "7d" }; see `drillbook coverage`.'
+    )
+    retention_target: Duration | None = Field(
+        default=None,
+        le=3650 * 86400.0,
+        description='The oldest restorable point must be at least this old (e.g. "14d"); proven by a restore.',
+    )
+    freshness_query: str | None = Field(
+        default=None,
+        min_length=1,
+        description="SQL returning the newest change's time in the data (e.g. SELECT max(updated_at) FROM orders): "
+        "run read-only on live_path and on the copy; the difference is the data-loss window.",
+    )
+    owners: list[str] = Field(
+        default_factory=list, description="Slack user IDs (U..., W...) or user-group IDs (S...) mentioned when a drill does not pass."
+    )
+    max_drill_age: Duration | None = Field(
+        default=None,
+        description="Oldest acceptable last PASS before `drillbook stale` flags this database (default: [drillbook] max_drill_age).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(f"use letters, digits, '-', '_' or '.', at most 63 characters (got {value!r})")
+        return value
+
+    @field_validator("owners")
+    @classmethod
+    def _owners(cls, value: list[str]) -> list[str]:
+        for owner in value:
+            if not SLACK_ID_PATTERN.match(owner):
+                raise ValueError(
+                    f"{owner!r} is not a Slack user ID (U0123ABCD, W0123ABCD) or user-group ID (S0123ABCD); "
+                    "copy it from the person's or group's profile in Slack (names and @handles do not work)"
+                )
+        return value
+
+    @field_validator("replica")
+    @classmethod
+    def _replica(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme == "s3":
+            if not parts.netloc or not parts.path.strip("/"):
+                raise ValueError(f"an s3 replica needs a bucket and a path, like s3://bucket/app.db (got {value!r})")
+        elif parts.scheme == "file":
+            if not parts.path:
+                raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {value!r})")
+        else:
+            raise ValueError(f"use an s3:// or file:// replica URL (got {value!r})")
+        return value
+
+    @property
+    def replica_redacted(self) -> str:
+        return redact_url(self.replica)
+
+    def public(self) -> dict[str, Any]:
+        """The entry as evidence: everything but anything secret-looking."""
+        data = self.model_dump(mode="json")
+        data["replica"] = self.replica_redacted
+        return data

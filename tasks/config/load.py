@@ -1,0 +1,132 @@
+"""Reading the catalogue file: every problem a ConfigError naming file, entry and field."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from drillbook.tasks.config.catalogue import Catalogue
+from drillbook.tasks.config.fields import CATALOGUE_ENV, DEFAULT_CATALOGUE
+from drillbook.tasks.errors import ConfigError
+
+
+def catalogue_path(path: str | os.PathLike[str] | None = None) -> Path:
+    return Path(path or os.environ.get(CATALOGUE_ENV) or DEFAULT_CATALOGUE)
+
+
+def _describe_location(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str | None, str]:
+    """('orders' or 'database[2]', 'rto_target') from a pydantic error location."""
+    if len(loc) >= 2 and loc[0] == "database" and isinstance(loc[1], int):
+        entries = data.get("database") or []
+        entry_name = None
+        if loc[1] < len(entries) and isinstance(entries[loc[1]], dict):
+            entry_name = entries[loc[1]].get("name")
+        entry = f"database[{loc[1]}]" + (f" {entry_name!r}" if entry_name else "")
+        field = ".".join(str(p) for p in loc[2:]) or "(entry)"
+        return entry, field
+    return None, ".".join(str(p) for p in loc) or "(file)"
+
+
+def _check_guards(catalogue: Catalogue, source: Path) -> None:
+    scratch = catalogue.scratch_dir.resolve()
+    for index, entry in enumerate(catalogue.database):
+        if not entry.live_path:
+            continue
+        live = Path(entry.live_path).expanduser().resolve()
+        if live == scratch or live.is_relative_to(scratch):
+            raise ConfigError(
+                f"{source}: database[{index}] {entry.name!r}: field live_path: {live} lies inside the scratch_dir {scratch}; "
+                "drillbook creates and deletes files there. Point [drillbook] scratch_dir somewhere else.",
+                path=str(source),
+                entry=entry.name,
+                field="live_path",
+            )
+
+
+_loaded: dict[tuple[str, str, str], Catalogue] = {}
+_LOADED_KEPT = 8
+
+
+def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
+    """Read and validate a catalogue; every problem is a ConfigError naming file, entry and field.
+
+    Parsed once per process and content: a command that validates the catalogue and then
+    starts a flow on the same file (the flow run is the deployment boundary, so it takes
+    the path) gets a copy of the model already validated, not a second parse.
+    """
+    source = catalogue_path(path)
+    try:
+        raw = source.read_bytes()
+    except OSError:
+        raw = None  # reported below, by the same read
+    if raw is not None:
+        key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir())  # the scratch default follows TMPDIR
+        if key in _loaded:
+            return _loaded[key].model_copy(deep=True)
+        catalogue = _parse_catalogue(source, raw)
+        if len(_loaded) >= _LOADED_KEPT:
+            _loaded.pop(next(iter(_loaded)))
+        _loaded[key] = catalogue.model_copy(deep=True)
+        return catalogue
+    return _parse_catalogue(source, None)
+
+
+def _parse_catalogue(source: Path, raw: bytes | None) -> Catalogue:
+    try:
+        if raw is None:
+            raw = source.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{source}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH.", path=str(source)
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the catalogue: {exc.strerror}", path=str(source)) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}", path=str(source)) from None
+    try:
+        catalogue = Catalogue.model_validate({**data, "path": source.resolve()})
+    except ValidationError as exc:
+        problems = []
+        first_entry = first_field = None
+        for error in exc.errors():
+            entry, field = _describe_location(data, tuple(error["loc"]))
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "extra_forbidden":
+                message = "unknown field (check the spelling; see README, 'Catalogue')"
+            elif error["type"] == "missing":
+                message = "required field is missing"
+            where = f"{entry}: " if entry else ""
+            problems.append(f"{where}field {field}: {message}")
+            first_entry = first_entry or entry
+            first_field = first_field or field
+        detail = "\n  ".join(problems)
+        raise ConfigError(f"{source}: invalid catalogue:\n  {detail}", path=str(source), entry=first_entry, field=first_field) from None
+    if not catalogue.database:
+        raise ConfigError(f"{source}: no [[database]] entries; add one (see README, 'Catalogue').", path=str(source))
+    for entry in catalogue.database:  # every path in the catalogue is relative to its folder, the guard's included
+        if entry.live_path:
+            entry.live_path = str(catalogue.resolve(entry.live_path))
+    _check_guards(catalogue, source)
+    _check_expectations_dir(catalogue, source)
+    return catalogue
+
+
+def _check_expectations_dir(catalogue: Catalogue, source: Path) -> None:
+    """An expectations_dir set on purpose must exist: a typo would otherwise silently mean "no suites"."""
+    if "expectations_dir" not in catalogue.drillbook.model_fields_set:
+        return
+    directory = catalogue.resolve(catalogue.drillbook.expectations_dir)
+    if not directory.is_dir():
+        raise ConfigError(
+            f"{source}: [drillbook] field expectations_dir: {directory} is not a directory; create it, fix the path, or remove the field",
+            path=str(source),
+            field="expectations_dir",
+        )

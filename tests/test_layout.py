@@ -1,0 +1,129 @@
+"""The house's shape, checked from the source: dependencies point one way (cli -> flows -> tasks -> leaves), no circles.
+
+An AST walk over every module of the package: imports at module level and inside
+functions both count, since a function-level import is a dependency all the same.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"cli": "drillbook.cli", "flows": "drillbook.flows", "tasks": "drillbook.tasks", "testing": "drillbook.testing"}
+LEAVES = {"drillbook.tasks.text", "drillbook.tasks.outcome", "drillbook.tasks.errors", "drillbook.tasks.steps"}
+MAX_LINES = 420  # "no module over about 400 lines"
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for folder, package in FOLDERS.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if "migrations" in path.parts:
+                continue
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join([package, *parts])] = path
+    return found
+
+
+MODULES = _modules()
+
+
+def _imports(path: Path) -> list[tuple[str, bool]]:
+    """(module imported, inside a function?) for every drillbook import of a file."""
+    tree = ast.parse(path.read_text())
+    out: list[tuple[str, bool]] = []
+
+    def visit(node: ast.AST, nested: bool) -> None:
+        for child in ast.iter_child_nodes(node):
+            inner = nested or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef))
+            if isinstance(child, ast.ImportFrom) and child.module and child.module.startswith("drillbook"):
+                for alias in child.names:  # `from drillbook.cli import run` names a module
+                    candidate = f"{child.module}.{alias.name}"
+                    out.append((candidate if candidate in MODULES else child.module, inner))
+            elif isinstance(child, ast.Import):
+                out.extend((alias.name, inner) for alias in child.names if alias.name.startswith("drillbook"))
+            visit(child, inner)
+
+    visit(tree, False)
+    return out
+
+
+GRAPH = {name: sorted({target for target, _ in _imports(path) if target in MODULES and target != name}) for name, path in MODULES.items()}
+
+
+def _layer(name: str) -> str:
+    return name.split(".")[1]
+
+
+def test_dependencies_point_one_way():
+    allowed = {
+        "cli": {"cli", "flows", "tasks", "testing"},
+        "flows": {"flows", "tasks"},
+        "tasks": {"tasks"},
+        "testing": {"tasks", "testing"},
+    }
+    wrong = [
+        f"{name} imports {target}" for name, targets in GRAPH.items() for target in targets if _layer(target) not in allowed[_layer(name)]
+    ]
+    assert wrong == []
+
+
+def test_leaves_import_only_leaves():
+    wrong = [f"{name} imports {target}" for name in LEAVES for target in GRAPH[name] if target not in LEAVES]
+    assert wrong == []
+
+
+def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    """One circle of imports, as the list of modules around it, or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def walk(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in graph.get(node, []):
+            if state.get(target) == 1:
+                return stack[stack.index(target) :] + [target]
+            if target not in state and (found := walk(target)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := walk(node)):
+            return found
+    return None
+
+
+@pytest.mark.parametrize("layer", ["tasks", "flows", "cli"])
+def test_no_circles(layer):
+    graph = {name: [t for t in targets if _layer(t) == layer] for name, targets in GRAPH.items() if _layer(name) == layer}
+    assert find_cycle(graph) is None
+
+
+def test_the_cycle_finder_finds_a_circle():
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": ["b"], "b": []}) is None
+
+
+def test_no_function_level_drillbook_imports_in_tasks():
+    """A heavy third-party import may wait inside a function (with a comment); drillbook's own never need to."""
+    nested = [
+        f"{name} imports {target} inside a function"
+        for name, path in MODULES.items()
+        if _layer(name) == "tasks"
+        for target, inner in _imports(path)
+        if inner
+    ]
+    assert nested == []
+
+
+def test_no_module_is_a_novel():
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
+    assert long == {}
