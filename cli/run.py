@@ -27,9 +27,9 @@ def run_drill(
 
     from rich.console import Console
 
-    from drillbook.flows.drill import drill_database
+    from drillbook.flows.drill import drill_database  # Prefect: only once main() has chosen its API server
+    from drillbook.tasks.notify import TerminalNotifier  # Slack, SQLAlchemy: not on check-config's path
     from drillbook.tasks.points import point_request
-    from drillbook.tasks.report import render_terminal
 
     entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
@@ -40,8 +40,7 @@ def run_drill(
         if isinstance(value, BaseException):
             raise value
         raise DrillbookError(f"the drill flow ended {state.type.value} without a result: {state.message}")
-    console = Console(stderr=as_json, soft_wrap=False)
-    console.print(render_terminal(result))
+    TerminalNotifier(Console(stderr=as_json, soft_wrap=False)).drill(result)
     if as_json:
         print(json.dumps(result.summary(), indent=2))
     return result.exit_code

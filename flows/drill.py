@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.metrics import refresh_metrics_file
+from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import (
     PointCheck,
@@ -39,11 +41,10 @@ from drillbook.tasks.processes import interrupted, reclaim_signals
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, restore_database
-from drillbook.tasks.slack import SlackDelivery, notify_slack
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.trends import look_ahead, plan_restore
-from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, judge
+from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, Verdict, judge
 from drillbook.tasks.workspace import prepare_workspace
 
 S = TypeVar("S", bound=StepResult)
@@ -151,23 +152,17 @@ def record(result: DrillResult, evidence_dir: Path, history_url: str) -> DrillRe
 
 
 def report(result: DrillResult) -> None:
-    logger = get_run_logger()
-    (logger.info if result.passed else logger.error)(headline(result))
-
-
-def notify(result: DrillResult, catalogue: Catalogue) -> SlackDelivery:
-    delivery = notify_slack(result, catalogue)
-    logger = get_run_logger()
-    (logger.info if delivery.status in ("sent", "already sent", "not configured") else logger.warning)(delivery.note)
-    return delivery
+    """The verdict in the run's log: a PASS is INFO, a FAIL (a finding, not a fault) WARNING, an ERROR (drillbook broke) ERROR."""
+    level = {Verdict.PASS: logging.INFO, Verdict.FAIL: logging.WARNING, Verdict.ERROR: logging.ERROR}[result.verdict]
+    get_run_logger().log(level, headline(result))
 
 
 def _notify(result: DrillResult, catalogue: Catalogue) -> None:
-    """Slack delivery never changes the verdict: a crash here becomes a note, the outbox keeps the report."""
-    try:
-        result.notes.append(notify(result, catalogue).note)
-    except Exception as exc:  # noqa: BLE001 - never hides the verdict
-        result.notes.append(f"Slack delivery crashed ({type(exc).__name__}); the report is in the evidence bundle and the outbox")
+    """Every channel gets the report; a channel's trouble is a note (the outbox keeps Slack's), never the verdict's."""
+    for channel in channels(catalogue):
+        note = deliver(lambda channel=channel: channel.drill(result), "report", channel)
+        get_run_logger().info("%s: %s", channel.name, note)
+        result.notes.append(note)
 
 
 def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:

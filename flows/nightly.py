@@ -14,9 +14,9 @@ from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_ta
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
 from drillbook.tasks.history import recent_drills
+from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.points import point_due, point_records
 from drillbook.tasks.processes import reclaim_signals
-from drillbook.tasks.slack import SlackDelivery, post_nightly_summary
 from drillbook.tasks.verdict import DrillResult, FailureMode, tally
 
 
@@ -39,15 +39,18 @@ def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str
     return {"random": random_due, "retention": [entry for entry in entries if entry.retention_target is not None]}
 
 
-def publish_summary(results: list[DrillResult], catalogue: Catalogue) -> SlackDelivery:
-    """The single place the nightly summary leaves drillbook: one Slack message, each failure in its thread."""
-    delivery = post_nightly_summary(results, catalogue)
-    get_run_logger().info("nightly summary: %s (Slack: %s)", tally(r.verdict for r in results), delivery.note or delivery.status)
-    return delivery
+def publish_summary(results: list[DrillResult], catalogue: Catalogue) -> list[str]:
+    """The single place the nightly summary leaves drillbook: one message per channel (Slack: failures in its thread)."""
+    notes = []
+    for channel in channels(catalogue):
+        note = deliver(lambda channel=channel: channel.summary(results, "Nightly restore drills"), "nightly summary", channel)
+        get_run_logger().info("nightly summary: %s (%s: %s)", tally(r.verdict for r in results), channel.name, note)
+        notes.append(note)
+    return notes
 
 
 @task(name="publish-summary", cache_policy=NO_CACHE)
-def publish_summary_task(results: list[DrillResult], catalogue: Catalogue) -> SlackDelivery:
+def publish_summary_task(results: list[DrillResult], catalogue: Catalogue) -> list[str]:
     return publish_summary(results, catalogue)
 
 

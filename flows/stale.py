@@ -9,21 +9,13 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from drillbook.tasks.config import Catalogue, load_catalogue
-from drillbook.tasks.slack import post_alert
-from drillbook.tasks.slack_render import render_stale_alert
+from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.stale import StaleStatus, Transition, alert_transitions, stale_status
 
 
-def _owners(catalogue: Catalogue, database: str) -> list[str]:
-    entry = catalogue.find(database)
-    return list(entry.owners) if entry is not None else []
-
-
 def send_transition(catalogue: Catalogue, transition: Transition) -> str:
-    """The alert through the Slack outbox (a transition's key is sent once); the note says what happened."""
-    message = render_stale_alert(transition.kind, transition.status, owners=_owners(catalogue, transition.status.database))
-    delivery = post_alert(catalogue, transition.key, transition.status.database, message)
-    return delivery.note
+    """The alert to every channel (Slack's outbox sends a transition's key once); the notes say what happened."""
+    return "; ".join(deliver(lambda c=channel: c.alert(transition), "alert", channel) for channel in channels(catalogue))
 
 
 def check_stale(catalogue: Catalogue, say: Callable[[str], None] = print) -> list[StaleStatus]:

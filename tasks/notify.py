@@ -1,0 +1,90 @@
+"""Where reports go: every channel behind one small protocol, called by the drill, the nightly and the stale check.
+
+    drill(result)              one drill's report
+    summary(results, title)    one message for a nightly or release run
+    alert(transition)          a database became stale, or recovered
+
+Each returns one line for the drill's notes or the run's log (what happened to
+the report), and never raises into the caller: a channel that fails says so in
+that line, and the verdict stands. A second channel (e-mail, a webhook) is one
+more class here and one more entry in `channels`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rich.console import Console
+
+from drillbook.tasks.config import Catalogue
+from drillbook.tasks.report import render_terminal
+from drillbook.tasks.result import DrillResult
+from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
+from drillbook.tasks.slack_render import render_stale_alert
+from drillbook.tasks.stale import Transition
+from drillbook.tasks.verdict import tally
+
+
+class Notifier(Protocol):
+    name: str
+
+    def drill(self, result: DrillResult) -> str: ...
+
+    def summary(self, results: list[DrillResult], title: str) -> str: ...
+
+    def alert(self, transition: Transition) -> str: ...
+
+
+class SlackNotifier:
+    """Slack through the outbox: a report Slack does not take waits there, and no key is sent twice."""
+
+    name = "Slack"
+
+    def __init__(self, catalogue: Catalogue):
+        self.catalogue = catalogue
+
+    def drill(self, result: DrillResult) -> str:
+        return notify_slack(result, self.catalogue).note
+
+    def summary(self, results: list[DrillResult], title: str) -> str:
+        delivery = post_nightly_summary(results, self.catalogue, title=title)
+        return delivery.note or delivery.status
+
+    def alert(self, transition: Transition) -> str:
+        entry = self.catalogue.find(transition.status.database)
+        message = render_stale_alert(transition.kind, transition.status, owners=list(entry.owners) if entry else [])
+        return post_alert(self.catalogue, transition.key, transition.status.database, message).note
+
+
+class TerminalNotifier:
+    """A person at a terminal: the report panel, a tally, an alert line (text from outside is never read as markup)."""
+
+    name = "terminal"
+
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(soft_wrap=False)
+
+    def drill(self, result: DrillResult) -> str:
+        self.console.print(render_terminal(result))
+        return "printed"
+
+    def summary(self, results: list[DrillResult], title: str) -> str:
+        self.console.print(f"{title}: {tally(r.verdict for r in results)}", markup=False, highlight=False)
+        return "printed"
+
+    def alert(self, transition: Transition) -> str:
+        self.console.print(f"{transition.kind}: {transition.status.line()}", markup=False, highlight=False)
+        return "printed"
+
+
+def channels(catalogue: Catalogue) -> list[Notifier]:
+    """The channels a flow reports to (Slack says 'not configured' in its note when the catalogue has no [slack])."""
+    return [SlackNotifier(catalogue)]
+
+
+def deliver(send, what: str, channel: Notifier) -> str:
+    """One channel's delivery as a note; a crash of the channel is a note too, never the caller's exception."""
+    try:
+        return send()
+    except Exception as exc:  # noqa: BLE001 - a report channel never hides the verdict
+        return f"{channel.name} delivery of the {what} crashed ({type(exc).__name__}); the report is in the evidence bundle"
