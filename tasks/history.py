@@ -363,6 +363,11 @@ def trend_point(row: Any) -> TrendPoint:
     )
 
 
+def trend_point_of(result: DrillResult) -> TrendPoint:
+    """A drill as the history will hold it, before it is recorded (the forecast counts the drill being judged)."""
+    return trend_point(_row(result))
+
+
 def trend_points(url: str, databases: Iterable[str] | None = None, *, since: datetime | None = None) -> dict[str, list[TrendPoint]]:
     """Per database, its drills oldest first (optionally only those started at or after `since`): one query."""
     with _store(url, "read") as engine, engine.connect() as connection:

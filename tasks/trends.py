@@ -15,7 +15,7 @@ from drillbook.tasks.charts import render_chart
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
 from drillbook.tasks.forecast import Outlook, RtoForecast, advise, forecast_rto
-from drillbook.tasks.history import TrendPoint, drillbook_version, trend_points
+from drillbook.tasks.history import TrendPoint, drillbook_version, trend_point_of, trend_points
 from drillbook.tasks.litestream import find_litestream, litestream_env
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate
 from drillbook.tasks.replica import ReplicaState
@@ -38,29 +38,6 @@ def litestream_version() -> str | None:
 def tool_versions() -> dict[str, str]:
     found = {"drillbook": drillbook_version(), "litestream": litestream_version()}
     return {name: value for name, value in found.items() if value}
-
-
-def point_of(result: DrillResult) -> TrendPoint:
-    """The drill as the history will hold it (before it is recorded)."""
-    restore = result.phases.get("restore")
-    return TrendPoint(
-        database=result.database,
-        drill_id=result.drill_id,
-        started_at=result.started_at,
-        verdict=result.verdict.value,
-        failure_mode=result.failure_mode.value if result.failure_mode else None,
-        rto_seconds=result.rto_seconds,
-        rto_target_seconds=result.rto_target_seconds,
-        rpo_seconds=result.rpo_seconds,
-        rpo_target_seconds=result.rpo_target_seconds,
-        restored_bytes=result.integrity.file_bytes if result.integrity is not None else None,
-        ltx_bytes=result.replica.total_bytes if result.replica is not None and result.replica.total_bytes else None,
-        planned_bytes=result.plan.bytes_to_fetch if result.plan is not None else None,
-        planned_rto_seconds=result.plan.expected_rto_seconds if result.plan is not None else None,
-        restore_seconds=restore.seconds if restore is not None and restore.status == Status.PASSED else None,
-        evidence=result.evidence,
-        release=result.release,
-    )
 
 
 def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState | None = None) -> RestorePlan:
@@ -135,7 +112,7 @@ def _look_ahead(result: DrillResult, catalogue: Catalogue, plan: RestorePlan | N
         )
         result.outlook = Outlook(forecast=forecast)
         return result
-    points = [p for p in history if p.drill_id != result.drill_id] + [point_of(result)]
+    points = [p for p in history if p.drill_id != result.drill_id] + [trend_point_of(result)]
     result.outlook = outlook_of(catalogue, result.database, points, result.rto_target_seconds, result.finished_at)
     if result.outlook.forecast.warning:
         try:
