@@ -136,7 +136,7 @@ def seed_sample_history(catalogue_path: Path, database: str, days: int = 14) -> 
     from datetime import UTC, datetime, timedelta
 
     from drillbook.tasks.config import load_catalogue
-    from drillbook.tasks.history import record_drills
+    from drillbook.tasks.history.store import record_drills
     from drillbook.tasks.verdict import DrillResult
 
     catalogue = load_catalogue(catalogue_path)
@@ -177,7 +177,7 @@ def seed_sample_history(catalogue_path: Path, database: str, days: int = 14) -> 
 def write_demo_page(catalogue_path: Path, evidence_dir: Path, echo=print) -> Path:
     from drillbook.tasks.config import load_catalogue
     from drillbook.tasks.files import write_atomic
-    from drillbook.tasks.html_report import render_page
+    from drillbook.tasks.report.html import render_page
 
     page = evidence_dir / "report.html"
     write_atomic(page, render_page(load_catalogue(catalogue_path)))

@@ -65,7 +65,7 @@ def _plan_cell(row: Any) -> str:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    from drillbook.tasks.history import recent_drills, safe_url
+    from drillbook.tasks.history.store import recent_drills, safe_url
 
     catalogue = load_catalogue(args.config)
     rows = recent_drills(catalogue.history_url, args.name, args.limit)
@@ -96,7 +96,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 
 def cmd_stale(args: argparse.Namespace) -> int:
-    from drillbook.tasks.stale import stale_status
+    from drillbook.tasks.history.stale import stale_status
 
     catalogue = load_catalogue(args.config)
     if args.notify:
@@ -116,7 +116,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
-    from drillbook.tasks.metrics import build_registry, exposition, push_metrics, write_metrics
+    from drillbook.tasks.history.metrics import build_registry, exposition, push_metrics, write_metrics
 
     catalogue = load_catalogue(args.config)
     if args.push:
@@ -144,7 +144,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from drillbook.tasks.files import write_atomic
-    from drillbook.tasks.html_report import render_page
+    from drillbook.tasks.report.html import render_page
 
     catalogue = load_catalogue(args.config)
     page = render_page(catalogue, days=args.days)

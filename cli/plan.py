@@ -15,10 +15,10 @@ EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from drillbook.tasks.history import trend_points
+    from drillbook.tasks.history.store import trend_points
+    from drillbook.tasks.history.trends import plan_restore
     from drillbook.tasks.plan import plan_errors
     from drillbook.tasks.steps import Status
-    from drillbook.tasks.trends import plan_restore
 
     catalogue = load_catalogue(args.config)
     entry = catalogue.get(args.name)

@@ -25,7 +25,7 @@ def _when(value: str | None) -> str:
 
 
 def cmd_coverage(args: argparse.Namespace) -> int:
-    from drillbook.tasks.history import recent_drills
+    from drillbook.tasks.history.store import recent_drills
 
     catalogue = load_catalogue(args.config)
     entry = catalogue.get(args.name)

@@ -20,9 +20,10 @@ from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import evidence_stem, write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.freshness import FreshnessReport, measure_freshness
-from drillbook.tasks.history import recent_drills, record_drill
+from drillbook.tasks.history.metrics import refresh_metrics_file
+from drillbook.tasks.history.store import recent_drills, record_drill
+from drillbook.tasks.history.trends import look_ahead, plan_restore
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
-from drillbook.tasks.metrics import refresh_metrics_file
 from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import (
@@ -39,11 +40,10 @@ from drillbook.tasks.points import (
 )
 from drillbook.tasks.processes import interrupted, reclaim_signals
 from drillbook.tasks.replica import ReplicaState, inspect_replica
-from drillbook.tasks.report import headline, render_markdown
+from drillbook.tasks.report.drill import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, restore_database
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
-from drillbook.tasks.trends import look_ahead, plan_restore
 from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, Verdict, judge
 from drillbook.tasks.workspace import prepare_workspace
 

@@ -13,7 +13,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
-from drillbook.tasks.history import recent_drills
+from drillbook.tasks.history.store import recent_drills
 from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.points import point_due, point_records
 from drillbook.tasks.processes import reclaim_signals

@@ -9,8 +9,8 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from drillbook.tasks.config import Catalogue, load_catalogue
+from drillbook.tasks.history.stale import StaleStatus, Transition, alert_transitions, stale_status
 from drillbook.tasks.notify import channels, deliver
-from drillbook.tasks.stale import StaleStatus, Transition, alert_transitions, stale_status
 
 
 def send_transition(catalogue: Catalogue, transition: Transition) -> str:

@@ -17,11 +17,11 @@ from typing import Protocol
 from rich.console import Console
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.report import render_terminal
+from drillbook.tasks.history.stale import Transition
+from drillbook.tasks.report.drill import render_terminal
+from drillbook.tasks.report.slack import render_stale_alert
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
-from drillbook.tasks.slack_render import render_stale_alert
-from drillbook.tasks.stale import Transition
 from drillbook.tasks.verdict import tally
 
 

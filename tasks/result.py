@@ -13,8 +13,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.expectations import ExpectationsReport
-from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.freshness import FreshnessReport
+from drillbook.tasks.history.forecast import Outlook
 from drillbook.tasks.integrity import IntegrityReport
 from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Verdict
 from drillbook.tasks.plan import RestorePlan

@@ -14,7 +14,7 @@ from drillbook.cli.main import main
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import read_bundle
 from drillbook.tasks.expectations import load_suite, run_expectations
-from drillbook.tasks.report import render_markdown, render_terminal
+from drillbook.tasks.report.drill import render_markdown, render_terminal
 from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
 

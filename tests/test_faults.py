@@ -22,7 +22,7 @@ import pytest
 from drillbook.cli.main import main
 from drillbook.flows.drill import drill_database
 from drillbook.tasks.evidence import read_bundle
-from drillbook.tasks.history import recent_drills
+from drillbook.tasks.history.store import recent_drills
 from drillbook.tasks.litestream import find_litestream
 from drillbook.tasks.processes import running_groups
 from drillbook.testing.faultproxy import FaultProxy

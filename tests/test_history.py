@@ -11,7 +11,7 @@ import pytest
 
 from drillbook.cli.main import main
 from drillbook.tasks.errors import HistoryError
-from drillbook.tasks.history import recent_drills, record_drill
+from drillbook.tasks.history.store import recent_drills, record_drill
 from tests.conftest import entry
 
 

@@ -14,14 +14,14 @@ import pytest
 from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, inspect
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from drillbook.tasks.history import VERSION_TABLE, head_revision, recent_drills, record_drill, trend_points, upgrade_store
+from drillbook.tasks.history.store import VERSION_TABLE, head_revision, recent_drills, record_drill, trend_points, upgrade_store
 from drillbook.tasks.verdict import DrillResult, Verdict
 from tests.test_history import postgres_url  # noqa: F401  (fixture: a fresh PostgreSQL database per test)
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-# A copy of the model as drillbook first shipped it (tasks/history.py before migrations): the
+# A copy of the model as drillbook first shipped it (tasks/history/store.py before migrations): the
 # store it wrote with `create_all` on every call, and the rows it inserted.
 class LegacyBase(DeclarativeBase):
     pass
@@ -149,9 +149,9 @@ def test_a_first_release_history_db_upgrades_in_place_on_postgresql(postgres_url
 
 
 def test_the_fast_path_knows_the_newest_migration():
-    from drillbook.tasks.history import HEAD_REVISION
+    from drillbook.tasks.history.store import HEAD_REVISION
 
-    assert head_revision() == HEAD_REVISION, "a new migration script: update HEAD_REVISION in tasks/history.py"
+    assert head_revision() == HEAD_REVISION, "a new migration script: update HEAD_REVISION in tasks/history/store.py"
 
 
 def test_a_new_store_is_created_by_the_migrations(tmp_path, postgres_url):  # noqa: F811
@@ -192,7 +192,7 @@ def test_the_migrations_ship_in_the_wheel_and_run_from_it(tmp_path):
     legacy_record(f"sqlite:///{tmp_path / 'old.db'}", OLD[0])
     code = (
         "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]\n"
-        "import drillbook.tasks.history as h\n"
+        "import drillbook.tasks.history.store as h\n"
         "assert h.__file__.startswith(sys.argv[1]), h.__file__\n"
         "print(h.upgrade_store(sys.argv[3]), [r.drill_id for r in h.recent_drills(sys.argv[3])])\n"
     )
@@ -226,7 +226,7 @@ def test_drills_in_several_processes_upgrade_a_first_release_store_once(backend,
         legacy_record(url, result)
     code = (
         "import sys\n"
-        "from drillbook.tasks.history import record_drill, upgrade_store\n"
+        "from drillbook.tasks.history.store import record_drill, upgrade_store\n"
         "from tests.test_history_migrations import _result\n"
         "record_drill(sys.argv[1], _result('proc000' + sys.argv[2], 'orders', 5 + int(sys.argv[2])))\n"
         "print(upgrade_store(sys.argv[1]))\n"

@@ -112,8 +112,8 @@ def test_chromium_is_the_debian_package():
 def test_the_inline_chart_is_well_formed_svg_with_targets_marks_and_the_forecast():
     import xml.etree.ElementTree as ElementTree
 
-    from drillbook.tasks.forecast import forecast_rto
-    from drillbook.tasks.svg_chart import render_svg
+    from drillbook.tasks.history.forecast import forecast_rto
+    from drillbook.tasks.report.svg import render_svg
     from tests.test_forecast import NOW, daily
 
     points = daily([60 + 2 * i for i in range(20)], verdicts={5: "FAIL", 9: "ERROR"})
@@ -142,7 +142,7 @@ def test_the_demo_can_seed_sample_history_marked_as_such_and_writes_the_page(tmp
     page = (evidence / "report.html").read_text()
     assert "(14 of them SAMPLE DATA from `drillbook demo --sample-history`, not real drills)" in page
     assert re.search(r"RTO \S+, \+\d+\.\d s/week: crosses the 2m 00s target in about \d+ days", page)
-    from drillbook.tasks.history import recent_drills
+    from drillbook.tasks.history.store import recent_drills
 
     rows = recent_drills(f"sqlite:///{evidence / 'history.db'}", limit=50)
     samples = [r for r in rows if r.release == "SAMPLE DATA"]

@@ -388,8 +388,8 @@ def test_reports_show_both_rpo_figures_and_the_point():
     from drillbook.tasks.freshness import FreshnessReport
     from drillbook.tasks.integrity import IntegrityReport
     from drillbook.tasks.replica import ReplicaState
-    from drillbook.tasks.report import headline
-    from drillbook.tasks.slack_render import drill_blocks
+    from drillbook.tasks.report.drill import headline
+    from drillbook.tasks.report.slack import drill_blocks
     from tests.verdicts import judged
 
     ok = dict(status=Status.PASSED, seconds=0.1)

@@ -371,7 +371,7 @@ def test_a_users_aws_ca_bundle_reaches_litestream_over_tls(capsys, replicate, s3
 
 def test_a_failing_clean_up_still_leaves_the_record(capsys, replicate, write_catalogue, monkeypatch, tmp_path):
     import drillbook.flows.drill as drill_module
-    from drillbook.tasks.history import recent_drills
+    from drillbook.tasks.history.store import recent_drills
 
     def refuse(result, scratch, keep_failed):
         raise PermissionError(13, "Permission denied", str(scratch))

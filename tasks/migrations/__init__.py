@@ -1,1 +1,1 @@
-"""Alembic migrations of the history store (shipped as package data; run by drillbook.tasks.history.upgrade)."""
+"""Alembic migrations of the history store (shipped as package data; run by drillbook.tasks.history.store.upgrade)."""

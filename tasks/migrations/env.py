@@ -1,6 +1,6 @@
 """Alembic environment for the history store.
 
-drillbook runs the migrations itself (drillbook.tasks.history.upgrade) on a
+drillbook runs the migrations itself (drillbook.tasks.history.store.upgrade) on a
 connection it opened, passed in `config.attributes["connection"]`; there is no
 alembic.ini. The migration scripts use `op.*` only, never the live model, so an
 old revision means the same thing forever.

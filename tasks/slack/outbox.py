@@ -15,7 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.files import write_atomic
-from drillbook.tasks.slack_render import SlackMessage
+from drillbook.tasks.report.slack import SlackMessage
 
 OUTBOX_FORMAT = 1
 

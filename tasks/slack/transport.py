@@ -12,8 +12,8 @@ from urllib.error import URLError
 
 from drillbook.tasks.config import SlackSettings
 from drillbook.tasks.errors import SlackDeliveryError
+from drillbook.tasks.report.slack import SlackFile
 from drillbook.tasks.slack.credentials import SlackCredentials
-from drillbook.tasks.slack_render import SlackFile
 from drillbook.tasks.text import redact
 
 SLACK_API_URL = "https://slack.com/api/"

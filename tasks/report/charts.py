@@ -3,7 +3,7 @@
 Rendering only: points and a forecast in, PNG bytes (or SVG text) out. Slack
 gets the PNG, attached to the drill's or the nightly's thread when the forecast
 crosses inside the horizon. (The HTML page draws the same picture as plain
-inline SVG, tasks/svg_chart.py: a hundred matplotlib charts would take most of
+inline SVG, tasks/report/svg.py: a hundred matplotlib charts would take most of
 its two seconds.)
 
 The figure is built once per renderer and only its data, ticks and limits
@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from drillbook.tasks.forecast import RtoForecast
+from drillbook.tasks.history.forecast import RtoForecast
 
 COLOURS = {"PASS": "#2e7d32", "FAIL": "#c62828", "ERROR": "#f9a825", "forecast": "#ef6c00", "target": "#555555"}
 _serial = itertools.count()

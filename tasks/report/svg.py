@@ -1,6 +1,6 @@
 """The page's charts as plain inline SVG: RTO and RPO over time against their targets, with the forecast line.
 
-The same picture as tasks/charts.py (matplotlib, which draws the Slack PNG),
+The same picture as tasks/report/charts.py (matplotlib, which draws the Slack PNG),
 written directly: a page of 100 databases needs 100 charts, and matplotlib's
 ~20 ms of drawing per chart (ticks, text layout, one element per mark) is most
 of a two-second budget; these take well under a millisecond each. Written with
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from html import escape
 
-from drillbook.tasks.charts import COLOURS
-from drillbook.tasks.forecast import RtoForecast
+from drillbook.tasks.history.forecast import RtoForecast
+from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.text import duration_text
 
 WIDTH, HEIGHT = 720, 330

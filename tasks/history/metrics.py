@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.errors import HistoryError
-from drillbook.tasks.history import TrendPoint, last_passes, recent_drills, trend_point, trend_points
-from drillbook.tasks.trends import TREND_DAYS, forecast_for
+from drillbook.tasks.history.store import TrendPoint, last_passes, recent_drills, trend_point, trend_points
+from drillbook.tasks.history.trends import TREND_DAYS, forecast_for
 
 VERDICTS = ("PASS", "FAIL", "ERROR")
 

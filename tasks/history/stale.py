@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history import alert_states, last_passes, save_alert_state
+from drillbook.tasks.history.store import alert_states, last_passes, save_alert_state
 from drillbook.tasks.text import duration_text, file_part
 
 

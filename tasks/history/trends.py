@@ -11,14 +11,14 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 
-from drillbook.tasks.charts import render_chart
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
-from drillbook.tasks.forecast import Outlook, RtoForecast, advise, forecast_rto
-from drillbook.tasks.history import TrendPoint, drillbook_version, trend_point_of, trend_points
+from drillbook.tasks.history.forecast import Outlook, RtoForecast, advise, forecast_rto
+from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
 from drillbook.tasks.litestream import find_litestream, litestream_env
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate
 from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.report.charts import render_chart
 from drillbook.tasks.steps import Status
 from drillbook.tasks.verdict import DrillResult
 

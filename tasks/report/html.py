@@ -3,7 +3,7 @@
 Stale databases at the top; then per database its last verdict, the figures,
 the forecast line and any no-go advice, the last evidence, and a chart of RTO
 and RPO over time against their targets with the forecast line (inline SVG,
-tasks/svg_chart.py). A few lines of inline script count what the browser actually
+tasks/report/svg.py). A few lines of inline script count what the browser actually
 laid out, so a headless browser can tell a rendered page from a blank one.
 """
 
@@ -12,14 +12,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from html import escape
 
-from drillbook.tasks.charts import COLOURS
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.forecast import Outlook
-from drillbook.tasks.history import TrendPoint, trend_points
-from drillbook.tasks.stale import StaleStatus, stale_status
-from drillbook.tasks.svg_chart import render_svg
+from drillbook.tasks.history.forecast import Outlook
+from drillbook.tasks.history.stale import StaleStatus, stale_status
+from drillbook.tasks.history.store import TrendPoint, trend_points
+from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
+from drillbook.tasks.report.charts import COLOURS
+from drillbook.tasks.report.svg import render_svg
 from drillbook.tasks.text import duration_text
-from drillbook.tasks.trends import TREND_DAYS, outlook_of
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:24px auto;max-width:980px;color:#1b1b1b;background:#fafafa}

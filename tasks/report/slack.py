@@ -22,13 +22,13 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
-from drillbook.tasks.report import headline, measure_line, outlook_lines
+from drillbook.tasks.report.drill import headline, measure_line, outlook_lines
 from drillbook.tasks.steps import Status
 from drillbook.tasks.text import duration_text, redact, redact_data, redact_url
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 if TYPE_CHECKING:
-    from drillbook.tasks.stale import StaleStatus
+    from drillbook.tasks.history.stale import StaleStatus
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
