@@ -129,3 +129,51 @@ def corrupt_index(path: Path) -> None:
     )
     connection.commit()
     connection.close()
+
+
+ROOT = Path(__file__).resolve().parent.parent
+_OFFLINE = (
+    "NewConnectionError",
+    "Network is unreachable",
+    "No matching distribution found for setuptools",
+    "Could not find a version that satisfies the requirement setuptools",
+)
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory) -> Path:
+    """drillbook's wheel, built once per test session as pip builds it (the packaging and migration tests share it)."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if built.returncode != 0 and any(sign in built.stderr for sign in _OFFLINE):
+        pytest.skip("pip could not fetch the build backend (setuptools>=68) from the package index to build the wheel")
+    assert built.returncode == 0, built.stderr[-3000:]
+    (path,) = out.glob("drillbook-*.whl")
+    return path
+
+
+@pytest.fixture
+def postgres_url():
+    """A fresh PostgreSQL database per test (.ci/run starts the server; in CI its absence is a failure, not a skip)."""
+    psycopg = pytest.importorskip("psycopg")
+    name = f"drillbook_test_{uuid.uuid4().hex[:8]}"
+    try:
+        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 ({exc})")
+    admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.close()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -45,24 +43,6 @@ def test_a_broken_history_store_loses_nothing(capsys, replicate, write_catalogue
     bundle = json.loads(Path(result["evidence"]).read_text())
     assert bundle["verdict"] == "PASS"
     assert any("cannot write the drill history" in n for n in bundle["notes"])
-
-
-@pytest.fixture
-def postgres_url():
-    psycopg = pytest.importorskip("psycopg")
-    name = f"drillbook_test_{uuid.uuid4().hex[:8]}"
-    try:
-        admin = psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            raise  # .ci/run starts PostgreSQL: in CI this is a failure, not a skip
-        pytest.skip(f"PostgreSQL is not running on 127.0.0.1:5432 ({exc})")
-    admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        admin.close()
 
 
 def test_history_on_postgresql(postgres_url, replicate, write_catalogue, capsys):

@@ -28,14 +28,6 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) 
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(ROOT)], cwd=out, env=dict(os.environ))
-    (built,) = out.glob("drillbook-*.whl")
-    return built
-
-
-@pytest.fixture(scope="module")
 def installed(wheel, tmp_path_factory) -> Path:
     """A fresh venv with the wheel (and the demo's extra) installed from it; returns its bin/."""
     venv = tmp_path_factory.mktemp("venv")

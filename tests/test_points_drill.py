@@ -299,31 +299,44 @@ def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(caps
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    try:
-        for step in range(14):
-            connection.execute("INSERT INTO events (step, at) VALUES (?, ?)", (step, datetime.now(UTC).isoformat()))
-            connection.commit()
-            time.sleep(1.0)
-        time.sleep(3)
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        connection.close()
     from drillbook.tasks.config import DatabaseEntry
     from drillbook.tasks.points import read_timeline
 
     url = f"file://{replica}"
-    timeline, _ = read_timeline(DatabaseEntry(name="busy", replica=url, rto_target=60, rpo_target=600))
-    ends = {f.max_txid for f in timeline.files}
-    # A level-1 file after the first point, holding a TXID no file ends at (a snapshot may end inside one).
-    compacted, txid = next(
-        (f, t)
-        for f in sorted(timeline.files, key=lambda f: f.min_txid)
-        if f.level == 1 and f.min_txid > 1
-        for t in range(f.min_txid, f.max_txid)
-        if t not in ends
+    busy = DatabaseEntry(name="busy", replica=url, rto_target=60, rpo_target=600)
+
+    def compacted_inside():
+        """A level-1 file after the first point holding a TXID no file ends at, with the level-0 files below it removed."""
+        timeline, _ = read_timeline(busy)
+        ends = {f.max_txid for f in timeline.files}
+        for f in sorted(timeline.files, key=lambda f: f.min_txid):
+            if f.level != 1 or f.min_txid <= 1:
+                continue
+            inside = [t for t in range(f.min_txid, f.max_txid) if t not in ends]
+            if inside and not any(g.level == 0 and g.max_txid < f.max_txid for g in timeline.files):
+                return f, inside[0]
+        return None
+
+    found = None
+    deadline = time.monotonic() + 90
+    try:
+        step = 0
+        while found is None and time.monotonic() < deadline:
+            connection.execute("INSERT INTO events (step, at) VALUES (?, ?)", (step, datetime.now(UTC).isoformat()))
+            connection.commit()
+            step += 1
+            time.sleep(0.5)
+            if step >= 6 and replica.exists():
+                found = compacted_inside()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        connection.close()
+    assert found is not None, (
+        "litestream did not compact level-0 files into a level-1 file and remove them within 90s "
+        f"({step} writes; replica holds {sorted(p.relative_to(replica).as_posix() for p in replica.rglob('*.ltx'))[:20]})"
     )
-    assert not any(f.level == 0 and f.max_txid < compacted.max_txid for f in timeline.files), "level-0 files were not removed"
+    compacted, txid = found
 
     # A TXID inside the compacted file: litestream refuses; drillbook names the file and the nearest restorable TXIDs.
     inside = f"{txid:016x}"
