@@ -24,6 +24,7 @@ from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
+from drillbook.tasks.storage.urls import redact
 
 #: What drillbook reads and passes to litestream for NATS (litestream reads them through its config's ${VAR}).
 LITESTREAM_ENV = ("LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_PASSWORD", "LITESTREAM_NATS_CREDS", "LITESTREAM_NATS_TOKEN")
@@ -32,10 +33,10 @@ LITESTREAM_ENV = ("LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_PASSWORD", "LITES
 def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if not unquote(parts.path).strip("/"):
-        return f"{url}: no object store bucket: write nats://HOST:4222/BUCKET"
+        return f"{redact(url)}: no object store bucket: write nats://HOST:4222/BUCKET"
     if parts.password:
         return (
-            f"{url}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
+            f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
         )
     creds = os.environ.get("LITESTREAM_NATS_CREDS")
     if creds and not os.path.isfile(creds):

@@ -20,6 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree
 
 from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
+from drillbook.tasks.storage.urls import redact
 
 #: What drillbook reads and passes to litestream for WebDAV (litestream reads them through its config's ${VAR}).
 LITESTREAM_ENV = ("LITESTREAM_WEBDAV_USERNAME", "LITESTREAM_WEBDAV_PASSWORD")
@@ -34,9 +35,9 @@ _PROPFIND = (
 def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if not parts.hostname:
-        return f"{url}: no host: write webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS)"
+        return f"{redact(url)}: no host: write webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS)"
     if parts.password:
-        return f"{url}: a password in the URL ends up in logs and reports: set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"
+        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"
     return None
 
 
