@@ -35,9 +35,7 @@ def check_url(url: str) -> str | None:
     if not unquote(parts.path).strip("/"):
         return f"{redact(url)}: no object store bucket: write nats://HOST:4222/BUCKET"
     if parts.password:
-        return (
-            f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
-        )
+        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
     creds = os.environ.get("LITESTREAM_NATS_CREDS")
     if creds and not os.path.isfile(creds):
         return f"LITESTREAM_NATS_CREDS={creds} is not a file"
