@@ -50,6 +50,30 @@ _PASS_THROUGH = (
     "AWS_EC2_METADATA_DISABLED",
     "LITESTREAM_ACCESS_KEY_ID",
     "LITESTREAM_SECRET_ACCESS_KEY",
+    # Azure Blob: the abs client reads these two, then Azure's default credential chain.
+    "LITESTREAM_AZURE_ACCOUNT_KEY",
+    "LITESTREAM_AZURE_SAS_TOKEN",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_CLIENT_CERTIFICATE_PATH",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
+    # Google Cloud Storage: Application Default Credentials, and an emulator when set.
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "GOOGLE_CLOUD_PROJECT",
+    "STORAGE_EMULATOR_HOST",
+    # SFTP, WebDAV, NATS: litestream reads these through ${VAR} in the config drillbook writes
+    # (storage/<backend>.py litestream_replica), never from a URL.
+    "LITESTREAM_SFTP_KEY_PATH",
+    "LITESTREAM_SFTP_PASSWORD",
+    "LITESTREAM_SFTP_HOST_KEY",
+    "LITESTREAM_WEBDAV_USERNAME",
+    "LITESTREAM_WEBDAV_PASSWORD",
+    "LITESTREAM_NATS_USERNAME",
+    "LITESTREAM_NATS_PASSWORD",
+    "LITESTREAM_NATS_CREDS",
+    "LITESTREAM_NATS_TOKEN",
 )
 
 STDERR_KEEP = 4000  # characters of stderr kept as evidence

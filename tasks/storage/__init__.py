@@ -11,6 +11,12 @@ from drillbook.tasks.storage.base import Storage, StorageError, StorageProblem, 
 BACKENDS: dict[str, str] = {
     "s3": "s3:S3Storage",
     "file": "file:FileStorage",
+    "abs": "abs:ABSStorage",
+    "gs": "gcs:GCSStorage",
+    "sftp": "sftp:SFTPStorage",
+    "webdav": "webdav:WebDAVStorage",
+    "webdavs": "webdav:WebDAVStorage",
+    "nats": "nats:NATSStorage",
 }
 
 
