@@ -107,3 +107,100 @@ def parse_ltx_json(stdout: str) -> list[LtxFile]:
 def newest_file(files: Iterable[LtxFile]) -> LtxFile:
     """The file holding the newest position: highest max TXID, lowest level (the newest L0 before its compaction)."""
     return max(files, key=lambda f: (f.high, -f.level))
+
+
+# -- litestream 0.3: generations of snapshots and WAL segments -------------------------------------------------------
+#
+#     generations/<generation>/snapshots/<index>.snapshot.lz4
+#     generations/<generation>/wal/<index>_<offset>.wal.lz4        (index, offset: 8 hex digits; older: wal/<index>/<offset>.wal.lz4)
+#
+# A generation starts when litestream starts on a database it has no position for (a restart after the WAL
+# was lost, or a second primary). 0.3 writes no time of its own inside these files: the only time is the
+# object store's. litestream 0.5.11+ restores them (`restore`, `-timestamp`), but lists nothing with `ltx`
+# and refuses `-txid` and `-dry-run`: there are no TXIDs.
+
+LEGACY_LAYOUT = "litestream 0.3 (generations)"
+LTX_LAYOUT = "litestream 0.5 (LTX)"
+
+_SNAPSHOT = re.compile(r"(?:^|/)generations/(?P<gen>[0-9a-f]{16})/snapshots/(?P<index>[0-9a-f]{8})\.snapshot\.lz4$")
+_SEGMENT = re.compile(r"(?:^|/)generations/(?P<gen>[0-9a-f]{16})/wal/(?P<index>[0-9a-f]{8})[_/](?P<offset>[0-9a-f]{8})\.wal\.lz4$")
+
+
+class LegacyFile(BaseModel):
+    """A 0.3 snapshot (offset None) or WAL segment, as listed."""
+
+    generation: str
+    index: int
+    offset: int | None = None
+    size: int
+    timestamp: datetime = Field(description="The object store's time: 0.3 keeps no time of its own.")
+    key: str = ""
+
+    @property
+    def snapshot(self) -> bool:
+        return self.offset is None
+
+    @property
+    def position(self) -> str:
+        """generation/index/offset, as litestream 0.3 names a position."""
+        return f"{self.generation}/{self.index:08x}/{(self.offset or 0):08x}"
+
+
+def legacy_file(item: StoredObject) -> LegacyFile | None:
+    if match := _SEGMENT.search(item.key):
+        offset = int(match.group("offset"), 16)
+    elif match := _SNAPSHOT.search(item.key):
+        offset = None
+    else:
+        return None
+    return LegacyFile(
+        generation=match.group("gen"),
+        index=int(match.group("index"), 16),
+        offset=offset,
+        size=item.size,
+        timestamp=item.modified,
+        key=item.key,
+    )
+
+
+def legacy_files(listing: Iterable[StoredObject]) -> list[LegacyFile]:
+    return [f for f in map(legacy_file, listing) if f is not None]
+
+
+class Generation(BaseModel):
+    """One 0.3 generation: its snapshots and WAL segments, and what they say."""
+
+    name: str
+    snapshots: list[LegacyFile]
+    segments: list[LegacyFile]
+
+    @property
+    def files(self) -> list[LegacyFile]:
+        return self.snapshots + self.segments
+
+    @property
+    def newest(self) -> LegacyFile:
+        """The newest position: the last WAL segment (index, offset), else the newest snapshot."""
+        if self.segments:
+            return max(self.segments, key=lambda f: (f.index, f.offset or 0))
+        return max(self.snapshots, key=lambda f: f.index)
+
+    @property
+    def last_written(self) -> datetime:
+        return max(f.timestamp for f in self.files)
+
+    @property
+    def started(self) -> datetime:
+        return min(f.timestamp for f in self.files)
+
+
+def generations(files: Iterable[LegacyFile]) -> list[Generation]:
+    """Generations oldest first (by when their first object was stored)."""
+    grouped: dict[str, list[LegacyFile]] = {}
+    for f in files:
+        grouped.setdefault(f.generation, []).append(f)
+    found = [
+        Generation(name=name, snapshots=[f for f in group if f.snapshot], segments=[f for f in group if not f.snapshot])
+        for name, group in grouped.items()
+    ]
+    return sorted(found, key=lambda g: (g.started, g.name))

@@ -24,7 +24,19 @@ from enum import StrEnum
 from pydantic import Field
 
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.ltx import LTX_HEADER_BYTES, LtxFile, LtxHeader, ltx_files, newest_file, parse_ltx_header
+from drillbook.tasks.ltx import (
+    LEGACY_LAYOUT,
+    LTX_HEADER_BYTES,
+    LTX_LAYOUT,
+    Generation,
+    LtxFile,
+    LtxHeader,
+    generations,
+    legacy_files,
+    ltx_files,
+    newest_file,
+    parse_ltx_header,
+)
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.storage import StorageError, StorageProblem, StoredObject, open_storage
 
@@ -57,6 +69,10 @@ class ReplicaState(StepResult):
     newest_storage_time: datetime | None = Field(default=None, description="The object store's timestamp of that file (LastModified).")
     newest_file: str | None = None
     levels: dict[str, int] = Field(default_factory=dict, description="LTX files per compaction level.")
+    layout: str = Field(default=LTX_LAYOUT, description="Which litestream wrote the replica, as its layout says.")
+    position: str | None = Field(default=None, description="litestream 0.3: the newest position as generation/index/offset.")
+    generations: list[str] = Field(default_factory=list, description="litestream 0.3: the generations listed, oldest first.")
+    notes: list[str] = Field(default_factory=list, description="What the listing says beside the position (layout, generations).")
     txid_times: dict[str, datetime] = Field(
         default_factory=dict,
         exclude=True,  # one per LTX file: judged in memory, not kept in the evidence
@@ -128,6 +144,9 @@ def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
     if not objects:
         return done(status=Status.FAILED, problem=ReplicaProblem.EMPTY, summary=f"no backup: nothing stored under {entry.replica_redacted}")
     files = ltx_files(objects)
+    legacy = generations(legacy_files(objects))
+    if not files and legacy:
+        return _inspect_legacy(entry, legacy, done)
     if not files:
         return done(
             status=Status.FAILED,
@@ -151,6 +170,11 @@ def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
         levels=levels,
         txid_times=txid_times,
     )
+    if legacy:
+        listed["notes"] = [
+            f"the replica also holds {len(legacy)} litestream 0.3 generation(s) ({', '.join(g.name for g in legacy)}), "
+            "which a litestream 0.5 restore does not read: the LTX files are what is drilled"
+        ]
     header, problem, seen = read_newest_header(entry, newest)
     if problem is not None:
         return done(status=Status.FAILED, problem=problem, summary=seen, **listed)
@@ -163,6 +187,53 @@ def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
     if state.clocks_note:
         state.summary += f" (stored at {state.newest_storage_time:%Y-%m-%d %H:%M:%S}Z)"
     return state
+
+
+def _inspect_legacy(entry: DatabaseEntry, found: list[Generation], done) -> ReplicaState:
+    """A litestream 0.3 replica: the newest generation's last WAL segment is the position, its storage time the RPO's clock.
+
+    litestream 0.5.17 restores the newest generation; it cannot say which position it restored (no TXIDs),
+    so the position is the one listed, and the report says the time is the object store's.
+    """
+    newest_generation = max(found, key=lambda g: (g.last_written, g.name))
+    newest = newest_generation.newest
+    files = [f for g in found for f in g.files]
+    notes = [
+        f"litestream 0.3 replica: its newest position is {newest.position} (generation/index/offset); 0.3 writes no time of its own, "
+        "so the RPO is judged on the object store's clock (when the segment was stored)"
+    ]
+    if len(found) > 1:
+        older = ", ".join(f"{g.name} (last written {g.last_written:%Y-%m-%d %H:%M:%S}Z)" for g in found if g is not newest_generation)
+        notes.append(
+            f"{len(found)} generations on the replica: litestream restarted on the primary without its position, or a second primary "
+            f"replicated to the same path; the newest, {newest_generation.name} (started {newest_generation.started:%Y-%m-%d %H:%M:%S}Z), "
+            f"is what a restore brings back; older: {older}"
+        )
+    fields = dict(
+        layout=LEGACY_LAYOUT,
+        files=len(files),
+        total_bytes=sum(f.size for f in files),
+        position=newest.position,
+        newest_file=newest.key,
+        newest_time=newest.timestamp.astimezone(UTC),
+        newest_storage_time=newest.timestamp.astimezone(UTC),
+        generations=[g.name for g in found],
+        levels={"snapshots": len(newest_generation.snapshots), "wal": len(newest_generation.segments)},
+        notes=notes,
+    )
+    if not newest_generation.snapshots:
+        return done(
+            status=Status.FAILED,
+            problem=ReplicaProblem.DAMAGED,
+            summary=f"litestream 0.3 generation {newest_generation.name} has WAL segments but no snapshot: nothing to restore them onto",
+            **fields,
+        )
+    return done(
+        status=Status.PASSED,
+        summary=f"litestream 0.3 replica, generation {newest_generation.name}: {len(newest_generation.snapshots)} snapshot(s), "
+        f"{len(newest_generation.segments)} WAL segment(s), newest position {newest.position} stored at {newest.timestamp:%Y-%m-%d %H:%M:%S}Z",
+        **fields,
+    )
 
 
 def read_newest_header(entry: DatabaseEntry, newest: LtxFile) -> tuple[LtxHeader | None, ReplicaProblem | None, str]:

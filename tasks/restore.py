@@ -167,14 +167,14 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
             litestream=summary,
             **common,
         )
-    txid = (summary or {}).get("txid")
+    txid = (summary or {}).get("txid") or None  # "" from a litestream 0.3 replica: it has no TXIDs
     return RestoreResult(
         status=Status.PASSED,
         path=str(output),
         txid=txid,
         duration_ms=(summary or {}).get("duration_ms"),
         litestream=summary,
-        summary=f"restored TXID {txid} in {seconds:.2f}s ({output.stat().st_size:,} bytes)",
+        summary=f"restored {f'TXID {txid}' if txid else 'the newest position'} in {seconds:.2f}s ({output.stat().st_size:,} bytes)",
         **common,
     )
 

@@ -239,7 +239,7 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
     position = compare_position(restore.txid, replica.newest_txid) if restore.ok and steps.point is None else Position()
     if position.finding:
         findings.append(position.finding)
-    notes += [note for note in (position.note, replica.clocks_note) if note]
+    notes += [note for note in (position.note, replica.clocks_note, *replica.notes) if note]
     rto = _rto(steps, entry, findings)
     rpo = _rpo(steps, entry, context.started_at, position, findings)
     findings += STEP_RULES[-1](steps, entry)

@@ -16,6 +16,7 @@ from drillbook.tasks.errors import HistoryError, ToolMissing
 from drillbook.tasks.history.forecast import Outlook, RtoForecast, advise, forecast_rto
 from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
 from drillbook.tasks.litestream import find_litestream, litestream_env
+from drillbook.tasks.ltx import LEGACY_LAYOUT
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.report.charts import render_chart
@@ -44,6 +45,11 @@ def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState |
     """litestream's dry-run plan with the expected RTO from the history (the fleet's when this database has none)."""
     if replica is not None and not replica.ok:
         return RestorePlan.skipped("not planned: the replica inspection did not pass")
+    if replica is not None and replica.layout == LEGACY_LAYOUT:
+        return RestorePlan.skipped(
+            f"not planned: litestream cannot dry-run a 0.3 replica; a restore fetches generation {replica.generations[-1]}'s newest "
+            f"snapshot and the WAL segments after it ({replica.total_bytes:,} bytes listed)"
+        )
     plan = dry_run(entry)
     if plan.status != Status.PASSED:
         return plan

@@ -103,7 +103,18 @@ def plan_point(
         newest_txid=txid_text(newest.max_txid) if newest else None,
         newest_time=newest.time if newest else None,
     )
-    if not timeline.header_times:
+    if timeline.legacy and request.kind == PointKind.TXID:
+        check.status = Status.ERROR
+        check.summary = (
+            f"--txid {request.txid}: a litestream 0.3 replica has no TXIDs (its positions are generation/index/offset, and litestream "
+            "refuses -txid on it); restore a time with --at instead"
+        )
+        return check
+    if timeline.legacy and request.kind == PointKind.OLDEST and oldest is not None:
+        request = PointRequest(kind=PointKind.OLDEST, at=oldest.time + timedelta(milliseconds=1))
+        check.request = request
+        return _plan_time(check, timeline, request.at)
+    if not timeline.header_times and not timeline.legacy:
         check.notes.append(
             "times are the object store's, not litestream's (LTX headers unreadable): a point within a second of a file may be misjudged"
         )
@@ -212,6 +223,11 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
             PointProblem.BEFORE_OLDEST,
             f"{iso(moment)} is before the oldest restorable point (TXID {check.oldest_txid} written {iso(check.oldest_time)})",
         )
+    if moment > until and timeline.legacy:
+        check.target_args = []  # no TXID to ask for: the newest position is the state at that time
+        check.expected_txid, check.expected_time = txid_text(timeline.newest.max_txid), timeline.newest.time
+        check.status, check.summary = Status.PASSED, f"{iso(moment)} is after the newest WAL segment ({iso(until)}): the newest position"
+        return check
     if moment > until:
         # litestream refuses a time after its newest file by the object store's clock (whole seconds on S3):
         # "timestamp does not exist". The state at that time is the last file written before it: ask for its TXID.
@@ -277,6 +293,13 @@ def verify_point(check: PointCheck, restore: RestoreResult, timeline: Timeline |
             _fail(check, PointProblem.REFUSED, f"litestream did not restore {asked} ({' '.join(check.target_args)}): {said}")
         else:
             check.summary += f"; litestream: {said}"
+        return check
+    if restore.ok and restore.txid is None and timeline is not None and timeline.legacy:
+        if check.status == Status.PASSED:
+            check.summary = f"restored {asked} from litestream 0.3 generation {timeline.legacy}; its position is not checked"
+            check.notes.append(
+                "litestream does not report the position a 0.3 restore reached (no TXIDs): the copy's integrity and checks are the evidence"
+            )
         return check
     if not restore.ok or restore.txid is None:
         if check.status == Status.PASSED:

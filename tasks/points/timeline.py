@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.ltx import HEADER_PREFIX, LtxFile, ltx_files, parse_ltx_header
+from drillbook.tasks.ltx import HEADER_PREFIX, Generation, LtxFile, generations, legacy_files, ltx_files, parse_ltx_header
 from drillbook.tasks.storage import open_storage
 
 
@@ -28,6 +28,10 @@ class Timeline(BaseModel):
 
     files: list[PointFile] = Field(default_factory=list)
     header_times: bool = Field(default=True, description="False when the LTX headers could not be read (listing times used).")
+    legacy: str | None = Field(
+        default=None,
+        description="litestream 0.3: the generation drilled. Its 'TXIDs' here number the snapshot and WAL segments in order; times are the store's.",
+    )
 
     def file_ending(self, txid: int) -> PointFile | None:
         ending = [f for f in self.files if f.max_txid == txid]
@@ -95,10 +99,34 @@ def read_header_times(entry: DatabaseEntry, files: list[LtxFile]) -> dict[str, d
         return {f.key: parse_ltx_header(chunk).written_at for f, chunk in zip(files, data)}
 
 
+def legacy_timeline(generation: Generation) -> Timeline:
+    """A 0.3 generation as a timeline: the newest snapshot at position 1, each later WAL segment the next position.
+
+    litestream 0.5 restores a 0.3 replica by time (`-timestamp`), judged on the store's times, which are
+    all 0.3 has; the numbers only order the positions for the planner.
+    """
+    snapshot = max(generation.snapshots, key=lambda f: f.index) if generation.snapshots else None
+    after = sorted(
+        (f for f in generation.segments if snapshot is None or f.index >= snapshot.index), key=lambda f: (f.index, f.offset or 0)
+    )
+    files = []
+    if snapshot is not None:
+        stamp = snapshot.timestamp.astimezone(UTC)
+        files.append(PointFile(level=9, min_txid=1, max_txid=1, time=stamp, listed=stamp))
+    for number, segment in enumerate(after, start=2):
+        stamp = segment.timestamp.astimezone(UTC)
+        files.append(PointFile(level=0, min_txid=number, max_txid=number, time=stamp, listed=stamp))
+    return Timeline(files=files, header_times=False, legacy=generation.name)
+
+
 def read_timeline(entry: DatabaseEntry) -> tuple[Timeline, list[str]]:
     """The replica's files with their header times; notes say what could not be read precisely."""
     storage = open_storage(entry.replica, timeout=entry.inspect_timeout)
-    listed = ltx_files(storage.list())
+    objects = list(storage.list())
+    listed = ltx_files(objects)
+    if not listed and (found := generations(legacy_files(objects))):
+        newest = max(found, key=lambda g: (g.last_written, g.name))
+        return legacy_timeline(newest), [f"litestream 0.3 replica: points are planned over generation {newest.name}, by the store's times"]
     notes: list[str] = []
     try:
         times = read_header_times(entry, listed)
