@@ -14,7 +14,7 @@ import pytest
 from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.versions import PINNED, litestream_binary
-from drillbook.testing.corpus import OTHER_VERSIONS, Commit, CorpusReplica, Workload, s3_keys
+from drillbook.testing.corpus import OTHER_VERSIONS, Commit, CorpusReplica, FileTarget, Workload, build_replica, plain_config, s3_keys
 from tests.corpus_fixtures import corpus  # noqa: F401
 
 LTX_KEY = re.compile(r"^(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
@@ -151,5 +151,23 @@ def test_replica_written_by_another_version_restores_with_the_pinned_one(corpus,
         assert keys and all(GENERATION_KEY.match(key) for key in keys), keys[:5]
     else:
         assert keys and all(LTX_KEY.match(key) for key in keys), keys[:5]
+    restored = restore(replica, tmp_path / "restored.db")
+    assert replica.workload.identify(restored) == replica.workload.newest
+
+
+@pytest.mark.slow
+def test_file_replica_under_the_workload_restores_to_the_newest_commit(tmp_path):
+    target = FileTarget(tmp_path / "replica")
+    replica = build_replica(
+        PINNED,
+        litestream_binary(PINNED),
+        tmp_path / "work",
+        target,
+        config=lambda db, t: plain_config(PINNED, db, t),
+        seconds=8,
+        rate=100.0,
+    )
+    files = sorted(str(p.relative_to(target.directory)) for p in target.directory.rglob("*.ltx"))
+    assert files and all(re.match(r"^ltx/[0-9]/[0-9a-f]{16}-[0-9a-f]{16}\.ltx$", f) for f in files), files[:5]
     restored = restore(replica, tmp_path / "restored.db")
     assert replica.workload.identify(restored) == replica.workload.newest
