@@ -187,7 +187,8 @@ class Workload:
 
 # --- replicas -------------------------------------------------------------------------------------------------------
 
-SETTLE_SECONDS = 3.0  # after the last commit: several sync intervals, so the replica holds the newest commit before the stop
+SETTLE_SECONDS = 3.0  # after the last commit, where the replica's position cannot be compared (0.3): several sync intervals
+CATCH_UP_SECONDS = 120.0  # for a 0.5 replica to upload its backlog after the last commit (a loaded machine uploads slowly)
 STOP_SECONDS = 45.0
 UNTIL_POLL = 10.0  # a listing of thousands of keys is work for the S3 server too  # for litestream's own shutdown sync after SIGTERM, before the group is killed
 
@@ -312,15 +313,19 @@ def build_replica(
     config_path = workdir / "litestream.yml"
     config_path.write_text(config_text)
     log_path = workdir / "litestream.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(binary), "replicate", "-config", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=litestream_env(),  # never the caller's AWS_CA_BUNDLE: 0.5 fails every S3 call with it
-            start_new_session=True,
-        )
+    try:
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [str(binary), "replicate", "-config", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=litestream_env(),  # never the caller's AWS_CA_BUNDLE: 0.5 fails every S3 call with it
+                start_new_session=True,
+            )
+    except BaseException:
+        workload.close()
+        raise
     try:
         workload.start()
         begun = time.monotonic()
@@ -333,7 +338,7 @@ def build_replica(
                 next_poll = now + UNTIL_POLL
             time.sleep(0.2)
         workload.stop()
-        if process.poll() is None:
+        if process.poll() is None and not _caught_up(workdir, db_path, target, version):
             time.sleep(SETTLE_SECONDS)
         if process.poll() is not None:
             raise DrillbookError(f"litestream {version} replicate exited {process.returncode} early: {_tail(log_path)}")
@@ -355,6 +360,31 @@ def build_replica(
         pgid=process.pid,
         log=_tail(log_path),
     )
+
+
+def _caught_up(workdir: Path, db_path: Path, target: Target, version: str) -> bool:
+    """Wait until the replica holds litestream's newest local L0 file (0.5 only); False where that cannot be told."""
+    local = workdir / f".{db_path.name}-litestream" / "ltx" / "0"
+    if version.startswith("0.3.") or not local.is_dir():
+        return False
+    deadline = time.monotonic() + CATCH_UP_SECONDS
+    while time.monotonic() < deadline:
+        wanted = _max_txid(p.name for p in local.glob("*.ltx"))
+        if isinstance(target, S3Target):
+            held = _max_txid(key.rsplit("/", 1)[-1] for key in s3_keys(target))
+        else:
+            held = _max_txid(p.name for p in target.directory.rglob("*.ltx"))
+        if wanted and held >= wanted:
+            return True
+        time.sleep(1.0)
+    raise DrillbookError(
+        f"litestream {version}'s replica at {target.url} did not catch up within {CATCH_UP_SECONDS:.0f}s after the workload stopped"
+    )
+
+
+def _max_txid(names) -> int:
+    """The highest max TXID among LTX file names <min>-<max>.ltx (0 when there are none)."""
+    return max((int(name[17:33], 16) for name in names if name.endswith(".ltx") and len(name) == 37), default=0)
 
 
 def _kill_group(process: subprocess.Popen) -> None:

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 
+import boto3
 import pytest
 
 from drillbook.tasks.errors import DrillbookError
@@ -128,7 +129,13 @@ def test_busy_replica_restores_to_the_newest_commit(corpus, tmp_path):  # noqa: 
 def test_busy_replica_restores_to_a_timestamp_on_a_commit_made_by_then(corpus, tmp_path):  # noqa: F811
     replica = corpus.busy()
     workload = replica.workload
-    when = workload.newest.at - 12.0  # inside the retained window (snapshots kept 60 s), away from the last commits
+    # Inside the retained window: after the oldest kept snapshot (a point before it has no base to restore from), and
+    # away from the last commits where possible.
+    target = replica.target
+    client = boto3.client("s3", endpoint_url=target.endpoint, region_name="us-east-1")
+    listing = client.list_objects_v2(Bucket=target.bucket, Prefix=target.path + "/0009/")
+    oldest_snapshot = min(item["LastModified"].timestamp() for item in listing["Contents"])
+    when = max(workload.newest.at - 12.0, oldest_snapshot + 2.0)
     stamp = datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     restored = restore(replica, tmp_path / "at.db", "-timestamp", stamp)
     landed: Commit = workload.identify(restored)
