@@ -189,8 +189,8 @@ class Workload:
 
 SETTLE_SECONDS = 3.0  # after the last commit, where the replica's position cannot be compared (0.3): several sync intervals
 CATCH_UP_SECONDS = 120.0  # for a 0.5 replica to upload its backlog after the last commit (a loaded machine uploads slowly)
-STOP_SECONDS = 45.0
-UNTIL_POLL = 10.0  # a listing of thousands of keys is work for the S3 server too  # for litestream's own shutdown sync after SIGTERM, before the group is killed
+STOP_SECONDS = 45.0  # for litestream's own shutdown sync after SIGTERM, before the group is killed
+UNTIL_POLL = 10.0  # a listing of thousands of keys is work for the S3 server too
 
 
 @dataclass(frozen=True)
