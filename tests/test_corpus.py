@@ -21,7 +21,7 @@ from tests.corpus_fixtures import corpus  # noqa: F401
 LTX_KEY = re.compile(r"^(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
 # 0.3: generations/<id>/snapshots/<index>.snapshot.lz4 and generations/<id>/wal/<index>_<offset>.wal.lz4 (measured with 0.3.13).
 GENERATION_KEY = re.compile(r"^generations/[0-9a-f]{16}/(snapshots/[0-9a-f]{8}\.snapshot\.lz4|wal/[0-9a-f]{8}_[0-9a-f]{8}\.wal\.lz4)$")
-TIMESTAMP_LAG = 5.0  # seconds an L0 file may trail its commit on a loaded 2-core machine
+TIMESTAMP_LAG = 15.0  # seconds an L0 file may trail its commit: measured over 5 s at load average 10 on 2 cores
 
 
 def restore(replica: CorpusReplica, out: Path, *extra: str) -> Path:
