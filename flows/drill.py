@@ -60,7 +60,7 @@ def plan_point_step(
     if not replica.ok:
         return PointCheck.skipped("not planned: the replica inspection did not pass").model_copy(update={"request": request}), None
     started = datetime.now(UTC)
-    timeline, notes = read_timeline(entry)
+    timeline, notes = read_timeline(entry, replica.listing)
     history: list[PointRecord] = []
     if request.kind == PointKind.RANDOM:
         try:

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.ltx import (
@@ -73,6 +73,13 @@ class ReplicaState(StepResult):
     position: str | None = Field(default=None, description="litestream 0.3: the newest position as generation/index/offset.")
     generations: list[str] = Field(default_factory=list, description="litestream 0.3: the generations listed, oldest first.")
     notes: list[str] = Field(default_factory=list, description="What the listing says beside the position (layout, generations).")
+    # The listing itself, for the point planner (one listing per drill); never in the evidence.
+    _listing: list[StoredObject] | None = PrivateAttr(default=None)
+
+    @property
+    def listing(self) -> list[StoredObject] | None:
+        return self._listing
+
     txid_times: dict[str, datetime] = Field(
         default_factory=dict,
         exclude=True,  # one per LTX file: judged in memory, not kept in the evidence
@@ -126,7 +133,14 @@ def _listing(entry: DatabaseEntry) -> tuple[list[StoredObject], str | None]:
 
 
 def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
-    """The replica's newest position and its time, or the problem that hides them."""
+    """The replica's newest position and its time, or the problem that hides them (the listing kept for the point planner)."""
+    kept: list[list[StoredObject]] = []
+    state = _inspect(entry, kept)
+    state._listing = kept[0] if kept else None
+    return state
+
+
+def _inspect(entry: DatabaseEntry, kept: list[list[StoredObject]]) -> ReplicaState:
     started = time.monotonic()
     endpoint: str | None = None
 
@@ -135,6 +149,7 @@ def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
 
     try:
         objects, endpoint = _listing(entry)
+        kept.append(objects)
     except ValueError as exc:  # a scheme without a backend (check-config says so first)
         return done(status=Status.ERROR, problem=ReplicaProblem.UNSUPPORTED, summary=str(exc))
     except StorageError as exc:

@@ -44,6 +44,46 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+@contextlib.contextmanager
+def moto_process(host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str]:
+    """moto's S3 server in a process of its own (and its own process group): a busy replica's thousands of
+    PUTs then get a core of their own instead of sharing the test process's interpreter lock. Yields the endpoint."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    endpoint = f"http://{host}:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise DrillbookError(f"moto's S3 server did not start on {endpoint} within {timeout:g}s") from None
+                time.sleep(0.1)
+        yield endpoint
+    finally:
+        try:
+            os.killpg(process.pid, 9)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
 def create_bucket(endpoint: str, bucket: str) -> None:
     import boto3
 

@@ -177,3 +177,14 @@ def postgres_url():
     finally:
         admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """The session's corpus of real replicas, each built once on first use, on an S3 server in its own process."""
+    from drillbook.testing.corpus import Corpus
+    from drillbook.testing.s3 import moto_process
+
+    with environment(S3_CREDENTIALS), moto_process() as endpoint:
+        create_bucket(endpoint, "drills")
+        yield Corpus(endpoint, "drills", tmp_path_factory.mktemp("corpus"))

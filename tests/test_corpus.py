@@ -16,7 +16,6 @@ from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.versions import PINNED, litestream_binary
 from drillbook.testing.corpus import OTHER_VERSIONS, Commit, CorpusReplica, FileTarget, Workload, build_replica, plain_config, s3_keys
-from tests.corpus_fixtures import corpus  # noqa: F401
 
 LTX_KEY = re.compile(r"^(?P<level>[0-9a-f]{4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
 # 0.3: generations/<id>/snapshots/<index>.snapshot.lz4 and generations/<id>/wal/<index>_<offset>.wal.lz4 (measured with 0.3.13).
@@ -103,7 +102,7 @@ def test_a_changed_binary_in_the_cache_is_refused(tmp_path):
 
 
 @pytest.mark.slow
-def test_busy_replica_holds_weeks_of_levels_with_the_oldest_deleted(corpus):  # noqa: F811
+def test_busy_replica_holds_weeks_of_levels_with_the_oldest_deleted(corpus):
     replica = corpus.busy()
     with pytest.raises(ProcessLookupError):
         os.killpg(replica.pgid, 0)  # litestream's whole group was stopped
@@ -119,14 +118,14 @@ def test_busy_replica_holds_weeks_of_levels_with_the_oldest_deleted(corpus):  # 
 
 
 @pytest.mark.slow
-def test_busy_replica_restores_to_the_newest_commit(corpus, tmp_path):  # noqa: F811
+def test_busy_replica_restores_to_the_newest_commit(corpus, tmp_path):
     replica = corpus.busy()
     restored = restore(replica, tmp_path / "restored.db")
     assert replica.workload.identify(restored) == replica.workload.newest
 
 
 @pytest.mark.slow
-def test_busy_replica_restores_to_a_timestamp_on_a_commit_made_by_then(corpus, tmp_path):  # noqa: F811
+def test_busy_replica_restores_to_a_timestamp_on_a_commit_made_by_then(corpus, tmp_path):
     replica = corpus.busy()
     workload = replica.workload
     # Inside the retained window: after the oldest kept snapshot (a point before it has no base to restore from), and
@@ -151,7 +150,7 @@ def test_busy_replica_restores_to_a_timestamp_on_a_commit_made_by_then(corpus, t
 
 @pytest.mark.slow
 @pytest.mark.parametrize("version", OTHER_VERSIONS)
-def test_replica_written_by_another_version_restores_with_the_pinned_one(corpus, tmp_path, version):  # noqa: F811
+def test_replica_written_by_another_version_restores_with_the_pinned_one(corpus, tmp_path, version):
     replica = corpus.written_by(version)
     keys = s3_keys(replica.target)
     if version.startswith("0.3."):

@@ -245,7 +245,7 @@ def _plan_time(check: PointCheck, timeline: Timeline, moment: datetime) -> Point
     check.target_args = ["-timestamp", iso(moment)]
     expected = timeline.expected_at(moment)
     check.expected_txid, check.expected_time = txid_text(expected.max_txid), expected.time
-    usable = [f for f in timeline.files if f.time < moment]
+    usable = timeline.before(moment)
     holes = timeline.holes(usable)
     if holes:
         low, high = holes[0]

@@ -26,17 +26,24 @@ class FileStorage:
             raise StorageError(StorageProblem.ACCESS_DENIED, f"replica directory {self.root} is not readable by this user")
 
     def list(self, prefix: str = "") -> Iterator[StoredObject]:
-        base = self.root / prefix if prefix else self.root
-        for directory, _subdirs, names in os.walk(base):
-            for name in names:
-                path = Path(directory, name)
+        root = str(self.root)
+        start = os.path.join(root, prefix) if prefix else root
+        skip = len(root) + 1
+        pending = [start]
+        while pending:  # os.scandir with strings: pathlib per entry costs more than the listing itself on 100,000 files
+            try:
+                entries = list(os.scandir(pending.pop()))
+            except FileNotFoundError:  # removed by retention between the listing of its parent and now
+                continue
+            for item in entries:
                 try:
-                    stat = path.stat()
-                except FileNotFoundError:  # removed by retention between the walk and the stat
+                    if item.is_dir(follow_symlinks=False):
+                        pending.append(item.path)
+                        continue
+                    stat = item.stat()
+                except FileNotFoundError:
                     continue
-                yield StoredObject(
-                    key=path.relative_to(self.root).as_posix(), size=stat.st_size, modified=datetime.fromtimestamp(stat.st_mtime, UTC)
-                )
+                yield StoredObject(key=item.path[skip:], size=stat.st_size, modified=datetime.fromtimestamp(stat.st_mtime, UTC))
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self.root / key
