@@ -88,3 +88,19 @@ def test_random_points_of_a_busy_replica_hold_exactly_what_was_committed_by_then
             )
         passed += 1
     assert passed >= 15, f"only {passed} of 20 random points were restorable"
+
+
+@pytest.mark.parametrize("which", ["busy-0.5.17", "0.5.5", "0.5.16"])
+def test_the_plan_from_the_listing_is_litestreams_own(corpus, which):
+    """The files drillbook plans from its one listing are the files `litestream restore -dry-run` would fetch."""
+    from drillbook.tasks.ltx import ltx_files
+    from drillbook.tasks.plan import dry_run, plan_from_listing
+
+    replica = corpus.busy() if which.startswith("busy") else corpus.written_by(which)
+    entry_ = DatabaseEntry(name="plan", replica=replica.url, rto_target=300, rpo_target=86400)
+    state = inspect_replica(entry_)
+    ours = plan_from_listing(ltx_files(state.listing))
+    theirs = dry_run(entry_)
+    assert ours.status.value == theirs.status.value == "passed", (ours.summary, theirs.summary)
+    assert [(f.level, f.min_txid, f.max_txid) for f in ours.files] == [(f.level, f.min_txid, f.max_txid) for f in theirs.files]
+    assert ours.bytes_to_fetch == theirs.bytes_to_fetch
