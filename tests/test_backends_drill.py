@@ -304,10 +304,11 @@ def test_each_store_gets_its_own_concurrency_limit(backend):
     print(f"\n{backend.scheme}: {name}")
 
 
-def test_litestream_gets_the_variables_its_config_refers_to(backend, replicated):
-    _name, url, _live = replicated
-    text = litestream_config_text(Path("/scratch/replica-of/app.db"), litestream_replica(url))
+def test_litestream_gets_the_variables_its_config_refers_to(backend):
+    text = litestream_config_text(Path("/scratch/replica-of/app.db"), litestream_replica(backend.url("app")))
     env = litestream_env()
+    wanted = servers.litestream_variables_for(backend.url("app"))
+    assert litestream_env(dict.fromkeys(wanted, "x")).keys() == set(wanted)  # every variable the backend reads passes through
     for variable, value in backend.served.env.items():
         assert value not in text, f"{variable}'s value is in the generated config"  # only ${VAR} references
         assert env.get(variable) == value, f"{variable} does not reach litestream"
