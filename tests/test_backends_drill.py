@@ -201,6 +201,8 @@ class Cuttable:
                 end.shutdown(socket.SHUT_RDWR)
 
     def cut(self) -> None:
+        with contextlib.suppress(OSError):  # wakes the blocked accept(): close() alone leaves the port listening on Linux
+            self.listener.shutdown(socket.SHUT_RDWR)
         self.listener.close()
         with self.lock:
             for sock in self.open:
