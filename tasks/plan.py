@@ -26,6 +26,7 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.ltx import LtxFile
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.text import duration_text
@@ -158,8 +159,9 @@ def dry_run(entry: DatabaseEntry) -> RestorePlan:
     with tempfile.TemporaryDirectory(prefix="drillbook-plan-") as spare:
         target = Path(spare) / f"{entry.name}.db"
         try:
-            command = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), entry.replica], timeout=entry.inspect_timeout)
-        except ToolMissing as exc:
+            source = restore_source(entry.replica, Path(spare), entry.name)
+            command = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), *source], timeout=entry.inspect_timeout)
+        except (ToolMissing, OSError) as exc:
             return RestorePlan(status=Status.ERROR, summary=str(exc))
     if command.timed_out:
         return RestorePlan(

@@ -23,6 +23,7 @@ from pydantic import Field
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.steps import Status, StepResult
 
@@ -103,10 +104,16 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
         guard_live(entry, scratch, output)
     except LiveDatabaseGuard as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.GUARD, summary=str(exc), scratch_dir=str(scratch))
+    try:
+        source = restore_source(entry.replica, scratch, entry.name)  # the URL, or a config file in scratch for the backends that need one
+    except OSError as exc:
+        return RestoreResult(
+            status=Status.ERROR, summary=f"cannot write litestream's config into {scratch}: {exc.strerror or exc}", scratch_dir=str(scratch)
+        )
     started, started_at = time.monotonic(), datetime.now(UTC)
     try:
         command = run_litestream(
-            ["restore", "-json", *(point or []), "-o", str(output), entry.replica],
+            ["restore", "-json", *(point or []), "-o", str(output), *source],
             timeout=entry.restore_timeout,
             stall_timeout=entry.stall_timeout,
             progress=lambda: _bytes_in(scratch),

@@ -65,7 +65,10 @@ def test_missing_and_unknown_fields(write_catalogue):
 
 def test_bad_replica_url(write_catalogue):
     path = write_catalogue({"name": "orders", "replica": "http://example/orders.db", "rto_target": "5m", "rpo_target": "1m"})
-    assert "database[0] 'orders': field replica: use an s3:// or file:// replica URL (got 'http://example/orders.db')" in _error(path)
+    assert (
+        "database[0] 'orders': field replica: use a replica URL litestream replicates to "
+        "(abs://, file://, gs://, nats://, s3://, sftp://, webdav://, webdavs://); got 'http://example/orders.db'"
+    ) in _error(path)
 
 
 def test_duplicate_names(write_catalogue):

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, Duration, RestorePoints, SmokeCheck
+from drillbook.tasks.storage import BACKENDS, check_replica_url
 from drillbook.tasks.text import redact_url
 
 
@@ -18,7 +19,9 @@ class DatabaseEntry(BaseModel):
 
     name: str = Field(description="Short unique name: letters, digits, '-', '_', '.'; used in paths and reports.")
     replica: str = Field(
-        description="Replica URL as litestream takes it: s3://bucket/path?endpoint=...&region=...&forcePathStyle=true, or file:///path."
+        description="Replica URL as litestream takes it: s3://bucket/path?endpoint=...&region=...&forcePathStyle=true, file:///path, "
+        "abs://ACCOUNT@CONTAINER/PATH[?endpoint=URL], gs://BUCKET/PATH, sftp://USER@HOST[:PORT]/PATH, webdav[s]://HOST[:PORT]/PATH, "
+        "nats://HOST[:PORT]/BUCKET; credentials from the environment (README, 'Replica backends'), never in the URL."
     )
     rto_target: Duration = Field(description="Longest acceptable time from 'start recovering' to 'the application works on the copy'.")
     rpo_target: Duration = Field(description="Largest acceptable age of the newest change held by the replica.")
@@ -102,8 +105,13 @@ class DatabaseEntry(BaseModel):
         elif parts.scheme == "file":
             if not parts.path:
                 raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {value!r})")
+        elif parts.scheme in BACKENDS:
+            problem = check_replica_url(value)  # the backend's own check: a container, a host, a key file
+            if problem is not None:
+                raise ValueError(problem)
         else:
-            raise ValueError(f"use an s3:// or file:// replica URL (got {value!r})")
+            known = ", ".join(f"{scheme}://" for scheme in sorted(BACKENDS))
+            raise ValueError(f"use a replica URL litestream replicates to ({known}); got {redact_url(value)!r}")
         return value
 
     @property
