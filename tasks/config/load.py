@@ -49,8 +49,17 @@ def _check_guards(catalogue: Catalogue, source: Path) -> None:
             )
 
 
-_loaded: dict[tuple[str, str, str], Catalogue] = {}
+_loaded: dict[tuple[str, str, str, str], Catalogue] = {}
 _LOADED_KEPT = 8
+
+
+_CHECKED_PREFIXES = ("LITESTREAM_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR_HOST", "AWS_")
+
+
+def _checked_environment() -> str:
+    """A digest of the variables the replica URL checks read (never the values themselves)."""
+    items = sorted((k, v) for k, v in os.environ.items() if k.startswith(_CHECKED_PREFIXES))
+    return hashlib.sha256(repr(items).encode()).hexdigest()
 
 
 def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
@@ -66,7 +75,8 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
     except OSError:
         raw = None  # reported below, by the same read
     if raw is not None:
-        key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir())  # the scratch default follows TMPDIR
+        # The scratch default follows TMPDIR, and the backends' URL checks read their credential variables.
+        key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir(), _checked_environment())
         if key in _loaded:
             return _loaded[key].model_copy(deep=True)
         catalogue = _parse_catalogue(source, raw)
