@@ -256,7 +256,7 @@ def test_signal_mid_step_stops_every_group_and_exits_2(sig, write_catalogue, tmp
         env=env,
         start_new_session=True,
     )
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300  # Prefect's temporary server starts first: slow on a loaded runner
     while not recorded(record):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -271,8 +271,10 @@ def test_signal_mid_step_stops_every_group_and_exits_2(sig, write_catalogue, tmp
     name = signal.Signals(sig).name
     assert process.returncode == 2, err
     assert took < 15, f"took {took:.1f}s to stop"
-    assert err.strip().splitlines() == [
+    # drillbook says one line of its own; the rest of stderr is the drill's report (Prefect's log and the terminal panel)
+    assert [line for line in err.splitlines() if line.startswith("drillbook:")] == [
         f"drillbook: {name}: stopping litestream and smoke commands, recording the drill as ERROR (a second {name} leaves at once)"
     ]
+    assert "Traceback" not in err
     assert json.loads(out)["verdict"] == "ERROR"
     assert_nothing_left(record)
