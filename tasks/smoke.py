@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.runner import OUTPUT_KEEP, run_command, tail_marked
 from drillbook.tasks.runner import started as runner_started
 from drillbook.tasks.steps import Status, StepResult
@@ -247,7 +248,8 @@ def run_http_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | None
             while time.monotonic() < deadline:
                 code = app.exit_code()
                 if code is not None:
-                    last_problem = f"the app exited ({code}) before answering"
+                    stop = interrupted() if code < 0 else None
+                    last_problem = f"stopped: drillbook was interrupted by {stop}" if stop else f"the app exited ({code}) before answering"
                     break
                 try:
                     with urllib.request.urlopen(check.url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as response:
