@@ -25,9 +25,10 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import ToolMissing
-from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.ltx import LtxFile
+from drillbook.tasks.runner import CommandRecord
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.text import duration_text
 
@@ -160,9 +161,10 @@ def dry_run(entry: DatabaseEntry) -> RestorePlan:
         target = Path(spare) / f"{entry.name}.db"
         try:
             source = restore_source(entry.replica, Path(spare), entry.name)
-            command = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), *source], timeout=entry.inspect_timeout)
+            ran = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), *source], timeout=entry.inspect_timeout)
         except (ToolMissing, OSError) as exc:
             return RestorePlan(status=Status.ERROR, summary=str(exc))
+    command = ran.record
     if command.timed_out:
         return RestorePlan(
             status=Status.FAILED, summary=f"litestream restore -dry-run did not answer within {entry.inspect_timeout:g}s", command=command
@@ -174,7 +176,7 @@ def dry_run(entry: DatabaseEntry) -> RestorePlan:
             command=command,
         )
     try:
-        data = json.loads(command.stdout)
+        data = json.loads(ran.stdout)  # parsed whole: the record keeps only a tail
         files = [PlannedFile.model_validate(item) for item in data.get("files") or []]
     except ValueError:
         return RestorePlan(

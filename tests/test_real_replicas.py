@@ -54,7 +54,7 @@ def test_random_points_of_a_busy_replica_hold_exactly_what_was_committed_by_then
     replica = corpus.busy()
     workload = replica.workload
     entry_ = DatabaseEntry(
-        name="busy", replica=replica.url, rto_target=300, rpo_target=86400, restore_points=RestorePoints(random_within="1d", every="1m")
+        name="busy", replica=replica.url, rto_target=300, rpo_target=86400, restore_points=RestorePoints(random_within="1d", every="1h")
     )
     state = inspect_replica(entry_)
     assert state.ok, state.summary

@@ -6,7 +6,6 @@ turns into a note, and the drill's verdict stands.
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -15,7 +14,7 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
 from drillbook.tasks.history.forecast import Outlook, RtoForecast, advise, forecast_rto
 from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
-from drillbook.tasks.litestream import find_litestream, litestream_env
+from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.ltx import LEGACY_LAYOUT, ltx_files
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate, plan_from_listing
 from drillbook.tasks.replica import ReplicaState
@@ -30,10 +29,10 @@ TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history 
 @lru_cache(maxsize=1)
 def litestream_version() -> str | None:
     try:
-        done = subprocess.run([find_litestream(), "version"], capture_output=True, text=True, timeout=10, env=litestream_env())
-    except (ToolMissing, OSError, subprocess.TimeoutExpired):
+        done = run_litestream(["version"], timeout=10)
+    except ToolMissing:
         return None
-    return (done.stdout.strip()[:32] or None) if done.returncode == 0 else None
+    return (done.stdout.strip()[:32] or None) if done.record.ok else None
 
 
 def tool_versions() -> dict[str, str]:
