@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.text import one_line, redact, redact_url
 from drillbook.tasks.verdict import DrillResult
 
 HEAD_REVISION = "0002"  # the newest script in migrations/versions (a test holds the two together)
@@ -113,10 +114,15 @@ class TrendPoint:
 
 
 def safe_url(url: str) -> str:
+    """The history URL without its password; the text masking runs too, since SQLAlchemy reads a password holding
+    '@', '/' or '#' only partly (the rest would show as the host or the path)."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:  # not a URL at all: say so without echoing it whole
         return "(unparseable URL)"
+    if parsed.username is None and parsed.password is None:  # a SQLite path (which may hold an '@') is shown as it is
+        return parsed.render_as_string(hide_password=True)
+    return redact_url(url)
 
 
 _engines: dict[str, Engine] = {}
@@ -226,6 +232,7 @@ def _errors(what: str, url: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError) as exc:
         detail = exc.args[-1] if exc.args and what != "read" else ""
+        detail = one_line(redact(str(detail), url, emails=False), 500)  # a driver's message may echo the URL, password and all
         raise HistoryError(
             f"cannot {what} the drill history at {safe_url(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")
         ) from None
