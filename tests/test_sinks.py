@@ -21,7 +21,7 @@ from drillbook.tasks.config import check_release
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import bundle_path, read_bundle, write_bundle
 from drillbook.tasks.notify import TerminalNotifier
-from drillbook.tasks.report.drill import md, render_markdown, render_terminal
+from drillbook.tasks.report.drill import code, md, render_markdown, render_terminal
 from drillbook.tasks.report.slack import render_drill_message, render_nightly_summary, render_stale_alert
 from drillbook.tasks.steps import Status
 from drillbook.tasks.text import check_label, file_part, one_line, redact, redact_data, redact_url, slug, visible
@@ -217,16 +217,32 @@ def test_markdown_artifact_escapes_markdown_html_and_controls(category):
     out = render_markdown(hostile_result(text=HOSTILE[category]))
 
     assert not RAW_CONTROLS.search(out.replace("\n", ""))
-    assert not re.search(r"(?<!\\)<", out), "an unescaped '<' would be HTML in the artifact"
-    assert not re.search(r"(?<!\\)\[", out), "an unescaped '[' would be a link"
+    prose = re.sub(r"(`+).*?\1", "", out)  # code spans show their content literally
+    assert not re.search(r"(?<!\\)<", prose), "an unescaped '<' would be HTML in the artifact"
+    assert not re.search(r"(?<!\\)\[", prose), "an unescaped '[' would be a link"
     for line in out.splitlines():
         if line.startswith("| ") and "smoke" in line:
             assert len(re.findall(r"(?<!\\)\|", line)) == 5, f"the table row was split by outside text: {line}"
     assert_no_secret(out, "Markdown artifact")
 
 
-def test_md_round_trips_through_a_markdown_reader():
-    assert md("a*b*_c_ [x](y) <b> `c` | # 1.") == r"a\*b\*\_c\_ \[x\]\(y\) \<b\> \`c\` \| \# 1."
+def test_md_escapes_what_would_format_link_or_open_html():
+    assert md("a*b*_c_ [x](y) <b> `c` | # 1. &amp;") == r"a\*b\*\_c\_ \[x\](y) \<b\> \`c\` \| # 1. \&amp;"
+    assert [md(t) for t in ("# h", "- item", "12. item", "> quote", "2026-03-01")] == [
+        r"\# h",
+        r"\- item",
+        r"12\. item",
+        r"\> quote",
+        "2026-03-01",
+    ]
+
+
+@pytest.mark.parametrize("text", ["v1.2", "a`b", "``x``", "<script>", "[x](y)"])
+def test_code_spans_hold_any_name_literally(text):
+    span = code(text)
+    fence = re.match(r"`+", span).group()
+    assert span.endswith(fence) and fence not in span[len(fence) : -len(fence)].strip()
+    assert span[len(fence) : -len(fence)].strip() == text
 
 
 # ------------------------------------------------------------------------------------------ JSON (evidence bundle)

@@ -114,15 +114,15 @@ class TrendPoint:
 
 
 def safe_url(url: str) -> str:
-    """The history URL without its password; the text masking runs too, since SQLAlchemy reads a password holding
-    '@', '/' or '#' only partly (the rest would show as the host or the path)."""
+    """The history URL without its password. SQLAlchemy reads a password holding '@' only up to the first one (the
+    rest would show as the host and path), so such a URL is masked by the text rule, up to the last '@'."""
     try:
         parsed = make_url(url)
     except Exception:  # not a URL at all: say so without echoing it whole
         return "(unparseable URL)"
-    if parsed.username is None and parsed.password is None:  # a SQLite path (which may hold an '@') is shown as it is
+    if parsed.username is None and parsed.password is None or url.count("@") <= 1:  # SQLAlchemy read it right: user:***@host
         return parsed.render_as_string(hide_password=True)
-    return redact_url(url)
+    return redact_url(url)  # a password holding '@': SQLAlchemy stops at the first, so the text rule masks to the last
 
 
 _engines: dict[str, Engine] = {}

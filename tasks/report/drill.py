@@ -112,18 +112,33 @@ def render_terminal(result: DrillResult) -> Panel:
     return Panel(Group(*parts), title=title, border_style=colour, expand=False)
 
 
-_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_{}\[\]()#+\-|<>&~])")
+# Emphasis, code, links, HTML, entities, table cells, strike; '_' inside a word never emphasises (snake_case stays).
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]<>&|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+_MARKDOWN_LINE_START = re.compile(r"^()([#>+-])|^(\d+)([.)])")  # a heading, a quote, a list item ('-', '1.')
+
+
+def _one_line(text: str) -> str:
+    return visible(" ".join(redact(text, emails=False).split()))
 
 
 def md(text: str) -> str:
-    """Text from outside inside Markdown: every Markdown (and HTML) character backslash-escaped, on one line."""
-    return _MARKDOWN_PUNCTUATION.sub(r"\\\1", visible(" ".join(redact(text, emails=False).split())))
+    """Free text from outside inside Markdown: what would format, link or open HTML backslash-escaped, on one line."""
+    escaped = _MARKDOWN_INLINE.sub(r"\\\1", _one_line(text))
+    return _MARKDOWN_LINE_START.sub(lambda m: (m.group(3) or "") + "\\" + (m.group(2) or m.group(4)), escaped)
+
+
+def code(text: str) -> str:
+    """A name or path from outside as a Markdown code span: shown literally; the fence is longer than any backtick run in it."""
+    flat = _one_line(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def render_markdown(result: DrillResult) -> str:
     """The same summary as Markdown (Prefect artifact)."""
     out = [
-        f"## {result.verdict.value}: {md(result.database)}" + (f" after {md(result.release)}" if result.release else ""),
+        f"## {result.verdict.value}: {code(result.database)}" + (f" after {code(result.release)}" if result.release else ""),
         "",
         f"- **{measure_line('RTO', result.rto_seconds, result.rto_target_seconds)}**",
         f"- **{measure_line('RPO', result.rpo_seconds, result.rpo_target_seconds)}**",
@@ -145,8 +160,8 @@ def render_markdown(result: DrillResult) -> str:
         out += [f"- **{f.mode.value}**: {md(f.detail)}" for f in result.findings]
     out.append("")
     if result.scratch_kept:
-        out.append(f"Restored copy kept for triage: {md(result.scratch_kept)}  ")
+        out.append(f"Restored copy kept for triage: {code(result.scratch_kept)}  ")
     if result.evidence:
-        out.append(f"Evidence bundle: {md(result.evidence)}  ")
+        out.append(f"Evidence bundle: {code(result.evidence)}  ")
     out += [f"{md(note)}  " for note in result.notes]
     return "\n".join(out).rstrip() + "\n"
