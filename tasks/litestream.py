@@ -145,6 +145,7 @@ def run_litestream(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        errors="replace",  # a child may print anything: bytes that are not UTF-8 are evidence too, never a crash
         env=litestream_env(),
         cwd=cwd,
         start_new_session=True,

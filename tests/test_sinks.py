@@ -11,6 +11,7 @@ import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -379,3 +380,63 @@ def test_visible_keeps_lines_only_when_asked():
     assert visible("a\nb\tc\x1b") == "a\\x0ab\\x09c\\x1b"
     assert visible("a\nb\tc\x1b\r", lines=True) == "a\nb\tc\\x1b\\x0d"
     assert visible("\u202e\u2028") == "\\u202e\\u2028"
+
+
+BINARY_NOISE = (
+    "import sys; sys.stderr.buffer.write(b'<html>' * 200000 + b'\\xff\\xfe\\x00 not utf-8 \\x1b[2J\\x1b]0;title\\x07 \\r\\xc3')"
+    "; sys.stdout.buffer.write(b'\\x89PNG\\r\\n\\x1a\\n' + bytes(range(256)) * 4); sys.exit(3)"
+)
+
+
+def test_a_child_printing_binary_and_a_megabyte_is_decoded_with_replacement_and_bounded(tmp_path, monkeypatch):
+    import sys
+
+    from drillbook.tasks.litestream import STDERR_KEEP, run_litestream
+
+    fake = tmp_path / "litestream"
+    fake.write_text(f"#!{sys.executable}\n{BINARY_NOISE}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("DRILLBOOK_LITESTREAM", str(fake))
+
+    record = run_litestream(["restore"], timeout=30)  # text=True alone raised UnicodeDecodeError here
+
+    assert record.exit_code == 3 and len(record.stderr) <= STDERR_KEEP
+    assert record.stderr.endswith("\ufffd")
+    line = one_line(record.stderr)
+    assert len(line) <= 300 and not RAW_CONTROLS.search(line)
+
+
+def test_a_smoke_command_printing_binary_is_shown_not_sent(tmp_path):
+    import sys
+
+    from drillbook.tasks.config import SmokeCheck
+    from drillbook.tasks.smoke import run_command_check
+
+    check = SmokeCheck(name="prints binary", command=[sys.executable, "-c", BINARY_NOISE])
+    result = run_command_check(tmp_path / "copy.db", check)
+
+    assert not result.success and "\ufffd" in (result.stderr or "")
+    assert len(result.stderr) < 5000 and len(result.stdout) < 5000
+    finding = hostile_result(text=result.describe() + " " + (result.stderr or "")[-200:])
+    out = terminal_text(render_terminal(finding))
+    assert not RAW_CONTROLS.search(out) and "\\x1b[2J" in out
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def test_a_release_full_of_other_sinks_markup_passes_through_the_cli_and_is_shown_whole(replicate, write_catalogue, capsys):
+    """Before: rich's MarkupError after the drill recorded PASS, so exit 2 on a healthy database."""
+    from drillbook.cli.main import main
+    from tests.conftest import entry
+
+    release = "v1.2 [/] [bold] [link=http://x] <!channel> *b* ../x"
+    config = write_catalogue(entry("orders", replicate().replica))
+
+    assert main(["run", "orders", "--config", str(config), "--release", release, "--json"]) == 0
+
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert (summary["verdict"], summary["release"]) == ("PASS", release)
+    assert f"drillbook · orders · {release}" in captured.err
+    assert read_bundle(Path(summary["evidence"])).release == release
