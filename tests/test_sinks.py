@@ -355,17 +355,33 @@ def test_urls_without_credentials_are_left_alone(text):
     assert redact(text, emails=False) == text
 
 
-def test_history_error_names_the_store_without_its_password(tmp_path):
+# The password holds '@', '/', '#' and ':'; SQLAlchemy reads it only to its first '@' (host 127.0.0.1, port 1: refused at once).
+HISTORY_URL = "postgresql+psycopg://drill:x@127.0.0.1:1/w#rd@127.0.0.1:1/db"
+HISTORY_PASSWORD_PARTS = ("x@127.0.0.1:1/w", "w#rd", "drill:x")
+
+
+def test_history_error_names_the_store_without_its_password():
     from drillbook.tasks.errors import HistoryError
     from drillbook.tasks.history.store import recent_drills
 
-    url = "postgresql+psycopg://user:p@ss/w#rd@127.0.0.1:1/db"
     with pytest.raises(HistoryError) as caught:
-        recent_drills(url, None, 5)
+        recent_drills(HISTORY_URL, None, 5)
     message = str(caught.value)
-    assert "127.0.0.1" in message
-    for piece in ("p@ss", "w#rd", "ss/w"):
+    assert message.startswith("cannot read the drill history at postgresql+psycopg://REDACTED@127.0.0.1:1/db: OperationalError")
+    for piece in HISTORY_PASSWORD_PARTS:
         assert piece not in message, message
+
+
+def test_drillbook_history_with_such_a_url_is_one_line_without_the_password(write_catalogue, capsys):
+    from drillbook.cli.main import main
+    from tests.conftest import entry
+
+    config = write_catalogue(entry("orders", "file:///r/orders.db"), settings={"history_url": HISTORY_URL})
+    assert main(["history", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and "REDACTED@127.0.0.1:1/db" in captured.err
+    for piece in HISTORY_PASSWORD_PARTS:
+        assert piece not in captured.out + captured.err
 
 
 # ------------------------------------------------------------------------------------------ large and odd input
