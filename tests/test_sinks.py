@@ -456,3 +456,28 @@ def test_a_release_full_of_other_sinks_markup_passes_through_the_cli_and_is_show
     assert (summary["verdict"], summary["release"]) == ("PASS", release)
     assert f"drillbook · orders · {release}" in captured.err
     assert read_bundle(Path(summary["evidence"])).release == release
+
+
+def test_the_release_flow_and_the_drill_check_a_release_from_an_event_whole(write_catalogue):
+    """The deployment's trigger passes `{{ event.payload.release }}` straight in: the flow checks it before anything runs."""
+    from drillbook.flows.drill import drill
+    from drillbook.flows.release import release_drills
+    from drillbook.tasks.config import load_catalogue
+    from tests.conftest import entry
+
+    config = write_catalogue(entry("orders", "file:///r/orders.db"))
+    with pytest.raises(ConfigError, match=r"^release holds a control character or line break \(\\u2028 at position 2\)"):
+        release_drills.fn("v1\u2028", config_path=str(config))
+    catalogue = load_catalogue(config)
+    with pytest.raises(ConfigError, match=r"^release is 1,000,000 characters long; at most 200 are allowed$"):
+        drill(catalogue.get("orders"), catalogue, release="x" * 1_000_000)
+
+
+def test_check_config_shows_a_replica_url_with_escape_sequences(write_catalogue, capsys):
+    from drillbook.cli.main import main
+    from tests.conftest import entry
+
+    config = write_catalogue(entry("orders", "file:///r/\x1b[2J/orders.db"))
+    assert main(["check-config", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "file:///r/\\x1b[2J/orders.db" in out
