@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.text import visible
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -16,11 +17,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
     print(f"{catalogue.path}: {len(catalogue.database)} database(s) OK")
     for entry in catalogue.database:
-        print(f"  {entry.name}: {entry.replica_redacted} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
+        print(f"  {entry.name}: {visible(entry.replica_redacted)} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
         loaded = suites[entry.name]
         if loaded:
             count = sum(len(suite) for suite in loaded)
-            print(f"    expectations: {count} in {', '.join(str(s.path) for s in loaded)}")
+            print(f"    expectations: {count} in {visible(', '.join(str(s.path) for s in loaded))}")
         smoke = len(entry.row_counts) + len(entry.smoke)
         if smoke:
             print(f"    smoke checks: {smoke}")

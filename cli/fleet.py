@@ -15,8 +15,9 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.flows.runs import drill_results_of
-from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.config import check_release, load_catalogue
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.text import redact, visible
 from drillbook.tasks.verdict import EXIT_CODES, DrillResult, Verdict, exit_code_for, tally
 
 EXIT_PASS, EXIT_ERROR = EXIT_CODES[Verdict.PASS], EXIT_CODES[Verdict.ERROR]
@@ -41,9 +42,11 @@ def schema_version_arg(value: str) -> int | str:
 
 
 def print_rows(rows: list[dict[str, str]], title: str) -> None:
-    print(title)
+    """A table for the terminal: every cell shown (control characters written out), credentials masked."""
+    print(visible(redact(title)))
     if not rows:
         return
+    rows = [{key: visible(redact(str(value))) for key, value in row.items()} for row in rows]
     widths = {key: max(len(key), *(len(str(row.get(key, ""))) for row in rows)) for key in rows[0]}
     print("  " + "  ".join(key.ljust(width) for key, width in widths.items()))
     for row in rows:
@@ -122,6 +125,7 @@ def release_verdicts(flow_run_id: Any, release: str) -> list[str] | None:
 
 
 def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
+    check_release(args.release, "--release")  # one printable line, at most 200 characters: else exit 2, before anything runs
     server = None if args.in_process else server_url()
     if args.emit:
         if server is None:

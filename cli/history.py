@@ -17,7 +17,7 @@ from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.text import duration_text
+from drillbook.tasks.text import duration_text, redact, visible
 from drillbook.tasks.verdict import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
@@ -86,9 +86,9 @@ def cmd_history(args: argparse.Namespace) -> int:
         ("RPO / target", [f"{duration_text(row.rpo_seconds)} / {duration_text(row.rpo_target_seconds)}" for row in rows]),
         ("failure mode", [row.failure_mode or "" for row in rows]),
         ("drill", [row.drill_id[:8] for row in rows]),  # full UUIDs in --json and the evidence; people read a prefix
-        ("release", [row.release or "" for row in rows]),
+        ("release", [visible(row.release or "")[:80] for row in rows]),  # stored as it came; shown, bounded
         ("plan (error)", [_plan_cell(row) for row in rows]),
-        ("evidence", [row.evidence or "" for row in rows]),
+        ("evidence", [visible(redact(row.evidence or "")) for row in rows]),
     ]
     for line in fit_table(columns, width):
         print(line)
@@ -111,7 +111,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
     else:
         print(f"{len(stale)} of {len(statuses)} database(s) stale (no PASS within max_drill_age)")
         for status in statuses:
-            print(("  STALE " if status.stale else "  ok    ") + status.line())
+            print(("  STALE " if status.stale else "  ok    ") + visible(status.line()))
     return EXIT_FAIL if stale else 0
 
 

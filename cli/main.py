@@ -35,6 +35,7 @@ from drillbook.cli.lifecycle import (  # noqa: E402
 from drillbook.tasks.config import catalogue_path  # noqa: E402
 from drillbook.tasks.errors import DrillbookError  # noqa: E402
 from drillbook.tasks.processes import install_signal_handlers  # noqa: E402
+from drillbook.tasks.text import redact, visible  # noqa: E402
 from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
 EXIT_ERROR = EXIT_CODES[Verdict.ERROR]
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _error(message: str, args: argparse.Namespace) -> int:
     """The ERROR contract: one line on stderr; under --json also an ERROR object on stdout; exit 2."""
     line = " ".join(message.split()) if "\n" not in message.strip() else message.strip()  # config errors keep their list
+    line = visible(redact(line, emails=False), lines=True)  # text from outside in it: credentials masked, control characters shown
     _err(line)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": "ERROR", "exit_code": EXIT_ERROR, "database": getattr(args, "name", None), "error": line}, indent=2))

@@ -26,7 +26,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"{catalogue.outbox_dir}: nothing waiting")
             return 0
         for delivery in deliveries:
-            print(f"  {delivery.key}: {delivery.status}: {delivery.note if delivery.status != 'queued' else delivery.reason}")
+            print(
+                f"  {delivery.key}: {delivery.status}: {one_line(delivery.note if delivery.status != 'queued' else delivery.reason, 1000)}"
+            )
         waiting = sum(1 for d in deliveries if d.status in ("queued", "busy"))
         print(f"{len(deliveries) - waiting} sent, {waiting} still waiting in {catalogue.outbox_dir}")
         return EXIT_FAIL if waiting else 0

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.flows.runs import drill_result_of, unwrap
-from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.config import check_release, load_catalogue
 from drillbook.tasks.errors import DrillbookError
 
 
@@ -31,6 +31,7 @@ def run_drill(
     from drillbook.tasks.notify import TerminalNotifier  # Slack, SQLAlchemy: not on check-config's path
     from drillbook.tasks.points import point_request
 
+    check_release(release, "--release")  # before Prefect starts: a bad release is a one-line error, exit 2
     entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
     state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)

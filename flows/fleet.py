@@ -32,6 +32,7 @@ from drillbook.flows.drill import drill
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
+from drillbook.tasks.report.drill import md
 from drillbook.tasks.storage import store_scope
 from drillbook.tasks.text import slug
 from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict, tally
@@ -320,7 +321,8 @@ def summary_rows(results: list[DrillResult]) -> list[dict[str, str]]:
 
 @task(name="record-summary", cache_policy=NO_CACHE)
 def record_summary_task(results: list[DrillResult], key: str, title: str) -> None:
-    create_table_artifact(key=key, table=summary_rows(results), description=f"{title}: {tally(r.verdict for r in results)}")
+    # The title carries a release from outside; the description is Markdown in Prefect's UI.
+    create_table_artifact(key=key, table=summary_rows(results), description=md(f"{title}: {tally(r.verdict for r in results)}"))
 
 
 def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from rich.console import Console
+from rich.text import Text
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.stale import Transition
@@ -22,6 +23,7 @@ from drillbook.tasks.report.drill import render_terminal
 from drillbook.tasks.report.slack import render_stale_alert
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
+from drillbook.tasks.text import visible
 from drillbook.tasks.verdict import tally
 
 
@@ -69,11 +71,11 @@ class TerminalNotifier:
         return "printed"
 
     def summary(self, results: list[DrillResult], title: str) -> str:
-        self.console.print(f"{title}: {tally(r.verdict for r in results)}", markup=False, highlight=False)
+        self.console.print(Text(visible(f"{title}: {tally(r.verdict for r in results)}")), highlight=False)
         return "printed"
 
     def alert(self, transition: Transition) -> str:
-        self.console.print(f"{transition.kind}: {transition.status.line()}", markup=False, highlight=False)
+        self.console.print(Text(visible(f"{transition.kind}: {transition.status.line()}")), highlight=False)
         return "printed"
 
 

@@ -7,9 +7,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, Duration, RestorePoints, SmokeCheck
+from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, TAG_LIMIT, Duration, RestorePoints, SmokeCheck
 from drillbook.tasks.storage import BACKENDS, check_replica_url
-from drillbook.tasks.text import redact_url
+from drillbook.tasks.text import check_label, redact_url
 
 
 class DatabaseEntry(BaseModel):
@@ -80,7 +80,7 @@ class DatabaseEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.match(value):  # the pattern ends in \Z: "app\n" is refused
             raise ValueError(f"use letters, digits, '-', '_' or '.', at most 63 characters (got {value!r})")
         return value
 
@@ -88,11 +88,25 @@ class DatabaseEntry(BaseModel):
     @classmethod
     def _owners(cls, value: list[str]) -> list[str]:
         for owner in value:
-            if not SLACK_ID_PATTERN.match(owner):
+            if not SLACK_ID_PATTERN.match(owner):  # \Z: no trailing newline
                 raise ValueError(
                     f"{owner!r} is not a Slack user ID (U0123ABCD, W0123ABCD) or user-group ID (S0123ABCD); "
                     "copy it from the person's or group's profile in Slack (names and @handles do not work)"
                 )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            check_label(tag, f"tag {tag[:40]!r}", TAG_LIMIT)
+        return value
+
+    @field_validator("expectations")
+    @classmethod
+    def _suites(cls, value: list[str] | None) -> list[str] | None:
+        for suite in value or []:
+            check_label(suite, f"suite {suite[:40]!r}")
         return value
 
     @field_validator("replica")

@@ -31,6 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.text import one_line, redact, redact_url
 from drillbook.tasks.verdict import DrillResult
 
 HEAD_REVISION = "0002"  # the newest script in migrations/versions (a test holds the two together)
@@ -113,10 +114,15 @@ class TrendPoint:
 
 
 def safe_url(url: str) -> str:
+    """The history URL without its password. SQLAlchemy reads a password holding '@' only up to the first one (the
+    rest would show as the host and path), so such a URL is masked by the text rule, up to the last '@'."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:  # not a URL at all: say so without echoing it whole
         return "(unparseable URL)"
+    if parsed.username is None and parsed.password is None or url.count("@") <= 1:  # SQLAlchemy read it right: user:***@host
+        return parsed.render_as_string(hide_password=True)
+    return redact_url(url)  # a password holding '@': SQLAlchemy stops at the first, so the text rule masks to the last
 
 
 _engines: dict[str, Engine] = {}
@@ -226,6 +232,7 @@ def _errors(what: str, url: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError) as exc:
         detail = exc.args[-1] if exc.args and what != "read" else ""
+        detail = one_line(redact(str(detail), url, emails=False), 500)  # a driver's message may echo the URL, password and all
         raise HistoryError(
             f"cannot {what} the drill history at {safe_url(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")
         ) from None
