@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +55,28 @@ def print_rows(rows: list[dict[str, str]], title: str) -> None:
         print("  " + "  ".join(str(row.get(key, "")).ljust(width) for key, width in widths.items()))
 
 
+def show_progress(args: argparse.Namespace, stream: Any = None) -> bool:
+    """A progress display only for a person at a terminal: not when stderr is piped or logged, not under --json."""
+    stream = stream or sys.stderr
+    return not getattr(args, "json", False) and hasattr(stream, "isatty") and stream.isatty()
+
+
+@contextlib.contextmanager
+def progress(description: str, enabled: bool) -> Any:
+    """A spinner with the elapsed time on stderr while long work runs (gone when it ends: the report follows)."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+    ) as bar:
+        bar.add_task(description, total=None)
+        yield
+
+
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
     from drillbook.flows.fleet import summary_rows
 
@@ -66,10 +90,12 @@ def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     from drillbook.flows.nightly import nightly_drills
 
-    load_catalogue(args.config)  # config errors surface before any Prefect start-up
-    state = nightly_drills(
-        config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
-    )
+    catalogue = load_catalogue(args.config)  # config errors surface before any Prefect start-up
+    count = len(args.db) if args.db else len(catalogue.database)
+    with progress(f"nightly drills: up to {count} database(s)", show_progress(args)):
+        state = nightly_drills(
+            config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
+        )
     return _report(drill_results_of(state), "nightly drills", args.json)
 
 
@@ -139,19 +165,21 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
         from drillbook.flows.release import release_drills
 
         load_catalogue(args.config)
-        state = release_drills(**release_parameters(args), return_state=True)
+        with progress(f"release {args.release}: drilling", show_progress(args)):
+            state = release_drills(**release_parameters(args), return_state=True)
         return _report(drill_results_of(state), f"release {args.release}", args.json)
 
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
-        args.deployment,
-        parameters=release_parameters(args),
-        idempotency_key=f"drillbook-release:{args.release}",
-        timeout=None if args.wait else 0,
-        poll_interval=2,
-        as_subflow=False,
-    )
+    with progress(f"release {args.release}: waiting for the run on {server}", show_progress(args) and args.wait):
+        run = run_deployment(
+            args.deployment,
+            parameters=release_parameters(args),
+            idempotency_key=f"drillbook-release:{args.release}",
+            timeout=None if args.wait else 0,
+            poll_interval=2,
+            as_subflow=False,
+        )
     echo(f"release {args.release}: flow run {run.name} ({run.id}) on {server}")
     if not args.wait:
         return EXIT_PASS
@@ -162,6 +190,11 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
         )
         return EXIT_ERROR
     return exit_code_for(verdicts)
+
+
+def validate_catalogue(args: argparse.Namespace) -> None:
+    """The catalogue, checked before main() starts or finds a Prefect server."""
+    load_catalogue(args.config)
 
 
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -175,7 +208,7 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     nightly.add_argument("--db", nargs="+", metavar="NAME", help="only these databases")
     nightly.add_argument("--max-concurrent", type=int, metavar="N", help="drills at once (sets the drillbook-drills concurrency limit)")
     nightly.add_argument("--json", action="store_true", help="print every result as JSON")
-    nightly.set_defaults(func=cmd_nightly)
+    nightly.set_defaults(func=cmd_nightly, validate=validate_catalogue)
 
     release = commands.add_parser(
         "release",
@@ -204,4 +237,4 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "--emit", action="store_true", help="only send the drillbook.release.deployed event (the deployment's trigger starts the drills)"
     )
     release.add_argument("--json", action="store_true", help="print every result as JSON (in-process runs)")
-    release.set_defaults(func=cmd_release)
+    release.set_defaults(func=cmd_release, validate=validate_catalogue)

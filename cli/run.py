@@ -47,6 +47,15 @@ def run_drill(
     return result.exit_code
 
 
+def validate_run(args: argparse.Namespace) -> None:
+    """The catalogue, the name and --at / --txid, checked before main() starts or finds a Prefect server (seconds saved on a mistake)."""
+    from datetime import UTC, datetime
+
+    from drillbook.tasks.points import point_request
+
+    point_request(args.at, args.txid, load_catalogue(args.config).get(args.name), datetime.now(UTC))
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     return run_drill(
         args.name, args.config, as_json=args.json, release=args.release, expect_schema=args.expect_schema, at=args.at, txid=args.txid
@@ -68,4 +77,4 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         help="restore this point instead of the newest: an ISO 8601 time (2026-11-20T10:00:00Z), or oldest, random, retention",
     )
     run.add_argument("--txid", metavar="TXID", help="restore up to this TXID (hex, as `litestream ltx` lists it) instead of the newest")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, validate=validate_run)

@@ -133,6 +133,12 @@ def status(echo: Callable[[str], None] = print) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    if args.json and args.action == "status":
+        import json
+
+        url = local_server_url()
+        print(json.dumps({"running": url is not None, "url": url, "home": str(server_home())}, indent=2))
+        return 0 if url else 1
     if args.action == "start":
         return start(args.port)
     if args.action == "stop":
@@ -150,4 +156,5 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     )
     server.add_argument("action", choices=["start", "stop", "status"], help="start, stop, or status")
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    server.add_argument("--json", action="store_true", help="status as JSON: running, url, home")
     server.set_defaults(func=cmd_server)

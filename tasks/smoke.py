@@ -48,6 +48,7 @@ class SmokeCheckResult(BaseModel):
     observed: Any = Field(default=None, description="SQL: the value or row count; command: the exit code; http: the status code.")
     expected: str | None = Field(default=None, description="What the check wanted, in words.")
     error: str | None = None
+    config_error: bool = Field(default=False, description="The check's SQL does not compile: the catalogue's mistake, not the copy's.")
     timed_out: bool = False
     argv: list[str] | None = None
     stdout: str | None = None
@@ -93,8 +94,12 @@ def run_smoke_tests(path: str | Path, entry: DatabaseEntry, *, base_dir: Path | 
         result.kind = kind
         report.checks.append(result)
     report.seconds = round(time.monotonic() - started, 3)
+    broken = [c for c in report.checks if c.config_error]
     failures = report.failures
-    if failures:
+    if broken:  # a query that does not compile says nothing about the copy: the drill could not check it (ERROR, exit 2)
+        report.status = Status.ERROR
+        report.summary = f"database {entry.name!r}: " + "; ".join(f"smoke check {c.name!r}: {c.error}" for c in broken)
+    elif failures:
         report.status = Status.FAILED
         listed = "; ".join(c.describe() for c in failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
         report.summary = f"{len(failures)} of {len(report.checks)} smoke checks failed: {listed}"
@@ -138,6 +143,12 @@ def run_sql_check(path: str | Path, check: SmokeCheck) -> SmokeCheckResult:
         connection.execute("PRAGMA query_only = ON")
         # Called every 10,000 SQLite VM steps; a non-zero return aborts the statement ("interrupted").
         connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            connection.execute(f"EXPLAIN {check.sql}")  # compiles the statement without running it
+        except sqlite3.Error as exc:
+            result.config_error = True
+            result.error = f"field sql does not compile on the restored copy ({exc}): fix the query in the catalogue"
+            return result
         cursor = connection.execute(check.sql)
         if check.min_rows is not None:
             count = 0

@@ -37,6 +37,7 @@ from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 if TYPE_CHECKING:
     from drillbook.tasks.history.stale import StaleStatus
+    from drillbook.tasks.watch import WatchStatus
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -372,5 +373,27 @@ def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] 
     blocks = [
         _section(body).to_dict(),
         _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict(),
+    ]
+    return SlackMessage(text=notification(text), blocks=blocks)
+
+
+def render_watch_alert(kind: str, status: WatchStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
+    """One alert per transition of the replication watch: replication stopped, or resumed."""
+    if kind == "stopped":
+        text = f"REPLICATION STOPPED {status.database}: {status.detail}"
+        body = (
+            f":rotating_light: *{escape(status.database)}*: {escape(status.detail)}.\n"
+            "*Next:* check that `litestream replicate` runs beside the live database (its process, its log, "
+            "the replica's credentials and endpoint); writes since the replica's newest change are not backed up."
+        )
+        mentions = " ".join(mention(o) for o in owners)
+        if mentions:
+            body += f"\n*Owners:* {mentions}"
+    else:
+        text = f"REPLICATION RESUMED {status.database}: {status.detail}"
+        body = f":white_check_mark: *{escape(status.database)}* replicates again: {escape(status.detail)}."
+    blocks = [
+        _section(body).to_dict(),
+        _context("drillbook watch · one alert when replication stops, one when it resumes").to_dict(),
     ]
     return SlackMessage(text=notification(text), blocks=blocks)
