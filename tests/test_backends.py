@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream import run_litestream
+from drillbook.tasks.runner import CommandRecord
 from drillbook.tasks.storage import StorageError, StorageProblem, open_storage
 from drillbook.testing import servers
 
@@ -276,13 +277,13 @@ def config_for(backend: Backend, tmp_path: Path, url: str, db: Path) -> Path:
 
 
 def replicate(config: Path) -> CommandRecord:
-    record = run_litestream(["replicate", "-config", str(config), "-once"], timeout=120)
+    record = run_litestream(["replicate", "-config", str(config), "-once"], timeout=120).record
     assert record.ok, f"litestream replicate failed (exit {record.exit_code}): {record.stderr_tail()}\n{record.stdout[-1500:]}"
     return record
 
 
 def restore(config: Path, db: Path, out: Path, timeout: float = 60) -> CommandRecord:
-    return run_litestream(["restore", "-config", str(config), "-o", str(out), str(db)], timeout=timeout)
+    return run_litestream(["restore", "-config", str(config), "-o", str(out), str(db)], timeout=timeout).record
 
 
 @pytest.fixture

@@ -59,7 +59,7 @@ def replicate_to(backend: Backend, url: str, live: Path, tmp_path: Path) -> None
     """`litestream replicate -once` of `live` to `url`, through the config the backend needs."""
     config = tmp_path / f"replicate-{uuid.uuid4().hex[:6]}.yml"
     config.write_text(litestream_config_text(live, litestream_replica(url)))
-    record = run_litestream(["replicate", "-config", str(config), "-once"], timeout=120)
+    record = run_litestream(["replicate", "-config", str(config), "-once"], timeout=120).record
     assert record.ok, f"litestream replicate failed (exit {record.exit_code}): {record.stderr_tail()}"
 
 

@@ -24,7 +24,7 @@ TIMESTAMP_LAG = 15.0  # seconds an L0 file may trail its commit: measured over 5
 
 
 def restore(replica: CorpusReplica, out: Path, *extra: str) -> Path:
-    record = run_litestream(["restore", *extra, "-o", str(out), replica.url], timeout=180)
+    record = run_litestream(["restore", *extra, "-o", str(out), replica.url], timeout=180).record
     assert record.ok, (
         f"litestream restore {' '.join(extra)} of {replica.version}'s replica failed (exit {record.exit_code}): {record.stderr_tail()}"
     )

@@ -22,7 +22,6 @@ from drillbook.tasks.report.drill import render_markdown
 from drillbook.tasks.verdict import DrillResult, Verdict
 from drillbook.testing.slack_standin import SlackStandIn
 from tests.conftest import entry
-from tests.test_history import postgres_url  # noqa: F401  (fixture: a fresh PostgreSQL database per test)
 
 TOKEN = "xoxb-1111-2222-drillbook-test-token"
 
@@ -363,7 +362,7 @@ def test_history_in_a_narrow_terminal_and_an_empty_store_hides_the_password(caps
     assert all(len(line) <= 50 for line in lines) and "PASS" in lines[1], lines
 
 
-def test_an_empty_postgresql_history_never_prints_its_password(capsys, write_catalogue, postgres_url, monkeypatch, tmp_path):  # noqa: F811
+def test_an_empty_postgresql_history_never_prints_its_password(capsys, write_catalogue, postgres_url, monkeypatch, tmp_path):
     monkeypatch.setenv("HISTORY_PASSWORD", "s3cret")
     url = postgres_url.replace("postgres@", "postgres:${HISTORY_PASSWORD}@")
     config = write_catalogue(entry("orders", f"file://{tmp_path}/replica"), settings={"history_url": url})

@@ -407,16 +407,18 @@ BINARY_NOISE = (
 def test_a_child_printing_binary_and_a_megabyte_is_decoded_with_replacement_and_bounded(tmp_path, monkeypatch):
     import sys
 
-    from drillbook.tasks.litestream import STDERR_KEEP, run_litestream
+    from drillbook.tasks.litestream import run_litestream
+    from drillbook.tasks.runner import OUTPUT_KEEP
 
     fake = tmp_path / "litestream"
     fake.write_text(f"#!{sys.executable}\n{BINARY_NOISE}\n")
     fake.chmod(0o755)
     monkeypatch.setenv("DRILLBOOK_LITESTREAM", str(fake))
 
-    record = run_litestream(["restore"], timeout=30)  # text=True alone raised UnicodeDecodeError here
+    ran = run_litestream(["restore"], timeout=30)  # text=True alone raised UnicodeDecodeError here
+    record = ran.record
 
-    assert record.exit_code == 3 and len(record.stderr) <= STDERR_KEEP
+    assert record.exit_code == 3 and len(record.stderr) <= OUTPUT_KEEP + 100 and ran.stderr.endswith("\ufffd")
     assert record.stderr.endswith("\ufffd")
     line = one_line(record.stderr)
     assert len(line) <= 300 and not RAW_CONTROLS.search(line)
