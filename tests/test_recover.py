@@ -158,7 +158,12 @@ def test_data_broken_by_a_migration_is_found_with_the_smoke_checks(capsys, tmp_p
 
 
 def test_a_replica_broken_from_its_first_point_has_no_clean_point(capsys, tmp_path, s3_endpoint, write_catalogue):
-    broken = build(tmp_path, s3_endpoint, break_index, steps=4, broken_at=0)
+    def rows_then_break(connection: sqlite3.Connection) -> None:  # an index over no rows cannot disagree with them
+        connection.executemany("INSERT INTO events (step, at) VALUES (?, ?)", [(0, f"0-{i}") for i in range(ROWS)])
+        connection.commit()
+        break_index(connection)
+
+    broken = build(tmp_path, s3_endpoint, rows_then_break, steps=4, broken_at=0)
     config = write_catalogue(entry("events", broken.replica))
     output = tmp_path / "clean.db"
     code, _, out, _ = recover(capsys, config, output, json_out=False)
