@@ -29,6 +29,7 @@ from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, l
 from drillbook.tasks.integrity import check_integrity
 from drillbook.tasks.ltx import LTX_LAYOUT
 from drillbook.tasks.points import Timeline, read_timeline
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.restore import guard_live, is_within, make_scratch, restore_database
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
@@ -156,6 +157,8 @@ def find_clean(
     say = on_try or (lambda _txid, _try: None)
 
     def probe(index: int) -> PointTry:
+        if stop := interrupted():  # SIGTERM / Ctrl-C: no further restore starts, and drillbook says so (exit 2, not "none found")
+            raise RecoveryError(f"interrupted by {stop} after {len(recovery.tried)} restore(s); nothing was written to {output}")
         txid = points[index]
         say(f"{txid:016x}", None)
         tried = try_point(entry, catalogue, replica, txid, timeline, recovery.checks, suites)
@@ -186,8 +189,11 @@ def find_clean(
                 f"the budget ({duration_text(budget)}) ran out before the boundary was found: a newer clean point may lie "
                 f"between TXID {points[lo]:016x} and TXID {points[hi]:016x}"
             )
-    if best is not None:
+    if best is not None and not interrupted():
         confirm(entry, catalogue, replica, timeline, suites, best, output, recovery)
+    if stop := interrupted():
+        output.unlink(missing_ok=True)
+        raise RecoveryError(f"interrupted by {stop} after {len(recovery.tried)} restore(s); nothing was written to {output}")
     recovery.seconds = round(time.monotonic() - started, 3)
     return recovery
 
