@@ -91,3 +91,29 @@ def test_a_failed_drill_shows_its_failure_mode_and_the_html_escapes_values(capsy
     html = page.read_text()
     assert "/srv/&lt;b&gt;x&lt;/b&gt;.db" in html and "<b>x</b>" not in html
     assert "<h2>Corruption triage</h2>" in html
+
+
+def test_a_runbook_that_cannot_be_written_is_a_note_never_an_error(tmp_path, write_catalogue):
+    from datetime import UTC, datetime
+
+    from drillbook.tasks.config import load_catalogue
+    from drillbook.tasks.outcome import Verdict
+    from drillbook.tasks.result import DrillResult
+    from drillbook.tasks.runbook import refresh_runbook
+
+    catalogue = load_catalogue(write_catalogue(entry("ledger", "file:///srv/replicas/ledger.db")))
+    (tmp_path / "evidence").mkdir()
+    (tmp_path / "evidence" / "runbooks").write_text("a file where the folder goes")
+    now = datetime.now(UTC)
+    result = DrillResult(
+        drill_id="ab" * 16,
+        database="ledger",
+        started_at=now,
+        finished_at=now,
+        verdict=Verdict.PASS,
+        rto_target_seconds=120,
+        rpo_target_seconds=600,
+    )
+    note = refresh_runbook(result, catalogue.get("ledger"), catalogue)
+    assert note.startswith("runbook not refreshed: FileExistsError")
+    assert result.verdict == Verdict.PASS
