@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.text import visible
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -14,13 +16,28 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     catalogue = load_catalogue(args.config)
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
+    if args.json:
+        databases = [
+            {
+                "name": entry.name,
+                "replica": entry.replica_redacted,
+                "rto_target_seconds": entry.rto_target,
+                "rpo_target_seconds": entry.rpo_target,
+                "expectations": sum(len(suite) for suite in suites[entry.name]),
+                "expectation_suites": [str(s.path) for s in suites[entry.name]],
+                "smoke_checks": len(entry.row_counts) + len(entry.smoke),
+            }
+            for entry in catalogue.database
+        ]
+        print(json.dumps({"catalogue": str(catalogue.path), "valid": True, "databases": databases}, indent=2))
+        return 0
     print(f"{catalogue.path}: {len(catalogue.database)} database(s) OK")
     for entry in catalogue.database:
-        print(f"  {entry.name}: {entry.replica_redacted} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
+        print(f"  {entry.name}: {visible(entry.replica_redacted)} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
         loaded = suites[entry.name]
         if loaded:
             count = sum(len(suite) for suite in loaded)
-            print(f"    expectations: {count} in {', '.join(str(s.path) for s in loaded)}")
+            print(f"    expectations: {count} in {visible(', '.join(str(s.path) for s in loaded))}")
         smoke = len(entry.row_counts) + len(entry.smoke)
         if smoke:
             print(f"    smoke checks: {smoke}")
@@ -32,4 +49,5 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "check-config", help="validate the catalogue without drilling", description="Validate the catalogue and print its databases."
     )
     config_option(check)
+    check.add_argument("--json", action="store_true", help="print the validated databases as JSON (an invalid catalogue: an ERROR object)")
     check.set_defaults(func=cmd_check_config)

@@ -180,7 +180,8 @@ def write_demo_page(catalogue_path: Path, evidence_dir: Path, echo=print) -> Pat
     from drillbook.tasks.report.html import render_page
 
     page = evidence_dir / "report.html"
-    write_atomic(page, render_page(load_catalogue(catalogue_path)))
+    # The demo's catalogue lives in a temporary folder removed when the demo ends: the page must not send anyone there.
+    write_atomic(page, render_page(load_catalogue(catalogue_path), source="the demo's catalogue (temporary, removed when the demo ended)"))
     echo(f"demo: the history page (`drillbook report --html`): {page.resolve()}")
     return page
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from drillbook.flows.runs import drill_results_of
-from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.config import check_release, load_catalogue
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.text import redact, visible
 from drillbook.tasks.verdict import EXIT_CODES, DrillResult, Verdict, exit_code_for, tally
 
 EXIT_PASS, EXIT_ERROR = EXIT_CODES[Verdict.PASS], EXIT_CODES[Verdict.ERROR]
@@ -41,13 +44,37 @@ def schema_version_arg(value: str) -> int | str:
 
 
 def print_rows(rows: list[dict[str, str]], title: str) -> None:
-    print(title)
+    """A table for the terminal: every cell shown (control characters written out), credentials masked."""
+    print(visible(redact(title)))
     if not rows:
         return
+    rows = [{key: visible(redact(str(value))) for key, value in row.items()} for row in rows]
     widths = {key: max(len(key), *(len(str(row.get(key, ""))) for row in rows)) for key in rows[0]}
     print("  " + "  ".join(key.ljust(width) for key, width in widths.items()))
     for row in rows:
         print("  " + "  ".join(str(row.get(key, "")).ljust(width) for key, width in widths.items()))
+
+
+def show_progress(args: argparse.Namespace, stream: Any = None) -> bool:
+    """A progress display only for a person at a terminal: not when stderr is piped or logged, not under --json."""
+    stream = stream or sys.stderr
+    return not getattr(args, "json", False) and hasattr(stream, "isatty") and stream.isatty()
+
+
+@contextlib.contextmanager
+def progress(description: str, enabled: bool) -> Any:
+    """A spinner with the elapsed time on stderr while long work runs (gone when it ends: the report follows)."""
+    if not enabled:
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+    ) as bar:
+        bar.add_task(description, total=None)
+        yield
 
 
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
@@ -63,10 +90,12 @@ def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
 def cmd_nightly(args: argparse.Namespace) -> int:
     from drillbook.flows.nightly import nightly_drills
 
-    load_catalogue(args.config)  # config errors surface before any Prefect start-up
-    state = nightly_drills(
-        config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
-    )
+    catalogue = load_catalogue(args.config)  # config errors surface before any Prefect start-up
+    count = len(args.db) if args.db else len(catalogue.database)
+    with progress(f"nightly drills: up to {count} database(s)", show_progress(args)):
+        state = nightly_drills(
+            config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
+        )
     return _report(drill_results_of(state), "nightly drills", args.json)
 
 
@@ -122,6 +151,7 @@ def release_verdicts(flow_run_id: Any, release: str) -> list[str] | None:
 
 
 def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -> int:
+    check_release(args.release, "--release")  # one printable line, at most 200 characters: else exit 2, before anything runs
     server = None if args.in_process else server_url()
     if args.emit:
         if server is None:
@@ -135,19 +165,21 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
         from drillbook.flows.release import release_drills
 
         load_catalogue(args.config)
-        state = release_drills(**release_parameters(args), return_state=True)
+        with progress(f"release {args.release}: drilling", show_progress(args)):
+            state = release_drills(**release_parameters(args), return_state=True)
         return _report(drill_results_of(state), f"release {args.release}", args.json)
 
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
-        args.deployment,
-        parameters=release_parameters(args),
-        idempotency_key=f"drillbook-release:{args.release}",
-        timeout=None if args.wait else 0,
-        poll_interval=2,
-        as_subflow=False,
-    )
+    with progress(f"release {args.release}: waiting for the run on {server}", show_progress(args) and args.wait):
+        run = run_deployment(
+            args.deployment,
+            parameters=release_parameters(args),
+            idempotency_key=f"drillbook-release:{args.release}",
+            timeout=None if args.wait else 0,
+            poll_interval=2,
+            as_subflow=False,
+        )
     echo(f"release {args.release}: flow run {run.name} ({run.id}) on {server}")
     if not args.wait:
         return EXIT_PASS
@@ -158,6 +190,11 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
         )
         return EXIT_ERROR
     return exit_code_for(verdicts)
+
+
+def validate_catalogue(args: argparse.Namespace) -> None:
+    """The catalogue, checked before main() starts or finds a Prefect server."""
+    load_catalogue(args.config)
 
 
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -171,7 +208,7 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     nightly.add_argument("--db", nargs="+", metavar="NAME", help="only these databases")
     nightly.add_argument("--max-concurrent", type=int, metavar="N", help="drills at once (sets the drillbook-drills concurrency limit)")
     nightly.add_argument("--json", action="store_true", help="print every result as JSON")
-    nightly.set_defaults(func=cmd_nightly)
+    nightly.set_defaults(func=cmd_nightly, validate=validate_catalogue)
 
     release = commands.add_parser(
         "release",
@@ -200,4 +237,4 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "--emit", action="store_true", help="only send the drillbook.release.deployed event (the deployment's trigger starts the drills)"
     )
     release.add_argument("--json", action="store_true", help="print every result as JSON (in-process runs)")
-    release.set_defaults(func=cmd_release)
+    release.set_defaults(func=cmd_release, validate=validate_catalogue)

@@ -17,7 +17,7 @@ from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.text import duration_text
+from drillbook.tasks.text import duration_text, redact, visible
 from drillbook.tasks.verdict import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
@@ -64,11 +64,27 @@ def _plan_cell(row: Any) -> str:
     return f"{duration_text(row.planned_rto_seconds)} ({(row.rto_seconds - row.planned_rto_seconds) / row.planned_rto_seconds:+.0%})"
 
 
+def _point_cell(row: Any) -> str:
+    """'' for a drill of the newest position; else the kind and the point it restored ('oldest 11-30 12:00', 'txid 00000000000000a2')."""
+    point = (row.summary or {}).get("point") or {}
+    if not point and not getattr(row, "point_kind", None):
+        return ""
+    kind = point.get("kind") or row.point_kind or "point"
+    moment = point.get("requested_at") or point.get("expected_time") or point.get("restored_time")
+    if kind == "txid" and point.get("requested_txid"):
+        return f"txid {point['requested_txid']}"
+    return f"{kind} {moment[:16].replace('T', ' ')}" if moment else kind
+
+
 def cmd_history(args: argparse.Namespace) -> int:
     from drillbook.tasks.history.store import recent_drills, safe_url
 
     catalogue = load_catalogue(args.config)
     rows = recent_drills(catalogue.history_url, args.name, args.limit)
+    if args.name and not rows:
+        catalogue.get(
+            args.name
+        )  # a name the catalogue does not know is a mistake (exit 2), as in `run`; a removed one with history is shown
     if args.json:
         print(json.dumps([row.summary for row in rows], indent=2))
         return 0
@@ -85,10 +101,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         ("RTO / target", [f"{duration_text(row.rto_seconds)} / {duration_text(row.rto_target_seconds)}" for row in rows]),
         ("RPO / target", [f"{duration_text(row.rpo_seconds)} / {duration_text(row.rpo_target_seconds)}" for row in rows]),
         ("failure mode", [row.failure_mode or "" for row in rows]),
+        ("point", [_point_cell(row) for row in rows]),  # a point-in-time drill restored a past point, not the newest
         ("drill", [row.drill_id[:8] for row in rows]),  # full UUIDs in --json and the evidence; people read a prefix
-        ("release", [row.release or "" for row in rows]),
+        ("release", [visible(row.release or "")[:80] for row in rows]),  # stored as it came; shown, bounded
         ("plan (error)", [_plan_cell(row) for row in rows]),
-        ("evidence", [row.evidence or "" for row in rows]),
+        ("evidence", [visible(redact(row.evidence or "")) for row in rows]),
     ]
     for line in fit_table(columns, width):
         print(line)
@@ -111,7 +128,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
     else:
         print(f"{len(stale)} of {len(statuses)} database(s) stale (no PASS within max_drill_age)")
         for status in statuses:
-            print(("  STALE " if status.stale else "  ok    ") + status.line())
+            print(("  STALE " if status.stale else "  ok    ") + visible(status.line()))
     return EXIT_FAIL if stale else 0
 
 

@@ -28,6 +28,7 @@ import httpx
 
 from drillbook.tasks.errors import DrillFailed, DrillsFailed, PrefectUnavailable
 from drillbook.tasks.processes import interrupted
+from drillbook.tasks.runner import exit_code, start_server_process, stop_group
 
 STARTUP_TIMEOUT = "120"  # seconds for Prefect's temporary server; a fresh, loaded CI runner needs more than Prefect's 20
 
@@ -72,11 +73,7 @@ class _DetachedPopen:
 
     @staticmethod
     def Popen(*args: Any, **kwargs: Any) -> subprocess.Popen:
-        kwargs.setdefault("start_new_session", True)
-        kwargs.setdefault("stdin", subprocess.DEVNULL)
-        kwargs.setdefault("stdout", subprocess.DEVNULL)
-        kwargs.setdefault("stderr", subprocess.DEVNULL)
-        return subprocess.Popen(*args, **kwargs)
+        return start_server_process(*args, **kwargs)
 
 
 def use_detached_temporary_server() -> None:
@@ -94,7 +91,7 @@ def use_detached_temporary_server() -> None:
 
     class DetachedServer(server_module.SubprocessASGIServer):
         def _run_uvicorn_command(self) -> subprocess.Popen:
-            # Prefect's own command line, started in a session of its own with no inherited output.
+            # Prefect's own command line, started through the runner: a session of its own, no inherited output.
             real = server_module.subprocess
             server_module.subprocess = _DetachedPopen()
             try:
@@ -115,8 +112,9 @@ def use_detached_temporary_server() -> None:
             deadline = time.monotonic() + limit
             with httpx.Client() as client:
                 while True:
-                    code = self.server_process.poll()
+                    code = exit_code(self.server_process)
                     if code == 3:  # its port was taken meanwhile: Prefect's convention, try another
+                        stop_group(self.server_process)
                         self.port = self.find_available_port()
                         self.server_process = self._run_uvicorn_command()
                         continue
@@ -142,6 +140,12 @@ def use_detached_temporary_server() -> None:
                             "higher, or PREFECT_API_URL to a running Prefect server"
                         )
                     time.sleep(0.1)
+
+        def stop(self) -> None:
+            # Prefect's own stop() signals the server process alone; this stops its whole group and waits until it is gone.
+            if self.server_process is not None:
+                stop_group(self.server_process, grace=5.0)
+            super().stop()  # the process is reaped by now: Prefect's terminate() and wait() find nothing to do
 
     existing = server_module.SubprocessASGIServer._instances.get(None)
     if existing is None:

@@ -25,7 +25,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
 
 
-from drillbook.cli import config, demo, expectations, fleet, history, outbox, plan, points, recover, run, runbook, server  # noqa: E402
+from drillbook.cli import config, demo, expectations, fleet, history, outbox, plan, points, recover, run, runbook, server, watch  # noqa: E402
 from drillbook.cli.lifecycle import (  # noqa: E402
     prefect_home_problem,
     quiet_verdict_tracebacks,
@@ -35,11 +35,50 @@ from drillbook.cli.lifecycle import (  # noqa: E402
 from drillbook.tasks.config import catalogue_path  # noqa: E402
 from drillbook.tasks.errors import DrillbookError  # noqa: E402
 from drillbook.tasks.processes import install_signal_handlers  # noqa: E402
+from drillbook.tasks.text import redact, visible  # noqa: E402
 from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
 EXIT_ERROR = EXIT_CODES[Verdict.ERROR]
 # In the order `drillbook --help` lists them.
-COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, plan, recover, runbook)
+COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, watch, plan, recover, runbook)
+
+
+# The exit-code contract each command's --help ends with (a command's own epilog wins when it has one).
+_ERROR = "2 ERROR (the catalogue, the environment or drillbook itself: one line on stderr, never a traceback)"
+EXIT_CODE_HELP = {
+    "run": f"Exit codes: 0 PASS, 1 FAIL (the database was not shown recoverable), {_ERROR}.",
+    "check-config": f"Exit codes: 0 the catalogue is valid, {_ERROR}.",
+    "expectations": f"Exit codes: 0 the suite was written, {_ERROR}.",
+    "suggest": f"Exit codes: 0 the suite was written, {_ERROR}.",
+    "demo": f"Exit codes: the demo drill's verdict: 0 PASS, 1 FAIL, {_ERROR}.",
+    "outbox": f"Exit codes: 0 listed, or everything sent; 1 (send) some reports still waiting; {_ERROR}.",
+    "nightly": f"Exit codes: the worst verdict of the run: 0 every drill PASS, 1 some FAIL, {_ERROR} or some drill ERROR.",
+    "release": f"Exit codes: the worst verdict of the run: 0 every drill PASS, 1 some FAIL, {_ERROR} or some drill ERROR.",
+    "server": f"Exit codes: 0 started / stopped / answering; 1 (status) not running; {_ERROR}.",
+    "coverage": f"Exit codes: 0 listed, {_ERROR}.",
+    "history": f"Exit codes: 0 listed, {_ERROR} (also an unknown database name).",
+    "metrics": f"Exit codes: 0 written or pushed, {_ERROR} (the file or the Pushgateway included).",
+    "report": f"Exit codes: 0 the page was written, {_ERROR}.",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("drillbook")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _with_exit_codes(parser: argparse.ArgumentParser) -> None:
+    """Every command's --help ends with its exit codes (nested commands included)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if "Exit codes:" not in (sub.epilog or ""):
+                    sub.epilog = ((sub.epilog + " ") if sub.epilog else "") + EXIT_CODE_HELP.get(name, f"Exit codes: 0 done, {_ERROR}.")
+                _with_exit_codes(sub)
 
 
 def _err(message: str) -> None:
@@ -52,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Restore drills for Litestream-replicated SQLite: restore, check, and judge RTO / RPO against targets.",
         epilog="Exit codes: 0 PASS, 1 FAIL, 2 ERROR (configuration or the drill itself).",
     )
+    parser.add_argument("--version", action="version", version=f"drillbook {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_option(sub: argparse.ArgumentParser) -> None:
@@ -59,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     for module in COMMAND_MODULES:
         module.add_commands(commands, config_option)
+    _with_exit_codes(parser)
     return parser
 
 
 def _error(message: str, args: argparse.Namespace) -> int:
     """The ERROR contract: one line on stderr; under --json also an ERROR object on stdout; exit 2."""
     line = " ".join(message.split()) if "\n" not in message.strip() else message.strip()  # config errors keep their list
+    line = visible(redact(line, emails=False), lines=True)  # text from outside in it: credentials masked, control characters shown
     _err(line)
     if getattr(args, "json", False):
         print(json.dumps({"verdict": "ERROR", "exit_code": EXIT_ERROR, "database": getattr(args, "name", None), "error": line}, indent=2))
@@ -87,6 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     quiet_verdict_tracebacks()
     restore_signals = install_signal_handlers(_err, on_leave=stop_temporary_server)
     try:
+        validate = getattr(args, "validate", None)
+        if validate is not None:  # a catalogue mistake is reported in a second, before any Prefect server starts
+            validate(args)
         if args.command in _RUNS_FLOWS:
             # Prefect is imported from here on: anything that sets PREFECT_API_URL for this process comes first.
             from drillbook.cli.server import use_local_server

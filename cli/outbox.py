@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     from drillbook.tasks.slack import list_outbox, send_outbox
 
     catalogue = load_catalogue(args.config)
+    if args.json:
+        return _outbox_json(catalogue, args.action)
     if catalogue.slack is None:
         print(f"{catalogue.path}: Slack is not configured (no [slack] table), so there is no outbox")
         return 0
@@ -26,7 +29,9 @@ def cmd_outbox(args: argparse.Namespace) -> int:
             print(f"{catalogue.outbox_dir}: nothing waiting")
             return 0
         for delivery in deliveries:
-            print(f"  {delivery.key}: {delivery.status}: {delivery.note if delivery.status != 'queued' else delivery.reason}")
+            print(
+                f"  {delivery.key}: {delivery.status}: {one_line(delivery.note if delivery.status != 'queued' else delivery.reason, 1000)}"
+            )
         waiting = sum(1 for d in deliveries if d.status in ("queued", "busy"))
         print(f"{len(deliveries) - waiting} sent, {waiting} still waiting in {catalogue.outbox_dir}")
         return EXIT_FAIL if waiting else 0
@@ -41,6 +46,35 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outbox_json(catalogue: Any, action: str) -> int:
+    from drillbook.tasks.slack import list_outbox, send_outbox
+
+    out: dict[str, Any] = {
+        "configured": catalogue.slack is not None,
+        "outbox_dir": str(catalogue.outbox_dir) if catalogue.outbox_dir else None,
+    }
+    code = 0
+    if action == "send" and catalogue.slack is not None:
+        deliveries = send_outbox(catalogue)
+        out["deliveries"] = [d.model_dump(mode="json") for d in deliveries]
+        code = EXIT_FAIL if any(d.status in ("queued", "busy") for d in deliveries) else 0
+    entries = list_outbox(catalogue) if catalogue.slack is not None else []
+    out["waiting"] = [
+        {
+            "key": e.key,
+            "kind": e.kind,
+            "database": e.database,
+            "verdict": e.verdict,
+            "created_at": e.created_at.isoformat(),
+            "attempts": e.attempts,
+            "reason": e.reason,
+        }
+        for e in entries
+    ]
+    print(json.dumps(out, indent=2))
+    return code
+
+
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
     outbox = commands.add_parser(
         "outbox",
@@ -49,4 +83,5 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     )
     outbox.add_argument("action", nargs="?", choices=["list", "send"], default="list", help="list (default) or send")
     config_option(outbox)
+    outbox.add_argument("--json", action="store_true", help="print what waits (and, with send, what happened to each) as JSON")
     outbox.set_defaults(func=cmd_outbox)

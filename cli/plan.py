@@ -22,7 +22,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
     catalogue = load_catalogue(args.config)
     entry = catalogue.get(args.name)
-    plan = plan_restore(entry, catalogue.history_url)
+    if args.litestream:
+        plan = plan_restore(entry, catalogue.history_url, litestream=True)
+    else:
+        from drillbook.tasks.replica import inspect_replica  # boto3: off the path of the other commands
+
+        replica = inspect_replica(entry)
+        plan = plan_restore(entry, catalogue.history_url, replica)  # a replica that cannot be listed: the plan says why
     errors = plan_errors(trend_points(catalogue.history_url, [entry.name]).get(entry.name, []))
     if args.json:
         data = plan.model_dump(mode="json", exclude={"command"})
@@ -46,10 +52,13 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     plan = commands.add_parser(
         "plan",
         help="what a restore would fetch and its expected RTO, without restoring",
-        description="Runs `litestream restore -dry-run -json` and the throughput of past drills (this database's, else the fleet's) to predict the RTO.",
+        description="Plans from the replica's listing as litestream does (or asks `litestream restore -dry-run -json` with --litestream), and the throughput of past drills (this database's, else the fleet's) to predict the RTO.",
         epilog="Exit codes: 0 planned, 1 the replica gave no plan, 2 drillbook could not ask (litestream missing, bad catalogue).",
     )
     plan.add_argument("name", help="the database's name in the catalogue")
     config_option(plan)
     plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    plan.add_argument(
+        "--litestream", action="store_true", help="ask litestream itself (`restore -dry-run -json`) instead of planning from the listing"
+    )
     plan.set_defaults(func=cmd_plan)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.flows.runs import drill_result_of, unwrap
-from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.config import check_release, load_catalogue
 from drillbook.tasks.errors import DrillbookError
 
 
@@ -31,6 +31,7 @@ def run_drill(
     from drillbook.tasks.notify import TerminalNotifier  # Slack, SQLAlchemy: not on check-config's path
     from drillbook.tasks.points import point_request
 
+    check_release(release, "--release")  # before Prefect starts: a bad release is a one-line error, exit 2
     entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
     state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
@@ -44,6 +45,15 @@ def run_drill(
     if as_json:
         print(json.dumps(result.summary(), indent=2))
     return result.exit_code
+
+
+def validate_run(args: argparse.Namespace) -> None:
+    """The catalogue, the name and --at / --txid, checked before main() starts or finds a Prefect server (seconds saved on a mistake)."""
+    from datetime import UTC, datetime
+
+    from drillbook.tasks.points import point_request
+
+    point_request(args.at, args.txid, load_catalogue(args.config).get(args.name), datetime.now(UTC))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -67,4 +77,4 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         help="restore this point instead of the newest: an ISO 8601 time (2026-11-20T10:00:00Z), or oldest, random, retention",
     )
     run.add_argument("--txid", metavar="TXID", help="restore up to this TXID (hex, as `litestream ltx` lists it) instead of the newest")
-    run.set_defaults(func=cmd_run)
+    run.set_defaults(func=cmd_run, validate=validate_run)

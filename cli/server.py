@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.runner import run_command
 
 DEFAULT_PORT = 4200
 STATE_FILE = "drillbook-server.json"
@@ -93,10 +93,13 @@ def start(port: int, echo: Callable[[str], None] = print) -> int:
         )
     (home / "server.pid").unlink(missing_ok=True)  # a stale PID file from a server that died makes Prefect refuse to start
     argv = [_prefect(), "server", "start", "--background", "--host", "127.0.0.1", "--port", str(port)]
-    done = subprocess.run(argv, env=_prefect_env(home), capture_output=True, text=True, timeout=START_TIMEOUT)
-    if done.returncode != 0:
+    # Prefect leaves the server it starts in the command's process group: on a clean exit that group stays;
+    # at the timeout, Ctrl-C or an error, the runner kills it whole.
+    done = run_command(argv, env=_prefect_env(home), timeout=START_TIMEOUT, leave_group=True)
+    if not done.record.ok:
         tail = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise DrillbookError(f"`prefect server start --background` exited {done.returncode}: {tail[0]}")
+        how = f"did not finish within {START_TIMEOUT:g}s" if done.record.timed_out else f"exited {done.record.exit_code}"
+        raise DrillbookError(f"`prefect server start --background` {how}: {tail[0]}")
     deadline = time.monotonic() + START_TIMEOUT
     while not answers(api_url, timeout=2):
         if time.monotonic() > deadline:
@@ -114,7 +117,7 @@ def stop(echo: Callable[[str], None] = print) -> int:
     if not (home / "server.pid").exists() and not _state_path().exists():
         echo("no drillbook Prefect server is running")
         return 0
-    subprocess.run([_prefect(), "server", "stop"], env=_prefect_env(home), capture_output=True, text=True, timeout=60)
+    run_command([_prefect(), "server", "stop"], env=_prefect_env(home), timeout=60)
     _state_path().unlink(missing_ok=True)
     echo(f"stopped the Prefect server (home {home})")
     return 0
@@ -130,6 +133,12 @@ def status(echo: Callable[[str], None] = print) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    if args.json and args.action == "status":
+        import json
+
+        url = local_server_url()
+        print(json.dumps({"running": url is not None, "url": url, "home": str(server_home())}, indent=2))
+        return 0 if url else 1
     if args.action == "start":
         return start(args.port)
     if args.action == "stop":
@@ -147,4 +156,5 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     )
     server.add_argument("action", choices=["start", "stop", "status"], help="start, stop, or status")
     server.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port on 127.0.0.1 (default {DEFAULT_PORT})")
+    server.add_argument("--json", action="store_true", help="status as JSON: running, url, home")
     server.set_defaults(func=cmd_server)

@@ -15,7 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
-from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
+from drillbook.tasks.config import Catalogue, DatabaseEntry, check_release, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import evidence_stem, write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
@@ -45,6 +45,7 @@ from drillbook.tasks.restore import RestoreResult, restore_database
 from drillbook.tasks.runbook import refresh_runbook
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.text import redact, slug, visible
 from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, Verdict, judge
 from drillbook.tasks.workspace import prepare_workspace
 
@@ -155,7 +156,7 @@ def record(result: DrillResult, evidence_dir: Path, history_url: str) -> DrillRe
 def report(result: DrillResult) -> None:
     """The verdict in the run's log: a PASS is INFO, a FAIL (a finding, not a fault) WARNING, an ERROR (drillbook broke) ERROR."""
     level = {Verdict.PASS: logging.INFO, Verdict.FAIL: logging.WARNING, Verdict.ERROR: logging.ERROR}[result.verdict]
-    get_run_logger().log(level, headline(result))
+    get_run_logger().log(level, "%s", visible(redact(headline(result))))
 
 
 def _notify(result: DrillResult, catalogue: Catalogue) -> None:
@@ -213,7 +214,7 @@ def _clean_up(result: DrillResult, scratch: Path | None, keep_failed: int) -> No
 
 
 def _artifact_key(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "database"
+    return slug(name, limit=60)  # Prefect keys: lowercase ASCII letters, digits and dashes only
 
 
 def _flow_run_url() -> str | None:
@@ -275,6 +276,7 @@ def drill(
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
     """
+    release = check_release(release)  # from CI, an event or a person: one printable line, bounded (ConfigError)
     expected = expect_schema if expect_schema is not None else entry.schema_version
     drill_id = uuid4().hex  # the full UUID: a short one collides, and a collision loses a history row and a report
     started_at = datetime.now(UTC)
@@ -316,6 +318,7 @@ def drill(
         release=release,
         release_lag=release_lag,
         interrupted=interrupted(),
+        clock_skew_tolerance=catalogue.drillbook.clock_skew_tolerance,
     )
     result = judge(entry, steps, context)
     if point is not None:

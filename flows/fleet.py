@@ -19,7 +19,6 @@ import contextlib
 import threading
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import uuid4
 
 from prefect import flow, get_run_logger, task
@@ -33,7 +32,8 @@ from drillbook.flows.drill import drill
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
-from drillbook.tasks.storage.s3 import parse_s3_url
+from drillbook.tasks.report.drill import md
+from drillbook.tasks.storage import store_scope
 from drillbook.tasks.text import slug
 from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict, tally
 
@@ -62,12 +62,8 @@ def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databa
 
 
 def bucket_limit_name(entry: DatabaseEntry) -> str:
-    """One limit per object-storage endpoint and bucket (file replicas share one local limit)."""
-    if urlsplit(entry.replica).scheme == "s3":
-        location = parse_s3_url(entry.replica)
-        host = urlsplit(location.endpoint).netloc if location.endpoint else "aws"
-        return f"drillbook-bucket-{slug(host + '-' + location.bucket)}"
-    return "drillbook-bucket-local-files"
+    """One limit per store: endpoint and bucket (S3, GCS), container (Azure), object store (NATS), host (SFTP, WebDAV); file replicas share one."""
+    return f"drillbook-bucket-{slug(store_scope(entry.replica))}"
 
 
 class DrillLimits(BaseModel):
@@ -325,7 +321,8 @@ def summary_rows(results: list[DrillResult]) -> list[dict[str, str]]:
 
 @task(name="record-summary", cache_policy=NO_CACHE)
 def record_summary_task(results: list[DrillResult], key: str, title: str) -> None:
-    create_table_artifact(key=key, table=summary_rows(results), description=f"{title}: {tally(r.verdict for r in results)}")
+    # The title carries a release from outside; the description is Markdown in Prefect's UI.
+    create_table_artifact(key=key, table=summary_rows(results), description=md(f"{title}: {tally(r.verdict for r in results)}"))
 
 
 def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any) -> dict[str, Any]:

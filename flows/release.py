@@ -14,7 +14,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
 from drillbook.flows.runs import unwrap
-from drillbook.tasks.config import DatabaseEntry, load_catalogue
+from drillbook.tasks.config import DatabaseEntry, check_release, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
 from drillbook.tasks.processes import reclaim_signals
 from drillbook.tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
@@ -73,6 +73,7 @@ def release_drills(
     anyway (for the evidence) and FAILs as replica lag.
     """
     reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see tasks/processes.py)
+    release = check_release(release)  # from an event's payload too: checked whole before anything runs
     catalogue = load_catalogue(config_path)
     entries = select_databases(catalogue, None, databases or None)
     released_at = released_at or datetime.now(UTC)

@@ -8,12 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 from drillbook.tasks.files import write_atomic
+from drillbook.tasks.text import file_part, redact_data
 from drillbook.tasks.verdict import DrillResult
 
 
 def evidence_stem(evidence_dir: Path, database: str, started_at: datetime, drill_id: str) -> Path:
     """The drill's evidence files share this stem: <stem>.json (the bundle), <stem>.integrity.txt (every integrity row)."""
-    return evidence_dir / database / f"{started_at:%Y%m%dT%H%M%SZ}-{drill_id}"
+    return evidence_dir / file_part(database) / f"{started_at:%Y%m%dT%H%M%SZ}-{file_part(drill_id)}"
 
 
 def bundle_path(evidence_dir: Path, result: DrillResult) -> Path:
@@ -33,7 +34,10 @@ def write_bundle(result: DrillResult, evidence_dir: Path) -> Path:
 def _write(path: Path, result: DrillResult) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     result.evidence = str(path)
-    return write_atomic(path, json.dumps({"drillbook_evidence": 1, **result.model_dump(mode="json")}, indent=2))
+    # Credentials in any note or error text (a history URL in a HistoryError, a replica URL in stderr) are masked;
+    # JSON's own escaping (ensure_ascii) writes control characters and U+2028 as \u escapes.
+    data = redact_data({"drillbook_evidence": 1, **result.model_dump(mode="json")}, emails=False)
+    return write_atomic(path, json.dumps(data, indent=2, ensure_ascii=True))
 
 
 def read_bundle(path: Path) -> DrillResult:

@@ -32,7 +32,7 @@ LTX_HEADER_BYTES = 100
 HEADER_PREFIX = 40  # magic .. timestamp: all drillbook reads of a header
 SNAPSHOT_LEVEL = 9
 
-_KEY = re.compile(r"(?:^|/)(?P<level>[0-9a-f]{1,4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx$")
+_KEY = re.compile(r"(?:^|/)(?P<level>[0-9a-f]{1,4})/(?P<min>[0-9a-f]{16})-(?P<max>[0-9a-f]{16})\.ltx\Z")
 
 
 @dataclass(slots=True)

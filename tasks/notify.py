@@ -2,7 +2,7 @@
 
     drill(result)              one drill's report
     summary(results, title)    one message for a nightly or release run
-    alert(transition)          a database became stale, or recovered
+    alert(transition)          a database became stale or recovered; its replication stopped or resumed
 
 Each returns one line for the drill's notes or the run's log (what happened to
 the report), and never raises into the caller: a channel that fails says so in
@@ -15,13 +15,16 @@ from __future__ import annotations
 from typing import Protocol
 
 from rich.console import Console
+from rich.text import Text
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.stale import Transition
+from drillbook.tasks.history.watchstate import WatchTransition
 from drillbook.tasks.report.drill import render_terminal
-from drillbook.tasks.report.slack import render_stale_alert
+from drillbook.tasks.report.slack import render_stale_alert, render_watch_alert
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
+from drillbook.tasks.text import visible
 from drillbook.tasks.verdict import tally
 
 
@@ -32,7 +35,7 @@ class Notifier(Protocol):
 
     def summary(self, results: list[DrillResult], title: str) -> str: ...
 
-    def alert(self, transition: Transition) -> str: ...
+    def alert(self, transition: Transition | WatchTransition) -> str: ...
 
 
 class SlackNotifier:
@@ -50,9 +53,13 @@ class SlackNotifier:
         delivery = post_nightly_summary(results, self.catalogue, title=title)
         return delivery.note or delivery.status
 
-    def alert(self, transition: Transition) -> str:
+    def alert(self, transition: Transition | WatchTransition) -> str:
         entry = self.catalogue.find(transition.status.database)
-        message = render_stale_alert(transition.kind, transition.status, owners=list(entry.owners) if entry else [])
+        owners = list(entry.owners) if entry else []
+        if isinstance(transition, WatchTransition):
+            message = render_watch_alert(transition.kind, transition.status, owners=owners)
+        else:
+            message = render_stale_alert(transition.kind, transition.status, owners=owners)
         return post_alert(self.catalogue, transition.key, transition.status.database, message).note
 
 
@@ -69,11 +76,11 @@ class TerminalNotifier:
         return "printed"
 
     def summary(self, results: list[DrillResult], title: str) -> str:
-        self.console.print(f"{title}: {tally(r.verdict for r in results)}", markup=False, highlight=False)
+        self.console.print(Text(visible(f"{title}: {tally(r.verdict for r in results)}")), highlight=False)
         return "printed"
 
-    def alert(self, transition: Transition) -> str:
-        self.console.print(f"{transition.kind}: {transition.status.line()}", markup=False, highlight=False)
+    def alert(self, transition: Transition | WatchTransition) -> str:
+        self.console.print(Text(visible(f"{transition.kind}: {transition.status.line()}")), highlight=False)
         return "printed"
 
 

@@ -1,7 +1,11 @@
 """What a restore would fetch, and how long it should take, before anything is restored.
 
-`litestream restore -dry-run -json` (0.5.17) prints the restore plan: the LTX
-files it would fetch, with their levels and sizes, and writes nothing. Divided
+The plan is computed from the listing the inspection already made, the way
+litestream 0.5.16/0.5.17 computes it (`CalcRestorePlan` in replica.go): the
+newest snapshot, then, from every level, the file that extends the contiguous
+TXID range furthest, until none does. `litestream restore -dry-run -json` prints
+the same plan and writes nothing; `drillbook plan NAME --litestream` asks it
+(a test holds the two together on every replica of the corpus). Divided
 by the throughput measured on this database's past drills (bytes fetched per
 second of restore), or the fleet's when it has none, that is the expected
 restore time; plus the checks' usual seconds, the expected RTO. Every drill
@@ -21,7 +25,10 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import ToolMissing
-from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream import run_litestream
+from drillbook.tasks.litestream_config import restore_source
+from drillbook.tasks.ltx import LtxFile
+from drillbook.tasks.runner import CommandRecord
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.text import duration_text
 
@@ -69,14 +76,95 @@ class RestorePlan(StepResult):
         return f"plan: {fetch}; expected RTO {duration_text(self.expected_rto_seconds)} (restore at {rate}{checks})"
 
 
+SNAPSHOT_LEVEL = 9
+
+
+def plan_files(files: Iterable[LtxFile]) -> list[LtxFile]:
+    """The LTX files a restore of the newest position fetches, in order (litestream's CalcRestorePlan, no TXID or time).
+
+    ValueError when the files after the chain do not continue it (litestream: "non-contiguous ltx files"),
+    or when there is nothing to restore.
+    """
+    by_level: dict[int, list[LtxFile]] = {}
+    for f in files:
+        by_level.setdefault(f.level, []).append(f)
+    for level_files in by_level.values():
+        level_files.sort(key=lambda f: (f.low, f.high))  # litestream iterates a level in file name order
+    chain: list[LtxFile] = []
+    snapshots = by_level.get(SNAPSHOT_LEVEL, [])
+    if snapshots:
+        chain.append(snapshots[-1])
+    current = chain[-1].high if chain else 0
+    # One cursor per level, highest level first: the position of the next file not yet looked at, and the best candidate.
+    levels = [level for level in range(SNAPSHOT_LEVEL - 1, -1, -1) if level in by_level]
+    position = dict.fromkeys(levels, 0)
+    candidate: dict[int, LtxFile | None] = dict.fromkeys(levels)
+
+    def better(now: LtxFile, other: LtxFile) -> bool:
+        if other.high != now.high:
+            return other.high > now.high
+        if other.low != now.low:
+            return other.low < now.low
+        return other.level > now.level  # (litestream's last tie-break, the earlier creation, needs headers; levels differ here)
+
+    while True:
+        best: LtxFile | None = None
+        best_level = None
+        for level in levels:
+            if candidate[level] is not None and candidate[level].high <= current:
+                candidate[level] = None
+            level_files = by_level[level]
+            while position[level] < len(level_files) and level_files[position[level]].low <= current + 1:
+                info = level_files[position[level]]
+                position[level] += 1
+                if info.high <= current:
+                    continue
+                if candidate[level] is None or better(candidate[level], info):
+                    candidate[level] = info
+            if candidate[level] is not None and (best is None or better(best, candidate[level])):
+                best, best_level = candidate[level], level
+        if best is None:
+            break
+        chain.append(best)
+        current = best.high
+        candidate[best_level] = None
+    for level in levels:
+        level_files = by_level[level]
+        if position[level] < len(level_files) and level_files[position[level]].low > current + 1:
+            following = level_files[position[level]]
+            raise ValueError(f"non-contiguous ltx files: have up to {current:016x} but next file starts at {following.min_txid}")
+    if not chain:
+        raise ValueError("no LTX file to restore from")
+    return chain
+
+
+def plan_from_listing(files: list[LtxFile]) -> RestorePlan:
+    """The restore plan from the inspection's listing: no litestream process, no second listing."""
+    try:
+        chain = plan_files(files)
+    except ValueError as exc:
+        return RestorePlan(status=Status.FAILED, summary=f"no restore plan from the listing: {exc}")
+    total = sum(f.size for f in chain)
+    return RestorePlan(
+        status=Status.PASSED,
+        files=[PlannedFile(level=f.level, name=f.key, min_txid=f.min_txid, max_txid=f.max_txid, size=f.size) for f in chain],
+        bytes_to_fetch=total,
+        min_txid=chain[0].min_txid,
+        max_txid=chain[-1].max_txid,
+        summary=f"{len(chain)} LTX file(s), {total:,} bytes (from the listing)",
+    )
+
+
 def dry_run(entry: DatabaseEntry) -> RestorePlan:
     """Ask litestream what restoring `entry` would fetch; nothing is written (the output path, in an empty temp dir, is only named)."""
     with tempfile.TemporaryDirectory(prefix="drillbook-plan-") as spare:
         target = Path(spare) / f"{entry.name}.db"
         try:
-            command = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), entry.replica], timeout=entry.inspect_timeout)
-        except ToolMissing as exc:
+            source = restore_source(entry.replica, Path(spare), entry.name)
+            ran = run_litestream(["restore", "-dry-run", "-json", "-o", str(target), *source], timeout=entry.inspect_timeout)
+        except (ToolMissing, OSError) as exc:
             return RestorePlan(status=Status.ERROR, summary=str(exc))
+    command = ran.record
     if command.timed_out:
         return RestorePlan(
             status=Status.FAILED, summary=f"litestream restore -dry-run did not answer within {entry.inspect_timeout:g}s", command=command
@@ -88,7 +176,7 @@ def dry_run(entry: DatabaseEntry) -> RestorePlan:
             command=command,
         )
     try:
-        data = json.loads(command.stdout)
+        data = json.loads(ran.stdout)  # parsed whole: the record keeps only a tail
         files = [PlannedFile.model_validate(item) for item in data.get("files") or []]
     except ValueError:
         return RestorePlan(

@@ -54,6 +54,22 @@ class ReplicaProblem(StrEnum):
 
 HEADER_READ_TIMEOUT = 15.0  # seconds for the header GET: an object store that cannot answer that is failing
 CLOCKS_DIFFER = 2.0  # seconds between the LTX header's time and the object's timestamp worth reporting
+CLOCK_SKEW_TOLERANCE = 2.0  # seconds a change may be "newer" than the drill's start before the clocks are said to disagree
+
+
+def clock_skew(written_at: datetime | None, at: datetime, tolerance: float = CLOCK_SKEW_TOLERANCE) -> str | None:
+    """Said when a change was written after `at` by more than `tolerance`: the primary's clock is ahead of this host's
+    (or this host's behind), so its age, the RPO, cannot be judged."""
+    if written_at is None:
+        return None
+    ahead = (written_at - at).total_seconds()
+    if ahead <= tolerance:
+        return None
+    return (
+        f"clock skew: the newest change was written at {written_at:%Y-%m-%d %H:%M:%S}Z (the primary's clock), {ahead:.0f}s after "
+        f"the drill started at {at:%Y-%m-%d %H:%M:%S}Z (this host's clock); the RPO cannot be judged: "
+        "synchronise both clocks (NTP) and drill again"
+    )
 
 
 class ReplicaState(StepResult):
@@ -86,9 +102,10 @@ class ReplicaState(StepResult):
         description="Newest storage timestamp per listed max TXID, for judging a restore that stopped short.",
     )
 
-    def lag_seconds(self, at: datetime) -> float | None:
-        """Age of the newest change the replica holds, at `at` (the measured RPO)."""
-        if self.newest_time is None:
+    def lag_seconds(self, at: datetime, tolerance: float = CLOCK_SKEW_TOLERANCE) -> float | None:
+        """Age of the newest change the replica holds, at `at` (the measured RPO); None when unknown, also when the
+        change lies more than `tolerance` in the future (clock skew: see `clock_skew`), never a made-up 0."""
+        if self.newest_time is None or clock_skew(self.newest_time, at, tolerance):
             return None
         return max(0.0, round((at - self.newest_time).total_seconds(), 3))
 

@@ -22,8 +22,10 @@ from pydantic import Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
-from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream import run_litestream
+from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.runner import CommandRecord
 from drillbook.tasks.steps import Status, StepResult
 
 KEPT_MARKER = ".drillbook-kept"
@@ -103,16 +105,23 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
         guard_live(entry, scratch, output)
     except LiveDatabaseGuard as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.GUARD, summary=str(exc), scratch_dir=str(scratch))
+    try:
+        source = restore_source(entry.replica, scratch, entry.name)  # the URL, or a config file in scratch for the backends that need one
+    except OSError as exc:
+        return RestoreResult(
+            status=Status.ERROR, summary=f"cannot write litestream's config into {scratch}: {exc.strerror or exc}", scratch_dir=str(scratch)
+        )
     started, started_at = time.monotonic(), datetime.now(UTC)
     try:
-        command = run_litestream(
-            ["restore", "-json", *(point or []), "-o", str(output), entry.replica],
+        ran = run_litestream(
+            ["restore", "-json", *(point or []), "-o", str(output), *source],
             timeout=entry.restore_timeout,
             stall_timeout=entry.stall_timeout,
             progress=lambda: _bytes_in(scratch),
         )
     except ToolMissing as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.TOOL_MISSING, summary=str(exc), scratch_dir=str(scratch))
+    command = ran.record
     seconds = round(time.monotonic() - started, 3)
     common = dict(seconds=seconds, command=command, scratch_dir=str(scratch), started_at=started_at, finished_at=datetime.now(UTC))
     if command.interrupted:
@@ -142,7 +151,7 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
             **common,
         )
     if not command.ok:
-        if _disk_full(scratch) or _NO_SPACE in command.stderr.lower():
+        if _disk_full(scratch) or _NO_SPACE in ran.stderr.lower():
             return RestoreResult(
                 status=Status.ERROR,
                 problem=RestoreProblem.DISK_FULL,
@@ -156,7 +165,7 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
             **common,
         )
     try:
-        summary = json.loads(command.stdout)
+        summary = json.loads(ran.stdout)
     except ValueError:
         summary = None
     if not output.is_file():

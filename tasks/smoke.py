@@ -18,10 +18,7 @@ Smoke time counts in the measured RTO: it is part of "the application works".
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -31,10 +28,13 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
-from drillbook.tasks.processes import kill_group, tracked, wait_group_gone
+from drillbook.tasks.processes import interrupted
+from drillbook.tasks.runner import OUTPUT_KEEP, run_command, tail_marked
+from drillbook.tasks.runner import started as runner_started
 from drillbook.tasks.steps import Status, StepResult
 
-OUTPUT_CHARS = 4000  # of stdout / stderr kept per command check (the tail: errors come last)
+OUTPUT_CHARS = OUTPUT_KEEP  # of stdout / stderr kept per command check (the tail: errors come last)
+APP_GRACE = 5.0  # seconds an HTTP check's app has to stop on SIGTERM before its group is killed
 _TEXT_CHARS = 200
 DB_PATH_ENV = "DRILLBOOK_DB_PATH"
 _BASE_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "TZ")
@@ -48,6 +48,7 @@ class SmokeCheckResult(BaseModel):
     observed: Any = Field(default=None, description="SQL: the value or row count; command: the exit code; http: the status code.")
     expected: str | None = Field(default=None, description="What the check wanted, in words.")
     error: str | None = None
+    config_error: bool = Field(default=False, description="The check's SQL does not compile: the catalogue's mistake, not the copy's.")
     timed_out: bool = False
     argv: list[str] | None = None
     stdout: str | None = None
@@ -93,8 +94,12 @@ def run_smoke_tests(path: str | Path, entry: DatabaseEntry, *, base_dir: Path | 
         result.kind = kind
         report.checks.append(result)
     report.seconds = round(time.monotonic() - started, 3)
+    broken = [c for c in report.checks if c.config_error]
     failures = report.failures
-    if failures:
+    if broken:  # a query that does not compile says nothing about the copy: the drill could not check it (ERROR, exit 2)
+        report.status = Status.ERROR
+        report.summary = f"database {entry.name!r}: " + "; ".join(f"smoke check {c.name!r}: {c.error}" for c in broken)
+    elif failures:
         report.status = Status.FAILED
         listed = "; ".join(c.describe() for c in failures[:5]) + (f"; and {len(failures) - 5} more" if len(failures) > 5 else "")
         report.summary = f"{len(failures)} of {len(report.checks)} smoke checks failed: {listed}"
@@ -138,6 +143,12 @@ def run_sql_check(path: str | Path, check: SmokeCheck) -> SmokeCheckResult:
         connection.execute("PRAGMA query_only = ON")
         # Called every 10,000 SQLite VM steps; a non-zero return aborts the statement ("interrupted").
         connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            connection.execute(f"EXPLAIN {check.sql}")  # compiles the statement without running it
+        except sqlite3.Error as exc:
+            result.config_error = True
+            result.error = f"field sql does not compile on the restored copy ({exc}): fix the query in the catalogue"
+            return result
         cursor = connection.execute(check.sql)
         if check.min_rows is not None:
             count = 0
@@ -196,15 +207,6 @@ def command_env(path: str | Path, check: SmokeCheck) -> dict[str, str]:
     return env
 
 
-def _tail(data: bytes | str | None) -> str:
-    if not data:
-        return ""
-    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    if len(text) <= OUTPUT_CHARS:
-        return text
-    return f"[... {len(text) - OUTPUT_CHARS:,} characters cut ...]\n" + text[-OUTPUT_CHARS:]
-
-
 def _cwd(check: SmokeCheck, base_dir: Path | None) -> str | None:
     if check.cwd is None:
         return None
@@ -213,129 +215,77 @@ def _cwd(check: SmokeCheck, base_dir: Path | None) -> str | None:
 
 
 def run_command_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | None = None) -> SmokeCheckResult:
-    """Run the command in its own process group; exit 0 passes; the group is killed at the timeout."""
+    """Run the command through the runner (its own process group, killed whole at the timeout); exit 0 passes."""
     started = time.monotonic()
     argv = list(check.command or [])
     result = SmokeCheckResult(name=check.name, kind="command", expected="exit 0", argv=argv)
     try:
-        process = subprocess.Popen(
-            argv,
-            env=command_env(path, check),
-            cwd=_cwd(check, base_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group: the timeout kills children too
-        )
+        ran = run_command(argv, timeout=check.timeout, env=command_env(path, check), cwd=_cwd(check, base_dir))
     except OSError as exc:
         result.error = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
         result.seconds = round(time.monotonic() - started, 3)
         return result
-    try:
-        with tracked(process):  # an interrupted drill (SIGTERM, Ctrl-C) kills it at once
-            stdout, stderr = process.communicate(timeout=check.timeout)
-    except subprocess.TimeoutExpired:
-        kill_group(process)
-        stdout, stderr = _drain(process)
+    record = ran.record
+    result.observed = record.exit_code
+    result.stdout, result.stderr = tail_marked(ran.stdout), tail_marked(ran.stderr)
+    if record.timed_out:
         result.timed_out = True
         result.error = f"killed at its {check.timeout:g}s timeout"
-    finally:
-        kill_group(process)  # anything it left running in its group goes too
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        wait_group_gone(process.pid)
-    result.observed = process.returncode
-    result.stdout, result.stderr = _tail(stdout), _tail(stderr)
-    if not result.timed_out:
-        result.success = process.returncode == 0
+    elif record.interrupted:
+        result.error = f"stopped: drillbook was interrupted by {record.interrupted}"
+    else:
+        result.success = record.exit_code == 0
         if not result.success:
-            last = (result.stderr or result.stdout).strip().splitlines()
-            result.error = f"exit {process.returncode}" + (f": {last[-1][:_TEXT_CHARS]}" if last else "")
+            last = (ran.stderr or ran.stdout).strip().splitlines()
+            result.error = f"exit {record.exit_code}" + (f": {last[-1][:_TEXT_CHARS]}" if last else "")
     result.seconds = round(time.monotonic() - started, 3)
     return result
-
-
-def _drain(process: subprocess.Popen) -> tuple[bytes, bytes]:
-    """Collect what a killed process wrote; give up after a moment if something outside its group holds the pipes."""
-    try:
-        return process.communicate(timeout=5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
-        process.wait()
-        return b"", b""
 
 
 # --- HTTP --------------------------------------------------------------------------------------------
 
 
 def run_http_check(path: str | Path, check: SmokeCheck, *, base_dir: Path | None = None, poll_every: float = 0.2) -> SmokeCheckResult:
-    """Start the app, poll its URL until 2xx or the timeout, stop the app's whole process group."""
+    """Start the app through the runner, poll its URL until 2xx or the timeout, stop the app's whole process group."""
     started = time.monotonic()
     argv = list(check.command or [])
     result = SmokeCheckResult(name=check.name, kind="http", expected=f"2xx from {check.url}", argv=argv)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:  # files, not pipes: a chatty app never blocks
-        try:
-            process = subprocess.Popen(
-                argv,
-                env=command_env(path, check),
-                cwd=_cwd(check, base_dir),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            result.error = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
-            result.seconds = round(time.monotonic() - started, 3)
-            return result
-        deadline = started + check.timeout
-        last_problem = "no answer"
-        with tracked(process):  # an interrupted drill (SIGTERM, Ctrl-C) stops the app at once
-            try:
-                while time.monotonic() < deadline:
-                    if process.poll() is not None:
-                        last_problem = f"the app exited ({process.returncode}) before answering"
-                        break
-                    try:
-                        with urllib.request.urlopen(check.url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as response:
-                            result.observed = response.status
-                            if 200 <= response.status < 300:
-                                result.success = True
-                                break
-                            last_problem = f"HTTP {response.status}"
-                    except urllib.error.HTTPError as exc:
-                        result.observed = exc.code
-                        last_problem = f"HTTP {exc.code}"
-                    except (urllib.error.URLError, OSError) as exc:
-                        last_problem = f"no answer ({getattr(exc, 'reason', exc)})"
-                    time.sleep(poll_every)
-                else:
-                    result.timed_out = True
-            finally:
-                _stop(process)
-        if not result.success:
-            when = f"within its {check.timeout:g}s timeout" if result.timed_out else ""
-            result.error = f"{check.url} did not answer 2xx {when}: {last_problem}".replace("  ", " ")
-        out.seek(0)
-        err.seek(0)
-        result.stdout, result.stderr = _tail(out.read()), _tail(err.read())
+    deadline = started + check.timeout
+    last_problem = "no answer"
+    app = None
+    try:
+        # SIGTERM first, SIGKILL after APP_GRACE seconds: an app may want to shut down cleanly
+        with runner_started(argv, env=command_env(path, check), cwd=_cwd(check, base_dir), grace=APP_GRACE) as app:
+            while time.monotonic() < deadline:
+                code = app.exit_code()
+                if code is not None:
+                    stop = interrupted() if code < 0 else None
+                    last_problem = f"stopped: drillbook was interrupted by {stop}" if stop else f"the app exited ({code}) before answering"
+                    break
+                try:
+                    with urllib.request.urlopen(check.url, timeout=max(0.1, min(2.0, deadline - time.monotonic()))) as response:
+                        result.observed = response.status
+                        if 200 <= response.status < 300:
+                            result.success = True
+                            break
+                        last_problem = f"HTTP {response.status}"
+                except urllib.error.HTTPError as exc:
+                    result.observed = exc.code
+                    last_problem = f"HTTP {exc.code}"
+                except (urllib.error.URLError, OSError) as exc:
+                    last_problem = f"no answer ({getattr(exc, 'reason', exc)})"
+                time.sleep(poll_every)
+            else:
+                result.timed_out = True
+    except OSError as exc:
+        if app is not None:  # not from starting it
+            raise
+        result.error = f"cannot start {argv[0]!r}: {exc.strerror or exc}"
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+    if not result.success:
+        when = f"within its {check.timeout:g}s timeout" if result.timed_out else ""
+        result.error = f"{check.url} did not answer 2xx {when}: {last_problem}".replace("  ", " ")
+    result.stdout, result.stderr = tail_marked(app.stdout), tail_marked(app.stderr)
     result.seconds = round(time.monotonic() - started, 3)
     return result
-
-
-def _stop(process: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM to the app's group, SIGKILL after `grace` seconds; nothing of it is left running."""
-    kill_group(process, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    kill_group(process, signal.SIGKILL)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
-    wait_group_gone(process.pid)

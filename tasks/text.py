@@ -5,8 +5,11 @@ A leaf: everything may import it; it imports nothing of drillbook.
     duration_text(62)           '1m 02s'      (3.2s, 42s, 4m 05s, 36h 00m, 4d 01h)
     iso(moment)                 '2026-11-20T10:00:00.000Z'
     txid_text(255)              '00000000000000ff'
-    one_line(text)              markup and line breaks out, bounded
+    one_line(text)              markup and line breaks out, control characters shown, bounded
+    visible(text)               control characters, escape sequences, bidi controls shown ('\\x1b'), not sent
+    check_label(value, field)   a name or release whole: one printable line, bounded (ValueError naming the field)
     redact(text) / redact_url   credentials in URLs, Slack tokens, e-mail addresses masked
+    slug(text) / file_part      safe in a file name, an artifact key, a Slack file name
 """
 
 from __future__ import annotations
@@ -54,14 +57,57 @@ _MARKUP = re.compile(r"<[^>]*>|<\S*")  # whole tags, and a tag cut off by someon
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    """Text for a one-line reason: markup (an HTML error page) and line breaks out, at most `limit` characters."""
-    flat = " ".join(_MARKUP.sub(" ", text).split())
+    """Text for a one-line reason: markup (an HTML error page) and line breaks out, at most `limit` characters.
+
+    Control characters that are not whitespace (an escape sequence, a bidi override) are shown, not kept.
+    """
+    flat = visible(" ".join(_MARKUP.sub(" ", text[: limit * 20]).split()))
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# What must never reach a terminal, a chat message or a one-line report as itself: C0 and C1 control
+# characters (ESC starts a terminal escape sequence, CR rewrites the line), DEL, zero-width characters,
+# line and paragraph separators, and the bidi embeddings, overrides and isolates that reorder what is read.
+_UNSHOWABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_UNSHOWABLE_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def _shown(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def visible(text: str, *, lines: bool = False) -> str:
+    """`text` with control characters, escape sequences, bidi controls and line separators written out ('\\x1b',
+    '\\u202e'), so a terminal or a reader sees them instead of obeying them; with `lines`, tab and newline stay."""
+    return (_UNSHOWABLE_BUT_LINES if lines else _UNSHOWABLE).sub(_shown, text)
+
+
+LABEL_LIMIT = 200
+
+
+def check_label(value: str, field: str, limit: int = LABEL_LIMIT) -> str:
+    """`value` when it is one line of at most `limit` printable characters, else ValueError naming `field`.
+
+    For names and identifiers that come from outside (a release from CI or an event, a tag, a suite name):
+    they end up in file names, reports and terminals, so they are checked whole, and a huge one is refused
+    without being echoed.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be text (got {type(value).__name__})")
+    if len(value) > limit:
+        raise ValueError(f"{field} is {len(value):,} characters long; at most {limit} are allowed")
+    if not value.strip():
+        raise ValueError(f"{field} is empty")
+    bad = _UNSHOWABLE.search(value)
+    if bad:
+        raise ValueError(f"{field} holds a control character or line break ({_shown(bad)} at position {bad.start()}): {visible(value)!r}")
+    return value
 
 
 def slug(text: str, limit: int = 80) -> str:
     """Lowercase letters, digits and '-': safe in a file name, an artifact key or a limit name."""
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "default"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit].strip("-") or "default"
 
 
 MASK = "REDACTED"
@@ -70,42 +116,68 @@ EMAIL_MASK = "[email redacted]"
 _SECRET_PARAM = re.compile(r"key|secret|token|password|passwd|credential|signature|^sig$|^x-amz-", re.IGNORECASE)
 # scheme://user:password@host: the credentials run to the LAST '@' before the path, so a password holding
 # '@', ':', '#', '%' or '/' (unencoded) is masked whole, never half-printed.
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<creds>\S*@)(?=[^\s@/])")
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<creds>[^\s/]\S*@)(?=[^\s@/])")  # 'file:///a@b': a path
+# A password someone wrote unencoded with a space in it ("postgresql://user:p ss@host"): from the user's ':' to the
+# '@' before the host on the same line, but not a host's port ("http://host:8080/ ... a@b.com").
+_URL_SPACED_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<creds>[\w.~%+-]+:(?!\d+(?![A-Za-z0-9_%]))[^@\s<>\"'|]*(?: [^@\s<>\"'|]+){1,3}@)(?=[^\s@/])"
+)
+# "user:secret" after a scheme and no '@' at all (a URL cut short, or its host lost): the whole token is masked.
+_URL_UNFINISHED_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<creds>[^\s/@:\[]+:(?!\d+(?![A-Za-z0-9_%]))[^\s@]+)(?=\s|$)"
+)
 _EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])(?!REDACTED@)[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")  # not a URL's masked user
 _TOKENISH = re.compile(r"\bxox[a-z]-[A-Za-z0-9-]+|\bxapp-[A-Za-z0-9-]+|(hooks\.slack\.com/services/)[A-Za-z0-9/]+")
 
 
+def _url_credentials(text: str) -> str:
+    text = _URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _URL_SPACED_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    return _URL_UNFINISHED_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK, text)
+
+
 def redact_url(url: str) -> str:
-    """A URL with its user and password, and any credential-looking query value, replaced."""
+    """A URL with its user and password, and any credential-looking query value, replaced.
+
+    The credentials are cut on the text first (up to the last '@' before the host), so a password holding '@',
+    ':', '/', '#' or '%' is masked whole: `urlsplit` alone would read part of it as the path or the fragment.
+    """
+    url = _url_credentials(url)
     parts = urlsplit(url)
+    if not parts.query:
+        return url
     query = [(k, MASK if _SECRET_PARAM.search(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
-    netloc = parts.netloc
-    if "@" in netloc:
-        netloc = MASK + "@" + netloc.rsplit("@", 1)[1]
-    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
 
 
-def redact(text: str, *secrets: str | None) -> str:
-    """`text` with URL credentials, Slack tokens, webhook paths, e-mail addresses and the given secrets masked."""
+def redact(text: str, *secrets: str | None, emails: bool = True) -> str:
+    """`text` with URL credentials, Slack tokens, webhook paths, the given secrets and (with `emails`) e-mail addresses masked.
+
+    `emails=False` for what stays with the operator (the evidence bundle, the terminal): credentials go, people's addresses
+    a check reported stay.
+    """
     for secret in secrets:
         if secret:
             text = text.replace(secret, SECRET_MASK)
-    text = _URL_CREDENTIALS.sub(lambda m: m.group("scheme") + MASK + "@", text)
+    text = _url_credentials(text)
     text = _TOKENISH.sub(lambda m: (m.group(1) or "") + SECRET_MASK, text)
-    return _EMAIL.sub(EMAIL_MASK, text)
+    return _EMAIL.sub(EMAIL_MASK, text) if emails else text
 
 
-def redact_data(value: Any, *secrets: str | None) -> Any:
+def redact_data(value: Any, *secrets: str | None, emails: bool = True) -> Any:
     """`redact` applied to every string in a JSON-like structure."""
     if isinstance(value, str):
-        return redact(value, *secrets)
+        return redact(value, *secrets, emails=emails)
     if isinstance(value, dict):
-        return {redact(str(k), *secrets): redact_data(v, *secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact_data(v, *secrets) for v in value]
+        return {redact(str(k), *secrets, emails=emails): redact_data(v, *secrets, emails=emails) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_data(v, *secrets, emails=emails) for v in value]
     return value
 
 
-def file_part(text: str) -> str:
-    """A name kept as it is where it is safe in a file name or key (letters, digits, '_', '.', '-'), the rest as '-'."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)
+def file_part(text: str, limit: int = 120) -> str:
+    """A name kept as it is where it is safe in a file name or key (letters, digits, '_', '.', '-'), the rest as '-'.
+
+    Never a path: no '/', no NUL, no leading '.' (so never '..' or a hidden file), never empty, at most `limit` characters.
+    """
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:limit].lstrip(".") or "-"

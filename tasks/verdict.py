@@ -26,7 +26,7 @@ from drillbook.tasks.outcome import (  # re-exported: the verdict's vocabulary
     tally,
 )
 from drillbook.tasks.points import PointProblem
-from drillbook.tasks.replica import ReplicaProblem
+from drillbook.tasks.replica import CLOCK_SKEW_TOLERANCE, ReplicaProblem, clock_skew
 from drillbook.tasks.restore import RestoreProblem
 from drillbook.tasks.result import DrillResult, DrillSteps
 from drillbook.tasks.steps import StepResult
@@ -103,6 +103,7 @@ class DrillContext(BaseModel):
     release: str | None = None
     release_lag: str | None = None  # a release drill's wait ended before the replica carried the release
     interrupted: str | None = None  # "SIGTERM": the drill did not finish, whatever the steps said
+    clock_skew_tolerance: float = CLOCK_SKEW_TOLERANCE  # [drillbook] clock_skew_tolerance
 
 
 def _phase(step: StepResult) -> Phase:
@@ -202,15 +203,24 @@ def _rto(steps: DrillSteps, entry: DatabaseEntry, findings: list[Finding]) -> fl
     return rto
 
 
-def _rpo(steps: DrillSteps, entry: DatabaseEntry, started_at: datetime, position: Position, findings: list[Finding]) -> float | None:
-    """The age of the newest change we could get back; over the target is replica lag."""
+def _rpo(steps: DrillSteps, entry: DatabaseEntry, context: DrillContext, position: Position, findings: list[Finding]) -> float | None:
+    """The age of the newest change we could get back; over the target is replica lag.
+
+    A change written in the future (the primary's clock ahead of this host's by more than the tolerance) is clock
+    skew: the RPO is unknown (None, never 0) and the drill FAILs as replica lag with both times in the detail.
+    """
     replica, restore = steps.replica, steps.restore
-    rpo = replica.lag_seconds(started_at)
+    started_at, tolerance = context.started_at, context.clock_skew_tolerance
+    written_at = replica.newest_time
     what = "newest change on the replica"
     if position.finding and restore.txid:  # what we could get back is what was restored, not what was listed
-        restored_at = replica.time_of(restore.txid)
-        rpo = max(0.0, round((started_at - restored_at).total_seconds(), 3)) if restored_at else None
+        written_at = replica.time_of(restore.txid)
         what = f"newest change in the restored copy (TXID {restore.txid})"
+    skew = clock_skew(written_at, started_at, tolerance)
+    if skew:
+        findings.append(Finding(mode=FailureMode.REPLICA_LAG, detail=skew))
+        return None
+    rpo = max(0.0, round((started_at - written_at).total_seconds(), 3)) if written_at else None
     if rpo is not None and rpo > entry.rpo_target:
         findings.append(
             Finding(
@@ -241,7 +251,7 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         findings.append(position.finding)
     notes += [note for note in (position.note, replica.clocks_note, *replica.notes) if note]
     rto = _rto(steps, entry, findings)
-    rpo = _rpo(steps, entry, context.started_at, position, findings)
+    rpo = _rpo(steps, entry, context, position, findings)
     findings += STEP_RULES[-1](steps, entry)
 
     order = list(FailureMode)

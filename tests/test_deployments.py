@@ -35,6 +35,7 @@ def test_file_validates_with_prefects_model():
         "drillbook-drill",
         "drillbook-batch",
         "drillbook-stale",
+        "drillbook-watch",
     }
 
 
@@ -121,3 +122,14 @@ def test_stale_check_runs_hourly_and_never_overlaps(deployments):
     cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
     assert cron.cron == "0 * * * *" and schedule["active"] is True
     assert stale["concurrency_limit"]["limit"] == 1
+
+
+def test_replication_watch_runs_every_five_minutes_and_never_overlaps(deployments):
+    from prefect.client.schemas.schedules import CronSchedule
+
+    watch = deployments["drillbook-watch"]
+    assert watch["entrypoint"] == "drillbook.flows.watch.replication_watch"
+    (schedule,) = watch["schedules"]
+    cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
+    assert cron.cron == "*/5 * * * *" and schedule["active"] is True
+    assert watch["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}

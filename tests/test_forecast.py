@@ -81,6 +81,15 @@ def test_what_the_forecast_says(rtos, expected):
         assert forecast.days_to_target is None and not forecast.warning
 
 
+def test_enough_drills_within_an_hour_say_what_is_missing_not_a_count_already_met():
+    points = [P(NOW - timedelta(minutes=5 * (7 - i)), 40.0 + i) for i in range(8)]
+    forecast = forecast_rto("orders", points, target_seconds=120, now=NOW)
+    assert not forecast.known
+    assert forecast.line == (
+        "RTO 47s: no forecast yet, the 8 passing drills span only 35m 00s; a trend needs them spread over at least 2h 00m (not guessing)"
+    )
+
+
 def test_only_passing_drills_count_and_the_minimum_is_configurable():
     points = daily([40, 41, 42, 43, 44, 45], verdicts={1: "FAIL", 3: "ERROR"})
     assert not forecast_rto("orders", points, target_seconds=120, now=NOW).known  # 4 passing of 5 needed

@@ -149,3 +149,19 @@ def test_the_demo_can_seed_sample_history_marked_as_such_and_writes_the_page(tmp
     assert len(samples) == 14 and all(r.drill_id.startswith("sample-") and r.evidence is None for r in samples)
     assert all("not a real drill" in r.summary["notes"][0] for r in samples)
     assert [r for r in rows if r.release != "SAMPLE DATA"][0].verdict == "PASS"  # today's real drill
+
+
+def test_every_value_on_the_page_is_escaped_where_it_lands_attributes_included():
+    from datetime import UTC, datetime
+
+    from drillbook.tasks.report.html import Section, environment
+
+    hostile = '"><script>alert(1)</script>'
+    section = Section(name="orders", verdict=hostile, badge=hostile, newest=None, status=None, outlook=None, drills=0, sample=0, chart=None)
+    html = (
+        environment()
+        .get_template("page.html.j2")
+        .render(count=1, source=hostile, now=datetime(2026, 12, 1, tzinfo=UTC), days="90", legend=[], stale=[], sections=[section])
+    )
+    assert "<script>alert(1)" not in html
+    assert 'class="badge &#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html  # the attribute html.py left unescaped

@@ -307,17 +307,19 @@ def test_metrics_textfile_reads_back_with_prometheus_parser_and_every_drill_refr
     capsys.readouterr()
     metrics = _families(metrics_file.read_text())
     orders, users = (("database", "orders"),), (("database", "users"),)
-    assert 0 <= metrics["drillbook_last_pass_age_seconds"][orders] < 120
-    assert users not in metrics["drillbook_last_pass_age_seconds"]  # never passed: no age, and stale
-    assert metrics["drillbook_stale"] == {orders: 0.0, users: 1.0}
+    now = datetime.now(UTC).timestamp()
+    assert 0 <= now - metrics["drillbook_last_pass_timestamp_seconds"][orders] < 120  # a time, not an age: it never freezes
+    assert users not in metrics["drillbook_last_pass_timestamp_seconds"]  # never passed
+    assert "drillbook_last_pass_age_seconds" not in metrics and "drillbook_stale" not in metrics
     assert metrics["drillbook_rto_target_seconds"][orders] == 120.0 and metrics["drillbook_rpo_target_seconds"][orders] == 600.0
     assert 0 < metrics["drillbook_last_rto_seconds"][orders] < 120
     assert metrics["drillbook_last_verdict"][(("database", "users"), ("verdict", "FAIL"))] == 1.0
     assert metrics["drillbook_last_verdict"][(("database", "users"), ("verdict", "PASS"))] == 0.0
-    assert "drillbook_forecast_days_to_rto_target" not in metrics  # one drill: no forecast yet
+    assert "drillbook_forecast_rto_target_timestamp_seconds" not in metrics  # one drill: no forecast yet
 
     assert main(["metrics", "--config", str(config), "--output", "-"]) == 0
-    assert _families(capsys.readouterr().out)["drillbook_stale"] == metrics["drillbook_stale"]
+    out = _families(capsys.readouterr().out)
+    assert out["drillbook_last_pass_timestamp_seconds"] == metrics["drillbook_last_pass_timestamp_seconds"]
 
 
 def test_metrics_push_to_a_pushgateway(capsys, replicate, write_catalogue):
@@ -343,7 +345,7 @@ def test_metrics_push_to_a_pushgateway(capsys, replicate, write_catalogue):
         gateway = f"http://127.0.0.1:{server.server_address[1]}"
         assert main(["metrics", "--config", str(config), "--push", gateway]) == 0
         ((path, body),) = received
-        assert path == "/metrics/job/drillbook" and "drillbook_stale" in body
+        assert path == "/metrics/job/drillbook" and "drillbook_max_drill_age_seconds" in body
     finally:
         server.shutdown()
     assert main(["metrics", "--config", str(config), "--push", "http://127.0.0.1:1"]) == 2
@@ -391,7 +393,8 @@ def test_metrics_carry_the_forecast_once_there_are_enough_drills(capsys, replica
     seed(load_catalogue(config).history_url, template, [60 + 2 * i for i in range(20)], end=datetime.now(UTC) - timedelta(hours=2))
     assert main(["metrics", "--config", str(config)]) == 0
     metrics = _families(capsys.readouterr().out)
-    days = metrics["drillbook_forecast_days_to_rto_target"][(("database", "orders"),)]
+    crosses = metrics["drillbook_forecast_rto_target_timestamp_seconds"][(("database", "orders"),)]
+    days = (crosses - datetime.now(UTC).timestamp()) / 86400
     assert 10 <= days <= 13  # 98 s now, +2 s a day, target 120 s
 
 

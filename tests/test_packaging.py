@@ -63,6 +63,7 @@ def test_the_wheel_installs_one_import_name_and_ships_the_demo_suite(wheel):
     top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top == {"drillbook"}
     assert "drillbook/expectations/demo-orders/orders.json" in names
+    assert {"drillbook/tasks/report/templates/page.html.j2", "drillbook/tasks/report/templates/page.css"} <= set(names)  # the HTML page
     assert not any(name.startswith("drillbook/__init__") for name in names)  # a namespace: nothing at the top to shadow
 
 

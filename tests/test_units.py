@@ -37,7 +37,7 @@ def test_hanging_litestream_is_killed_at_its_timeout():
         port = sock.getsockname()[1]
     url = f"s3://drills/app.db?endpoint=http://127.0.0.1:{port}&region=us-east-1&forcePathStyle=true"
     started = time.monotonic()
-    record = run_litestream(["ltx", "-json", url], timeout=2)
+    record = run_litestream(["ltx", "-json", url], timeout=2).record
     assert record.timed_out and record.exit_code is None
     assert time.monotonic() - started < 10
     assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] and url in p.info["cmdline"]]

@@ -109,6 +109,50 @@ def test_rpo_is_judged_on_the_header_time_and_the_storage_time_is_reported_besid
     assert any("(+44s): a copied or re-uploaded replica" in note for note in result.notes)
 
 
+@pytest.mark.parametrize("ahead", [3.0, 120.0, 6 * 3600.0])
+def test_a_newest_change_in_the_future_is_clock_skew_an_unknown_rpo_and_never_a_pass(ahead):
+    """The primary's clock ahead (or this host's behind): the RPO used to be clamped to 0 and the drill PASSed."""
+    written = START + timedelta(seconds=ahead)
+    replica = _replica(newest_time=written, newest_storage_time=written)
+    result = _judge(replica, RestoreResult(status=Status.PASSED, txid=NEWEST, seconds=1.0, path="/x"))
+
+    assert (result.verdict, result.failure_mode, result.rpo_seconds) == (Verdict.FAIL, FailureMode.REPLICA_LAG, None)
+    assert result.findings[0].detail == (
+        f"clock skew: the newest change was written at {written:%Y-%m-%d %H:%M:%S}Z (the primary's clock), {ahead:.0f}s after "
+        f"the drill started at {START:%Y-%m-%d %H:%M:%S}Z (this host's clock); the RPO cannot be judged: "
+        "synchronise both clocks (NTP) and drill again"
+    )
+    assert replica.lag_seconds(START) is None
+
+
+def test_a_change_just_inside_the_clock_tolerance_reads_as_zero_rpo():
+    replica = _replica(newest_time=START + timedelta(seconds=1.5), newest_storage_time=START)
+    result = _judge(replica, RestoreResult(status=Status.PASSED, txid=NEWEST, seconds=1.0, path="/x"))
+    assert (result.verdict, result.rpo_seconds) == (Verdict.PASS, 0.0)
+
+
+def test_the_clock_tolerance_is_a_catalogue_setting(write_catalogue):
+    from drillbook.tasks.config import DatabaseEntry
+    from drillbook.tasks.integrity import IntegrityReport
+
+    catalogue = load_catalogue(write_catalogue(entry("orders", "file:///r/orders.db"), settings={"clock_skew_tolerance": "30s"}))
+    assert catalogue.drillbook.clock_skew_tolerance == 30.0
+    replica = _replica(newest_time=START + timedelta(seconds=20), newest_storage_time=START)
+    database = DatabaseEntry(name="orders", replica="file:///r/orders.db", rto_target=60, rpo_target=30)
+    restore = RestoreResult(status=Status.PASSED, txid=NEWEST, seconds=1.0, path="/x")
+    integrity = IntegrityReport(status=Status.PASSED, seconds=0.1, summary="intact")
+    kept = dict(drill_id="d" * 32, started_at=START, replica=replica, restore=restore, integrity=integrity)
+    assert judged(database, clock_skew_tolerance=30.0, **kept).verdict == Verdict.PASS
+    assert judged(database, **kept).verdict == Verdict.FAIL
+
+
+def test_a_restored_position_in_the_future_is_clock_skew_too():
+    replica = _replica(txid_times={OLDER: START + timedelta(seconds=600), NEWEST: START - timedelta(seconds=5)})
+    result = _judge(replica, RestoreResult(status=Status.PASSED, txid=OLDER, seconds=1.0, path="/x"))
+    assert result.verdict == Verdict.FAIL and result.rpo_seconds is None
+    assert any(f.detail.startswith("clock skew: ") for f in result.findings)
+
+
 def test_ltx_header_is_read_as_litestream_writes_it(tmp_path):
     from drillbook.testing.s3 import replicate_once
 

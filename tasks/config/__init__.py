@@ -14,6 +14,7 @@ from drillbook.tasks.config.fields import (
     Duration,
     RestorePoints,
     SmokeCheck,
+    check_release,
     parse_duration,
 )
 from drillbook.tasks.config.load import catalogue_path, load_catalogue
@@ -30,6 +31,7 @@ __all__ = [
     "SlackSettings",
     "SmokeCheck",
     "catalogue_path",
+    "check_release",
     "load_catalogue",
     "parse_duration",
 ]

@@ -52,6 +52,12 @@ class Settings(BaseModel):
         default=None,
         description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue.",
     )
+    clock_skew_tolerance: Duration = Field(
+        default=2.0,
+        le=3600,
+        description="Seconds the newest change may lie in the drill host's future (the primary's clock ahead) before the RPO "
+        "is judged unknown and the drill FAILs as clock skew.",
+    )
 
     @model_validator(mode="after")
     def _no_go(self) -> Settings:

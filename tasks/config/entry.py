@@ -7,8 +7,9 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, Duration, RestorePoints, SmokeCheck
-from drillbook.tasks.text import redact_url
+from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, TAG_LIMIT, Duration, RestorePoints, SmokeCheck
+from drillbook.tasks.storage import BACKENDS, check_replica_url
+from drillbook.tasks.text import check_label, redact_url
 
 
 class DatabaseEntry(BaseModel):
@@ -18,7 +19,9 @@ class DatabaseEntry(BaseModel):
 
     name: str = Field(description="Short unique name: letters, digits, '-', '_', '.'; used in paths and reports.")
     replica: str = Field(
-        description="Replica URL as litestream takes it: s3://bucket/path?endpoint=...&region=...&forcePathStyle=true, or file:///path."
+        description="Replica URL as litestream takes it: s3://bucket/path?endpoint=...&region=...&forcePathStyle=true, file:///path, "
+        "abs://ACCOUNT@CONTAINER/PATH[?endpoint=URL], gs://BUCKET/PATH, sftp://USER@HOST[:PORT]/PATH, webdav[s]://HOST[:PORT]/PATH, "
+        "nats://HOST[:PORT]/BUCKET; credentials from the environment (README, 'Replica backends'), never in the URL."
     )
     rto_target: Duration = Field(description="Longest acceptable time from 'start recovering' to 'the application works on the copy'.")
     rpo_target: Duration = Field(description="Largest acceptable age of the newest change held by the replica.")
@@ -77,7 +80,7 @@ class DatabaseEntry(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
+        if not NAME_PATTERN.match(value):  # the pattern ends in \Z: "app\n" is refused
             raise ValueError(f"use letters, digits, '-', '_' or '.', at most 63 characters (got {value!r})")
         return value
 
@@ -85,11 +88,25 @@ class DatabaseEntry(BaseModel):
     @classmethod
     def _owners(cls, value: list[str]) -> list[str]:
         for owner in value:
-            if not SLACK_ID_PATTERN.match(owner):
+            if not SLACK_ID_PATTERN.match(owner):  # \Z: no trailing newline
                 raise ValueError(
                     f"{owner!r} is not a Slack user ID (U0123ABCD, W0123ABCD) or user-group ID (S0123ABCD); "
                     "copy it from the person's or group's profile in Slack (names and @handles do not work)"
                 )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: list[str]) -> list[str]:
+        for tag in value:
+            check_label(tag, f"tag {tag[:40]!r}", TAG_LIMIT)
+        return value
+
+    @field_validator("expectations")
+    @classmethod
+    def _suites(cls, value: list[str] | None) -> list[str] | None:
+        for suite in value or []:
+            check_label(suite, f"suite {suite[:40]!r}")
         return value
 
     @field_validator("replica")
@@ -102,8 +119,13 @@ class DatabaseEntry(BaseModel):
         elif parts.scheme == "file":
             if not parts.path:
                 raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {value!r})")
+        elif parts.scheme in BACKENDS:
+            problem = check_replica_url(value)  # the backend's own check: a container, a host, a key file
+            if problem is not None:
+                raise ValueError(problem)
         else:
-            raise ValueError(f"use an s3:// or file:// replica URL (got {value!r})")
+            known = ", ".join(f"{scheme}://" for scheme in sorted(BACKENDS))
+            raise ValueError(f"use a replica URL litestream replicates to ({known}); got {redact_url(value)!r}")
         return value
 
     @property

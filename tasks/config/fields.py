@@ -8,10 +8,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.text import check_label
+
 DEFAULT_CATALOGUE = "drillbook.toml"
 CATALOGUE_ENV = "DRILLBOOK_CONFIG"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")  # fullmatch: '$' would let a trailing "\n" through
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 DURATION_HINT = 'a number of seconds or a string like "90s", "5m", "1h"'
 
@@ -22,7 +25,7 @@ def parse_duration(value: Any) -> float:
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
     if isinstance(value, (int, float)):
         seconds = float(value)
-    elif isinstance(value, str) and (match := _DURATION.match(value)):
+    elif isinstance(value, str) and (match := _DURATION.fullmatch(value)):
         seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     else:
         raise ValueError(f"expected {DURATION_HINT}, got {value!r}")
@@ -33,11 +36,25 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-SLACK_ID_PATTERN = re.compile(r"^[UWS][A-Z0-9]{2,}$")
+# Patterns are used with fullmatch (or end in \Z): a '$' also matches before a trailing newline, so "app\n" would pass.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+SLACK_ID_PATTERN = re.compile(r"[UWS][A-Z0-9]{2,}\Z")
+RELEASE_LIMIT = 200  # characters in a release name (CI's tag, a version, a commit)
+TAG_LIMIT = 63
 
 
-_SMOKE_NAME = re.compile(r"^[^\x00-\x1f]{1,80}$")
+_SMOKE_NAME = re.compile(r"[^\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]{1,80}\Z")
+
+
+def check_release(release: str | None, field: str = "release") -> str | None:
+    """A release (the --release option, the release flow's parameter, an event's payload) checked whole:
+    one printable line of at most RELEASE_LIMIT characters; ConfigError naming `field` otherwise."""
+    if release is None:
+        return None
+    try:
+        return check_label(release, field, RELEASE_LIMIT)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field=field) from None
 
 
 class SmokeCheck(BaseModel):

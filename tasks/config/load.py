@@ -49,8 +49,17 @@ def _check_guards(catalogue: Catalogue, source: Path) -> None:
             )
 
 
-_loaded: dict[tuple[str, str, str], Catalogue] = {}
+_loaded: dict[tuple[str, str, str, str], Catalogue] = {}
 _LOADED_KEPT = 8
+
+
+_CHECKED_PREFIXES = ("LITESTREAM_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR_HOST", "AWS_")
+
+
+def _checked_environment() -> str:
+    """A digest of the variables the replica URL checks read (never the values themselves)."""
+    items = sorted((k, v) for k, v in os.environ.items() if k.startswith(_CHECKED_PREFIXES))
+    return hashlib.sha256(repr(items).encode()).hexdigest()
 
 
 def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
@@ -66,7 +75,8 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
     except OSError:
         raw = None  # reported below, by the same read
     if raw is not None:
-        key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir())  # the scratch default follows TMPDIR
+        # The scratch default follows TMPDIR, and the backends' URL checks read their credential variables.
+        key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir(), _checked_environment())
         if key in _loaded:
             return _loaded[key].model_copy(deep=True)
         catalogue = _parse_catalogue(source, raw)
@@ -74,17 +84,31 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
             _loaded.pop(next(iter(_loaded)))
         _loaded[key] = catalogue.model_copy(deep=True)
         return catalogue
-    return _parse_catalogue(source, None)
+    return _parse_catalogue(source, None, given=path)
 
 
-def _parse_catalogue(source: Path, raw: bytes | None) -> Catalogue:
+def not_found_message(source: Path, given: str | os.PathLike[str] | None) -> str:
+    """Where drillbook looked and why there: --config, $DRILLBOOK_CONFIG, or the default in the current directory."""
+    resolved = source.expanduser().absolute()
+    if given:
+        shown = f"{source}" if source.is_absolute() else f"{source} ({resolved})"
+        return f"{shown}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH."
+    if os.environ.get(CATALOGUE_ENV):
+        return (
+            f"{resolved}: catalogue not found (${CATALOGUE_ENV}={os.environ[CATALOGUE_ENV]}). Fix ${CATALOGUE_ENV} or pass --config PATH."
+        )
+    return (
+        f"{resolved}: catalogue not found (no --config given and ${CATALOGUE_ENV} not set: the default {DEFAULT_CATALOGUE} "
+        f"in the current directory). Create it (see README, 'Catalogue'), pass --config PATH or set ${CATALOGUE_ENV}."
+    )
+
+
+def _parse_catalogue(source: Path, raw: bytes | None, given: str | os.PathLike[str] | None = None) -> Catalogue:
     try:
         if raw is None:
             raw = source.read_bytes()
     except FileNotFoundError:
-        raise ConfigError(
-            f"{source}: catalogue not found. Create it (see README, 'Catalogue') or pass --config PATH.", path=str(source)
-        ) from None
+        raise ConfigError(not_found_message(source, given), path=str(source)) from None
     except OSError as exc:
         raise ConfigError(f"{source}: cannot read the catalogue: {exc.strerror}", path=str(source)) from None
     try:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.text import duration_text
 
 DAY = 86400.0
+MIN_SPAN_SECONDS = 2 * 3600.0  # drills closer together than this show no trend (and round to "0 days")
 WEEK = 7 * DAY
 GB = 1e9
 
@@ -121,10 +122,16 @@ def forecast_rto(
         rto_seconds=next((p.rto_seconds for p in reversed(points) if p.rto_seconds is not None), None),
     )
     rto_text = f"RTO {_seconds(base.rto_seconds)}" if base.rto_seconds is not None else "RTO not measured yet"
-    if passing:
-        base.span_days = round((passing[-1].started_at - passing[0].started_at).total_seconds() / DAY, 1)
-    if len(passing) < min_drills or base.span_days <= 0:
+    span = (passing[-1].started_at - passing[0].started_at).total_seconds() if passing else 0.0
+    base.span_days = round(span / DAY, 1)
+    if len(passing) < min_drills:
         base.line = f"{rto_text}: no forecast yet, {len(passing)} of the {min_drills} passing drills it needs (not guessing)"
+        return base
+    if span < MIN_SPAN_SECONDS:  # enough drills, too close together: say that, not "8 of the 5"
+        base.line = (
+            f"{rto_text}: no forecast yet, the {len(passing)} passing drills span only {duration_text(span)}; "
+            f"a trend needs them spread over at least {duration_text(MIN_SPAN_SECONDS)} (not guessing)"
+        )
         return base
     origin = passing[0].started_at
     xs = [(p.started_at - origin).total_seconds() for p in passing]

@@ -1,10 +1,14 @@
 """The drill history as Prometheus metrics (prometheus_client's exposition format).
 
-Per database: seconds since the last passing drill (an age, which alerts
-cleanly: `> max_drill_age`), the last RTO and RPO and their targets, the last
-verdict, and the forecast's days until the RTO reaches its target. Written as a
-node_exporter textfile-collector file (atomically, by prometheus_client),
-printed, or pushed to a Pushgateway.
+Per database: when the last passing drill started, the last RTO and RPO and
+their targets, the last verdict, when the forecast has the RTO reach its target,
+and (from `drillbook watch`) when the replica's newest change was written.
+Times, never ages: the file is rewritten only after a drill or a watch, so an
+age written into it would freeze exactly when the nightly stops. A rule that
+says `time() - drillbook_last_pass_timestamp_seconds > ...` keeps counting on a
+frozen file (deployments/prometheus-rules.yml). Every value is in seconds.
+Written as a node_exporter textfile-collector file (atomically, by
+prometheus_client), printed, or pushed to a Pushgateway.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.errors import HistoryError
-from drillbook.tasks.history.store import TrendPoint, last_passes, recent_drills, trend_point, trend_points
+from drillbook.tasks.history.alerts import watch_states
+from drillbook.tasks.history.store import TrendPoint, _aware, last_passes, recent_drills, trend_point, trend_points
 from drillbook.tasks.history.trends import TREND_DAYS, forecast_for
 
 VERDICTS = ("PASS", "FAIL", "ERROR")
@@ -29,25 +34,34 @@ def build_registry(
     names = [entry.name for entry in catalogue.database]
     points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
     passes = last_passes(catalogue.history_url)
+    watched = watch_states(catalogue.history_url)
     registry = CollectorRegistry()
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database",)) -> Gauge:
         return Gauge(name, doc, labels, registry=registry)
 
-    age = gauge("drillbook_last_pass_age_seconds", "Seconds since the newest passing drill started (absent: never passed).")
-    last_pass = gauge("drillbook_last_pass_timestamp_seconds", "Unix time the newest passing drill started.")
-    max_age = gauge("drillbook_max_drill_age_seconds", "The database's max_drill_age: older last PASS means stale.")
-    stale = gauge("drillbook_stale", "1 when the last PASS is older than max_drill_age (or there is none).")
+    generated = Gauge("drillbook_metrics_timestamp_seconds", "Unix time these metrics were written.", registry=registry)
+    last_pass = gauge("drillbook_last_pass_timestamp_seconds", "Unix time the newest passing drill started (absent: never passed).")
+    max_age = gauge("drillbook_max_drill_age_seconds", "The database's max_drill_age: an older last PASS means stale.")
     rto = gauge("drillbook_last_rto_seconds", "Measured RTO of the newest drill that measured one.")
     rto_target = gauge("drillbook_rto_target_seconds", "RTO target from the catalogue.")
     rpo = gauge("drillbook_last_rpo_seconds", "Measured RPO of the newest drill that measured one.")
     rpo_target = gauge("drillbook_rpo_target_seconds", "RPO target from the catalogue.")
     verdict = gauge("drillbook_last_verdict", "1 for the newest drill's verdict, 0 for the others.", ("database", "verdict"))
     last_drill = gauge("drillbook_last_drill_timestamp_seconds", "Unix time the newest drill (any verdict) started.")
-    days = gauge(
-        "drillbook_forecast_days_to_rto_target",
-        "Forecast days until the RTO trend reaches its target (0: already there; absent: not growing or too few drills).",
+    crosses = gauge(
+        "drillbook_forecast_rto_target_timestamp_seconds",
+        "Unix time the RTO trend is forecast to reach its target (the time of the forecast: already there; absent: not growing or too few drills).",
     )
+    replica_newest = gauge(
+        "drillbook_replica_newest_change_timestamp_seconds",
+        "Unix time litestream wrote the replica's newest change, as `drillbook watch` last saw it.",
+    )
+    watch_checked = gauge("drillbook_watch_timestamp_seconds", "Unix time `drillbook watch` last checked the replica.")
+    stopped = gauge(
+        "drillbook_replication_stopped", "1 when `drillbook watch` last found replication stopped (live data newer than the replica)."
+    )
+    generated.set(now.timestamp())
     for entry in catalogue.database:
         name = entry.name
         mine = points.get(name, [])
@@ -56,9 +70,13 @@ def build_registry(
         rpo_target.labels(name).set(entry.rpo_target)
         passed = passes.get(name)
         if passed is not None:
-            age.labels(name).set(max(0.0, (now - passed).total_seconds()))
             last_pass.labels(name).set(passed.timestamp())
-        stale.labels(name).set(0 if passed is not None and (now - passed).total_seconds() <= catalogue.max_drill_age(entry) else 1)
+        seen = watched.get(name)
+        if seen is not None:
+            watch_checked.labels(name).set(_aware(seen.checked_at).timestamp())
+            stopped.labels(name).set(1 if seen.stopped else 0)
+            if seen.replica_newest_at is not None:
+                replica_newest.labels(name).set(_aware(seen.replica_newest_at).timestamp())
         if not mine:  # nothing recent: the newest drill, however old, still says what was last measured
             mine = [trend_point(row) for row in recent_drills(catalogue.history_url, name, limit=1)]
         if mine:
@@ -66,15 +84,16 @@ def build_registry(
             last_drill.labels(name).set(newest.started_at.timestamp())
             for value in VERDICTS:
                 verdict.labels(name, value).set(1 if newest.verdict == value else 0)
-            measured_rto = next((p.rto_seconds for p in reversed(mine) if p.rto_seconds is not None), None)
-            measured_rpo = next((p.rpo_seconds for p in reversed(mine) if p.rpo_seconds is not None), None)
+            # A point-in-time drill restores a past point: its RTO / RPO are not the newest position's.
+            measured_rto = next((p.rto_seconds for p in reversed(mine) if p.rto_seconds is not None and p.point_kind is None), None)
+            measured_rpo = next((p.rpo_seconds for p in reversed(mine) if p.rpo_seconds is not None and p.point_kind is None), None)
             if measured_rto is not None:
                 rto.labels(name).set(measured_rto)
             if measured_rpo is not None:
                 rpo.labels(name).set(measured_rpo)
             forecast = forecast_for(catalogue, name, mine, entry.rto_target, now)
-            if forecast.days_to_target is not None:
-                days.labels(name).set(forecast.days_to_target)
+            if forecast.crosses_at is not None:
+                crosses.labels(name).set(forecast.crosses_at.timestamp())
     return registry
 
 

@@ -19,7 +19,8 @@ from typing import Literal
 from pydantic import BaseModel
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history.store import alert_states, last_passes, save_alert_state
+from drillbook.tasks.history.alerts import alert_states, save_alert_state
+from drillbook.tasks.history.store import last_passes
 from drillbook.tasks.text import duration_text, file_part
 
 

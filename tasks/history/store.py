@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,15 +26,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, create_engine, func, select, text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.text import one_line, redact, redact_url
 from drillbook.tasks.verdict import DrillResult
 
-HEAD_REVISION = "0002"  # the newest script in migrations/versions (a test holds the two together)
+HEAD_REVISION = "0003"  # the newest script in migrations/versions (a test holds the two together)
 VERSION_TABLE = "drillbook_alembic_version"  # not alembic_version: the store may share a database with an app that has its own
 _PG_LOCK_KEY = 0x64726C62  # "drlb": the advisory lock held while migrating
 
@@ -73,18 +75,8 @@ class DrillRecord(Base):
     litestream_version: Mapped[str | None] = mapped_column(String(32))
     planned_rto_seconds: Mapped[float | None] = mapped_column(Float)
     planned_bytes: Mapped[int | None] = mapped_column(BigInteger)
-
-
-class AlertState(Base):
-    """Per database: is it stale, since when, and which alert said so (one Slack alert per transition)."""
-
-    __tablename__ = "drillbook_alerts"
-
-    database: Mapped[str] = mapped_column(String(64), primary_key=True)
-    stale: Mapped[bool] = mapped_column(Boolean)
-    since: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    last_pass_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    notified_key: Mapped[str | None] = mapped_column(String(128))
+    # Revision 0003: a point-in-time drill's kind (at, txid, oldest, random); NULL for a drill of the newest position.
+    point_kind: Mapped[str | None] = mapped_column(String(16))
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,16 +99,22 @@ class TrendPoint:
     restore_seconds: float | None
     evidence: str | None
     release: str | None = None
+    point_kind: str | None = None  # a point-in-time drill: not the newest position's RTO / RPO or last PASS
 
 
 # ---------------------------------------------------------------------------------------------- schema
 
 
 def safe_url(url: str) -> str:
+    """The history URL without its password. SQLAlchemy reads a password holding '@' only up to the first one (the
+    rest would show as the host and path), so such a URL is masked by the text rule, up to the last '@'."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except Exception:  # not a URL at all: say so without echoing it whole
         return "(unparseable URL)"
+    if parsed.username is None and parsed.password is None or url.count("@") <= 1:  # SQLAlchemy read it right: user:***@host
+        return parsed.render_as_string(hide_password=True)
+    return redact_url(url)  # a password holding '@': SQLAlchemy stops at the first, so the text rule masks to the last
 
 
 _engines: dict[str, Engine] = {}
@@ -176,12 +174,13 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
     if engine.url.get_backend_name() != "sqlite" or not database or database == ":memory:":
         yield
         return
-    with open(f"{database}.migrate-lock", "w") as handle:
+    # The store's folder is locked, not a file beside it: nothing is left behind (a lock file would stay, empty, for good).
+    handle = os.open(Path(database).resolve().parent, os.O_RDONLY)
+    try:
         fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
+    finally:
+        os.close(handle)  # closing releases the lock
 
 
 def _at_head(engine: Engine) -> bool:
@@ -226,6 +225,7 @@ def _errors(what: str, url: str) -> Iterator[None]:
         yield
     except (SQLAlchemyError, OSError) as exc:
         detail = exc.args[-1] if exc.args and what != "read" else ""
+        detail = one_line(redact(str(detail), url, emails=False), 500)  # a driver's message may echo the URL, password and all
         raise HistoryError(
             f"cannot {what} the drill history at {safe_url(url)}: {type(exc).__name__}" + (f": {detail}" if detail else "")
         ) from None
@@ -278,6 +278,7 @@ def _row(result: DrillResult) -> DrillRecord:
         litestream_version=result.versions.get("litestream"),
         planned_rto_seconds=plan.expected_rto_seconds if plan is not None else None,
         planned_bytes=plan.bytes_to_fetch if plan is not None else None,
+        point_kind=result.point.request.kind.value if result.point is not None and result.point.request is not None else None,
     )
 
 
@@ -334,6 +335,7 @@ _POINT_COLUMNS = (
     DrillRecord.phase_seconds,
     DrillRecord.evidence,
     DrillRecord.release,
+    DrillRecord.point_kind,
 )
 
 
@@ -360,6 +362,7 @@ def trend_point(row: Any) -> TrendPoint:
         restore_seconds=phases.get("restore"),
         evidence=row.evidence,
         release=row.release,
+        point_kind=row.point_kind,
     )
 
 
@@ -384,29 +387,11 @@ def trend_points(url: str, databases: Iterable[str] | None = None, *, since: dat
 
 
 def last_passes(url: str) -> dict[str, datetime]:
-    """Per database, when its newest passing drill started."""
+    """Per database, when its newest passing drill of the newest position started (a point-in-time drill proves a past point)."""
     with _store(url, "read") as engine, engine.connect() as connection:
         query = (
             select(DrillRecord.database, func.max(DrillRecord.started_at))
-            .where(DrillRecord.verdict == "PASS")
+            .where(DrillRecord.verdict == "PASS", DrillRecord.point_kind.is_(None))
             .group_by(DrillRecord.database)
         )
         return {name: _aware(at) for name, at in connection.execute(query)}
-
-
-def alert_states(url: str) -> dict[str, AlertState]:
-    with _store(url, "read") as engine, Session(engine) as session:
-        rows = list(session.scalars(select(AlertState)))
-        session.expunge_all()
-        return {row.database: row for row in rows}
-
-
-def save_alert_state(
-    url: str, database: str, *, stale: bool, since: datetime, last_pass_at: datetime | None, notified_key: str | None
-) -> None:
-    with _store(url, "write") as engine, Session(engine) as session, session.begin():
-        row = session.get(AlertState, database)
-        if row is None:
-            session.add(AlertState(database=database, stale=stale, since=since, last_pass_at=last_pass_at, notified_key=notified_key))
-        else:
-            row.stale, row.since, row.last_pass_at, row.notified_key = stale, since, last_pass_at, notified_key

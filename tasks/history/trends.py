@@ -6,7 +6,6 @@ turns into a note, and the drill's verdict stands.
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -15,9 +14,9 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
 from drillbook.tasks.history.forecast import Outlook, RtoForecast, advise, forecast_rto
 from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
-from drillbook.tasks.litestream import find_litestream, litestream_env
-from drillbook.tasks.ltx import LEGACY_LAYOUT
-from drillbook.tasks.plan import RestorePlan, dry_run, estimate
+from drillbook.tasks.litestream import run_litestream
+from drillbook.tasks.ltx import LEGACY_LAYOUT, ltx_files
+from drillbook.tasks.plan import RestorePlan, dry_run, estimate, plan_from_listing
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.report.charts import render_chart
 from drillbook.tasks.steps import Status
@@ -30,10 +29,10 @@ TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history 
 @lru_cache(maxsize=1)
 def litestream_version() -> str | None:
     try:
-        done = subprocess.run([find_litestream(), "version"], capture_output=True, text=True, timeout=10, env=litestream_env())
-    except (ToolMissing, OSError, subprocess.TimeoutExpired):
+        done = run_litestream(["version"], timeout=10)
+    except ToolMissing:
         return None
-    return (done.stdout.strip()[:32] or None) if done.returncode == 0 else None
+    return (done.stdout.strip()[:32] or None) if done.record.ok else None
 
 
 def tool_versions() -> dict[str, str]:
@@ -41,7 +40,7 @@ def tool_versions() -> dict[str, str]:
     return {name: value for name, value in found.items() if value}
 
 
-def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState | None = None) -> RestorePlan:
+def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState | None = None, *, litestream: bool = False) -> RestorePlan:
     """litestream's dry-run plan with the expected RTO from the history (the fleet's when this database has none)."""
     if replica is not None and not replica.ok:
         return RestorePlan.skipped("not planned: the replica inspection did not pass")
@@ -50,7 +49,9 @@ def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState |
             f"not planned: litestream cannot dry-run a 0.3 replica; a restore fetches generation {replica.generations[-1]}'s newest "
             f"snapshot and the WAL segments after it ({replica.total_bytes:,} bytes listed)"
         )
-    plan = dry_run(entry)
+    # The inspection's listing gives the plan without a litestream process (`litestream=True`: litestream's own, as `plan --litestream`).
+    listing = replica.listing if replica is not None and not litestream else None
+    plan = plan_from_listing(ltx_files(listing)) if listing is not None else dry_run(entry)
     if plan.status != Status.PASSED:
         return plan
     try:

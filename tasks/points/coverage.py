@@ -22,11 +22,18 @@ class PointRecord(BaseModel):
     started_at: datetime
     kind: str | None = None
     requested_at: datetime | None = None
+    expected_time: datetime | None = None
+    restored_time: datetime | None = None
     proven: bool = False
     integrity_passed: bool = False
     oldest_time: datetime | None = None
     failure_mode: str | None = None
     problem: str | None = None
+
+    @property
+    def at(self) -> datetime | None:
+        """The point this drill restored: the time asked for, else (`--at oldest`, `--txid`) the time of the TXID it expected or restored."""
+        return self.requested_at or self.expected_time or self.restored_time
 
     @property
     def proven_restorable(self) -> bool:
@@ -43,6 +50,8 @@ class PointRecord(BaseModel):
             started_at=datetime.fromisoformat(summary["started_at"]),
             kind=point.get("kind"),
             requested_at=_time(point.get("requested_at")),
+            expected_time=_time(point.get("expected_time")),
+            restored_time=_time(point.get("restored_time")),
             proven=bool(point.get("proven")),
             integrity_passed=(summary.get("phases") or {}).get("integrity", {}).get("status") == Status.PASSED.value,
             oldest_time=_time(point.get("oldest_time")),
@@ -80,9 +89,9 @@ def proven_slots(records: Iterable[PointRecord], every: float) -> dict[datetime,
     """slot start -> when it was last proven restorable."""
     proven: dict[datetime, datetime] = {}
     for record in records:
-        if not record.proven_restorable or record.requested_at is None:
+        if not record.proven_restorable or record.at is None:
             continue
-        slot = slot_of(record.requested_at, every)
+        slot = slot_of(record.at, every)
         if slot not in proven or proven[slot] < record.started_at:
             proven[slot] = record.started_at
     return proven
@@ -108,15 +117,15 @@ def coverage(records: Iterable[PointRecord], window: float, every: float, now: d
             if row.slot_end <= oldest:
                 row.state, row.detail = "before oldest point", f"the oldest restorable point was {oldest.isoformat()}"
     for record in ordered:
-        if record.requested_at is None:
+        if record.at is None:
             continue
-        row = rows.get(slot_of(record.requested_at, every))
+        row = rows.get(slot_of(record.at, every))
         if row is None:
             continue
         row.drills += 1
         ok = record.proven_restorable
         if ok or row.state != "proven":
             row.state = "proven" if ok else "failed"
-            row.last, row.point, row.drill_id = record.started_at, record.requested_at, record.drill_id
+            row.last, row.point, row.drill_id = record.started_at, record.at, record.drill_id
             row.detail = None if ok else (record.failure_mode or record.problem)
     return list(rows.values())

@@ -1,6 +1,13 @@
-"""Step 8: rendering a drill result for people. Pure: rendering never sends anything."""
+"""Step 8: rendering a drill result for people. Pure: rendering never sends anything.
+
+Each renderer escapes for itself: the terminal panel is built of `Text` (never parsed as rich markup) from
+`shown` text (credentials masked, control characters and escape sequences written out); the Markdown
+artifact backslash-escapes Markdown's punctuation in every text from outside.
+"""
 
 from __future__ import annotations
+
+import re
 
 from rich.console import Group
 from rich.panel import Panel
@@ -8,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from drillbook.tasks.steps import Status
-from drillbook.tasks.text import duration_text
+from drillbook.tasks.text import duration_text, redact, visible
 from drillbook.tasks.verdict import DrillResult, Verdict
 
 _COLOURS = {Verdict.PASS: "green", Verdict.FAIL: "red", Verdict.ERROR: "yellow"}
@@ -61,15 +68,20 @@ def outlook_lines(result: DrillResult) -> list[str]:
     return lines + ([plan] if plan else [])
 
 
+def shown(text: str, style: str = "", *, lines: bool = False) -> Text:
+    """Text for the terminal: credentials masked, control characters shown, and never read as rich markup."""
+    return Text(visible(redact(text, emails=False), lines=lines), style=style)
+
+
 def render_terminal(result: DrillResult) -> Panel:
     colour = _COLOURS[result.verdict]
     lines = [
-        Text(headline(result), style=f"bold {colour}"),
-        Text(measure_line("RTO", result.rto_seconds, result.rto_target_seconds)),
-        Text(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds)),
+        shown(headline(result), f"bold {colour}"),
+        shown(measure_line("RTO", result.rto_seconds, result.rto_target_seconds)),
+        shown(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds)),
     ]
     if result.freshness is not None and result.freshness.data_loss_seconds is not None:
-        lines.append(Text(measure_line("Data loss (freshness_query)", result.freshness.data_loss_seconds, result.rpo_target_seconds)))
+        lines.append(shown(measure_line("Data loss (freshness_query)", result.freshness.data_loss_seconds, result.rpo_target_seconds)))
     phases = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     phases.add_column("phase")
     phases.add_column("status")
@@ -77,16 +89,16 @@ def render_terminal(result: DrillResult) -> Panel:
     phases.add_column("detail", overflow="fold")
     for name, phase in result.phases.items():
         style = {Status.FAILED: "red", Status.ERROR: "yellow"}.get(phase.status, "")
-        phases.add_row(name, Text(_STATUS_MARK[phase.status], style=style), f"{phase.seconds:.2f}", phase.summary)
+        phases.add_row(shown(name), Text(_STATUS_MARK[phase.status], style=style), f"{phase.seconds:.2f}", shown(phase.summary, lines=True))
     for line in outlook_lines(result):
-        lines.append(Text(line, style="bold yellow" if line.startswith(("WARNING", "No-go")) else ""))
+        lines.append(shown(line, "bold yellow" if line.startswith(("WARNING", "No-go")) else ""))
     parts: list = [*lines, Text(""), phases]
     if result.verdict != Verdict.PASS:
         parts.append(Text(""))
         for finding in result.findings:
-            parts.append(Text(f"- {finding.mode.value}: {finding.detail}", style=colour))
+            parts.append(shown(f"- {finding.mode.value}: {finding.detail}", colour, lines=True))
         if result.action:
-            parts.append(Text(f"Next: {result.action}", style="bold"))
+            parts.append(shown(f"Next: {result.action}", "bold"))
     tail = []
     if result.scratch_kept:
         tail.append(f"restored copy kept for triage: {result.scratch_kept}")
@@ -95,15 +107,38 @@ def render_terminal(result: DrillResult) -> Panel:
     tail.extend(result.notes)
     if tail:
         parts.append(Text(""))
-        parts.extend(Text(line, style="dim") for line in tail)
-    title = f"drillbook · {result.database}" + (f" · {result.release}" if result.release else "")
+        parts.extend(shown(line, "dim", lines=True) for line in tail)
+    title = shown(f"drillbook · {result.database}" + (f" · {result.release}" if result.release else ""))
     return Panel(Group(*parts), title=title, border_style=colour, expand=False)
+
+
+# Emphasis, code, links, HTML, entities, table cells, strike; '_' inside a word never emphasises (snake_case stays).
+_MARKDOWN_INLINE = re.compile(r"([\\`*\[\]<>&|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+_MARKDOWN_LINE_START = re.compile(r"^()([#>+-])|^(\d+)([.)])")  # a heading, a quote, a list item ('-', '1.')
+
+
+def _one_line(text: str) -> str:
+    return visible(" ".join(redact(text, emails=False).split()))
+
+
+def md(text: str) -> str:
+    """Free text from outside inside Markdown: what would format, link or open HTML backslash-escaped, on one line."""
+    escaped = _MARKDOWN_INLINE.sub(r"\\\1", _one_line(text))
+    return _MARKDOWN_LINE_START.sub(lambda m: (m.group(3) or "") + "\\" + (m.group(2) or m.group(4)), escaped)
+
+
+def code(text: str) -> str:
+    """A name or path from outside as a Markdown code span: shown literally; the fence is longer than any backtick run in it."""
+    flat = _one_line(text)
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", flat)), default=0) + 1)
+    pad = " " if flat.startswith("`") or flat.endswith("`") else ""
+    return f"{fence}{pad}{flat}{pad}{fence}"
 
 
 def render_markdown(result: DrillResult) -> str:
     """The same summary as Markdown (Prefect artifact)."""
     out = [
-        f"## {result.verdict.value}: `{result.database}`" + (f" after `{result.release}`" if result.release else ""),
+        f"## {result.verdict.value}: {code(result.database)}" + (f" after {code(result.release)}" if result.release else ""),
         "",
         f"- **{measure_line('RTO', result.rto_seconds, result.rto_target_seconds)}**",
         f"- **{measure_line('RPO', result.rpo_seconds, result.rpo_target_seconds)}**",
@@ -119,15 +154,14 @@ def render_markdown(result: DrillResult) -> str:
         out.append(f"- **Next:** {result.action}")
     out += ["", "| phase | status | seconds | detail |", "|---|---|---:|---|"]
     for name, phase in result.phases.items():
-        detail = phase.summary.replace("|", "\\|").replace("\n", " ")
-        out.append(f"| {name} | {_STATUS_MARK[phase.status]} | {phase.seconds:.2f} | {detail} |")
+        out.append(f"| {md(name)} | {_STATUS_MARK[phase.status]} | {phase.seconds:.2f} | {md(phase.summary)} |")
     if len(result.findings) > 1 or (result.findings and result.verdict != Verdict.PASS):
         out += ["", "### Findings", ""]
-        out += [f"- **{f.mode.value}**: {f.detail}" for f in result.findings]
+        out += [f"- **{f.mode.value}**: {md(f.detail)}" for f in result.findings]
     out.append("")
     if result.scratch_kept:
-        out.append(f"Restored copy kept for triage: `{result.scratch_kept}`  ")
+        out.append(f"Restored copy kept for triage: {code(result.scratch_kept)}  ")
     if result.evidence:
-        out.append(f"Evidence bundle: `{result.evidence}`  ")
-    out += [f"{note}  " for note in result.notes]
+        out.append(f"Evidence bundle: {code(result.evidence)}  ")
+    out += [f"{md(note)}  " for note in result.notes]
     return "\n".join(out).rstrip() + "\n"

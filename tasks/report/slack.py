@@ -10,6 +10,14 @@ Nothing from the database's rows may reach Slack: findings and summaries are
 rendered, never row values, and every outgoing text passes `redact`, which
 masks e-mail addresses (the most common personal value in a failing check)
 and anything token-like.
+
+Every text from outside (names, releases, error text, summaries) is escaped
+here, at the sink: `escape` for mrkdwn (sections, context, the notification
+`text`), `plain` for plain_text (headers, file titles), `file_part` for file
+names. Control characters and bidi overrides are shown, not sent. Mentions and
+links appear only where drillbook writes them (owners, the flow run's link),
+and every mrkdwn object is `verbatim`, so Slack does not auto-link or parse
+mentions in what it was given.
 """
 
 from __future__ import annotations
@@ -24,11 +32,12 @@ from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
 from drillbook.tasks.report.drill import headline, measure_line, outlook_lines
 from drillbook.tasks.steps import Status
-from drillbook.tasks.text import duration_text, redact, redact_data, redact_url
+from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 if TYPE_CHECKING:
     from drillbook.tasks.history.stale import StaleStatus
+    from drillbook.tasks.watch import WatchStatus
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -43,8 +52,18 @@ _PHASE_MARK = {Status.PASSED: ":white_check_mark:", Status.FAILED: ":x:", Status
 
 
 def escape(text: str) -> str:
-    """Slack mrkdwn control characters, so a detail never turns into a link or mention."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Slack mrkdwn control characters, so a detail never turns into a link or mention; control characters shown."""
+    return visible(text, lines=True).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def plain(text: str) -> str:
+    """Text for a plain_text object (a header, a file title): Slack shows it as it is, on one line, controls shown."""
+    return visible(" ".join(text.split()))
+
+
+def notification(text: str) -> str:
+    """The message's top-level `text` (notifications, the fallback): redacted, cut, then escaped as mrkdwn."""
+    return escape(cut(redact(" ".join(text.split())), MAX_FALLBACK, "…"))
 
 
 def cut(text: str, limit: int, mark: str = CUT_MARK) -> str:
@@ -84,11 +103,11 @@ class SlackMessage(BaseModel):
 
 
 def _section(text: str) -> SectionBlock:
-    return SectionBlock(text=MarkdownTextObject(text=cut(text, MAX_SECTION)))
+    return SectionBlock(text=MarkdownTextObject(text=cut(text, MAX_SECTION), verbatim=True))
 
 
 def _context(*texts: str) -> ContextBlock:
-    return ContextBlock(elements=[MarkdownTextObject(text=cut(t, MAX_CONTEXT_TEXT)) for t in texts[:10]])
+    return ContextBlock(elements=[MarkdownTextObject(text=cut(t, MAX_CONTEXT_TEXT), verbatim=True) for t in texts[:10]])
 
 
 def _bold_label(line: str, label: str) -> str:
@@ -97,12 +116,12 @@ def _bold_label(line: str, label: str) -> str:
 
 def header_text(result: DrillResult) -> str:
     release = f" · {result.release}" if result.release else ""
-    return cut(f"{_EMOJI[result.verdict]} {result.verdict.value} · {result.database}{release}", MAX_HEADER, "…")
+    return cut(f"{_EMOJI[result.verdict]} {result.verdict.value} · {plain(redact(result.database + release))}", MAX_HEADER, "…")
 
 
 def fallback_text(result: DrillResult) -> str:
     """The one line Slack shows in notifications and where blocks cannot be shown."""
-    return cut(redact(headline(result)), MAX_FALLBACK, "…")
+    return notification(headline(result))
 
 
 def _findings_lines(result: DrillResult) -> list[str]:
@@ -153,8 +172,8 @@ def chart_file(result: DrillResult) -> SlackFile | None:
     except OSError:
         return None
     return SlackFile(
-        filename=f"rto-{result.database}-{result.drill_id}.png",
-        title=f"{result.database}: RTO forecast crosses its target in about {outlook.forecast.days_to_target:.0f} days",
+        filename=file_part(f"rto-{result.database}-{result.drill_id}.png"),
+        title=f"{plain(result.database)}: RTO forecast crosses its target in about {outlook.forecast.days_to_target:.0f} days",
         content_base64=base64.b64encode(data).decode(),
     )
 
@@ -185,7 +204,7 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
             blocks.append(_section(f"*Owners:* {mentions}"))
     blocks.append(_section("*Phases*\n" + "\n".join(_phase_lines(result))))
     context = [f"drill `{result.short_id}` · {result.finished_at:%Y-%m-%d %H:%M} UTC"]
-    if result.flow_run_url and result.flow_run_url.startswith(("http://", "https://")):
+    if result.flow_run_url and result.flow_run_url.startswith(("http://", "https://")) and not set("<>| ") & set(result.flow_run_url):
         context.append(f"<{result.flow_run_url}|Prefect flow run>")
     if evidence_in_thread:
         context.append("evidence bundle in the thread")
@@ -199,8 +218,8 @@ def evidence_file(result: DrillResult) -> SlackFile:
     """The whole evidence bundle as JSON, redacted like everything else that leaves."""
     data = redact_data({"drillbook_evidence": 1, **result.model_dump(mode="json")})
     return SlackFile(
-        filename=f"drill-{result.database}-{result.drill_id}.json",
-        title=f"Evidence bundle: {result.database} {result.verdict.value} ({result.short_id})",
+        filename=file_part(f"drill-{result.database}-{result.drill_id}.json"),
+        title=plain(f"Evidence bundle: {result.database} {result.verdict.value} ({result.short_id})"),
         content=json.dumps(data, indent=2) + "\n",
     )
 
@@ -243,9 +262,9 @@ def details_file(result: DrillResult) -> SlackFile:
     if result.evidence:
         lines.append(f"evidence bundle on disk: {result.evidence}")
     return SlackFile(
-        filename=f"drill-{result.database}-{result.drill_id}-details.txt",
-        title=f"Details: {result.database} {result.verdict.value}",
-        content=redact("\n".join(lines).rstrip() + "\n"),
+        filename=file_part(f"drill-{result.database}-{result.drill_id}-details.txt"),
+        title=plain(f"Details: {result.database} {result.verdict.value}"),
+        content=visible(redact("\n".join(lines).rstrip() + "\n"), lines=True),
     )
 
 
@@ -287,7 +306,7 @@ def render_nightly_summary(
     ordered = sorted(results, key=lambda r: (_ORDER[r.verdict], r.database))
     counts = tally((r.verdict for r in results), empty="no databases")
     worst = ordered[0].verdict if ordered else Verdict.PASS
-    blocks: list[Block] = [HeaderBlock(text=cut(f"{_EMOJI[worst]} {title}: {counts}", MAX_HEADER, "…"))]
+    blocks: list[Block] = [HeaderBlock(text=cut(f"{_EMOJI[worst]} {plain(redact(title))}: {counts}", MAX_HEADER, "…"))]
     lines = [_summary_line(r, owners.get(r.database, [])) for r in ordered]
     # Lines are packed into sections; past the block limit, the rest is counted, not shown.
     chunk: list[str] = []
@@ -310,7 +329,7 @@ def render_nightly_summary(
     failures = [r for r in ordered if r.verdict != Verdict.PASS]
     if failures and thread:
         blocks.append(_context("each failure's detail and evidence is in the thread"))
-    text = cut(redact(f"{title}: {counts}" + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10])), MAX_FALLBACK, "…")
+    text = notification(f"{title}: {counts}" + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10]))
     items: list[ThreadItem] = []
     if thread:
         for result in failures:
@@ -320,9 +339,7 @@ def render_nightly_summary(
         for result in ordered:  # a passing database whose RTO forecast crosses inside the horizon: its chart and line
             chart = chart_file(result) if result.verdict == Verdict.PASS else None
             if chart is not None:
-                items.append(
-                    ThreadItem(kind="message", text=cut(redact(f"{result.database}: {result.outlook.forecast.line}"), MAX_FALLBACK, "…"))
-                )  # type: ignore[union-attr]
+                items.append(ThreadItem(kind="message", text=notification(f"{result.database}: {result.outlook.forecast.line}")))  # type: ignore[union-attr]
                 items.append(ThreadItem(kind="file", file=chart))
     return SlackMessage(text=text, blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]], thread=items)
 
@@ -357,4 +374,26 @@ def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] 
         _section(body).to_dict(),
         _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict(),
     ]
-    return SlackMessage(text=cut(redact(text), MAX_FALLBACK, "…"), blocks=blocks)
+    return SlackMessage(text=notification(text), blocks=blocks)
+
+
+def render_watch_alert(kind: str, status: WatchStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
+    """One alert per transition of the replication watch: replication stopped, or resumed."""
+    if kind == "stopped":
+        text = f"REPLICATION STOPPED {status.database}: {status.detail}"
+        body = (
+            f":rotating_light: *{escape(status.database)}*: {escape(status.detail)}.\n"
+            "*Next:* check that `litestream replicate` runs beside the live database (its process, its log, "
+            "the replica's credentials and endpoint); writes since the replica's newest change are not backed up."
+        )
+        mentions = " ".join(mention(o) for o in owners)
+        if mentions:
+            body += f"\n*Owners:* {mentions}"
+    else:
+        text = f"REPLICATION RESUMED {status.database}: {status.detail}"
+        body = f":white_check_mark: *{escape(status.database)}* replicates again: {escape(status.detail)}."
+    blocks = [
+        _section(body).to_dict(),
+        _context("drillbook watch · one alert when replication stops, one when it resumes").to_dict(),
+    ]
+    return SlackMessage(text=notification(text), blocks=blocks)

@@ -105,13 +105,18 @@ def render_svg(points: Sequence, forecast: RtoForecast | None, *, now: datetime 
             path = " ".join(f"{px:.1f},{py:.1f}" for px, py in passing)
             out.append(f'<polyline points="{path}" fill="none" stroke="{COLOURS["PASS"]}" stroke-width="1.4" stroke-linejoin="round"/>')
         for verdict in ("FAIL", "ERROR"):
+            # A drill that failed before measuring (an ERROR, refused credentials) is drawn on the panel's floor:
+            # it happened, and leaving it out would draw a failing history as a clean one.
             marks = [
-                f"M{x(p.started_at) - 3:.1f},{y(getattr(p, attribute)) - 3:.1f}l6,6m0,-6l-6,6"
+                f"M{x(p.started_at) - 3:.1f},{(y(value) if value is not None else bottom) - 3:.1f}l6,6m0,-6l-6,6"
                 for p in points
-                if p.verdict == verdict and getattr(p, attribute) is not None
+                if p.verdict == verdict
+                for value in (getattr(p, attribute),)
             ]
             if marks:
-                out.append(f'<path d="{"".join(marks)}" stroke="{COLOURS[verdict]}" stroke-width="1.6" fill="none"/>')
+                out.append(
+                    f'<path data-verdict="{verdict}" d="{"".join(marks)}" stroke="{COLOURS[verdict]}" stroke-width="1.6" fill="none"/>'
+                )
         if fitted_end is not None:
             start = max(forecast.fit_origin, first)  # type: ignore[union-attr,type-var]
             out.append(

@@ -112,7 +112,9 @@ class WebApiTransport:
             "chat.postMessage",
             self.where,
             self.secrets,
-            lambda: self.client.chat_postMessage(channel=channel or "", text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False),
+            lambda: self.client.chat_postMessage(
+                channel=channel or "", text=text, blocks=blocks, thread_ts=thread_ts, unfurl_links=False, link_names=False, parse="none"
+            ),
         )
         return response.get("channel"), response.get("ts")
 

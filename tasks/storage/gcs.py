@@ -26,6 +26,9 @@ def check_url(url: str) -> str | None:
     """What the URL lacks; None when complete."""
     if not urlsplit(url).netloc:
         return f"{redact(url)}: no bucket: write gs://BUCKET/PATH"
+    key = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if key and not os.environ.get("STORAGE_EMULATOR_HOST") and not os.path.isfile(key):
+        return f"GOOGLE_APPLICATION_CREDENTIALS={key} is not a file (the service account key both drillbook and litestream read)"
     return None
 
 

@@ -24,7 +24,7 @@ class S3Location(BaseModel):
 
     @property
     def where(self) -> str:
-        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else "")
+        return f"s3://{self.bucket}/{self.prefix}" + (f" at {self.endpoint}" if self.endpoint else " at AWS (no endpoint= in the URL)")
 
 
 def parse_s3_url(url: str) -> S3Location:
@@ -50,6 +50,8 @@ _CLIENT_ENV = (
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_EC2_METADATA_DISABLED",
     "AWS_CA_BUNDLE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
 )
 _clients: dict[tuple, Any] = {}
 _clients_lock = threading.Lock()
@@ -116,6 +118,15 @@ class S3Storage:
 
     def _client(self):
         return s3_client(self.location, timeout=self.timeout)
+
+    def _tried(self) -> str:
+        """The endpoint boto3 resolved when the URL names none (AWS's regional endpoint, or AWS_ENDPOINT_URL)."""
+        if self.location.endpoint:
+            return ""
+        try:
+            return f", tried {self._client().meta.endpoint_url}"
+        except Exception:  # noqa: BLE001 - only a detail of a message
+            return ""
 
     def key(self, relative: str) -> str:
         return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
@@ -195,7 +206,9 @@ class S3Storage:
         except SSLError:
             raise StorageError(StorageProblem.UNREACHABLE, untrusted(where)) from None
         except (EndpointConnectionError, ConnectTimeoutError) as exc:
-            raise StorageError(StorageProblem.UNREACHABLE, f"object storage endpoint unreachable: {where} ({type(exc).__name__})") from None
+            raise StorageError(
+                StorageProblem.UNREACHABLE, f"object storage endpoint unreachable: {where}{self._tried()} ({type(exc).__name__})"
+            ) from None
         except ReadTimeoutError:
             raise StorageError(StorageProblem.TIMEOUT, f"object storage did not answer within {self.timeout:g}s: {where}") from None
         except ClientError as exc:
