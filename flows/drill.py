@@ -42,6 +42,7 @@ from drillbook.tasks.processes import interrupted, reclaim_signals
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report.drill import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, restore_database
+from drillbook.tasks.runbook import refresh_runbook
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.text import redact, slug, visible
@@ -329,6 +330,7 @@ def drill(
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)
+    result.notes.append(refresh_runbook(result, entry, catalogue))  # never raises: a failure is the note
     try:
         result = record(result, catalogue.evidence_dir, catalogue.history_url)
     except Exception as exc:  # noqa: BLE001 - the verdict still reaches the report, with the reason the record is missing

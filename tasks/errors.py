@@ -8,7 +8,8 @@
     ├── SlackDeliveryError         Slack did not take a report (the report waits in the outbox)
     ├── HistoryError               the history store could not be read or written (the bundle still holds the record)
     ├── PrefectUnavailable         Prefect's API could not be reached, or its temporary server did not start
-    └── DrillsFailed               a nightly / release run had a drill that did not PASS (carries all results)
+    ├── DrillsFailed               a nightly / release run had a drill that did not PASS (carries all results)
+    └── RecoveryError              `recover --find-clean` could not search (bad output path, replica not listable)
 
 A drill that runs and finds the database unrecoverable is not an exception in
 the library: the step results say so, and the verdict names the failure mode.
@@ -94,3 +95,7 @@ class HistoryError(DrillbookError):
 
 class PrefectUnavailable(DrillbookError):
     """Prefect's API could not be reached, or its temporary server did not start; the message says which setting to change."""
+
+
+class RecoveryError(DrillbookError):
+    """`drillbook recover` could not search the replica or write its copy (exit 2; "no clean point" is exit 1, not this)."""
