@@ -181,3 +181,8 @@ def file_part(text: str, limit: int = 120) -> str:
     Never a path: no '/', no NUL, no leading '.' (so never '..' or a hidden file), never empty, at most `limit` characters.
     """
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text)[:limit].lstrip(".") or "-"
+
+
+def key_stamp(moment: datetime | None) -> str:
+    """A time as it goes into an outbox key or a file name: 20261202T010203Z; 'never' when there is none."""
+    return moment.strftime("%Y%m%dT%H%M%SZ") if moment else "never"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +47,15 @@ def environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
+def die_with_parent() -> None:
+    """In a child before exec: SIGKILL when the test process dies, even by a signal that skips our `finally` (Linux)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def moto_process(host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str]:
     """moto's S3 server in a process of its own (and its own process group): a busy replica's thousands of
@@ -64,6 +75,7 @@ def moto_process(host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=die_with_parent,  # a test run killed from outside takes its S3 server with it
     )
     endpoint = f"http://{host}:{port}"
     try:

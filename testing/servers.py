@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from drillbook.tasks.errors import DrillbookError
+from drillbook.testing.s3 import die_with_parent
 
 HOST = "127.0.0.1"
 AZURITE_VERSION = "3"
@@ -81,15 +82,6 @@ def _wait(ready: Callable[[], bool], what: str, timeout: float, alive: Callable[
         time.sleep(0.1)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the test process dies, even by a signal that skips our `finally`."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 @contextlib.contextmanager
 def _process(argv: list[str], what: str, port: int, *, cwd: Path | None = None, timeout: float = 60) -> Iterator[None]:
     """Run a server in its own process group until the block ends; its output goes to a temp file kept for errors."""
@@ -101,7 +93,7 @@ def _process(argv: list[str], what: str, port: int, *, cwd: Path | None = None, 
             stderr=subprocess.STDOUT,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
 
         def alive() -> str | None:

@@ -36,9 +36,10 @@ def test_release_in_process_exit_codes(capsys, replicate, write_catalogue):
 
 
 @pytest.mark.parametrize("extra, what", [(["--emit"], "the event"), (["--no-wait"], "a run nobody waits for")])
-def test_release_refuses_to_emit_and_forget_without_a_server(capsys, extra, what):
+def test_release_refuses_to_emit_and_forget_without_a_server(capsys, extra, what, write_catalogue):
+    config = write_catalogue(entry("orders", "file:///r/orders.db"))  # a valid catalogue: the refusal is about the server
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        assert main(["release", "--release", "v1.2.3", *extra]) == 2
+        assert main(["release", "--release", "v1.2.3", "--config", str(config), *extra]) == 2
     err = capsys.readouterr().err
     assert err.startswith(
         f"drillbook: no Prefect server is configured (PREFECT_API_URL is not set), so {what} would go to a temporary in-process server and be lost."

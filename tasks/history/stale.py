@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.alerts import alert_states, save_alert_state
 from drillbook.tasks.history.store import last_passes
-from drillbook.tasks.text import duration_text, file_part
+from drillbook.tasks.text import duration_text, file_part, key_stamp
 
 
 class StaleStatus(BaseModel):
@@ -63,14 +63,10 @@ class Transition(BaseModel):
     delivery: str = ""
 
 
-def _stamp(value: datetime | None) -> str:
-    return value.strftime("%Y%m%dT%H%M%SZ") if value else "never"
-
-
 def transition_key(kind: str, status: StaleStatus) -> str:
     """The same transition always gets the same key (the outbox sends a key once)."""
     name = file_part(status.database)
-    return f"{kind}-{name}-{_stamp(status.last_pass_at)}"
+    return f"{kind}-{name}-{key_stamp(status.last_pass_at)}"
 
 
 def alert_transitions(

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.alerts import WatchState, watch_states
 from drillbook.tasks.history.store import _aware, _store
-from drillbook.tasks.text import file_part
+from drillbook.tasks.text import file_part, key_stamp
 from drillbook.tasks.watch import Replication, WatchStatus
 
 
@@ -38,13 +38,9 @@ class WatchTransition(BaseModel):
     delivery: str = ""
 
 
-def _stamp(value: datetime | None) -> str:
-    return value.strftime("%Y%m%dT%H%M%SZ") if value else "never"
-
-
 def watch_key(kind: str, status: WatchStatus) -> str:
     """The same transition always gets the same key (the outbox sends a key once): the replica position it was seen at."""
-    return f"replication-{kind}-{file_part(status.database)}-{_stamp(status.replica_newest_at)}"
+    return f"replication-{kind}-{file_part(status.database)}-{key_stamp(status.replica_newest_at)}"
 
 
 def _save(url: str, statuses: Iterable[tuple[WatchStatus, bool, bool, str | None]]) -> None:
