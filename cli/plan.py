@@ -28,7 +28,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         from drillbook.tasks.replica import inspect_replica  # boto3: off the path of the other commands
 
         replica = inspect_replica(entry)
-        plan = plan_restore(entry, catalogue.history_url, replica)  # a replica that cannot be listed: the plan says why
+        plan = plan_restore(entry, catalogue.history_url, replica)
+        if not replica.ok:  # the plan says why: the inspection's own words (no backup, object storage failure, ...)
+            plan = plan.model_copy(update={"status": replica.status, "summary": f"not planned: {replica.summary}"})
     errors = plan_errors(trend_points(catalogue.history_url, [entry.name]).get(entry.name, []))
     if args.json:
         data = plan.model_dump(mode="json", exclude={"command"})

@@ -193,6 +193,8 @@ def test_plan_prints_what_a_restore_would_fetch_without_restoring(capsys, replic
     assert plan["bytes_to_fetch"] == sum(f["size"] for f in plan["files"])
 
     assert main(["plan", "empty", "--config", str(config)]) == 1
+    assert "not planned: no backup: nothing stored under" in capsys.readouterr().out
+    assert main(["plan", "empty", "--litestream", "--config", str(config)]) == 1  # litestream's own plan says the same its way
     assert "litestream restore -dry-run exited 1" in capsys.readouterr().out
 
 
@@ -377,7 +379,7 @@ def test_an_empty_postgresql_history_never_prints_its_password(capsys, write_cat
 def test_plan_without_litestream_is_one_line_and_exit_2(capsys, write_catalogue, monkeypatch, tmp_path):
     config = write_catalogue(entry("orders", f"file://{tmp_path}/replica"))
     monkeypatch.setenv("DRILLBOOK_LITESTREAM", str(tmp_path / "no-such-litestream"))
-    assert main(["plan", "orders", "--config", str(config)]) == 2
+    assert main(["plan", "orders", "--litestream", "--config", str(config)]) == 2  # the plan from the listing needs no litestream
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         f"drillbook: DRILLBOOK_LITESTREAM={tmp_path / 'no-such-litestream'} is not an executable file; unset it or point it at litestream 0.5.17."
