@@ -193,8 +193,12 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
 
 
 def validate_catalogue(args: argparse.Namespace) -> None:
-    """The catalogue, checked before main() starts or finds a Prefect server."""
-    load_catalogue(args.config)
+    """The catalogue, checked before main() starts or finds a Prefect server.
+
+    Not for `release --emit`: the event names the release, and the deployment's worker reads its own catalogue.
+    """
+    if not getattr(args, "emit", False):
+        load_catalogue(args.config)
 
 
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
