@@ -62,7 +62,6 @@ def moto_process(host: str = "127.0.0.1", timeout: float = 60.0) -> Iterator[str
     PUTs then get a core of their own instead of sharing the test process's interpreter lock. Yields the endpoint."""
     import socket
     import subprocess
-    import sys
     import time
     import urllib.request
 
