@@ -10,6 +10,8 @@ from pathlib import Path
 
 from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.runner import Completed, run_command
+from drillbook.tasks.storage import abs as azure_blob  # (not the builtin); the clients load only when used
+from drillbook.tasks.storage import gcs, nats, sftp, webdav
 
 # Passed through to litestream on purpose; everything else stays out. Notably
 # AWS_CA_BUNDLE: litestream 0.5.17 fails every S3 call with "unable to add
@@ -46,30 +48,13 @@ _PASS_THROUGH = (
     "AWS_EC2_METADATA_DISABLED",
     "LITESTREAM_ACCESS_KEY_ID",
     "LITESTREAM_SECRET_ACCESS_KEY",
-    # Azure Blob: the abs client reads these two, then Azure's default credential chain.
-    "LITESTREAM_AZURE_ACCOUNT_KEY",
-    "LITESTREAM_AZURE_SAS_TOKEN",
-    "AZURE_CLIENT_ID",
-    "AZURE_CLIENT_SECRET",
-    "AZURE_TENANT_ID",
-    "AZURE_CLIENT_CERTIFICATE_PATH",
-    "AZURE_FEDERATED_TOKEN_FILE",
-    "AZURE_AUTHORITY_HOST",
-    # Google Cloud Storage: Application Default Credentials, and an emulator when set.
-    "GOOGLE_APPLICATION_CREDENTIALS",
-    "GOOGLE_CLOUD_PROJECT",
-    "STORAGE_EMULATOR_HOST",
-    # SFTP, WebDAV, NATS: litestream reads these through ${VAR} in the config drillbook writes
-    # (storage/<backend>.py litestream_replica), never from a URL.
-    "LITESTREAM_SFTP_KEY_PATH",
-    "LITESTREAM_SFTP_PASSWORD",
-    "LITESTREAM_SFTP_HOST_KEY",
-    "LITESTREAM_WEBDAV_USERNAME",
-    "LITESTREAM_WEBDAV_PASSWORD",
-    "LITESTREAM_NATS_USERNAME",
-    "LITESTREAM_NATS_PASSWORD",
-    "LITESTREAM_NATS_CREDS",
-    "LITESTREAM_NATS_TOKEN",
+    # Azure Blob, GCS, SFTP, WebDAV, NATS: each backend module names the variables its litestream client reads
+    # (SFTP, WebDAV and NATS through ${VAR} in the config drillbook writes, never from a URL).
+    *azure_blob.LITESTREAM_ENV,
+    *gcs.LITESTREAM_ENV,
+    *sftp.LITESTREAM_ENV,
+    *webdav.LITESTREAM_ENV,
+    *nats.LITESTREAM_ENV,
 )
 
 
