@@ -137,18 +137,20 @@ def expectations_task(restore: RestoreResult, integrity: IntegrityReport, entry:
     return run_expectations(path, suites, samples=entry.expectations_samples)
 
 
-def record(result: DrillResult, evidence_dir: Path, history_url: str) -> DrillResult:
+def record(result: DrillResult, evidence_dir: Path, history_url: str, *, artifact: bool = True) -> DrillResult:
+    """Evidence bundle, history row, and (`artifact`) the drill's Markdown artifact in Prefect's UI."""
     path = write_bundle(result, evidence_dir)
     try:
         record_drill(history_url, result)
     except HistoryError as exc:
         result.notes.append(f"{exc}; the evidence bundle holds the full record")
         path = write_bundle(result, evidence_dir)
-    create_markdown_artifact(
-        key=f"drill-{_artifact_key(result.database)}",
-        markdown=render_markdown(result),
-        description=f"Restore drill of {result.database}: {result.verdict.value}",
-    )
+    if artifact:
+        create_markdown_artifact(
+            key=f"drill-{_artifact_key(result.database)}",
+            markdown=render_markdown(result),
+            description=f"Restore drill of {result.database}: {result.verdict.value}",
+        )
     get_run_logger().info("evidence written to %s", path)
     return result
 
@@ -167,11 +169,16 @@ def _notify(result: DrillResult, catalogue: Catalogue) -> None:
         result.notes.append(note)
 
 
-def _step(step_task: Callable[..., Any], kind: type[S], *args: Any) -> S:
+def _step(step_task: Callable[..., Any], kind: type[S], *args: Any, own_runs: bool = True) -> S:
     """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error.
 
     After an interrupt (SIGTERM, Ctrl-C) no further step starts: the drill goes straight to its record.
+    `own_runs=False` (a drill inside a fleet) calls the step's function without a
+    task run: each task run costs the Prefect server CPU, the ceiling on how many
+    fleet workers one server can feed (bench/run.py).
     """
+    if not own_runs:
+        return _plain_step(step_task.fn, kind, *args)
     stop = interrupted()
     if stop:
         return kind.skipped(f"not run: interrupted by {stop}")
@@ -263,6 +270,7 @@ def drill(
     release_lag: str | None = None,
     at: str | None = None,
     txid: str | None = None,
+    own_runs: bool = True,
 ) -> DrillResult:
     """Restore `entry` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
@@ -272,6 +280,9 @@ def drill(
     `at` (an ISO 8601 time, or oldest / random / retention) or `txid` restores that
     point instead of the newest; the copy must then hold exactly the TXID the
     replica lists for it (the "point" phase).
+    `own_runs=False` (a drill inside a fleet's worker) records no task runs and,
+    for a PASS, no artifact: the evidence bundle, the history row and the fleet's
+    summary table are its record; a drill that did not pass keeps its artifact.
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -291,15 +302,15 @@ def drill(
         replica = ReplicaState.skipped(f"not run: {setup.summary}")
     plan = _plain_step(plan_step, RestorePlan, entry, replica, catalogue.history_url)
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
-    restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir, point)
+    restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir, point, own_runs=own_runs)
     if point is not None:
         point = verify_point(point, restore, timeline)
-    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file)
-    smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
-    expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue))
+    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file, own_runs=own_runs)
+    smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir, own_runs=own_runs)
+    expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue), own_runs=own_runs)
     freshness = None
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
-        freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry)
+        freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry, own_runs=own_runs)
 
     steps = DrillSteps(
         setup=setup,
@@ -332,7 +343,7 @@ def drill(
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)
     result.notes.append(refresh_runbook(result, entry, catalogue))  # never raises: a failure is the note
     try:
-        result = record(result, catalogue.evidence_dir, catalogue.history_url)
+        result = record(result, catalogue.evidence_dir, catalogue.history_url, artifact=own_runs or not result.passed)
     except Exception as exc:  # noqa: BLE001 - the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {exc}")
     result.notes.extend(filter(None, [refresh_metrics_file(catalogue)]))  # [drillbook] metrics_file, when set

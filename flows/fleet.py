@@ -5,8 +5,9 @@ drills at once (`drillbook-drills`) and one per object-storage endpoint and
 bucket (`drillbook-bucket-...`). Slots are taken with `strict=True`, so a limit
 that does not exist is an error instead of silently meaning "unlimited".
 
-Drills run inside worker tasks (their steps as task runs; a subflow per drill
-cost more than the restore of a small database): each worker holds its slot on the drills limit for its whole life and drills from a
+Drills run inside worker tasks, with no task runs of their own (a subflow per
+drill cost more than the restore of a small database, and each task run costs
+the server CPU; bench/run.py measures both): each worker holds its slot on the drills limit for its whole life and drills from a
 queue grouped by bucket, so slots are taken per worker, not per drill. On a
 fleet (`batch_deployment`), the databases travel to the workers as batches:
 runs of the `drill-batch` flow, each drilling its share the same way, so a
@@ -122,18 +123,19 @@ def error_result(entry: DatabaseEntry, detail: str, *, release: str | None = Non
 
 
 def _run_drill(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any]) -> DrillResult:
-    """One drill inside the running worker task: the runbook's steps are task runs of their own, the drill is not a run.
+    """One drill inside the running worker task: neither the drill nor its steps are runs of their own.
 
-    Measured (bench/run.py, fleets of 20 and 60 on two cores, Prefect server): a
-    subflow per drill cost about 0.35 s of wall and 0.2 s of client and server
-    CPU per database (60 drills: 53 s as subflows, 30-33 s without). The
-    per-database record stays: the evidence bundle, the history row, the drill's
-    Markdown artifact and its named task runs. `drillbook run` and the
-    drillbook-drill deployment still run the drill as a flow of its own.
+    Measured (bench/run.py, two cores, Prefect server): a subflow per drill cost
+    about 0.35 s of wall and 0.2 s of client and server CPU per database; four
+    task runs per drill 0.12 s of wall and 0.19 s of server CPU, a PASS's
+    Markdown artifact 0.11 s. The per-database record is the evidence bundle, the
+    history row and the fleet's summary table; a drill that did not pass keeps
+    its Markdown artifact in the UI. `drillbook run` and the drillbook-drill
+    deployment still run the drill as a flow of its own, its steps as task runs.
     """
     options = {key: value for key, value in parameters.items() if key not in ("name", "config_path")}
     try:
-        outcome: Any = drill(entry, catalogue, **options)
+        outcome: Any = drill(entry, catalogue, **options, own_runs=False)
     except DrillFailed as failed:  # a FAIL or ERROR verdict, carrying its result
         outcome = failed
     result = drill_result_of(outcome)
