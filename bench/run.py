@@ -14,9 +14,13 @@ endpoint (moto's server, its own process). Then, alternating, repeated:
 - drillbook: `drillbook run NAME --json` on the same replica, whole process,
   plus the phase seconds drillbook itself reports.
 
-Peak RSS is sampled over each whole process tree with psutil. The fleet case
-drills N small databases with `drillbook nightly` (concurrency 2) against the
-bare commands under `xargs -P 2`. One table is printed; JSON and Markdown are
+Peak RSS is sampled over each whole process tree with psutil. The fleet cases
+drill N databases with `drillbook nightly` (concurrency 2) against the bare
+commands under `xargs -P 2`, on two kinds of replica: 1 MB written once, and
+copies of a replica `litestream replicate` wrote under a write workload (L0
+files, compacted levels, snapshots). CPU per drill is split by process: the
+client tree, the object store (moto) and the Prefect server (--api server);
+the server's share says how many workers one server core can feed. One table is printed; JSON and Markdown are
 written under bench/results/ (not committed).
 """
 
@@ -51,6 +55,7 @@ BUCKET = "drillbook-bench"
 
 # The SQL the drill's own checks run beyond integrity: row counts per table.
 CHECK_SQL = "SELECT count(*) FROM customers; SELECT count(*) FROM orders; SELECT count(*) FROM order_items;"
+WORKLOAD_CHECK_SQL = "SELECT count(*) FROM accounts; SELECT count(*) FROM events; SELECT count(*) FROM seq;"
 
 SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -193,6 +198,7 @@ class Run:
     verdict: str | None = None
     cpu_s: float = 0.0  # user + system CPU of the whole process tree (every process it reaped), from getrusage
     server_cpu_s: float = 0.0  # CPU the running Prefect server spent meanwhile (--api server)
+    store_cpu_s: float = 0.0  # CPU the object store (moto's S3 server) spent meanwhile
 
 
 def _children_cpu() -> float:
@@ -201,14 +207,16 @@ def _children_cpu() -> float:
 
 
 PREFECT_SERVER: psutil.Process | None = None  # set when the bench runs its own Prefect server
+OBJECT_STORE: psutil.Process | None = None  # the moto S3 server
 
 
-def _server_cpu() -> float:
-    """CPU seconds of the running Prefect server's process tree so far (0 without one)."""
-    if PREFECT_SERVER is None:
+def _server_cpu(root: psutil.Process | None = None) -> float:
+    """CPU seconds of a server's process tree so far (the Prefect server by default; 0 without one)."""
+    root = root or PREFECT_SERVER
+    if root is None:
         return 0.0
     total = 0.0
-    for process in [PREFECT_SERVER, *PREFECT_SERVER.children(recursive=True)]:
+    for process in [root, *root.children(recursive=True)]:
         try:
             times = process.cpu_times()
             total += times.user + times.system
@@ -220,7 +228,7 @@ def _server_cpu() -> float:
 def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tuple[Run, str]:
     """Run a process tree to completion; wall seconds and peak RSS of the whole tree."""
     peak = peak_own = 0
-    cpu_before, server_before = _children_cpu(), _server_cpu()
+    cpu_before, server_before, store_before = _children_cpu(), _server_cpu(), _server_cpu(OBJECT_STORE)
     started = time.monotonic()
     process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     done = threading.Event()
@@ -254,7 +262,12 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tupl
         raise RuntimeError(f"{argv} exited {process.returncode}: {err[-2000:]}")
     cpu = _children_cpu() - cpu_before  # the tree, reaped by communicate(): every descendant its parents waited for
     return Run(
-        seconds=seconds, peak_rss_mb=peak / 1e6, peak_rss_own_mb=peak_own / 1e6, cpu_s=cpu, server_cpu_s=_server_cpu() - server_before
+        seconds=seconds,
+        peak_rss_mb=peak / 1e6,
+        peak_rss_own_mb=peak_own / 1e6,
+        cpu_s=cpu,
+        server_cpu_s=_server_cpu() - server_before,
+        store_cpu_s=_server_cpu(OBJECT_STORE) - store_before,
     ), out
 
 
@@ -293,13 +306,13 @@ name = "{name}"
 replica = "{url}"
 rto_target = "1h"
 rpo_target = "1d"
-schema_version = 3
+schema_version = {schema}
 """
 
 
-def write_catalogue(path: Path, work: Path, entries: list[tuple[str, str]], extra: str = "") -> Path:
+def write_catalogue(path: Path, work: Path, entries: list[tuple[str, str]], extra: str = "", schema: int = 3) -> Path:
     text = f'[drillbook]\nevidence_dir = "{work / "evidence"}"\nscratch_dir = "{work / "scratch"}"\n{extra}'
-    text += "".join(CATALOGUE_ENTRY.format(name=n, url=u) for n, u in entries)
+    text += "".join(CATALOGUE_ENTRY.format(name=n, url=u, schema=schema) for n, u in entries)
     path.write_text(text)
     return path
 
@@ -358,27 +371,73 @@ def bench_size(megabytes: float, repeats: int, endpoint: str, work: Path, env: d
     }
 
 
-def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> dict | None:
+FLEET_TARGETS = {20: 1.6, 100: 1.25}  # issue 23: fleet wall against the bare commands
+SERVER_CPU_TARGET = 0.02  # Prefect server CPU seconds per drill
+
+
+def realistic_template(endpoint: str, work: Path, seconds: float) -> list[str]:
+    """A replica written by `litestream replicate` (0.5.17) under a write workload: L0 files, compacted levels, snapshots.
+
+    Returns its keys below `template/app.db/`; each fleet database gets a server-side copy of them (one replica
+    made by litestream, copied, instead of a hundred made in turn).
+    """
+    from drillbook.testing.corpus import Corpus, s3_keys
+
+    os.environ.update(CREDENTIALS)
+    os.environ.pop("AWS_CA_BUNDLE", None)
+    replica = Corpus(endpoint, BUCKET, work / "corpus").written_by("0.5.17", seconds=seconds)
+    return [f"{replica.target.path}/{key}" for key in s3_keys(replica.target)]
+
+
+def copy_replica(client, keys: list[str], source_prefix: str, target_prefix: str) -> None:
+    for key in keys:
+        client.copy_object(Bucket=BUCKET, Key=target_prefix + key[len(source_prefix) :], CopySource={"Bucket": BUCKET, "Key": key})
+
+
+def bench_fleet(
+    count: int, endpoint: str, work: Path, env: dict[str, str], kind: str = "1 MB", template: list[str] | None = None
+) -> dict | None:
+    """`drillbook nightly` over `count` databases against `litestream restore` + `sqlite3` under `xargs -P 2`.
+
+    kind "1 MB": each database written once with `replicate -once` (one snapshot); kind "realistic": copies of
+    `template`, a replica litestream wrote under writes (see realistic_template).
+    """
+    import boto3
+
     help_text = subprocess.run([DRILLBOOK, "--help"], capture_output=True, text=True).stdout
     if "nightly" not in help_text:
         print("fleet: `drillbook nightly` is not available in this build; skipped", file=sys.stderr)
         return None
     entries = []
-    template = generate(work / f"fleet{count}-template.db", 1)  # one 1 MB database, copied: generating 1,000 would dominate
+    tag = "real" if template else "small"
+    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_boto_credentials())
+    db_template = None if template else generate(work / f"fleet{count}-template.db", 1)  # one database, copied
     for i in range(count):
-        name = f"fleet-{i:04d}"
-        db = work / f"{name}.db"
-        shutil.copyfile(template, db)
-        url = replica_url(endpoint, f"fleet{count}/{name}/app.db")
-        subprocess.run([LITESTREAM, "replicate", "-once", str(db), url], env=litestream_env(), check=True, capture_output=True, timeout=600)
-        for leftover in work.glob(f"{name}.db*"):
-            leftover.unlink()
-        entries.append((name, url))
-    template.unlink()
-    config = write_catalogue(work / f"fleet{count}.toml", work, entries)
-    scratch = work / f"fleet{count}-scratch"
+        name = f"fleet-{tag}-{i:04d}"
+        prefix = f"fleet{count}{tag}/{name}/app.db"
+        if template:
+            copy_replica(client, template, template[0].split("/app.db/")[0] + "/app.db", prefix)
+        else:
+            db = work / f"{name}.db"
+            shutil.copyfile(db_template, db)
+            subprocess.run(
+                [LITESTREAM, "replicate", "-once", str(db), replica_url(endpoint, prefix)],
+                env=litestream_env(),
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+            for leftover in work.glob(f"{name}.db*"):
+                leftover.unlink()
+        entries.append((name, replica_url(endpoint, prefix)))
+    if db_template:
+        db_template.unlink()
+    # The workload's database (testing/workload.py) has its own tables and no user_version.
+    config = write_catalogue(work / f"fleet{count}{tag}.toml", work, entries, schema=0 if template else 3)
+    scratch = work / f"fleet{count}{tag}-scratch"
     scratch.mkdir(exist_ok=True)
-    sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {CHECK_SQL}"
+    counts = WORKLOAD_CHECK_SQL if template else CHECK_SQL
+    sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {counts}"
     lines = "\n".join(f"{url}\t{scratch / name}.db" for name, url in entries) + "\n"
     script = (
         f"printf '%s' '{lines}' | xargs -P 2 -L 1 sh -c "
@@ -392,22 +451,38 @@ def bench_fleet(count: int, endpoint: str, work: Path, env: dict[str, str]) -> d
         verdicts = ["unreadable"]
     # Orchestration CPU per drill: what drillbook's tree and the Prefect server spent beyond the bare commands.
     orchestration = (drill.cpu_s + drill.server_cpu_s - base.cpu_s) / count
+    server_per_drill = drill.server_cpu_s / count
     return {
-        "case": f"fleet of {count}, concurrency 2",
+        "case": f"fleet of {count}, {kind} replica, concurrency 2",
         "count": count,
+        "kind": kind,
         "verdicts": {v: verdicts.count(v) for v in set(verdicts)},
         "cpu_s": {"baseline": base.cpu_s, "drillbook": drill.cpu_s, "prefect_server": drill.server_cpu_s},
+        "per_drill_cpu_s": {
+            "baseline_client": base.cpu_s / count,
+            "baseline_object_store": base.store_cpu_s / count,
+            "drillbook_client": drill.cpu_s / count,
+            "drillbook_object_store": drill.store_cpu_s / count,
+            "prefect_server": server_per_drill,
+        },
         "orchestration_cpu_s_per_drill": orchestration,
         "drill_wall_s_per_database": drill.seconds / count,
         "baseline_s": {"median": base.seconds, "min": base.seconds, "max": base.seconds},
         "drillbook_s": {"median": drill.seconds, "min": drill.seconds, "max": drill.seconds},
         "ratio_wall": drill.seconds / base.seconds,
+        "target_ratio": FLEET_TARGETS.get(count),
+        # How many workers (2 drills at once each, as here) one server core keeps fed: its CPU per drill is the ceiling.
+        "workers_per_server_core": (drill.seconds / count) / server_per_drill if server_per_drill > 0 else None,
         "peak_rss_mb": {
             "baseline": base.peak_rss_mb,
             "drillbook": drill.peak_rss_mb,
             "drillbook_without_prefect_server": drill.peak_rss_own_mb,
         },
     }
+
+
+def _boto_credentials() -> dict[str, str]:
+    return {"aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"], "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"]}
 
 
 def table(rows: list[dict]) -> str:
@@ -429,23 +504,32 @@ def table(rows: list[dict]) -> str:
 
 
 def fleet_table(rows: list[dict]) -> str:
-    """The fleet cases: wall against `xargs -P 2`, and what orchestration costs per drill in CPU."""
+    """The fleet cases: wall against `xargs -P 2` (and the target), CPU per drill by process, server capacity."""
     out = [
-        "| fleet case | baseline s | drillbook s | ratio wall | wall s per database | orchestration CPU s per drill (client + server) | verdicts |",
-        "|" + "---|" * 7,
+        "| fleet case | baseline s | drillbook s | ratio wall (target) | CPU s per drill: bare client / store "
+        "| drillbook client / store / Prefect server (target 0.02) | workers one server core feeds | verdicts |",
+        "|" + "---|" * 8,
     ]
-    step = marginal(rows)
     for r in rows:
-        out.append(
-            f"| {r['case']} | {r['baseline_s']['median']:.2f} | {r['drillbook_s']['median']:.2f} | {r['ratio_wall']:.2f} "
-            f"| {r['drill_wall_s_per_database']:.2f} | {r['orchestration_cpu_s_per_drill']:.2f} | {r['verdicts']} |"
+        c = r["per_drill_cpu_s"]
+        target = (
+            f" (≤ {r['target_ratio']:.2f} {'met' if r['ratio_wall'] <= r['target_ratio'] else 'missed'})" if r.get("target_ratio") else ""
         )
-    if step:
+        server = f"{c['prefect_server']:.3f} {'met' if c['prefect_server'] <= SERVER_CPU_TARGET else 'missed'}"
+        feeds = f"{r['workers_per_server_core']:.0f}" if r.get("workers_per_server_core") else "-"
         out.append(
-            f"| one more database ({step['from']}) | {step['baseline_wall_s_per_drill']:.2f} | {step['wall_s_per_drill']:.2f} "
-            f"| {step['wall_s_per_drill'] / max(step['baseline_wall_s_per_drill'], 1e-9):.2f} | {step['wall_s_per_drill']:.2f} "
-            f"| {step['cpu_s_per_drill'] - step['baseline_cpu_s_per_drill']:.2f} | - |"
+            f"| {r['case']} | {r['baseline_s']['median']:.2f} | {r['drillbook_s']['median']:.2f} | {r['ratio_wall']:.2f}{target} "
+            f"| {c['baseline_client']:.3f} / {c['baseline_object_store']:.3f} "
+            f"| {c['drillbook_client']:.3f} / {c['drillbook_object_store']:.3f} / {server} | {feeds} | {r['verdicts']} |"
         )
+    for kind in dict.fromkeys(r["kind"] for r in rows):
+        step = marginal([r for r in rows if r["kind"] == kind])
+        if step:
+            out.append(
+                f"| one more database ({kind}, {step['from']}) | {step['baseline_wall_s_per_drill']:.2f} | {step['wall_s_per_drill']:.2f} "
+                f"| {step['wall_s_per_drill'] / max(step['baseline_wall_s_per_drill'], 1e-9):.2f} "
+                f"| CPU {step['baseline_cpu_s_per_drill']:.3f} | CPU {step['cpu_s_per_drill']:.3f} (with server) | - | - |"
+            )
     return "\n".join(out)
 
 
@@ -510,6 +594,13 @@ def main(argv: list[str] | None = None) -> int:
         help="ephemeral: no PREFECT_API_URL, each drill starts Prefect's temporary server (a CLI user's case); "
         "server: drills talk to a running Prefect server the bench starts (a fleet's case)",
     )
+    parser.add_argument(
+        "--fleet-kind",
+        choices=["small", "realistic", "both"],
+        default="both",
+        help="fleet replicas: 1 MB written once, copies of a replica litestream wrote under writes (realistic), or both",
+    )
+    parser.add_argument("--realistic-seconds", type=float, default=30.0, help="seconds of writes for the realistic template replica")
     parser.add_argument("--quick", action="store_true", help="1 MB, one repeat, fleet of 3: checks the harness in seconds")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where the JSON and Markdown go")
     args = parser.parse_args(argv)
@@ -517,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.large:
         sizes.append(1000.0)
     if args.quick:
-        sizes, args.repeats, args.fleet = [1.0], 1, "3"
+        sizes, args.repeats, args.fleet, args.fleet_kind = [1.0], 1, "3", "small"
     if not (LITESTREAM and DRILLBOOK and shutil.which("sqlite3")):
         print(
             "bench needs litestream, drillbook (pip install -e '.[test]') and the sqlite3 command line (apt-get install sqlite3)",
@@ -527,6 +618,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="drillbook-bench-"))
     server, endpoint = start_s3()
+    global OBJECT_STORE
+    OBJECT_STORE = psutil.Process(server.pid)
     prefect_server = None
     rows: list[dict] = []
     fleets: list[dict] = []
@@ -543,11 +636,21 @@ def main(argv: list[str] | None = None) -> int:
         for size in sizes:
             print(f"bench: {size:g} MB, {args.repeats} repeat(s)…", file=sys.stderr)
             rows.append(bench_size(size, args.repeats, endpoint, work, env))
-        for count in [int(c) for c in str(args.fleet).split(",") if c.strip() and int(c) > 0]:
-            print(f"bench: fleet of {count}…", file=sys.stderr)
-            fleet = bench_fleet(count, endpoint, work, env)
-            if fleet:
-                fleets.append(fleet)
+        counts = [int(c) for c in str(args.fleet).split(",") if c.strip() and int(c) > 0]
+        template = None
+        if counts and args.fleet_kind in ("realistic", "both"):
+            print(f"bench: a realistic replica ({args.realistic_seconds:g} s of writes under litestream replicate)…", file=sys.stderr)
+            template = realistic_template(endpoint, work, args.realistic_seconds)
+        kinds = [("1 MB", None)] if args.fleet_kind == "small" else [("realistic", template)]
+        if args.fleet_kind == "both":
+            kinds.insert(0, ("1 MB", None))
+        for kind, files in kinds:
+            for count in counts:
+                print(f"bench: fleet of {count}, {kind} replica…", file=sys.stderr)
+                fleet = bench_fleet(count, endpoint, work, env, kind=kind + (f" ({len(files)} files)" if files else ""), template=files)
+                if fleet:
+                    fleet["kind"] = kind
+                    fleets.append(fleet)
     finally:
         stop(server)
         if prefect_server:
@@ -556,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rendered = "\n\n".join(part for part in (table(rows) if rows else "", fleet_table(fleets) if fleets else "") if part)
     if fleets:
-        rendered += "\n\n" + projection(fleets)
+        rendered += "\n\n" + projection([f for f in fleets if f["kind"] == fleets[0]["kind"]])
     print(rendered)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -568,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
         "python": sys.version.split()[0],
         "rows": rows,
         "fleets": fleets,
-        "marginal": marginal(fleets),
+        "marginal": {kind: marginal([f for f in fleets if f["kind"] == kind]) for kind in dict.fromkeys(f["kind"] for f in fleets)},
     }
     (out / f"bench-{stamp}.json").write_text(json.dumps(meta, indent=2))
     (out / f"bench-{stamp}.md").write_text(f"# drillbook bench {stamp}\n\n{rendered}\n")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from drillbook.flows.runs import drill_result_of, unwrap
@@ -34,7 +35,8 @@ def run_drill(
     check_release(release, "--release")  # before Prefect starts: a bad release is a one-line error, exit 2
     entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
-    state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
+    with no_heartbeat():
+        state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
     _, value = unwrap(state)
     result = drill_result_of(value)
     if result is None:
@@ -45,6 +47,21 @@ def run_drill(
     if as_json:
         print(json.dumps(result.summary(), indent=2))
     return result.exit_code
+
+
+@contextlib.contextmanager
+def no_heartbeat() -> Iterator[None]:
+    """The drill's flow run without Prefect's heartbeat thread, whose end held every run's end up to 1 s (Prefect 3.9).
+
+    The heartbeat tells a server that a run's process died; `drillbook run`
+    records its own end (SIGTERM and Ctrl-C included), and a killed process
+    leaves its run Running either way until the server's zombie automation, if
+    any, acts. A fleet's drills are no flow runs at all.
+    """
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        yield
 
 
 def validate_run(args: argparse.Namespace) -> None:

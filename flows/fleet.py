@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 from uuid import uuid4
@@ -43,6 +44,7 @@ DEFAULT_MAX_CONCURRENT = 4  # drills at once, when the limit has to be created
 DEFAULT_PER_BUCKET = 4  # drills reading one bucket at once, when the limit has to be created
 DRILL_DEPLOYMENT = "drill-database/drillbook-drill"  # one drill (ad hoc, or a retry from the UI)
 BATCH_DEPLOYMENT = "drill-batch/drillbook-batch"  # what nightly and release send databases to on a fleet
+SLOT_STAGGER = 0.15  # seconds between the workers' first slot requests (bench/run.py: a burst of them met 503s at fleet start)
 
 
 def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databases: list[str] | None = None) -> list[DatabaseEntry]:
@@ -213,6 +215,7 @@ def drill_worker_task(
     """
     logger = get_run_logger()
     results: dict[str, DrillResult] = {}
+    time.sleep(SLOT_STAGGER * (number - 1))  # first requests apart: a SQLite-backed server answers a burst with 503, a 2 s client wait
     with contextlib.ExitStack() as worker_slot:
         worker_slot.enter_context(concurrency(DRILLS_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
         held: str | None = None
