@@ -595,6 +595,9 @@ def main(argv: list[str] | None = None) -> int:
         "server: drills talk to a running Prefect server the bench starts (a fleet's case)",
     )
     parser.add_argument(
+        "--prefect-api", metavar="URL", help="use this running Prefect server instead of starting one (its CPU is not measured)"
+    )
+    parser.add_argument(
         "--fleet-kind",
         choices=["small", "realistic", "both"],
         default="both",
@@ -625,14 +628,19 @@ def main(argv: list[str] | None = None) -> int:
     fleets: list[dict] = []
     try:
         env = drillbook_env(work)
-        if args.api == "server":
+        if args.prefect_api:
+            env["PREFECT_API_URL"] = args.prefect_api
+        elif args.api == "server":
             prefect_server, env["PREFECT_API_URL"] = start_prefect_server(work)
             PREFECT_SERVER = psutil.Process(prefect_server.pid)
         # The first drill in a fresh PREFECT_HOME migrates Prefect's database: not what an operator pays nightly.
-        warm_db = generate(work / "warmup.db", 0.1)
-        warm_url = replica_url(endpoint, "warmup/app.db")
-        subprocess.run([LITESTREAM, "replicate", "-once", str(warm_db), warm_url], env=litestream_env(), check=True, capture_output=True)
-        run_drillbook("warmup", write_catalogue(work / "warmup.toml", work, [("warmup", warm_url)]), env)
+        if not args.quick:  # --quick checks the harness, not the figures
+            warm_db = generate(work / "warmup.db", 0.1)
+            warm_url = replica_url(endpoint, "warmup/app.db")
+            subprocess.run(
+                [LITESTREAM, "replicate", "-once", str(warm_db), warm_url], env=litestream_env(), check=True, capture_output=True
+            )
+            run_drillbook("warmup", write_catalogue(work / "warmup.toml", work, [("warmup", warm_url)]), env)
         for size in sizes:
             print(f"bench: {size:g} MB, {args.repeats} repeat(s)…", file=sys.stderr)
             rows.append(bench_size(size, args.repeats, endpoint, work, env))

@@ -34,6 +34,9 @@ from drillbook.testing.workload import Commit, Workload  # noqa: F401  (re-expor
 SETTLE_SECONDS = 3.0  # after the last commit, where the replica's position cannot be compared (0.3): several sync intervals
 CATCH_UP_SECONDS = 120.0  # for a 0.5 replica to upload its backlog after the last commit (a loaded machine uploads slowly)
 STOP_SECONDS = 45.0  # for litestream's own shutdown sync after SIGTERM, before the group is killed
+# The corpus's own S3 calls and litestream processes take these, not whatever the environment holds when they run:
+# a build may run in a background thread while a test takes the credentials away (moto accepts any).
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "drillbook-corpus", "AWS_SECRET_ACCESS_KEY": "drillbook-corpus", "AWS_DEFAULT_REGION": "us-east-1"}
 UNTIL_POLL = 10.0  # a listing of thousands of keys is work for the S3 server too
 
 
@@ -164,7 +167,7 @@ def build_replica(
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=litestream_env(),  # never the caller's AWS_CA_BUNDLE: 0.5 fails every S3 call with it
+                env={**litestream_env(), **CREDENTIALS},  # never the caller's AWS_CA_BUNDLE: 0.5 fails every S3 call with it
                 start_new_session=True,
             )
     except BaseException:
@@ -287,7 +290,7 @@ class Corpus:
             rate=30.0,  # about what moto takes in PUTs a second here: more commits only pile up as upload backlog
         )
 
-    def written_by(self, version: str, *, seconds: float = 25.0) -> CorpusReplica:
+    def written_by(self, version: str, *, seconds: float = 15.0) -> CorpusReplica:
         """A replica written by litestream VERSION under a smaller workload (on S3); 0.3 writes its generations layout."""
         name = f"plain-{version}"
         return self._get(name, version, self._target(name), lambda db, target: plain_config(version, db, target), seconds, rate=100.0)
@@ -310,7 +313,13 @@ def s3_keys(target: S3Target) -> list[str]:
     """Every key below the replica's path, relative to it (a boto3 listing)."""
     import boto3
 
-    client = boto3.client("s3", endpoint_url=target.endpoint, region_name="us-east-1")
+    client = boto3.client(
+        "s3",
+        endpoint_url=target.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+    )
     prefix = target.path + "/"
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=prefix)
     return [item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])]

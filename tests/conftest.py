@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import tempfile
+import threading
 import uuid
 from pathlib import Path
 
@@ -141,13 +145,11 @@ _OFFLINE = (
 )
 
 
-@pytest.fixture(scope="session")
-def wheel(tmp_path_factory) -> Path:
-    """drillbook's wheel, built once per test session as pip builds it (the packaging and migration tests share it)."""
+def _build_wheel() -> Path:
     import subprocess
     import sys
 
-    out = tmp_path_factory.mktemp("wheel")
+    out = warm.temporary("drillbook-test-wheel-")
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
         capture_output=True,
@@ -159,6 +161,12 @@ def wheel(tmp_path_factory) -> Path:
     assert built.returncode == 0, built.stderr[-3000:]
     (path,) = out.glob("drillbook-*.whl")
     return path
+
+
+@pytest.fixture(scope="session")
+def wheel() -> Path:
+    """drillbook's wheel, built once per test session as pip builds it (the packaging and migration tests share it)."""
+    return warm.result("wheel")
 
 
 @pytest.fixture
@@ -180,12 +188,117 @@ def postgres_url():
         admin.close()
 
 
-@pytest.fixture(scope="session")
-def corpus(tmp_path_factory):
-    """The session's corpus of real replicas, each built once on first use, on an S3 server in its own process."""
-    from drillbook.testing.corpus import Corpus
+CORPUS_PREFIX = "drillbook-corpus-"  # the corpus's litestream processes run from below it (tests/test_faults.py tells them apart)
+
+
+def _start_corpus():
+    """The session's corpus on an S3 server in its own process (started once, by whichever thread asks first)."""
+    from drillbook.testing.corpus import CREDENTIALS, Corpus
     from drillbook.testing.s3 import moto_process
 
-    with environment(S3_CREDENTIALS), moto_process() as endpoint:
+    endpoint = warm.enter(moto_process())
+    with environment(CREDENTIALS):
         create_bucket(endpoint, "drills")
-        yield Corpus(endpoint, "drills", tmp_path_factory.mktemp("corpus"))
+    return Corpus(endpoint, "drills", warm.temporary(CORPUS_PREFIX))
+
+
+def _build_corpus():
+    """Every replica the corpus tests use, the busy one first (its few minutes of writing are the suite's longest wait)."""
+    from drillbook.testing.corpus import OTHER_VERSIONS
+
+    corpus = warm.result("corpus-server")
+    corpus.busy()
+    for version in OTHER_VERSIONS:
+        corpus.written_by(version)
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """The session's corpus of real replicas, each built once (in the background from the start, when tests need it)."""
+    return warm.result("corpus-server")
+
+
+class Warm:
+    """Slow session resources, started as soon as collection shows a test needs them, beside the first tests.
+
+    Their waits (minutes of `litestream replicate` under writes for the busy
+    replica, a pip install into a fresh venv) overlap the rest of the suite
+    instead of adding to it. A fixture asks `result(name)`: it waits for the
+    background work, or does it itself when nothing started it. Background work
+    that failed is done again in the foreground, so the failing test shows the
+    real error.
+    """
+
+    def __init__(self):
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm")
+        self._stack = contextlib.ExitStack()
+        self._lock = threading.Lock()
+        self._values: dict = {}
+        self._builders = {"wheel": _build_wheel, "corpus-server": _start_corpus, "corpus": _build_corpus, "installed": _install_wheel}
+
+    def start(self, name: str) -> None:
+        self._pool.submit(self._quietly, name)
+
+    def _quietly(self, name: str) -> None:
+        try:
+            self.result(name)
+        except BaseException:  # noqa: BLE001 - the fixture that needs it does it again and fails with the reason
+            pass
+
+    def result(self, name: str):
+        with self._lock:
+            entry = self._values.setdefault(name, {"lock": threading.Lock()})
+        with entry["lock"]:
+            if "value" not in entry:
+                entry["value"] = self._builders[name]()
+            return entry["value"]
+
+    def enter(self, context):
+        with self._lock:
+            return self._stack.enter_context(context)
+
+    def temporary(self, prefix: str) -> Path:
+        """A directory removed when the session ends."""
+        path = Path(tempfile.mkdtemp(prefix=prefix))
+        with self._lock:
+            self._stack.callback(shutil.rmtree, path, ignore_errors=True)
+        return path
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stack.close()
+
+
+def _install_wheel() -> Path:
+    """A fresh venv with the wheel (and the demo's extra) installed from it, as a user installs drillbook; returns its bin/."""
+    import subprocess
+    import sys
+
+    venv = warm.temporary("drillbook-test-venv-")
+    wheel = warm.result("wheel")
+    for argv in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[demo]"],
+    ):
+        done = subprocess.run(argv, cwd=venv, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            raise AssertionError(f"{argv} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return venv / "bin"
+
+
+warm = Warm()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start what the collected tests will need and is slow to make (DRILLBOOK_TEST_WARM=0: make it when first asked)."""
+    if os.environ.get("DRILLBOOK_TEST_WARM", "1") == "0":
+        return
+    needed = {name for item in items for name in getattr(item, "fixturenames", ())}
+    if "corpus" in needed:
+        warm.start("corpus")
+    if "installed" in needed:
+        warm.start("installed")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    warm.close()

@@ -407,7 +407,7 @@ def test_a_server_that_is_not_running_is_unreachable(backend, monkeypatch, tmp_p
     db = tmp_path / "app.db"
     config = config_for(backend, tmp_path, url, db)
     # litestream's Azure client retries a refused connection for minutes (10 retries up to 30 s apart), silently.
-    record = restore(config, db, tmp_path / "unreachable.db", timeout=20)
+    record = restore(config, db, tmp_path / "unreachable.db", timeout=8)
     print(
         f"\n{backend.scheme} unreachable: drillbook: {caught.value}\nlitestream (exit {record.exit_code}, {record.seconds}s, timed out {record.timed_out}): {record.stderr_tail(800)}"
     )

@@ -14,15 +14,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.slow
 def test_quick_bench_prints_its_table_and_writes_results(tmp_path):
+    from prefect.settings import get_current_settings
+
+    api = str(get_current_settings().api.url)  # the session's server: a temporary one per drill would be most of this test's time
     run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--fleet", "0", "--out", str(tmp_path)],
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--fleet", "0", "--prefect-api", api, "--out", str(tmp_path)],
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| case | baseline s" in run.stdout
-    assert "| single 1 MB (ephemeral Prefect) |" in run.stdout
+    assert "| single 1 MB (Prefect server) |" in run.stdout
     (written,) = tmp_path.glob("bench-*.json")
     rows = json.loads(written.read_text())["rows"]
     assert rows[0]["verdicts"] == ["PASS"]  # drillbook's side really drilled

@@ -28,7 +28,7 @@ from drillbook.tasks.processes import running_groups
 from drillbook.testing.faultproxy import FaultProxy
 from drillbook.testing.s3 import s3_replica_url
 from drillbook.testing.sample import make_sample_database
-from tests.conftest import entry
+from tests.conftest import CORPUS_PREFIX, entry
 
 
 @pytest.fixture
@@ -71,10 +71,14 @@ def live_state(live: Path) -> dict[str, str]:
 
 
 def litestream_children() -> list[psutil.Process]:
+    """The drill's litestream (and stand-in) processes still running; the corpus's, building in the background, are not the drill's."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "litestream" in " ".join(child.cmdline()) or child.name() in ("sleep", "litestream"):
+            cmdline = " ".join(child.cmdline())
+            if CORPUS_PREFIX in cmdline:
+                continue
+            if "litestream" in cmdline or child.name() in ("sleep", "litestream"):
                 found.append(child)
         except psutil.NoSuchProcess:
             pass

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
@@ -28,12 +27,11 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) 
 
 
 @pytest.fixture(scope="module")
-def installed(wheel, tmp_path_factory) -> Path:
-    """A fresh venv with the wheel (and the demo's extra) installed from it; returns its bin/."""
-    venv = tmp_path_factory.mktemp("venv")
-    _run([sys.executable, "-m", "venv", str(venv)], cwd=venv, env=dict(os.environ))
-    _run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", f"{wheel}[demo]"], cwd=venv, env=dict(os.environ), timeout=900)
-    return venv / "bin"
+def installed() -> Path:
+    """A fresh venv with the wheel (and the demo's extra) installed from it (tests/conftest.py: made from the start); returns its bin/."""
+    from tests.conftest import warm
+
+    return warm.result("installed")
 
 
 @pytest.fixture

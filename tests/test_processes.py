@@ -263,6 +263,10 @@ def test_signal_mid_step_stops_every_group_and_exits_2(sig, write_catalogue, tmp
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(PREFECT_HOME=str(tmp_path / "prefect-home"), DRILLBOOK_LITESTREAM=str(script))
+    if sig == signal.SIGINT:  # Ctrl-C with a running server (the session's); SIGTERM below Prefect's temporary server, which it stops too
+        from prefect.settings import get_current_settings
+
+        env["PREFECT_API_URL"] = str(get_current_settings().api.url)
     process = subprocess.Popen(
         [sys.executable, "-m", "drillbook.cli", "run", "orders", "--config", str(config), "--json"],
         stdout=subprocess.PIPE,
