@@ -151,3 +151,20 @@ def test_siblings_and_other_buckets_are_apart_and_follow_needs_a_freshness_query
         assert load_catalogue(write_catalogue(entry("orders", LIVE, promote={"replica": apart, "writes": [INSERT]}))).get("orders").promote
     with pytest.raises(ConfigError, match="field follow: a follow drill measures staleness with freshness_query"):
         load_catalogue(write_catalogue(entry("orders", LIVE, follow={"freshness_target": "5s"}), name="follow.toml"))
+
+
+def test_drillbook_promote_rehearses_alone_and_follow_says_what_is_missing(replicate, write_catalogue, s3_endpoint, capsys):
+    replicated = replicate()
+    promoted = f"cli-{uuid.uuid4().hex[:8]}"
+    config = write_catalogue(
+        entry("orders", replicated.replica, promote={"replica": s3_replica_url(s3_endpoint, "drills", promoted), "writes": [INSERT]})
+    )
+
+    assert main(["promote", "orders", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.startswith("PASSED orders promote: failover RTO ")
+    assert prefix_objects(s3_endpoint, promoted) == []
+
+    assert main(["follow", "orders", "--config", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"drillbook: database 'orders' has no follow = {{ ... }} in {config}: add one (README, 'Read replicas and promotion')"
+    )
