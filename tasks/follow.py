@@ -35,12 +35,14 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.config.replicas import FollowSettings
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.follow_probe import HOLDER_SCRIPT, holder_env, lock_holders
 from drillbook.tasks.freshness import FreshnessValueError, as_time
 from drillbook.tasks.litestream import find_litestream, litestream_env
 from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.ltx import LEGACY_LAYOUT, LTX_HEADER_BYTES, ltx_files, newest_file, parse_ltx_header
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import guard_live
 from drillbook.tasks.runner import Child, CommandRecord, started
@@ -209,16 +211,18 @@ def follow_replica(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -
         return _done(report, began, Status.ERROR, f"cannot prepare the follower's directory {directory}: {exc.strerror or exc}")
     try:
         with started(argv, env=litestream_env(), grace=STOP_GRACE) as child:
-            _run(entry, child, output, watch, report)
+            _run(entry, settings, child, output, watch, report)
     except OSError as exc:
         return _done(report, began, Status.ERROR, f"cannot start the follower ({argv[0]}): {exc.strerror or exc}")
     report.command = child.completed().record
     if child.group_left:
         report.notes.append(f"the follower's process group {child.pid} was still there after SIGKILL")
+    if interrupted():
+        return _done(report, began, Status.ERROR, f"interrupted by {interrupted()}: the follower was stopped")
     if report.problem == FollowProblem.EXITED:
         report.summary = f"{report.summary}: {_last_line(child)}"
         return _done(report, began, Status.FAILED, report.summary)
-    return _done(report, began, *_judge(entry, report))
+    return _done(report, began, *_judge(entry, settings, report))
 
 
 def _done(report: FollowReport, began: float, status: Status, summary: str) -> FollowReport:
@@ -227,10 +231,8 @@ def _done(report: FollowReport, began: float, status: Status, summary: str) -> F
     return report
 
 
-def _run(entry: DatabaseEntry, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport) -> None:
+def _run(entry: DatabaseEntry, settings: FollowSettings, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport) -> None:
     """Wait for the initial restore, then sample for the window (second half with the held reader, when asked)."""
-    settings = entry.follow
-    assert settings is not None  # noqa: S101 - checked by the caller
     deadline = time.monotonic() + entry.restore_timeout
     start = time.monotonic()
     while follower_txid(output) is None:
@@ -249,7 +251,7 @@ def _run(entry: DatabaseEntry, child: Child, output: Path, watch: ReplicaWatch, 
     half = settings.seconds / 2 if settings.hold_reader else settings.seconds
     _sample(entry, child, output, watch, report, window_start, window_start + half, held=False)
     if settings.hold_reader and report.problem is None:
-        _hold(entry, child, output, watch, report, window_start)
+        _hold(entry, settings, child, output, watch, report, window_start)
 
 
 def _sample(
@@ -290,10 +292,10 @@ def _sample(
     return taken
 
 
-def _hold(entry: DatabaseEntry, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport, origin: float) -> None:
+def _hold(
+    entry: DatabaseEntry, settings: FollowSettings, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport, origin: float
+) -> None:
     """The window's second half with a reader process holding a read transaction on the follower's file."""
-    settings = entry.follow
-    assert settings is not None  # noqa: S101 - checked by the caller
     marker = output.parent / "reader.held"
     statement = f"BEGIN; {entry.freshness_query}"
     probe = HeldReader(statement=statement, txid_at_hold=follower_txid(output))
@@ -343,10 +345,8 @@ def _longest_stall(samples: list[Sample]) -> float:
     return round(longest, 3)
 
 
-def _judge(entry: DatabaseEntry, report: FollowReport) -> tuple[Status, str]:
+def _judge(entry: DatabaseEntry, settings: FollowSettings, report: FollowReport) -> tuple[Status, str]:
     """PASSED, or FAILED (stale or stalled), or ERROR (the query cannot be read on the follower at all)."""
-    settings = entry.follow
-    assert settings is not None  # noqa: S101 - checked by the caller
     free = [s for s in report.timeline if not s.held]
     measured = [s.staleness for s in free if s.staleness is not None]
     report.samples = len(measured)

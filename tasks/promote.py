@@ -30,7 +30,7 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
-from drillbook.tasks.config.replicas import PromoteCommand
+from drillbook.tasks.config.replicas import PromoteCommand, PromoteSettings
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.litestream import find_litestream, litestream_env, run_litestream
 from drillbook.tasks.litestream_config import litestream_config_text
@@ -206,7 +206,7 @@ def promote_copy(entry: DatabaseEntry, restored: Path, scratch: Path, *, base_di
         return _done(report, began, Status.ERROR, f"cannot prepare the promotion copy in {directory}: {exc}")
     try:
         with started(argv, env=litestream_env(), grace=STOP_GRACE) as child:
-            status, summary = _promote(entry, child, primary, url, report, began, target, base_dir)
+            status, summary = _promote(entry, settings, child, primary, url, report, began, target, base_dir)
     except OSError as exc:
         return _done(report, began, Status.ERROR, f"cannot start litestream replicate ({argv[0]}): {exc.strerror or exc}")
     report.replicate = child.completed().record
@@ -238,10 +238,16 @@ def _said(child: Child) -> str:
 
 
 def _promote(
-    entry: DatabaseEntry, child: Child, primary: Path, url: str, report: PromoteReport, began: float, target: float, base_dir: Path | None
+    entry: DatabaseEntry,
+    settings: PromoteSettings,
+    child: Child,
+    primary: Path,
+    url: str,
+    report: PromoteReport,
+    began: float,
+    target: float,
+    base_dir: Path | None,
 ) -> tuple[Status, str]:
-    settings = entry.promote
-    assert settings is not None  # noqa: S101 - checked by the caller
     before = content_digest(primary)
     for index, write in enumerate(settings.writes):
         result = apply_write(primary, write, settings.describe_write(index), base_dir)

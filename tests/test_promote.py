@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -19,11 +20,14 @@ from drillbook.tasks.promote import PromoteProblem, promote_copy
 from drillbook.tasks.replica import inspect_replica
 from drillbook.tasks.restore import restore_database
 from drillbook.tasks.steps import Status
+from drillbook.testing.corpus import S3Target
 from drillbook.testing.faultproxy import FaultProxy
+from drillbook.testing.primary import running_primary
 from drillbook.testing.s3 import s3_replica_url
 from tests.conftest import entry
 from tests.test_follow import processes_with
 
+SEQ_INSERT = "INSERT INTO seq (n, committed_at) VALUES (-1, 0)"  # the workload's table (testing/workload.py)
 INSERT = "INSERT INTO customers (email, name, created_at) VALUES ('promoted@example.com', 'promoted', '2026-01-01')"
 
 
@@ -34,21 +38,23 @@ def prefix_objects(endpoint: str, url_path: str) -> list[tuple[str, str, int]]:
     return sorted((item["Key"], item["ETag"], item["Size"]) for page in pages for item in page.get("Contents", []))
 
 
-def test_a_promotion_passes_deletes_its_prefix_and_never_writes_the_live_side(replicate, write_catalogue, s3_endpoint, capsys, tmp_path):
+def test_a_promotion_passes_deletes_its_prefix_and_never_writes_the_live_side(write_catalogue, s3_endpoint, capsys, tmp_path):
     key = f"{uuid.uuid4().hex[:10]}/app.db"
-    replicated = replicate(key=key)
-    live_bytes = hashlib.sha256(replicated.live.read_bytes()).hexdigest()
+    with running_primary(tmp_path / "primary", S3Target(s3_endpoint, "drills", key)) as primary:  # a replica made under writes
+        time.sleep(2)
+    live = primary.db_path
+    live_bytes = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in live.parent.glob("app.db*") if path.is_file()}
     live_objects = prefix_objects(s3_endpoint, key)
     promoted = f"promoted-{uuid.uuid4().hex[:8]}"
     write_command = [sys.executable, "-c", "import os, sqlite3; c = sqlite3.connect(os.environ['DRILLBOOK_DB_PATH']); "
-                     "c.execute(\"UPDATE customers SET name = 'renamed' WHERE id = 1\"); c.commit()"]  # fmt: skip
+                     "c.execute('UPDATE accounts SET balance = -1 WHERE id = 1'); c.commit()"]  # fmt: skip
     config = write_catalogue(
         entry(
             "orders",
-            replicated.replica,
-            live_path=str(replicated.live),
+            primary.url,
+            live_path=str(live),
             failover_rto_target="60s",
-            promote={"replica": s3_replica_url(s3_endpoint, "drills", promoted), "writes": [INSERT, {"command": write_command}]},
+            promote={"replica": s3_replica_url(s3_endpoint, "drills", promoted), "writes": [SEQ_INSERT, {"command": write_command}]},
         )
     )
 
@@ -62,8 +68,9 @@ def test_a_promotion_passes_deletes_its_prefix_and_never_writes_the_live_side(re
     assert result["promote"]["failover_rto_target"] == 60.0 and 0 < result["promote"]["failover_rto_seconds"] < 60
     assert any(note.startswith("deleted the drill's promotion prefix s3://drills/promoted-") for note in result["notes"])
     assert prefix_objects(s3_endpoint, promoted) == []  # the scratch prefix is gone
-    assert hashlib.sha256(replicated.live.read_bytes()).hexdigest() == live_bytes  # the live database, byte for byte
-    assert prefix_objects(s3_endpoint, key) == live_objects  # the live replica, object for object
+    after = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in live.parent.glob("app.db*") if path.is_file()}
+    assert after == live_bytes  # the live database and its sidecars, byte for byte
+    assert prefix_objects(s3_endpoint, key) == live_objects  # the live replica, object for object (ETags included)
     assert processes_with(str(tmp_path / "scratch")) == []
 
 
