@@ -175,3 +175,22 @@ def test_drillbook_promote_rehearses_alone_and_follow_says_what_is_missing(repli
     assert capsys.readouterr().err.strip() == (
         f"drillbook: database 'orders' has no follow = {{ ... }} in {config}: add one (README, 'Read replicas and promotion')"
     )
+
+
+def test_the_nightly_runs_the_promotion_inside_each_configured_drill(replicate, write_catalogue, s3_endpoint):
+    from drillbook.flows.nightly import nightly_drills  # Prefect
+
+    plain, promoted = replicate(), replicate()
+    prefix = f"nightly-{uuid.uuid4().hex[:8]}"
+    config = write_catalogue(
+        entry("plain", plain.replica),
+        entry("standby", promoted.replica, promote={"replica": s3_replica_url(s3_endpoint, "drills", prefix), "writes": [INSERT]}),
+    )
+
+    results = {r.database: r for r in nightly_drills(config_path=str(config))}
+
+    assert {name: r.verdict.value for name, r in results.items()} == {"plain": "PASS", "standby": "PASS"}
+    assert results["plain"].promote is None and "promote" not in results["plain"].phases
+    assert results["standby"].promote.status == Status.PASSED and results["standby"].promote.failover_rto_seconds > 0
+    assert results["standby"].summary()["promote"]["status"] == "passed"
+    assert prefix_objects(s3_endpoint, prefix) == []
