@@ -66,7 +66,8 @@ def main() -> int:
             rows.append(
                 (
                     f"follower, {args.seconds:g} s of {args.rate:g} commits/s",
-                    f"{report.status.value}: p50 {report.p50}s, p95 {report.p95}s, max {report.max}s over {report.samples} samples",
+                    f"{report.status.value}: p50 {report.p50}s, p95 {report.p95}s, max {report.max}s over {report.samples} samples "
+                    f"({sum(1 for s in report.timeline if s.staleness)} behind the replica's newest TXID)",
                 )
             )
             held = entry(hold_reader=True)

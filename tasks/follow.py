@@ -4,8 +4,9 @@ Staleness of a read on the follower = the replica's newest change as litestream
 wrote it (the newest LTX header's time) minus the newest change the follower's
 data holds (`freshness_query`, run read-only on a connection opened and closed
 for each sample: a held reader stalls the follower, see below). Both are the
-primary's clocks, so this host's clock does not enter. p50 / p95 / max over the
-window; a p95 over `freshness_target` is a stale read.
+primary's clocks, so this host's clock does not enter. A follower already at the
+replica's newest TXID reads 0: what it lacks then is the replica's own lag, the
+RPO. p50 / p95 / max over the window; a p95 over `freshness_target` is a stale read.
 
 litestream 0.5.17's follower writes pages into the file under an exclusive
 POSIX lock taken with a blocking F_SETLKW (internal/lock_unix.go): while any
@@ -277,10 +278,13 @@ def _sample(
         except (StorageError, ValueError) as exc:
             sample.error = f"replica: {exc}"
             written_at = None
+        sample.follower_txid = follower_txid(output)  # before the read: the read holds at least this TXID
         value, error = read_follower(output, sql)
-        sample.follower_txid = follower_txid(output)
+        caught_up = sample.follower_txid and sample.replica_txid and int(sample.follower_txid, 16) >= int(sample.replica_txid, 16)
         if error is not None:
             sample.error = error
+        elif caught_up:
+            sample.staleness = 0.0  # it holds all the replica holds: the rest is the replica's own lag (the RPO)
         elif value is not None and written_at is not None:
             try:
                 sample.staleness = round(max(0.0, (written_at - as_time(value)).total_seconds()), 3)
@@ -388,6 +392,11 @@ def _judge(entry: DatabaseEntry, settings: FollowSettings, report: FollowReport)
         )
     elif held is not None and held.pid is not None and not _replica_moved(report):
         report.notes.append("the replica did not move while the reader was held: whether the follower keeps applying was not measured")
+    if len({s.replica_txid for s in report.timeline if s.replica_txid}) == 1:
+        report.notes.append(
+            f"the replica did not move during the {settings.seconds:g}s window (TXID {report.replica_txid}): the follower had nothing "
+            "to apply; whether the primary is idle or its litestream stopped is the RPO's question (a follower says nothing either way)"
+        )
     if problems:
         return Status.FAILED, "; ".join(problems)
     said = f"follower within target: {figures}"

@@ -130,3 +130,26 @@ def test_a_follower_that_exits_at_once_is_a_fail_with_litestreams_words(primary,
     (tmp_path / "again").mkdir()
     report = follow_replica(settings, replica, tmp_path / "again")
     assert report.status == Status.ERROR and "is not an executable file" in report.summary
+
+
+def test_an_idle_replica_passes_with_a_note_that_nothing_moved(replicate, tmp_path):
+    replicated = replicate()
+    settings = DatabaseEntry(
+        name="orders",
+        replica=replicated.replica,
+        rto_target="2m",
+        rpo_target="10m",
+        freshness_query="SELECT max(created_at) FROM orders",
+        follow={"seconds": "3s", "freshness_target": "5s"},
+    )
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    report = follow_replica(settings, inspect_replica(settings), scratch)
+
+    assert report.status == Status.PASSED and report.samples >= 2, report.summary
+    assert report.follower_txid == report.replica_txid
+    assert report.notes == [
+        f"the replica did not move during the 3s window (TXID {report.replica_txid}): the follower had nothing to apply; whether the "
+        "primary is idle or its litestream stopped is the RPO's question (a follower says nothing either way)"
+    ]

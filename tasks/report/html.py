@@ -128,7 +128,9 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
                 drills=len(points),
                 sample=sum(1 for p in points if p.release == SAMPLE_RELEASE),
                 chart=Markup(chart) if chart else None,  # noqa: S704 - SVG written by svg.py, its text escaped there
-                replicas=replica_figures(_newest_summary(catalogue.history_url, entry.name)) if newest else [],
+                replicas=replica_figures(_newest_summary(catalogue.history_url, entry.name))
+                if newest and (entry.follow or entry.promote)
+                else [],
             )
         )
     return (
