@@ -110,11 +110,11 @@ def test_a_held_reader_stalls_the_follower_and_the_fail_names_it(primary, tmp_pa
     assert "Fall back to the primary" in (result.action or "")
 
 
-def test_a_follower_that_exits_at_once_is_a_fail_with_litestreams_words(primary, tmp_path, monkeypatch):
+def test_a_follower_that_exits_at_once_is_a_fail_with_litestreams_words(replicate, tmp_path, monkeypatch):
     fake = tmp_path / "litestream"
     fake.write_text("#!/bin/sh\necho 'cannot restore: replica client: no such host' >&2\nexit 1\n")
     fake.chmod(0o755)
-    settings = follow_entry(primary.url, seconds="3s")
+    settings = follow_entry(replicate().replica, seconds="3s")
     replica = inspect_replica(settings)
     monkeypatch.setenv("DRILLBOOK_LITESTREAM", str(fake))
     scratch = tmp_path / "scratch"
