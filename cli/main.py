@@ -25,7 +25,7 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
 
 
-from drillbook.cli import config, demo, expectations, fleet, history, outbox, plan, points, recover, run, runbook, server, watch  # noqa: E402
+from drillbook.cli import config, demo, expectations, fleet, history, outbox, plan, points, recover, replicas, run, runbook, server, watch  # noqa: E402
 from drillbook.cli.lifecycle import (  # noqa: E402
     prefect_home_problem,
     quiet_verdict_tracebacks,
@@ -40,7 +40,7 @@ from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
 EXIT_ERROR = EXIT_CODES[Verdict.ERROR]
 # In the order `drillbook --help` lists them.
-COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, watch, plan, recover, runbook)
+COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, watch, plan, recover, runbook, replicas)
 
 
 # The exit-code contract each command's --help ends with (a command's own epilog wins when it has one).
@@ -59,6 +59,8 @@ EXIT_CODE_HELP = {
     "history": f"Exit codes: 0 listed, {_ERROR} (also an unknown database name).",
     "metrics": f"Exit codes: 0 written or pushed, {_ERROR} (the file or the Pushgateway included).",
     "report": f"Exit codes: 0 the page was written, {_ERROR}.",
+    "follow": f"Exit codes: 0 PASS (the follower within its freshness target), 1 FAIL (stale or stalled), {_ERROR}.",
+    "promote": f"Exit codes: 0 PASS (the writes restorable within the failover RTO target), 1 FAIL, {_ERROR}.",
 }
 
 

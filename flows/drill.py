@@ -19,6 +19,7 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry, check_release, load
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import evidence_stem, write_bundle
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
+from drillbook.tasks.follow import FollowReport, follow_replica
 from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills, record_drill
@@ -39,6 +40,7 @@ from drillbook.tasks.points import (
     verify_point,
 )
 from drillbook.tasks.processes import interrupted, reclaim_signals
+from drillbook.tasks.promote import PromoteReport, promote_copy
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report.drill import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, restore_database
@@ -135,6 +137,25 @@ def expectations_task(restore: RestoreResult, integrity: IntegrityReport, entry:
         return ExpectationsReport(status=Status.ERROR, summary=str(exc))
     get_run_logger().info("running %d expectation suite(s) on %s", len(suites), path)
     return run_expectations(path, suites, samples=entry.expectations_samples)
+
+
+@task(name="follow-replica", task_run_name="follow-{entry.name}", cache_policy=NO_CACHE)
+def follow_task(
+    restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry, replica: ReplicaState, scratch: Path
+) -> FollowReport:
+    if _intact_copy(restore, integrity) is None:
+        return FollowReport.skipped("not run: there is no intact restored copy")
+    get_run_logger().info("following the replica of %s for %gs", entry.name, entry.follow.seconds if entry.follow else 0)
+    return follow_replica(entry, replica, scratch)
+
+
+@task(name="promote-copy", task_run_name="promote-{entry.name}", cache_policy=NO_CACHE)
+def promote_task(restore: RestoreResult, integrity: IntegrityReport, entry: DatabaseEntry, scratch: Path, base_dir: Path) -> PromoteReport:
+    path = _intact_copy(restore, integrity)
+    if path is None:
+        return PromoteReport.skipped("not run: there is no intact restored copy")
+    get_run_logger().info("promoting a copy of %s: it replicates to a scratch prefix and takes writes", path)
+    return promote_copy(entry, Path(path), scratch, base_dir=base_dir)
 
 
 def record(result: DrillResult, evidence_dir: Path, history_url: str, *, artifact: bool = True) -> DrillResult:
@@ -311,6 +332,11 @@ def drill(
     freshness = None
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
         freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry, own_runs=own_runs)
+    follow = promote = None
+    if entry.follow is not None and request is None and scratch is not None:  # a follower follows the newest position
+        follow = _step(follow_task, FollowReport, restore, integrity, entry, replica, scratch, own_runs=own_runs)
+    if entry.promote is not None and request is None and scratch is not None:
+        promote = _step(promote_task, PromoteReport, restore, integrity, entry, scratch, catalogue.base_dir, own_runs=own_runs)
 
     steps = DrillSteps(
         setup=setup,
@@ -321,6 +347,8 @@ def drill(
         expectations=expectations,
         point=point,
         freshness=freshness,
+        follow=follow,
+        promote=promote,
     )
     context = DrillContext(
         drill_id=drill_id,
@@ -336,8 +364,9 @@ def drill(
         result.notes.extend(point.notes)
         if entry.freshness_query:
             result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
-    if freshness is not None:
-        result.notes.extend(freshness.notes)
+    for extra in (freshness, follow, promote):
+        if extra is not None:
+            result.notes.extend(extra.notes)
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)

@@ -61,6 +61,8 @@ class FailureMode(StrEnum):
     EXPECTATIONS = "data expectations"
     RESTORE_LAG = "restore lag"
     REPLICA_LAG = "replica lag"
+    STALE_READ = "stale read"  # the read-replica drill (follow)
+    PROMOTION = "promotion failure"  # the promotion drill (promote)
 
 
 ACTIONS: dict[FailureMode, str] = {
@@ -79,6 +81,10 @@ ACTIONS: dict[FailureMode, str] = {
     FailureMode.EXPECTATIONS: "The restored data breaks its expectations: check the last migration and the data before relying on this backup.",
     FailureMode.RESTORE_LAG: "Trigger a snapshot / compaction to shrink the LTX backlog and rehearse the restore; if restores keep exceeding the RTO, plan a server database.",
     FailureMode.REPLICA_LAG: "Replication is behind (RPO growing): check litestream on the primary, its credentials and network; lower the write rate.",
+    FailureMode.STALE_READ: "Fall back to the primary for reads that need freshness and mark freshness in responses (the data's own time); "
+    "check the follower's process (`litestream restore -f`) and that no reader keeps a transaction or connection open on its file.",
+    FailureMode.PROMOTION: "The restored copy did not work as a new primary: keep litestream replicate's log and the promoted copy, fix the "
+    "failing write or the replication to the new prefix, and rehearse the switch again before relying on fail-forward.",
 }
 
 

@@ -13,12 +13,14 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.expectations import ExpectationsReport
+from drillbook.tasks.follow import FollowReport
 from drillbook.tasks.freshness import FreshnessReport
 from drillbook.tasks.history.forecast import Outlook
 from drillbook.tasks.integrity import IntegrityReport
 from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Verdict
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import PointCheck
+from drillbook.tasks.promote import PromoteReport
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.smoke import SmokeReport
@@ -39,6 +41,8 @@ class DrillSteps(BaseModel):
     expectations: ExpectationsReport | None = None
     point: PointCheck | None = None
     freshness: FreshnessReport | None = None
+    follow: FollowReport | None = None  # the read-replica drill, when configured
+    promote: PromoteReport | None = None  # the promotion drill, when configured
 
     def phases(self) -> dict[str, StepResult]:
         """The steps that count as phases, in drill order: setup only when it did not pass."""
@@ -46,7 +50,7 @@ class DrillSteps(BaseModel):
         if self.setup is not None and self.setup.status != Status.PASSED:
             out["setup"] = self.setup
         out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
-        for name in ("smoke", "expectations", "point", "freshness"):
+        for name in ("smoke", "expectations", "point", "freshness", "follow", "promote"):
             step = getattr(self, name)
             if step is not None:
                 out[name] = step
@@ -78,6 +82,8 @@ class DrillResult(BaseModel):
     expectations: ExpectationsReport | None = None
     point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
     freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
+    follow: FollowReport | None = Field(default=None, description="Read-replica drill: the follower's staleness and the held-reader probe.")
+    promote: PromoteReport | None = Field(default=None, description="Promotion drill: writes on the promoted copy and the failover RTO.")
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
@@ -122,4 +128,6 @@ class DrillResult(BaseModel):
             "notes": list(self.notes),
             "point": self.point.record() if self.point else None,
             "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
+            "follow": self.follow.record() if self.follow else None,
+            "promote": self.promote.record() if self.promote else None,
         }

@@ -176,6 +176,16 @@ def _freshness_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding
         )
 
 
+def _follow_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    if steps.follow is not None and steps.follow.status == Status.FAILED:
+        yield Finding(mode=FailureMode.STALE_READ, detail=steps.follow.summary)
+
+
+def _promote_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    if steps.promote is not None and steps.promote.status == Status.FAILED:
+        yield Finding(mode=FailureMode.PROMOTION, detail=steps.promote.summary)
+
+
 STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...] = (
     _replica_rule,
     _point_rule,
@@ -183,6 +193,8 @@ STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...]
     _integrity_rule,
     _smoke_rule,
     _expectations_rule,
+    _follow_rule,
+    _promote_rule,
     _freshness_rule,  # after the RPO judged from the header: the data's own loss window is the second opinion
 )
 
@@ -283,5 +295,8 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         phases={name: _phase(step) for name, step in phases.items()},
         entry=entry.public(),
         notes=notes,
-        **{name: getattr(steps, name) for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness")},
+        **{
+            name: getattr(steps, name)
+            for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness", "follow", "promote")
+        },
     )

@@ -13,7 +13,8 @@ forwards to moto, unless a rule says otherwise for that kind of request:
 Kinds: list (a bucket listing), get (an object GET, ranged or not), head, put,
 delete, other. Actions: 500, 503, 403 (S3 XML error bodies), stall (never answer
 until the proxy stops), slow (forward, then send the body at `rate` bytes a
-second), reset (close the connection with a TCP RST). Loopback only; optional
+second), reset (close the connection with a TCP RST), drop (answer 200 with an
+ETag and store nothing: a gateway that acknowledges writes it loses). Loopback only; optional
 TLS with a caller's certificate (the private-CA test).
 """
 
@@ -30,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 KINDS = ("list", "get", "head", "put", "delete", "other")
-ACTIONS = ("500", "503", "403", "stall", "slow", "reset")
+ACTIONS = ("500", "503", "403", "stall", "slow", "reset", "drop")
 
 _ERROR_BODIES = {
     "500": ("InternalError", "We encountered an internal error. Please try again."),
@@ -110,6 +111,12 @@ class _Handler(BaseHTTPRequestHandler):
         if action == "stall":
             self.state.stopping.wait()
             self.close_connection = True
+            return
+        if action == "drop":
+            self.send_response(200)
+            self.send_header("ETag", '"d41d8cd98f00b204e9800998ecf8427e"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         if action in _ERROR_BODIES:
             code, message = _ERROR_BODIES[action]

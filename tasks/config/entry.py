@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, TAG_LIMIT, Duration, RestorePoints, SmokeCheck
+from drillbook.tasks.config.replicas import FollowSettings, PromoteSettings, overlap_problem
 from drillbook.tasks.storage import BACKENDS, check_replica_url
 from drillbook.tasks.text import check_label, redact_url
 
@@ -76,6 +77,36 @@ class DatabaseEntry(BaseModel):
         default=None,
         description="Oldest acceptable last PASS before `drillbook stale` flags this database (default: [drillbook] max_drill_age).",
     )
+    # Read replica and warm standby (README, "Read replicas and promotion"): drills of their own, after integrity.
+    follow: FollowSettings | None = Field(
+        default=None, description='Read-replica drill: { seconds = "60s", freshness_target = "5s" }; needs freshness_query.'
+    )
+    promote: PromoteSettings | None = Field(
+        default=None, description='Promotion drill: { replica = "s3://scratch/orders-promoted?...", writes = ["INSERT ..."] }.'
+    )
+    failover_rto_target: Duration | None = Field(
+        default=None,
+        description="Promotion drill: longest acceptable time until the promoted copy's writes are restorable (default rto_target).",
+    )
+
+    @field_validator("follow")
+    @classmethod
+    def _follow(cls, value: FollowSettings | None, info: ValidationInfo) -> FollowSettings | None:
+        if value is not None and not info.data.get("freshness_query"):
+            raise ValueError(
+                "a follow drill measures staleness with freshness_query: set freshness_query (SQL giving the newest change's time)"
+            )
+        return value
+
+    @field_validator("promote")
+    @classmethod
+    def _promote(cls, value: PromoteSettings | None, info: ValidationInfo) -> PromoteSettings | None:
+        live = info.data.get("replica")
+        if value is not None and live:
+            problem = overlap_problem(live, value.replica)
+            if problem:
+                raise ValueError(problem)
+        return value
 
     @field_validator("name")
     @classmethod
@@ -136,4 +167,6 @@ class DatabaseEntry(BaseModel):
         """The entry as evidence: everything but anything secret-looking."""
         data = self.model_dump(mode="json")
         data["replica"] = self.replica_redacted
+        if data.get("promote"):
+            data["promote"]["replica"] = redact_url(data["promote"]["replica"])
         return data

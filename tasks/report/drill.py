@@ -68,6 +68,30 @@ def outlook_lines(result: DrillResult) -> list[str]:
     return lines + ([plan] if plan else [])
 
 
+def replica_measures(result: DrillResult) -> list[tuple[str, str]]:
+    """(label, line) of the read-replica and promotion drills' figures, shown beside RTO and RPO."""
+    lines = []
+    follow = result.follow
+    if follow is not None and follow.p95 is not None and follow.freshness_target is not None:
+        label = "Follower staleness p95"
+        lines.append(
+            (
+                label,
+                measure_line(label, follow.p95, follow.freshness_target)
+                + f"; p50 {duration_text(follow.p50)}, max {duration_text(follow.max)} over {follow.samples} samples",
+            )
+        )
+    promote = result.promote
+    if promote is not None and promote.failover_rto_target is not None and promote.status != Status.SKIPPED:
+        label = "Failover RTO (promotion)"
+        lines.append((label, measure_line(label, promote.failover_rto_seconds, promote.failover_rto_target)))
+    return lines
+
+
+def replica_lines(result: DrillResult) -> list[str]:
+    return [line for _label, line in replica_measures(result)]
+
+
 def shown(text: str, style: str = "", *, lines: bool = False) -> Text:
     """Text for the terminal: credentials masked, control characters shown, and never read as rich markup."""
     return Text(visible(redact(text, emails=False), lines=lines), style=style)
@@ -82,6 +106,7 @@ def render_terminal(result: DrillResult) -> Panel:
     ]
     if result.freshness is not None and result.freshness.data_loss_seconds is not None:
         lines.append(shown(measure_line("Data loss (freshness_query)", result.freshness.data_loss_seconds, result.rpo_target_seconds)))
+    lines.extend(shown(line) for line in replica_lines(result))
     phases = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     phases.add_column("phase")
     phases.add_column("status")
@@ -143,6 +168,7 @@ def render_markdown(result: DrillResult) -> str:
         f"- **{measure_line('RTO', result.rto_seconds, result.rto_target_seconds)}**",
         f"- **{measure_line('RPO', result.rpo_seconds, result.rpo_target_seconds)}**",
     ]
+    out += [f"- **{md(line)}**" for line in replica_lines(result)]
     for line in outlook_lines(result):
         if line.startswith("  "):
             out.append(f"    {line.strip()}")

@@ -14,7 +14,7 @@ text escaped, goes in as markup.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
@@ -24,7 +24,7 @@ from markupsafe import Markup
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.forecast import Outlook
 from drillbook.tasks.history.stale import StaleStatus, stale_status
-from drillbook.tasks.history.store import TrendPoint, trend_points
+from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
 from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.report.svg import render_svg
@@ -61,6 +61,34 @@ class Section:
     drills: int
     sample: int
     chart: Markup | None
+    replicas: list[tuple[str, str]] = field(default_factory=list)  # (label, figures) of the read-replica and promotion drills
+
+
+def replica_figures(summary: dict) -> list[tuple[str, str]]:
+    """The newest drill's follower and promotion figures, from the summary the history keeps."""
+    out = []
+    follow = summary.get("follow") or {}
+    if follow.get("p95") is not None:
+        said = f"p50 {duration_text(follow['p50'])}, p95 {duration_text(follow['p95'])}, max {duration_text(follow['max'])}"
+        out.append(("follower staleness", f"{said} over {follow['samples']} samples (target {duration_text(follow['target'])})"))
+    if follow.get("problem"):
+        out.append(
+            (
+                "follower",
+                f"FAIL: {follow['problem']}" + (f" ({follow['stalled_seconds']:.0f}s stalled)" if follow.get("stalled_seconds") else ""),
+            )
+        )
+    promote = summary.get("promote") or {}
+    if promote.get("status") not in (None, "skipped"):
+        rto = promote.get("failover_rto_seconds")
+        said = f"{duration_text(rto) if rto is not None else 'not restorable'} (target {duration_text(promote.get('failover_rto_target'))})"
+        out.append(("failover RTO", said + (f", FAIL: {promote['problem']}" if promote.get("problem") else "")))
+    return out
+
+
+def _newest_summary(url: str, name: str) -> dict:
+    rows = recent_drills(url, name, 1)
+    return rows[0].summary if rows and isinstance(rows[0].summary, dict) else {}
 
 
 def _legend() -> list[tuple[str, str, str]]:
@@ -100,6 +128,9 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
                 drills=len(points),
                 sample=sum(1 for p in points if p.release == SAMPLE_RELEASE),
                 chart=Markup(chart) if chart else None,  # noqa: S704 - SVG written by svg.py, its text escaped there
+                replicas=replica_figures(_newest_summary(catalogue.history_url, entry.name))
+                if newest and (entry.follow or entry.promote)
+                else [],
             )
         )
     return (

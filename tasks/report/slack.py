@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
-from drillbook.tasks.report.drill import headline, measure_line, outlook_lines
+from drillbook.tasks.report.drill import headline, measure_line, outlook_lines, replica_measures
 from drillbook.tasks.steps import Status
 from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
@@ -187,6 +187,7 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
     ]
     if result.freshness is not None and result.freshness.data_loss_seconds is not None:  # RPO from the data, beside the replica's
         measures.append(_bold_label(measure_line("Data loss", result.freshness.data_loss_seconds, result.rpo_target_seconds), "Data loss"))
+    measures += [_bold_label(line, label) for label, line in replica_measures(result)]
     blocks.append(_section("\n".join(measures)))
     looking_ahead = outlook_lines(result)
     if looking_ahead:

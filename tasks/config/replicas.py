@@ -1,0 +1,121 @@
+"""The catalogue's read-replica and promotion drills: `follow = {...}` and `promote = {...}` of a [[database]] entry.
+
+A promotion replicates the restored copy to a prefix of its own and writes to it:
+that prefix must never be, hold, or sit inside the live replica. `replica_overlap`
+tells how two replica URLs relate (the same store and a path prefix relation, on
+whole path segments: `orders-promoted` is not inside `orders`).
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from drillbook.tasks.config.fields import Duration
+from drillbook.tasks.storage.s3 import parse_s3_url
+from drillbook.tasks.text import redact_url
+
+PROMOTE_SCHEMES = ("s3", "file")  # where drillbook can delete the scratch prefix after a PASS
+
+
+class FollowSettings(BaseModel):
+    """follow = { seconds = "60s", freshness_target = "5s" }: a follower (`litestream restore -f`) kept for `seconds`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seconds: Duration = Field(default=60.0, ge=2, le=3600, description="How long the follower is kept and sampled (once a second).")
+    freshness_target: Duration = Field(
+        le=86400, description='Largest acceptable staleness of a read on the follower (p95 of the samples), e.g. "5s".'
+    )
+    interval: Duration = Field(default=1.0, ge=0.1, le=60, description="litestream's -follow-interval: how often the follower polls.")
+    hold_reader: bool = Field(
+        default=False,
+        description="Second half of the window: a reader process holds a read transaction open on the follower, as an "
+        "application's long read would; a follower that stops applying meanwhile is a FAIL naming the reader.",
+    )
+
+
+class PromoteCommand(BaseModel):
+    """One write by an application command: argv, with DRILLBOOK_DB_PATH the promoted copy's path."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(min_length=1, description="argv of the application command; exit 0 is a successful write.")
+    timeout: Duration = Field(default=60.0, le=3600, description="Seconds before the command's process group is killed.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the command (no secrets: use pass_env).")
+    pass_env: list[str] = Field(default_factory=list, description="Names of variables passed through from drillbook's environment.")
+    cwd: str | None = Field(default=None, description="Working directory; relative to the catalogue.")
+
+
+class PromoteSettings(BaseModel):
+    """promote = { replica = "s3://drills-scratch/orders-promoted?...", writes = [...] }: the restored copy as a new primary."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replica: str = Field(
+        description="Scratch replica URL (s3:// or file://) the promoted copy replicates to; each drill uses a sub-prefix of its own, "
+        "deleted after a PASS. Must not be, hold or sit inside the database's own replica."
+    )
+    writes: list[str | PromoteCommand] = Field(
+        min_length=1, description='SQL run on the promoted copy (each in its own transaction), or { command = ["app", "write"] }.'
+    )
+
+    @field_validator("replica")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if urlsplit(value).scheme not in PROMOTE_SCHEMES:
+            raise ValueError(f"a promotion replica must be s3:// or file:// (drillbook deletes it after a PASS); got {redact_url(value)!r}")
+        return value
+
+    def describe_write(self, index: int) -> str:
+        """'write 2 (INSERT INTO orders ...)' / 'write 1 (command app write)': how reports name a write."""
+        write = self.writes[index]
+        text = write if isinstance(write, str) else "command " + " ".join(write.command)
+        text = " ".join(text.split())
+        return f"write {index + 1} ({text[:80]}{'…' if len(text) > 80 else ''})"
+
+
+def _place(url: str) -> tuple[str, tuple[str, ...]] | None:
+    """(the store, the path's segments) of a replica URL; None where it cannot be told."""
+    parts = urlsplit(url)
+    if parts.scheme == "s3":
+        location = parse_s3_url(url)
+        endpoint = (location.endpoint or "aws").rstrip("/").lower()
+        return f"s3 {endpoint} {location.bucket}", tuple(s for s in location.prefix.split("/") if s)
+    if parts.scheme == "file":
+        path = PurePosixPath(unquote(parts.path))
+        return "file", tuple(s for s in path.parts if s not in ("/", ""))
+    if not parts.scheme:
+        return None
+    scheme = "webdav" if parts.scheme == "webdavs" else parts.scheme
+    host = (parts.hostname or "").lower()
+    user = parts.username or ""
+    return f"{scheme} {user}@{host}:{parts.port or ''}", tuple(s for s in unquote(parts.path).split("/") if s)
+
+
+def replica_overlap(live: str, other: str) -> str | None:
+    """How `other` relates to the live replica `live`: 'equal', 'inside', 'contains', or None (apart)."""
+    a, b = _place(live), _place(other)
+    if a is None or b is None or a[0] != b[0]:
+        return None
+    if a[1] == b[1]:
+        return "equal"
+    if b[1][: len(a[1])] == a[1]:
+        return "inside"
+    if a[1][: len(b[1])] == b[1]:
+        return "contains"
+    return None
+
+
+def overlap_problem(live: str, promote: str) -> str | None:
+    """The config error for a promotion replica that overlaps the live replica, naming both; None when apart."""
+    relation = replica_overlap(live, promote)
+    if relation is None:
+        return None
+    said = {"equal": "is the live replica", "inside": "lies inside the live replica", "contains": "contains the live replica"}[relation]
+    return (
+        f"promote.replica {redact_url(promote)} {said} {redact_url(live)}: a promotion writes there and deletes it afterwards; "
+        "use a scratch prefix apart from it (another bucket or a sibling path)"
+    )
