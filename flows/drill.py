@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
+from drillbook.tasks.compat import CompatReport, check_compat
 from drillbook.tasks.config import Catalogue, DatabaseEntry, check_release, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import evidence_stem, write_bundle
@@ -106,6 +107,16 @@ def check_integrity_task(
         return IntegrityReport.skipped("not run: there is no restored copy")
     get_run_logger().info("checking integrity of %s", restore.path)
     return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query, rows_file=rows_file)
+
+
+@task(name="check-restore-tools", task_run_name="compat-{entry.name}", cache_policy=NO_CACHE)
+def compat_task(
+    entry: DatabaseEntry, replica: ReplicaState, restore: RestoreResult, integrity: IntegrityReport, versions: list[str], scratch: Path
+) -> CompatReport:
+    if _intact_copy(restore, integrity) is None:
+        return CompatReport.skipped("not run: there is no intact restored copy to compare with")
+    get_run_logger().info("restoring %s with litestream %s to compare with the pinned copy", entry.name, ", ".join(versions))
+    return check_compat(entry, replica, restore, versions, scratch)
 
 
 def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | None:
@@ -237,6 +248,7 @@ def drill_database(
     release_lag: str | None = None,
     at: str | None = None,
     txid: str | None = None,
+    compat: bool = True,
 ) -> DrillResult:
     """The drill as a flow run of its own (`drillbook run`, the drillbook-drill deployment): the catalogue path is the boundary."""
     reclaim_signals()  # SIGTERM stops litestream and records the drill, as the CLI promises
@@ -250,6 +262,7 @@ def drill_database(
         release_lag=release_lag,
         at=at,
         txid=txid,
+        compat=compat,
     )
 
 
@@ -263,6 +276,7 @@ def drill(
     release_lag: str | None = None,
     at: str | None = None,
     txid: str | None = None,
+    compat: bool = True,
 ) -> DrillResult:
     """Restore `entry` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
@@ -272,6 +286,9 @@ def drill(
     `at` (an ISO 8601 time, or oldest / random / retention) or `txid` restores that
     point instead of the newest; the copy must then hold exactly the TXID the
     replica lists for it (the "point" phase).
+    `compat` (default on) runs the restore-tool compatibility phase when the catalogue gives
+    restore_with versions for this database (a drill of the newest position only); the nightly
+    turns it off until its cadence says it is due.
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -300,6 +317,10 @@ def drill(
     freshness = None
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
         freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry)
+    versions = catalogue.restore_with(entry) if compat and request is None else []
+    compat_report = None
+    if versions:  # other litestream releases against the pinned copy: after the checks, never part of the RTO
+        compat_report = _step(compat_task, CompatReport, entry, replica, restore, integrity, versions, scratch or catalogue.scratch_dir)
 
     steps = DrillSteps(
         setup=setup,
@@ -310,6 +331,7 @@ def drill(
         expectations=expectations,
         point=point,
         freshness=freshness,
+        compat=compat_report,
     )
     context = DrillContext(
         drill_id=drill_id,
@@ -327,6 +349,8 @@ def drill(
             result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
     if freshness is not None:
         result.notes.extend(freshness.notes)
+    if compat_report is not None:
+        result.notes.extend(compat_report.notes)
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from drillbook.tasks.compat import CompatReport
 from drillbook.tasks.expectations import ExpectationsReport
 from drillbook.tasks.freshness import FreshnessReport
 from drillbook.tasks.history.forecast import Outlook
@@ -39,6 +40,7 @@ class DrillSteps(BaseModel):
     expectations: ExpectationsReport | None = None
     point: PointCheck | None = None
     freshness: FreshnessReport | None = None
+    compat: CompatReport | None = None  # the restore-tool compatibility matrix (restore_with)
 
     def phases(self) -> dict[str, StepResult]:
         """The steps that count as phases, in drill order: setup only when it did not pass."""
@@ -46,7 +48,7 @@ class DrillSteps(BaseModel):
         if self.setup is not None and self.setup.status != Status.PASSED:
             out["setup"] = self.setup
         out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
-        for name in ("smoke", "expectations", "point", "freshness"):
+        for name in ("smoke", "expectations", "point", "freshness", "compat"):
             step = getattr(self, name)
             if step is not None:
                 out[name] = step
@@ -78,6 +80,7 @@ class DrillResult(BaseModel):
     expectations: ExpectationsReport | None = None
     point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
     freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
+    compat: CompatReport | None = Field(default=None, description="restore_with: other litestream versions against the pinned copy.")
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
@@ -122,4 +125,5 @@ class DrillResult(BaseModel):
             "notes": list(self.notes),
             "point": self.point.record() if self.point else None,
             "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
+            "compat": self.compat.matrix() if self.compat and self.compat.rows else None,
         }

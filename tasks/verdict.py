@@ -176,6 +176,12 @@ def _freshness_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding
         )
 
 
+def _compat_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    compat = steps.compat
+    if compat is not None and compat.status == Status.FAILED:
+        yield from _listed(FailureMode.RESTORE_TOOL, [row.describe() for row in compat.incompatible])
+
+
 STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...] = (
     _replica_rule,
     _point_rule,
@@ -183,6 +189,7 @@ STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...]
     _integrity_rule,
     _smoke_rule,
     _expectations_rule,
+    _compat_rule,
     _freshness_rule,  # after the RPO judged from the header: the data's own loss window is the second opinion
 )
 
@@ -283,5 +290,8 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         phases={name: _phase(step) for name, step in phases.items()},
         entry=entry.public(),
         notes=notes,
-        **{name: getattr(steps, name) for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness")},
+        **{
+            name: getattr(steps, name)
+            for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness", "compat")
+        },
     )
