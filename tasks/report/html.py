@@ -24,7 +24,7 @@ from markupsafe import Markup
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.forecast import Outlook
 from drillbook.tasks.history.stale import StaleStatus, stale_status
-from drillbook.tasks.history.store import TrendPoint, trend_points
+from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
 from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.report.svg import render_svg
@@ -61,6 +61,26 @@ class Section:
     drills: int
     sample: int
     chart: Markup | None
+    compat: CompatMatrix | None = None
+
+
+@dataclass
+class CompatMatrix:
+    """The newest restore-tool matrix of a database (restore_with), from the history's summary of that drill."""
+
+    started_at: datetime
+    rows: list[dict]
+
+
+COMPAT_LOOKBACK = 50  # drills read back for the newest one that ran the compatibility phase
+
+
+def _compat_matrix(catalogue: Catalogue, name: str) -> CompatMatrix | None:
+    for row in recent_drills(catalogue.history_url, name, COMPAT_LOOKBACK):
+        rows = (row.summary or {}).get("compat")
+        if rows:
+            return CompatMatrix(started_at=row.started_at, rows=rows)
+    return None
 
 
 def _legend() -> list[tuple[str, str, str]]:
@@ -100,6 +120,7 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
                 drills=len(points),
                 sample=sum(1 for p in points if p.release == SAMPLE_RELEASE),
                 chart=Markup(chart) if chart else None,  # noqa: S704 - SVG written by svg.py, its text escaped there
+                compat=_compat_matrix(catalogue, entry.name) if catalogue.restore_with(entry) else None,
             )
         )
     return (
