@@ -82,6 +82,18 @@ def compat_rows(result: DrillResult) -> list[tuple[str, str, str, str, str]]:
     ]
 
 
+def compat_lines(result: DrillResult) -> list[tuple[bool, str, tuple[str, str, str, str, str]]]:
+    """Each version as (compatible, what it did in words, its row): for reports that speak in sentences (Slack)."""
+    out = []
+    for row in compat_rows(result):
+        version, restores, same, seconds, error = row
+        ok = restores == "yes" and same == "yes"
+        said = {("yes", "yes"): "restores the same data", ("yes", "NO"): "restores different data", ("yes", "-"): "restored, not compared"}
+        text = f"{said.get((restores, same), 'cannot restore')} in {seconds}s" + (f": {error}" if error and not ok else "")
+        out.append((ok, text, row))
+    return out
+
+
 def compat_title(result: DrillResult) -> str:
     compat = result.compat
     where = f"TXID {compat.txid}" if compat is not None and compat.txid else "the newest position"
@@ -155,6 +167,11 @@ def md(text: str) -> str:
     return _MARKDOWN_LINE_START.sub(lambda m: (m.group(3) or "") + "\\" + (m.group(2) or m.group(4)), escaped)
 
 
+def _cell(text: str) -> str:
+    """Text from outside in a table cell: inline Markdown escaped (a cell never starts a list or a heading)."""
+    return _MARKDOWN_INLINE.sub(r"\\\1", _one_line(text))
+
+
 def code(text: str) -> str:
     """A name or path from outside as a Markdown code span: shown literally; the fence is longer than any backtick run in it."""
     flat = _one_line(text)
@@ -186,7 +203,7 @@ def render_markdown(result: DrillResult) -> str:
     matrix = compat_rows(result)
     if matrix:
         out += ["", f"### {md(compat_title(result))}", "", "| " + " | ".join(COMPAT_COLUMNS) + " |", "|---|---|---|---:|---|"]
-        out += ["| " + " | ".join(md(cell) for cell in row) + " |" for row in matrix]
+        out += ["| " + " | ".join(_cell(text) for text in row) + " |" for row in matrix]
     if len(result.findings) > 1 or (result.findings and result.verdict != Verdict.PASS):
         out += ["", "### Findings", ""]
         out += [f"- **{f.mode.value}**: {md(f.detail)}" for f in result.findings]

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
-from drillbook.tasks.report.drill import compat_rows, compat_title, headline, measure_line, outlook_lines
+from drillbook.tasks.report.drill import compat_lines, compat_rows, compat_title, headline, measure_line, outlook_lines
 from drillbook.tasks.steps import Status
 from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
@@ -203,9 +203,12 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         if mentions:
             blocks.append(_section(f"*Owners:* {mentions}"))
     blocks.append(_section("*Phases*\n" + "\n".join(_phase_lines(result))))
-    matrix = compat_rows(result)
+    matrix = compat_lines(result)
     if matrix:  # the restore-tool matrix: which litestream versions restore this replica
-        blocks.append(_section(f"*{escape(compat_title(result))}*\n" + "\n".join(_compat_line(row) for row in matrix)))
+        lines = [
+            f"{':white_check_mark:' if ok else ':x:'} `{escape(row[0])}` {escape(cut(redact(said), 300, '…'))}" for ok, said, row in matrix
+        ]
+        blocks.append(_section(f"*{escape(compat_title(result))}*\n" + "\n".join(lines)))
     context = [f"drill `{result.short_id}` · {result.finished_at:%Y-%m-%d %H:%M} UTC"]
     if result.flow_run_url and result.flow_run_url.startswith(("http://", "https://")) and not set("<>| ") & set(result.flow_run_url):
         context.append(f"<{result.flow_run_url}|Prefect flow run>")
@@ -215,19 +218,6 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         context.append(f"evidence: `{escape(result.evidence)}`")
     blocks.append(_context(*context))
     return [block.to_dict() for block in blocks[:MAX_BLOCKS]]
-
-
-def _compat_line(row: tuple[str, str, str, str, str]) -> str:
-    version, restores, same, seconds, error = row
-    ok = restores == "yes" and same == "yes"
-    mark = ":white_check_mark:" if ok else (":grey_question:" if restores == "yes" and same == "-" else ":x:")
-    said = (
-        "restores the same data"
-        if ok
-        else ("cannot restore" if restores != "yes" else "restores different data" if same == "NO" else "not compared")
-    )
-    line = f"{mark} `{escape(version)}` {said} in {seconds}s"
-    return line + (f" — {escape(cut(redact(error), 300, '…'))}" if error and not ok else "")
 
 
 def evidence_file(result: DrillResult) -> SlackFile:
