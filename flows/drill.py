@@ -49,6 +49,7 @@ from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.text import redact, slug, visible
 from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, Verdict, judge
 from drillbook.tasks.workspace import prepare_workspace
+from drillbook.tasks.writers import WriterCheck, check_writers
 
 S = TypeVar("S", bound=StepResult)
 
@@ -307,6 +308,7 @@ def drill(
     else:
         replica = ReplicaState.skipped(f"not run: {setup.summary}")
     plan = _plain_step(plan_step, RestorePlan, entry, replica, catalogue.history_url)
+    writers = _plain_step(check_writers, WriterCheck, entry, replica) if request is None else None  # a second writer in the L0 history
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
     restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir, point)
     if point is not None:
@@ -332,6 +334,7 @@ def drill(
         point=point,
         freshness=freshness,
         compat=compat_report,
+        writers=writers,
     )
     context = DrillContext(
         drill_id=drill_id,
@@ -351,6 +354,8 @@ def drill(
         result.notes.extend(freshness.notes)
     if compat_report is not None:
         result.notes.extend(compat_report.notes)
+    if writers is not None:
+        result.notes.extend(writers.notes)
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)

@@ -189,7 +189,7 @@ def error_line(stderr: str, stdout: str = "") -> str:
             if line.startswith("Error: "):
                 return one_line(line.removeprefix("Error: "), ERROR_LINE)
             if match := _ERROR_FIELD.search(line):
-                return one_line(match.group(1).replace('\\"', '"'), ERROR_LINE)
+                return one_line(match.group(1).replace("\\n", " ").replace("\\t", " ").replace('\\"', '"'), ERROR_LINE)
     last = [line.strip() for line in (stderr or stdout).splitlines() if line.strip()]
     return one_line(last[-1], ERROR_LINE) if last else "litestream printed no error"
 

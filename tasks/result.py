@@ -24,6 +24,7 @@ from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.smoke import SmokeReport
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.writers import WriterCheck
 
 
 class DrillSteps(BaseModel):
@@ -41,6 +42,7 @@ class DrillSteps(BaseModel):
     point: PointCheck | None = None
     freshness: FreshnessReport | None = None
     compat: CompatReport | None = None  # the restore-tool compatibility matrix (restore_with)
+    writers: WriterCheck | None = None  # two writers on one replica: the L0 history forks
 
     def phases(self) -> dict[str, StepResult]:
         """The steps that count as phases, in drill order: setup only when it did not pass."""
@@ -48,7 +50,7 @@ class DrillSteps(BaseModel):
         if self.setup is not None and self.setup.status != Status.PASSED:
             out["setup"] = self.setup
         out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
-        for name in ("smoke", "expectations", "point", "freshness", "compat"):
+        for name in ("smoke", "expectations", "point", "freshness", "compat", "writers"):
             step = getattr(self, name)
             if step is not None:
                 out[name] = step
@@ -81,6 +83,7 @@ class DrillResult(BaseModel):
     point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
     freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
     compat: CompatReport | None = Field(default=None, description="restore_with: other litestream versions against the pinned copy.")
+    writers: WriterCheck | None = Field(default=None, description="The replica's L0 history read for a second writer.")
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None

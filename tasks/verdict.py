@@ -182,8 +182,15 @@ def _compat_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
         yield from _listed(FailureMode.RESTORE_TOOL, [row.describe() for row in compat.incompatible])
 
 
+def _writers_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    writers = steps.writers
+    if writers is not None and writers.status == Status.FAILED:
+        yield from _listed(FailureMode.WRITER_LEASE, [fork.detail for fork in writers.forks])
+
+
 STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...] = (
     _replica_rule,
+    _writers_rule,
     _point_rule,
     _restore_rule,
     _integrity_rule,
@@ -292,6 +299,6 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         notes=notes,
         **{
             name: getattr(steps, name)
-            for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness", "compat")
+            for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness", "compat", "writers")
         },
     )
