@@ -46,7 +46,7 @@ from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.storage import StorageError, open_storage
 
-MAX_HEADERS = 2000  # newest L0 files read per drill: a busy replica keeps thousands; the fork that matters is recent
+MAX_HEADERS = 1000  # newest L0 files read per drill: a busy replica keeps thousands; at litestream's defaults (1 s sync, 5 min l0-retention) about 300
 READERS = 8  # concurrent ranged reads
 TIME_TOLERANCE = 2.0  # seconds a header time may step back (a clock adjusted) before files are said to interleave
 SHOWN = 10  # findings listed; the evidence keeps them all

@@ -194,3 +194,32 @@ def test_copies_are_compared_by_schema_and_per_table_digests_never_rows(tmp_path
     report = CompatReport(rows=[row, VersionRow(version="0.5.16", restored=True, same_data=True, tables=2, tables_matched=2)])
     assert report.incompatible == [row]
     assert row.describe() == "litestream 0.5.9 restores different data: differs from the 0.5.17 copy in accounts"
+
+
+def test_the_matrix_escapes_litestreams_error_text_in_every_sink():
+    from tests.test_sinks import HOSTILE, RAW_CONTROLS, hostile_result
+
+    hostile = " | ".join(HOSTILE.values())
+    row = VersionRow(version="0.5.15", error=f"decode database: {hostile}")
+    result = hostile_result().model_copy(update={"compat": CompatReport(rows=[row], txid="0000000000000001")})
+    markdown = render_markdown(result)
+    assert "litestream versions restoring TXID 0000000000000001" in markdown
+    assert not RAW_CONTROLS.search(markdown)
+    blocks = json.dumps(drill_blocks(result), ensure_ascii=False)
+    assert "`0.5.15` cannot restore" in blocks and not RAW_CONTROLS.search(blocks)
+    assert "<script>" not in blocks
+
+
+def test_the_nightly_runs_the_matrix_only_when_its_cadence_is_due(write_catalogue):
+    from drillbook.flows.nightly import compat_drills
+    from drillbook.tasks.history.store import record_drill
+    from tests.test_sinks import hostile_result
+
+    config = write_catalogue(entry("orders", "s3://b/o.db", restore_with=["0.5.16"]), entry("plain", "s3://b/p.db"))
+    catalogue = load_catalogue(config)
+    assert compat_drills(catalogue.database, catalogue) == {"orders"}
+    ran = hostile_result(database="orders").model_copy(
+        update={"started_at": datetime.now(UTC), "compat": CompatReport(rows=[VersionRow(version="0.5.16", restored=True, same_data=True)])}
+    )
+    record_drill(catalogue.history_url, ran)
+    assert compat_drills(catalogue.database, catalogue) == set()
