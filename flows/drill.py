@@ -314,15 +314,15 @@ def drill(
     if point is not None:
         point = verify_point(point, restore, timeline)
     integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file)
+    versions = catalogue.restore_with(entry) if compat and request is None else []
+    compat_report = None
+    if versions:  # other litestream releases against the pinned copy, before a smoke command could change it; not in the RTO
+        compat_report = _step(compat_task, CompatReport, entry, replica, restore, integrity, versions, scratch or catalogue.scratch_dir)
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir)
     expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue))
     freshness = None
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
         freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry)
-    versions = catalogue.restore_with(entry) if compat and request is None else []
-    compat_report = None
-    if versions:  # other litestream releases against the pinned copy: after the checks, never part of the RTO
-        compat_report = _step(compat_task, CompatReport, entry, replica, restore, integrity, versions, scratch or catalogue.scratch_dir)
 
     steps = DrillSteps(
         setup=setup,

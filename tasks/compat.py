@@ -220,8 +220,11 @@ def check_compat(
     pinned = digest_copy(reference.path)
     txid = reference.txid if replica.layout == LTX_LAYOUT and reference.txid else None
     report = CompatReport(txid=txid, tables=len(pinned.tables), notes=notes)
-    for tool in tools:
-        report.rows.append(_try_version(entry, replica, tool, pinned, txid, scratch))
+    try:
+        for tool in tools:
+            report.rows.append(_try_version(entry, replica, tool, pinned, txid, scratch))
+    except DrillbookError as exc:
+        return report.model_copy(update={"status": Status.ERROR, "summary": str(exc), "seconds": round(time.monotonic() - started, 3)})
     return _conclude(entry, replica, reference, report, started)
 
 
@@ -235,6 +238,8 @@ def _try_version(
     try:
         restored = restore_database(entry, replica, place, ["-txid", asked] if asked else None, tool=tool)
         row.seconds = restored.seconds
+        if restored.status == Status.ERROR:  # interrupted, the binary would not run, a full scratch disk: ours, not the version's
+            raise DrillbookError(f"litestream {tool.version}: {restored.summary}")
         if not restored.ok or restored.path is None:
             command = restored.command
             row.error = (
