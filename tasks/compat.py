@@ -15,6 +15,7 @@ table names reach the evidence, never a row.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 import sqlite3
@@ -170,8 +171,6 @@ def restore_tool(version: str) -> RestoreTool:
 
 
 def _binary_sha256(tool: RestoreTool) -> str | None:
-    import json
-
     try:
         return json.loads((Path(tool.path).parent / RECORD).read_text()).get("binary_sha256")
     except (OSError, ValueError, AttributeError):
