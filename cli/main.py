@@ -25,7 +25,23 @@ import warnings  # noqa: E402
 warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory")
 
 
-from drillbook.cli import config, demo, expectations, fleet, history, outbox, plan, points, recover, replicas, run, runbook, server, watch  # noqa: E402
+from drillbook.cli import (  # noqa: E402
+    compat,
+    config,
+    demo,
+    expectations,
+    fleet,
+    history,
+    outbox,
+    plan,
+    points,
+    recover,
+    replicas,
+    run,
+    runbook,
+    server,
+    watch,
+)
 from drillbook.cli.lifecycle import (  # noqa: E402
     prefect_home_problem,
     quiet_verdict_tracebacks,
@@ -40,7 +56,7 @@ from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
 EXIT_ERROR = EXIT_CODES[Verdict.ERROR]
 # In the order `drillbook --help` lists them.
-COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, watch, plan, recover, runbook, replicas)
+COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, points, history, watch, plan, recover, runbook, compat, replicas)
 
 
 # The exit-code contract each command's --help ends with (a command's own epilog wins when it has one).

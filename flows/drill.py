@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from drillbook.flows.runs import unwrap
 from drillbook.tasks.cleanup import clean_up
+from drillbook.tasks.compat import CompatReport, check_compat
 from drillbook.tasks.config import Catalogue, DatabaseEntry, check_release, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, HistoryError
 from drillbook.tasks.evidence import evidence_stem, write_bundle
@@ -50,6 +51,7 @@ from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.text import redact, slug, visible
 from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, Verdict, judge
 from drillbook.tasks.workspace import prepare_workspace
+from drillbook.tasks.writers import WriterCheck, check_writers
 
 S = TypeVar("S", bound=StepResult)
 
@@ -108,6 +110,16 @@ def check_integrity_task(
         return IntegrityReport.skipped("not run: there is no restored copy")
     get_run_logger().info("checking integrity of %s", restore.path)
     return check_integrity(restore.path, expected_schema=expected_schema, schema_query=entry.schema_version_query, rows_file=rows_file)
+
+
+@task(name="check-restore-tools", task_run_name="compat-{entry.name}", cache_policy=NO_CACHE)
+def compat_task(
+    entry: DatabaseEntry, replica: ReplicaState, restore: RestoreResult, integrity: IntegrityReport, versions: list[str], scratch: Path
+) -> CompatReport:
+    if _intact_copy(restore, integrity) is None:
+        return CompatReport.skipped("not run: there is no intact restored copy to compare with")
+    get_run_logger().info("restoring %s with litestream %s to compare with the pinned copy", entry.name, ", ".join(versions))
+    return check_compat(entry, replica, restore, versions, scratch)
 
 
 def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | None:
@@ -265,6 +277,7 @@ def drill_database(
     release_lag: str | None = None,
     at: str | None = None,
     txid: str | None = None,
+    compat: bool = True,
 ) -> DrillResult:
     """The drill as a flow run of its own (`drillbook run`, the drillbook-drill deployment): the catalogue path is the boundary."""
     reclaim_signals()  # SIGTERM stops litestream and records the drill, as the CLI promises
@@ -278,6 +291,7 @@ def drill_database(
         release_lag=release_lag,
         at=at,
         txid=txid,
+        compat=compat,
     )
 
 
@@ -292,6 +306,7 @@ def drill(
     at: str | None = None,
     txid: str | None = None,
     own_runs: bool = True,
+    compat: bool = True,
 ) -> DrillResult:
     """Restore `entry` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
@@ -304,6 +319,9 @@ def drill(
     `own_runs=False` (a drill inside a fleet's worker) records no task runs and,
     for a PASS, no artifact: the evidence bundle, the history row and the fleet's
     summary table are its record; a drill that did not pass keeps its artifact.
+    `compat` (default on) runs the restore-tool compatibility phase when the catalogue gives
+    restore_with versions for this database (a drill of the newest position only); the nightly
+    turns it off until its cadence says it is due.
 
     Ends failed (DrillFailed, carrying the result) after the evidence and report
     are done, whenever the verdict is not PASS.
@@ -322,11 +340,18 @@ def drill(
     else:
         replica = ReplicaState.skipped(f"not run: {setup.summary}")
     plan = _plain_step(plan_step, RestorePlan, entry, replica, catalogue.history_url)
+    writers = _plain_step(check_writers, WriterCheck, entry, replica) if request is None else None  # a second writer in the L0 history
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
     restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir, point, own_runs=own_runs)
     if point is not None:
         point = verify_point(point, restore, timeline)
     integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file, own_runs=own_runs)
+    versions = catalogue.restore_with(entry) if compat and request is None else []
+    compat_report = None
+    if versions:  # other litestream releases against the pinned copy, before a smoke command could change it; not in the RTO
+        compat_report = _step(
+            compat_task, CompatReport, entry, replica, restore, integrity, versions, scratch or catalogue.scratch_dir, own_runs=own_runs
+        )
     smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir, own_runs=own_runs)
     expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue), own_runs=own_runs)
     freshness = None
@@ -347,6 +372,8 @@ def drill(
         expectations=expectations,
         point=point,
         freshness=freshness,
+        compat=compat_report,
+        writers=writers,
         follow=follow,
         promote=promote,
     )
@@ -364,7 +391,7 @@ def drill(
         result.notes.extend(point.notes)
         if entry.freshness_query:
             result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
-    for extra in (freshness, follow, promote):
+    for extra in (freshness, compat_report, writers, follow, promote):
         if extra is not None:
             result.notes.extend(extra.notes)
     result.flow_run_url = _flow_run_url()

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.tasks.compat import compat_due
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
 from drillbook.tasks.history.store import recent_drills
@@ -37,6 +38,25 @@ def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str
         if point_due(history, entry.restore_points.every, now):
             random_due.append(entry)
     return {"random": random_due, "retention": [entry for entry in entries if entry.retention_target is not None]}
+
+
+def compat_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> set[str]:
+    """The databases whose restore-tool compatibility phase is due tonight (restore_with, at its restore_with_every)."""
+    from datetime import UTC, datetime
+
+    now = datetime.now(UTC)
+    due = set()
+    for entry in entries:
+        if not catalogue.restore_with(entry):
+            continue
+        try:
+            summaries = [row.summary for row in recent_drills(catalogue.history_url, entry.name, 200)]
+        except HistoryError as exc:
+            get_run_logger().warning("%s; running the compatibility phase of %s anyway", exc, entry.name)
+            summaries = []
+        if compat_due(summaries, catalogue.restore_with_every(entry), now):
+            due.add(entry.name)
+    return due
 
 
 def publish_summary(results: list[DrillResult], catalogue: Catalogue) -> list[str]:
@@ -72,7 +92,8 @@ def nightly_drills(
     entries = select_databases(catalogue, tags, databases)
     limits = ensure_limits_task(entries, max_concurrent)
     # One summary message for the night instead of a message per database.
-    parameters = {entry.name: drill_parameters(entry, config_path, notify=False) for entry in entries}
+    compat = compat_drills(entries, catalogue)  # the restore-tool matrix at its own cadence, inside the newest drill
+    parameters = {entry.name: drill_parameters(entry, config_path, notify=False, compat=entry.name in compat) for entry in entries}
     results = drill_many(entries, catalogue, limits, parameters, batch_deployment)
     # Then the points other than the newest (restore_points, retention_target): each its own drill run, bounded the same way.
     # Not where the newest drill found no replica to read: a point drill could only repeat that.

@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from drillbook.tasks.errors import ToolMissing
@@ -58,6 +59,16 @@ _PASS_THROUGH = (
 )
 
 
+@dataclass(frozen=True)
+class RestoreTool:
+    """A litestream binary other than the pinned one, and the restore flags it knows (older releases lack some)."""
+
+    path: str
+    version: str
+    json: bool = True  # `restore -json` (0.5.12 on)
+    txid: bool = True  # `restore -txid` (0.5.7 on)
+
+
 def litestream_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment litestream runs with: the pass-through list, nothing else.
 
@@ -99,13 +110,15 @@ def run_litestream(
     cwd: str | None = None,
     stall_timeout: float | None = None,
     progress: Callable[[], int] | None = None,
+    binary: str | None = None,
 ) -> Completed:
     """Run `litestream ARGS` with the built environment through the runner (its own process group, killed whole).
 
     With `stall_timeout`, the command is also killed when it makes no progress (see `run_command`):
-    litestream 0.5.17 retries failing object GETs silently, forever.
+    litestream 0.5.17 retries failing object GETs silently, forever. `binary`: another litestream
+    (tasks/versions.py), run with the same environment; default the pinned one.
     """
-    binary = find_litestream()
+    binary = binary or find_litestream()
     try:
         return run_command([binary, *args], timeout=timeout, env=litestream_env(), cwd=cwd, stall_timeout=stall_timeout, progress=progress)
     except OSError as exc:

@@ -218,3 +218,42 @@ def generations(files: Iterable[LegacyFile]) -> list[Generation]:
         for name, group in grouped.items()
     ]
     return sorted(found, key=lambda g: (g.started, g.name))
+
+
+@dataclass(slots=True, frozen=True)
+class LtxLineage:
+    """The rest of the header (bytes 40-80): where in which WAL the file came from, and its checksum flag.
+
+    litestream 0.5.17 writes every file with the no-checksum flag (pre- and post-apply checksums zero), so the
+    WAL position is what chains one L0 file to the next: the same salts and `wal_offset` = the previous file's
+    offset + size, or new salts (salt-1 one higher after a checkpoint restarted the WAL). Compacted files (L1+)
+    carry no WAL position (zeros).
+    """
+
+    flags: int
+    commit: int
+    min_txid: int
+    max_txid: int
+    written_ms: int
+    pre_apply_checksum: int
+    wal_offset: int
+    wal_size: int
+    salt1: int
+    salt2: int
+
+    @property
+    def salts(self) -> tuple[int, int]:
+        return self.salt1, self.salt2
+
+
+LINEAGE_BYTES = 80
+
+
+def parse_ltx_lineage(data: bytes) -> LtxLineage:
+    """The header's first 80 bytes, decoded whole; ValueError when they are not an LTX header."""
+    if len(data) < LINEAGE_BYTES or data[:4] != LTX_MAGIC:
+        raise ValueError(f"not an LTX header ({len(data)} bytes, starting {data[:4]!r})")
+    flags, _page_size, commit, low, high, millis, pre, offset, size, salt1, salt2 = struct.unpack(
+        ">IIIQQqQqqII", data[4 : LINEAGE_BYTES - 8]
+    )
+    return LtxLineage(flags, commit, low, high, millis, pre, offset, size, salt1, salt2)

@@ -51,6 +51,7 @@ class FailureMode(StrEnum):
     DRILL_ERROR = "drill error"
     NO_BACKUP = "no backup"
     OBJECT_STORAGE = "object storage failure"
+    WRITER_LEASE = "writer lease confusion"  # two writers on one replica: which history "latest" holds is in question
     RETENTION_SHORT = "retention window short"
     POINT_NOT_RESTORED = "point not restorable"
     RESTORE_FAILURE = "restore failure"
@@ -59,6 +60,7 @@ class FailureMode(StrEnum):
     SCHEMA = "schema mismatch"
     SMOKE = "smoke test"
     EXPECTATIONS = "data expectations"
+    RESTORE_TOOL = "restore tool incompatible"  # another litestream release cannot restore this replica, or restores other data
     RESTORE_LAG = "restore lag"
     REPLICA_LAG = "replica lag"
     STALE_READ = "stale read"  # the read-replica drill (follow)
@@ -69,6 +71,8 @@ ACTIONS: dict[FailureMode, str] = {
     FailureMode.DRILL_ERROR: "Fix what the drill reports (installation, configuration, scratch disk), then run the drill again.",
     FailureMode.NO_BACKUP: "There is nothing to restore: start `litestream replicate` for this database and confirm the replica URL.",
     FailureMode.OBJECT_STORAGE: "Check the endpoint, bucket and credentials; switch credentials or destination and re-send.",
+    FailureMode.WRITER_LEASE: "Two writers replicated to this replica: pause writes, confirm which node is the primary, "
+    "fence the old writer (stop its litestream and application), then restore from the replica and check the newest data is the primary's.",
     FailureMode.RETENTION_SHORT: "Retention or compaction removed what the retention target needs: raise litestream's snapshot retention "
     "(snapshot.retention) to at least the target, check bucket lifecycle rules, and keep the oldest snapshot until it is replaced.",
     FailureMode.POINT_NOT_RESTORED: "The requested point cannot be restored as asked: list the replica with `litestream ltx -level all`, "
@@ -79,6 +83,8 @@ ACTIONS: dict[FailureMode, str] = {
     FailureMode.SCHEMA: "The replica does not carry the expected migration: check replication after the deploy and hold the release.",
     FailureMode.SMOKE: "The application does not work on the restored copy: fix the failing check before relying on this backup.",
     FailureMode.EXPECTATIONS: "The restored data breaks its expectations: check the last migration and the data before relying on this backup.",
+    FailureMode.RESTORE_TOOL: "Pin the disaster-recovery host, container image and runbook to a litestream version that restores "
+    "this replica (the pinned one does), or upgrade litestream there; drill again with `drillbook compat`.",
     FailureMode.RESTORE_LAG: "Trigger a snapshot / compaction to shrink the LTX backlog and rehearse the restore; if restores keep exceeding the RTO, plan a server database.",
     FailureMode.REPLICA_LAG: "Replication is behind (RPO growing): check litestream on the primary, its credentials and network; lower the write rate.",
     FailureMode.STALE_READ: "Fall back to the primary for reads that need freshness and mark freshness in responses (the data's own time); "

@@ -22,7 +22,7 @@ from pydantic import Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
-from drillbook.tasks.litestream import run_litestream
+from drillbook.tasks.litestream import RestoreTool, run_litestream
 from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.runner import CommandRecord
@@ -96,8 +96,13 @@ def throwaway_copy(entry: DatabaseEntry, replica: ReplicaState, scratch_root: Pa
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path, point: list[str] | None = None) -> RestoreResult:
-    """Restore the newest position of the replica into `scratch` (or the point `point` names: ["-timestamp", T] / ["-txid", X])."""
+def restore_database(
+    entry: DatabaseEntry, replica: ReplicaState, scratch: Path, point: list[str] | None = None, tool: RestoreTool | None = None
+) -> RestoreResult:
+    """Restore the newest position of the replica into `scratch` (or the point `point` names: ["-timestamp", T] / ["-txid", X]).
+
+    `tool`: another litestream release (the compatibility drill), run the same way; without `-json` where it has none.
+    """
     if not replica.ok:
         return RestoreResult.skipped("not attempted: the replica inspection did not pass")
     output = scratch / f"{entry.name}.db"
@@ -114,10 +119,11 @@ def restore_database(entry: DatabaseEntry, replica: ReplicaState, scratch: Path,
     started, started_at = time.monotonic(), datetime.now(UTC)
     try:
         ran = run_litestream(
-            ["restore", "-json", *(point or []), "-o", str(output), *source],
+            ["restore", *(["-json"] if tool is None or tool.json else []), *(point or []), "-o", str(output), *source],
             timeout=entry.restore_timeout,
             stall_timeout=entry.stall_timeout,
             progress=lambda: _bytes_in(scratch),
+            binary=tool.path if tool else None,
         )
     except ToolMissing as exc:
         return RestoreResult(status=Status.ERROR, problem=RestoreProblem.TOOL_MISSING, summary=str(exc), scratch_dir=str(scratch))

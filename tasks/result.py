@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from drillbook.tasks.compat import CompatReport
 from drillbook.tasks.expectations import ExpectationsReport
 from drillbook.tasks.follow import FollowReport
 from drillbook.tasks.freshness import FreshnessReport
@@ -25,6 +26,7 @@ from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.smoke import SmokeReport
 from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.writers import WriterCheck
 
 
 class DrillSteps(BaseModel):
@@ -43,6 +45,8 @@ class DrillSteps(BaseModel):
     freshness: FreshnessReport | None = None
     follow: FollowReport | None = None  # the read-replica drill, when configured
     promote: PromoteReport | None = None  # the promotion drill, when configured
+    compat: CompatReport | None = None  # the restore-tool compatibility matrix (restore_with)
+    writers: WriterCheck | None = None  # two writers on one replica: the L0 history forks
 
     def phases(self) -> dict[str, StepResult]:
         """The steps that count as phases, in drill order: setup only when it did not pass."""
@@ -50,7 +54,7 @@ class DrillSteps(BaseModel):
         if self.setup is not None and self.setup.status != Status.PASSED:
             out["setup"] = self.setup
         out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
-        for name in ("smoke", "expectations", "point", "freshness", "follow", "promote"):
+        for name in ("smoke", "expectations", "point", "freshness", "compat", "writers", "follow", "promote"):
             step = getattr(self, name)
             if step is not None:
                 out[name] = step
@@ -84,6 +88,8 @@ class DrillResult(BaseModel):
     freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
     follow: FollowReport | None = Field(default=None, description="Read-replica drill: the follower's staleness and the held-reader probe.")
     promote: PromoteReport | None = Field(default=None, description="Promotion drill: writes on the promoted copy and the failover RTO.")
+    compat: CompatReport | None = Field(default=None, description="restore_with: other litestream versions against the pinned copy.")
+    writers: WriterCheck | None = Field(default=None, description="The replica's L0 history read for a second writer.")
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None
@@ -130,4 +136,5 @@ class DrillResult(BaseModel):
             "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
             "follow": self.follow.record() if self.follow else None,
             "promote": self.promote.record() if self.promote else None,
+            "compat": self.compat.matrix() if self.compat and self.compat.rows else None,
         }

@@ -186,8 +186,21 @@ def _promote_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
         yield Finding(mode=FailureMode.PROMOTION, detail=steps.promote.summary)
 
 
+def _compat_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    compat = steps.compat
+    if compat is not None and compat.status == Status.FAILED:
+        yield from _listed(FailureMode.RESTORE_TOOL, [row.describe() for row in compat.incompatible])
+
+
+def _writers_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
+    writers = steps.writers
+    if writers is not None and writers.status == Status.FAILED:
+        yield from _listed(FailureMode.WRITER_LEASE, [fork.detail for fork in writers.forks])
+
+
 STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...] = (
     _replica_rule,
+    _writers_rule,
     _point_rule,
     _restore_rule,
     _integrity_rule,
@@ -195,6 +208,7 @@ STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...]
     _expectations_rule,
     _follow_rule,
     _promote_rule,
+    _compat_rule,
     _freshness_rule,  # after the RPO judged from the header: the data's own loss window is the second opinion
 )
 
@@ -297,6 +311,18 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         notes=notes,
         **{
             name: getattr(steps, name)
-            for name in ("replica", "restore", "integrity", "smoke", "expectations", "point", "freshness", "follow", "promote")
+            for name in (
+                "replica",
+                "restore",
+                "integrity",
+                "smoke",
+                "expectations",
+                "point",
+                "freshness",
+                "compat",
+                "writers",
+                "follow",
+                "promote",
+            )
         },
     )

@@ -39,7 +39,7 @@ def test_pass_drill_reports_rto_rpo_and_keeps_evidence(capsys, replicate, write_
     assert result["rto_target_seconds"] == 120.0 and result["rpo_target_seconds"] == 600.0
     assert 0 < result["rto_seconds"] < 120
     assert 0 <= result["rpo_seconds"] < 600
-    assert set(result["phases"]) == {"replica", "restore", "integrity", "smoke", "expectations"}
+    assert set(result["phases"]) == {"replica", "restore", "integrity", "smoke", "expectations", "writers"}
     assert all(result["phases"][name]["status"] == "passed" for name in ("replica", "restore", "integrity"))
     # Nothing configured for this entry: both later stages say so rather than vanish.
     assert result["phases"]["smoke"] == {"status": "skipped", "seconds": 0.0, "summary": "no smoke tests configured"}

@@ -113,7 +113,7 @@ def test_first_drill_does_not_guess_and_the_next_one_plans_from_it(capsys, repli
     assert row.planned_rto_seconds == bundle.plan.expected_rto_seconds and row.planned_bytes == bundle.plan.bytes_to_fetch
     assert row.restored_bytes == bundle.integrity.file_bytes > 0
     assert row.ltx_files == bundle.replica.files and row.ltx_levels == bundle.replica.levels and row.ltx_bytes == bundle.replica.total_bytes
-    assert set(row.phase_seconds) == {"replica", "restore", "integrity", "smoke", "expectations"}
+    assert set(row.phase_seconds) == {"replica", "restore", "integrity", "smoke", "expectations", "writers"}
     assert row.litestream_version == "0.5.17"
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from drillbook.tasks.config.entry import DatabaseEntry
-from drillbook.tasks.config.fields import Duration
+from drillbook.tasks.config.fields import COMPAT_EVERY, Duration, RestoreWith
 from drillbook.tasks.errors import ConfigError
 
 
@@ -57,6 +57,17 @@ class Settings(BaseModel):
         le=3600,
         description="Seconds the newest change may lie in the drill host's future (the primary's clock ahead) before the RPO "
         "is judged unknown and the drill FAILs as clock skew.",
+    )
+    restore_with: RestoreWith = Field(
+        default_factory=list,
+        description='litestream versions every database must also restore with (e.g. ["0.5.12"]): the compatibility drill. '
+        "A database's own restore_with replaces this list.",
+    )
+    restore_with_every: Duration = Field(
+        default=COMPAT_EVERY,
+        ge=3600.0,
+        le=3650 * 86400.0,
+        description="Nightly cadence of the compatibility drill: at most one per database per this long (`drillbook run` always runs it).",
     )
 
     @model_validator(mode="after")
@@ -152,6 +163,13 @@ class Catalogue(BaseModel):
 
     def max_drill_age(self, entry: DatabaseEntry) -> float:
         return entry.max_drill_age or self.drillbook.max_drill_age
+
+    def restore_with(self, entry: DatabaseEntry) -> list[str]:
+        """The versions the compatibility drill restores with: the database's own list, else [drillbook]'s."""
+        return list(entry.restore_with if entry.restore_with is not None else self.drillbook.restore_with)
+
+    def restore_with_every(self, entry: DatabaseEntry) -> float:
+        return entry.restore_with_every or self.drillbook.restore_with_every
 
     @property
     def outbox_dir(self) -> Path | None:

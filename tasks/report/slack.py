@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
-from drillbook.tasks.report.drill import headline, measure_line, outlook_lines, replica_measures
+from drillbook.tasks.report.drill import compat_lines, compat_rows, compat_title, headline, measure_line, outlook_lines, replica_measures
 from drillbook.tasks.steps import Status
 from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
 from drillbook.tasks.verdict import DrillResult, Verdict, tally
@@ -204,6 +204,12 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         if mentions:
             blocks.append(_section(f"*Owners:* {mentions}"))
     blocks.append(_section("*Phases*\n" + "\n".join(_phase_lines(result))))
+    matrix = compat_lines(result)
+    if matrix:  # the restore-tool matrix: which litestream versions restore this replica
+        lines = [
+            f"{':white_check_mark:' if ok else ':x:'} `{escape(row[0])}` {escape(cut(redact(said), 300, '…'))}" for ok, said, row in matrix
+        ]
+        blocks.append(_section(f"*{escape(compat_title(result))}*\n" + "\n".join(lines)))
     context = [f"drill `{result.short_id}` · {result.finished_at:%Y-%m-%d %H:%M} UTC"]
     if result.flow_run_url and result.flow_run_url.startswith(("http://", "https://")) and not set("<>| ") & set(result.flow_run_url):
         context.append(f"<{result.flow_run_url}|Prefect flow run>")
@@ -252,6 +258,12 @@ def details_file(result: DrillResult) -> SlackFile:
         for label, value in (("sidecars", integrity.sidecar_problem), ("schema", integrity.schema_problem), ("open", integrity.open_error)):
             if value:
                 lines.append(f"{label}: {value}")
+        lines.append("")
+    matrix = compat_rows(result)
+    if matrix:
+        lines += [f"# {compat_title(result)}"] + [
+            f"- {v}: restores {r}, same data {d}, {sec}s{': ' + e if e else ''}" for v, r, d, sec, e in matrix
+        ]
         lines.append("")
     if result.replica is not None and result.replica.files:
         levels = ", ".join(f"L{level}: {count}" for level, count in sorted(result.replica.levels.items()))

@@ -1,0 +1,208 @@
+"""Two writers on one replica: does the replica's history fork?
+
+A replica has one writer at a time, by convention only: litestream takes no
+lease. Measured with litestream 0.5.17 on moto S3 (README, "Two writers on one
+replica"): a restored copy that replicates to the same path logs "detected
+database behind replica" and continues the TXIDs with a full-database L0 file;
+an old primary that comes back does the same, and its state silently becomes
+"latest" (the other writer's changes vanish from every later restore).
+
+What tells it from the L0 files' headers (the first 80 bytes of each, one ranged
+read per file; litestream 0.5.x writes no checksums: the "no checksum" flag, both
+checksums zero, so the WAL position is what chains one file to the next):
+
+- a WAL lineage (its salts) that comes back after another lineage wrote: two
+  writers alternating. Definite: a WAL's salts never return once replaced.
+- TXID ranges of L0 files that overlap: two writers numbered the same TXIDs.
+- a header time older than the previous TXID's by more than the tolerance:
+  files of two writers interleave (an old primary uploading what it held).
+- a new WAL lineage (not a checkpoint's restart: salt-1 is not the previous + 1)
+  whose first file holds fewer pages than the database had: a copy restored
+  from an older position took over.
+
+And from the listing alone (no read): compacted files of one level (L1-L8) whose
+TXID ranges overlap, e.g. L1 57-93 beside L1 57-106: two litestream processes
+compacted the same replica. One writer's compactions continue where the last
+ended; measured, two writers at once leave overlapping L1 files, and these
+outlive the L0 files (until snapshot retention removes them).
+
+A new WAL lineage alone is a note, not a finding: litestream restarting after
+every connection closed (the WAL removed) looks the same. L0 files compacted
+and removed by retention take their headers with them: a fork older than the
+oldest L0 file kept (l0-retention, 5 minutes by default) is not seen.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, Field
+
+from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.ltx import LINEAGE_BYTES, LTX_LAYOUT, LtxFile, LtxLineage, ltx_files, parse_ltx_lineage
+from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.storage import StorageError, open_storage
+
+MAX_HEADERS = 1000  # newest L0 files read per drill: a busy replica keeps thousands; at litestream's defaults (1 s sync, 5 min l0-retention) about 300
+READERS = 8  # concurrent ranged reads
+TIME_TOLERANCE = 2.0  # seconds a header time may step back (a clock adjusted) before files are said to interleave
+SHOWN = 10  # findings listed; the evidence keeps them all
+
+
+class Fork(BaseModel):
+    """One place where the history forks."""
+
+    kind: str = Field(description="lineage returned, TXIDs overlap, time went backwards, older copy took over")
+    txid: str = Field(description="The TXID (16 hex digits) of the L0 file where it shows.")
+    detail: str
+
+
+class WriterCheck(StepResult):
+    """The replica's L0 history read for a second writer."""
+
+    l0_files: int = 0
+    headers_read: int = 0
+    lineages: int = Field(default=0, description="WAL lineages (salt pairs) among the files read.")
+    forks: list[Fork] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+def _hex(txid: int) -> str:
+    return f"{txid:016x}"
+
+
+def _when(millis: int) -> str:
+    return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def find_forks(headers: list[LtxLineage], tolerance: float = TIME_TOLERANCE) -> tuple[list[Fork], list[str], int]:
+    """Pure: L0 headers in TXID order -> (forks, notes, lineages). See the module's docstring for the rules."""
+    forks: list[Fork] = []
+    notes: list[str] = []
+    seen: dict[tuple[int, int], int] = {}  # lineage -> the last max TXID written with it
+    previous: LtxLineage | None = None
+    for header in headers:
+        txid = _hex(header.min_txid)
+        if previous is not None:
+            lineage, before = header.salts, previous.salts
+            if header.min_txid <= previous.max_txid:
+                forks.append(
+                    Fork(
+                        kind="TXIDs overlap",
+                        txid=txid,
+                        detail=f"L0 files {_hex(previous.min_txid)}-{_hex(previous.max_txid)} and {txid}-{_hex(header.max_txid)} "
+                        "both hold TXID " + txid + ": two writers numbered the same transactions",
+                    )
+                )
+            if header.written_ms < previous.written_ms - tolerance * 1000:
+                forks.append(
+                    Fork(
+                        kind="time went backwards",
+                        txid=txid,
+                        detail=f"TXID {txid} was written at {_when(header.written_ms)}, {(previous.written_ms - header.written_ms) / 1000:.1f}s "
+                        f"before TXID {_hex(previous.max_txid)} ({_when(previous.written_ms)}): files of two writers interleave",
+                    )
+                )
+            if lineage != before:
+                if lineage in seen:
+                    forks.append(
+                        Fork(
+                            kind="lineage returned",
+                            txid=txid,
+                            detail=f"TXID {txid} continues the WAL that wrote up to TXID {_hex(seen[lineage])}, after another WAL wrote "
+                            f"TXIDs up to {_hex(previous.max_txid)}: two writers replicated here, and the one at TXID {txid} is now 'latest'",
+                        )
+                    )
+                elif header.salt1 != (previous.salt1 + 1) & 0xFFFFFFFF:  # a checkpoint restarts the WAL with salt-1 + 1
+                    if header.commit < previous.commit:
+                        forks.append(
+                            Fork(
+                                kind="older copy took over",
+                                txid=txid,
+                                detail=f"TXID {txid} starts a new WAL with a whole database of {header.commit} pages after "
+                                f"{previous.commit} pages at TXID {_hex(previous.max_txid)}: a copy restored from an older position "
+                                "took over the replica (or the database shrank while litestream was stopped)",
+                            )
+                        )
+                    else:
+                        notes.append(
+                            f"TXID {txid} starts a new WAL (litestream lost its WAL position: restarted after every connection "
+                            "closed, or another writer took over from the same position); no second writer shows in the headers"
+                        )
+        seen[header.salts] = header.max_txid
+        previous = header
+    return forks, notes, len(seen)
+
+
+def overlapping_compactions(files: list[LtxFile]) -> list[Fork]:
+    """Pure: files of one compaction level (1-8) whose TXID ranges overlap; snapshots (L9) all start at TXID 1."""
+    forks = []
+    for level in sorted({f.level for f in files if 0 < f.level < 9}):
+        ordered = sorted((f for f in files if f.level == level), key=lambda f: (f.low, f.high))
+        for before, after in zip(ordered, ordered[1:]):
+            if after.low <= before.high:
+                forks.append(
+                    Fork(
+                        kind="compactions overlap",
+                        txid=after.min_txid,
+                        detail=f"L{level} files {before.min_txid}-{before.max_txid} and {after.min_txid}-{after.max_txid} overlap: "
+                        "two litestream processes compacted this replica, so two writers replicated to it",
+                    )
+                )
+    return forks
+
+
+def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = MAX_HEADERS) -> WriterCheck:
+    """Read the newest `limit` L0 headers of the replica (ranged reads, concurrently) and look for a fork."""
+    if not replica.ok or replica.listing is None:
+        return WriterCheck.skipped("not run: the replica inspection did not pass")
+    if replica.layout != LTX_LAYOUT:
+        return WriterCheck.skipped("not run: a litestream 0.3 replica keeps no WAL lineage in its files (its generations are listed)")
+    started = time.monotonic()
+    listed = ltx_files(replica.listing)
+    compacted = overlapping_compactions(listed)
+    level0 = sorted((f for f in listed if f.level == 0), key=lambda f: (f.low, f.high))
+    chosen = level0[-limit:]
+    notes = [f"read the newest {limit:,} of {len(level0):,} L0 files; older ones are not checked"] if len(level0) > limit else []
+    if len(chosen) < 2:
+        check = WriterCheck(l0_files=len(level0), forks=compacted, seconds=round(time.monotonic() - started, 3))
+        return _conclude(check, f"{len(level0)} L0 file(s) to compare (compacted and removed by retention, or a quiet primary)")
+    storage = open_storage(entry.replica, timeout=entry.inspect_timeout)
+
+    def read(f: LtxFile) -> LtxLineage:
+        return parse_ltx_lineage(storage.read(f.key, 0, LINEAGE_BYTES))
+
+    try:
+        with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="drillbook-writers") as pool:
+            headers = list(pool.map(read, chosen))
+    except (StorageError, ValueError) as exc:
+        return WriterCheck(
+            status=Status.ERROR,
+            l0_files=len(level0),
+            summary=f"the L0 headers could not be read: {exc}",
+            seconds=round(time.monotonic() - started, 3),
+        )
+    forks, found, lineages = find_forks(headers)
+    check = WriterCheck(
+        l0_files=len(level0),
+        headers_read=len(headers),
+        lineages=lineages,
+        forks=forks + compacted,
+        notes=notes + found,
+        seconds=round(time.monotonic() - started, 3),
+    )
+    return _conclude(check, f"{len(headers):,} L0 headers (TXIDs {chosen[0].min_txid}-{chosen[-1].max_txid}), {lineages} WAL lineage(s)")
+
+
+def _conclude(check: WriterCheck, read: str) -> WriterCheck:
+    if check.forks:
+        check.status = Status.FAILED
+        where = ", ".join(dict.fromkeys(f.txid for f in check.forks[:SHOWN]))
+        check.summary = f"the history forks at TXID {where}: {check.forks[0].detail}"
+    else:
+        check.status = Status.PASSED
+        check.summary = f"no second writer seen: {read}"
+    return check
