@@ -446,9 +446,15 @@ def bench_fleet(
     base, _ = timed(["sh", "-c", script.replace("\t", " ")], litestream_env())
     drill, out = timed([DRILLBOOK, "nightly", "--config", str(config), "--max-concurrent", "2", "--json"], env)
     try:
-        verdicts = sorted(str(r.get("verdict")) for r in json.loads(out))
+        parsed = json.loads(out)
+        verdicts = sorted(str(r.get("verdict")) for r in parsed)
+        failures = sorted(
+            f"{r.get('database')}: {(r.get('findings') or [{}])[0].get('detail', '')[:300]}" for r in parsed if r.get("verdict") != "PASS"
+        )
     except (ValueError, AttributeError, TypeError):
-        verdicts = ["unreadable"]
+        verdicts, failures = ["unreadable"], []
+    if failures:
+        print(f"fleet of {count}: {len(failures)} not passed, e.g. {failures[0]}", file=sys.stderr)
     # Orchestration CPU per drill: what drillbook's tree and the Prefect server spent beyond the bare commands.
     orchestration = (drill.cpu_s + drill.server_cpu_s - base.cpu_s) / count
     server_per_drill = drill.server_cpu_s / count
@@ -457,6 +463,7 @@ def bench_fleet(
         "count": count,
         "kind": kind,
         "verdicts": {v: verdicts.count(v) for v in set(verdicts)},
+        "not_passed": failures,
         "cpu_s": {"baseline": base.cpu_s, "drillbook": drill.cpu_s, "prefect_server": drill.server_cpu_s},
         "per_drill_cpu_s": {
             "baseline_client": base.cpu_s / count,

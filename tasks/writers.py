@@ -46,7 +46,9 @@ from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.steps import Status, StepResult
 from drillbook.tasks.storage import StorageError, open_storage
 
-MAX_HEADERS = 1000  # newest L0 files read per drill: a busy replica keeps thousands; at litestream's defaults (1 s sync, 5 min l0-retention) about 300
+MAX_HEADERS = 1000  # L0 headers read per drill at most (the newest of those the read plan picks)
+SHORT_HISTORY = 64  # L0 files read whole: a quiet replica's history costs a few reads
+WHOLE_DATABASE = 4  # an L0 file this many times the median L0 file's size: a whole database, where a WAL starts anew
 READERS = 8  # concurrent ranged reads
 TIME_TOLERANCE = 2.0  # seconds a header time may step back (a clock adjusted) before files are said to interleave
 SHOWN = 10  # findings listed; the evidence keeps them all
@@ -78,13 +80,19 @@ def _when(millis: int) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
-def find_forks(headers: list[LtxLineage], tolerance: float = TIME_TOLERANCE) -> tuple[list[Fork], list[str], int]:
-    """Pure: L0 headers in TXID order -> (forks, notes, lineages). See the module's docstring for the rules."""
+def find_forks(
+    headers: list[LtxLineage], tolerance: float = TIME_TOLERANCE, gaps: frozenset[int] = frozenset()
+) -> tuple[list[Fork], list[str], int]:
+    """Pure: L0 headers in TXID order -> (forks, notes, lineages). See the module's docstring for the rules.
+
+    `gaps`: positions in `headers` whose predecessor in the list is not the L0 file just before it (files between
+    were not read). There a new WAL is not judged (checkpoints in between explain it); the other rules hold.
+    """
     forks: list[Fork] = []
     notes: list[str] = []
     seen: dict[tuple[int, int], int] = {}  # lineage -> the last max TXID written with it
     previous: LtxLineage | None = None
-    for header in headers:
+    for position, header in enumerate(headers):
         txid = _hex(header.min_txid)
         if previous is not None:
             lineage, before = header.salts, previous.salts
@@ -116,7 +124,7 @@ def find_forks(headers: list[LtxLineage], tolerance: float = TIME_TOLERANCE) -> 
                             f"TXIDs up to {_hex(previous.max_txid)}: two writers replicated here, and the one at TXID {txid} is now 'latest'",
                         )
                     )
-                elif header.salt1 != (previous.salt1 + 1) & 0xFFFFFFFF:  # a checkpoint restarts the WAL with salt-1 + 1
+                elif position not in gaps and header.salt1 != (previous.salt1 + 1) & 0xFFFFFFFF:  # a checkpoint: salt-1 + 1
                     if header.commit < previous.commit:
                         forks.append(
                             Fork(
@@ -155,8 +163,32 @@ def overlapping_compactions(files: list[LtxFile]) -> list[Fork]:
     return forks
 
 
+def read_plan(level0: list[LtxFile], limit: int = MAX_HEADERS) -> tuple[list[LtxFile], frozenset[int]]:
+    """Which L0 headers to read (TXID order), and where the list skips files (find_forks' `gaps`).
+
+    A short history is read whole. Of a long one: every file several times the
+    median L0 size (a whole database: litestream writes one wherever a WAL starts
+    anew, a takeover, an old primary returning or a restart, measured) with the
+    file before it, and the newest file. A WAL that changes without a whole
+    database is a checkpoint's restart, one writer's. So a busy replica costs a
+    handful of reads per drill instead of one per file (bench/run.py: hundreds of
+    reads a drill made the object store the fleet's bottleneck).
+    """
+    if len(level0) <= SHORT_HISTORY:
+        return level0[-limit:], frozenset()
+    sizes = sorted(f.size for f in level0)
+    threshold = WHOLE_DATABASE * max(sizes[len(sizes) // 2], 1)
+    chosen = {len(level0) - 1}
+    for index in range(1, len(level0)):
+        if level0[index].size >= threshold:
+            chosen.update((index - 1, index))
+    picked = sorted(chosen)[-limit:]
+    gaps = frozenset(position for position in range(1, len(picked)) if picked[position] != picked[position - 1] + 1)
+    return [level0[index] for index in picked], gaps
+
+
 def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = MAX_HEADERS) -> WriterCheck:
-    """Read the newest `limit` L0 headers of the replica (ranged reads, concurrently) and look for a fork."""
+    """Read the L0 headers that tell a fork (read_plan: ranged reads, concurrently) and look for one."""
     if not replica.ok or replica.listing is None:
         return WriterCheck.skipped("not run: the replica inspection did not pass")
     if replica.layout != LTX_LAYOUT:
@@ -165,9 +197,14 @@ def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = M
     listed = ltx_files(replica.listing)
     compacted = overlapping_compactions(listed)
     level0 = sorted((f for f in listed if f.level == 0), key=lambda f: (f.low, f.high))
-    chosen = level0[-limit:]
-    notes = [f"read the newest {limit:,} of {len(level0):,} L0 files; older ones are not checked"] if len(level0) > limit else []
-    if len(chosen) < 2:
+    chosen, gaps = read_plan(level0, limit)
+    notes = []
+    if len(level0) > SHORT_HISTORY:
+        notes.append(
+            f"read {len(chosen):,} of {len(level0):,} L0 headers: the whole-database files (where a WAL starts anew), "
+            "the file before each, and the newest"
+        )
+    if len(level0) < 2:
         check = WriterCheck(l0_files=len(level0), forks=compacted, seconds=round(time.monotonic() - started, 3))
         return _conclude(check, f"{len(level0)} L0 file(s) to compare (compacted and removed by retention, or a quiet primary)")
     storage = open_storage(entry.replica, timeout=entry.inspect_timeout)
@@ -185,7 +222,7 @@ def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = M
             summary=f"the L0 headers could not be read: {exc}",
             seconds=round(time.monotonic() - started, 3),
         )
-    forks, found, lineages = find_forks(headers)
+    forks, found, lineages = find_forks(headers, gaps=gaps)
     check = WriterCheck(
         l0_files=len(level0),
         headers_read=len(headers),
@@ -194,7 +231,10 @@ def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = M
         notes=notes + found,
         seconds=round(time.monotonic() - started, 3),
     )
-    return _conclude(check, f"{len(headers):,} L0 headers (TXIDs {chosen[0].min_txid}-{chosen[-1].max_txid}), {lineages} WAL lineage(s)")
+    return _conclude(
+        check,
+        f"{len(headers):,} of {len(level0):,} L0 headers (TXIDs {level0[0].min_txid}-{level0[-1].max_txid}), {lineages} WAL lineage(s)",
+    )
 
 
 def _conclude(check: WriterCheck, read: str) -> WriterCheck:

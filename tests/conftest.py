@@ -289,11 +289,11 @@ def _install_wheel() -> Path:
 warm = Warm()
 
 
-def pytest_collection_modifyitems(config, items):
-    """Start what the collected tests will need and is slow to make (DRILLBOOK_TEST_WARM=0: make it when first asked)."""
+def pytest_collection_finish(session):
+    """Start what the selected tests will need and is slow to make (DRILLBOOK_TEST_WARM=0: make it when first asked)."""
     if os.environ.get("DRILLBOOK_TEST_WARM", "1") == "0":
         return
-    needed = {name for item in items for name in getattr(item, "fixturenames", ())}
+    needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if "corpus" in needed:
         warm.start("corpus")
     if "installed" in needed:
