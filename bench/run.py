@@ -418,7 +418,8 @@ def bench_fleet(
         if template:
             copy_replica(client, template, template[0].split("/app.db/")[0] + "/app.db", prefix)
         else:
-            db = work / f"{name}.db"
+            db = work / f"fleet{count}{tag}" / f"{name}.db"  # a folder per fleet: litestream keeps state beside the database
+            db.parent.mkdir(exist_ok=True)
             shutil.copyfile(db_template, db)
             subprocess.run(
                 [LITESTREAM, "replicate", "-once", str(db), replica_url(endpoint, prefix)],
@@ -427,7 +428,8 @@ def bench_fleet(
                 capture_output=True,
                 timeout=600,
             )
-            for leftover in work.glob(f"{name}.db*"):
+            shutil.rmtree(db.parent / f".{db.name}-litestream", ignore_errors=True)  # its state: reused, the next replica forks
+            for leftover in db.parent.glob(f"{name}.db*"):
                 leftover.unlink()
         entries.append((name, replica_url(endpoint, prefix)))
     if db_template:
