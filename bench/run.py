@@ -130,8 +130,7 @@ def start_s3() -> tuple[subprocess.Popen, str]:
                 "s3",
                 endpoint_url=endpoint,
                 region_name="us-east-1",
-                aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                **_boto_credentials(),
             ).create_bucket(Bucket=BUCKET)
             return server, endpoint
         except Exception:  # not listening yet
@@ -383,8 +382,6 @@ def realistic_template(endpoint: str, work: Path, seconds: float) -> list[str]:
     """
     from drillbook.testing.corpus import Corpus, s3_keys
 
-    os.environ.update(CREDENTIALS)
-    os.environ.pop("AWS_CA_BUNDLE", None)
     replica = Corpus(endpoint, BUCKET, work / "corpus").written_by("0.5.17", seconds=seconds)
     return [f"{replica.target.path}/{key}" for key in s3_keys(replica.target)]
 

@@ -309,17 +309,22 @@ class Corpus:
             return self._built[name]
 
 
-def s3_keys(target: S3Target) -> list[str]:
-    """Every key below the replica's path, relative to it (a boto3 listing)."""
+def s3_client(endpoint: str):
+    """A boto3 S3 client with the corpus's own credentials, whatever the environment holds meanwhile."""
     import boto3
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
-        endpoint_url=target.endpoint,
+        endpoint_url=endpoint,
         region_name="us-east-1",
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
     )
+
+
+def s3_keys(target: S3Target) -> list[str]:
+    """Every key below the replica's path, relative to it (a boto3 listing)."""
+    client = s3_client(target.endpoint)
     prefix = target.path + "/"
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=target.bucket, Prefix=prefix)
     return [item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])]

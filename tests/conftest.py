@@ -193,12 +193,11 @@ CORPUS_PREFIX = "drillbook-corpus-"  # the corpus's litestream processes run fro
 
 def _start_corpus():
     """The session's corpus on an S3 server in its own process (started once, by whichever thread asks first)."""
-    from drillbook.testing.corpus import CREDENTIALS, Corpus
+    from drillbook.testing.corpus import Corpus, s3_client
     from drillbook.testing.s3 import moto_process
 
     endpoint = warm.enter(moto_process())
-    with environment(CREDENTIALS):
-        create_bucket(endpoint, "drills")
+    s3_client(endpoint).create_bucket(Bucket="drills")  # not through os.environ: this may run beside a test changing it
     return Corpus(endpoint, "drills", warm.temporary(CORPUS_PREFIX))
 
 
