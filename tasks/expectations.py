@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from drillbook.tasks.catalogue_sql import copy_tables, has_table, lacks
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.steps import Status, StepResult
@@ -304,6 +306,13 @@ def run_expectations(path: str | Path, suites: list[Suite], *, samples: bool = F
             base = ExpectationResult(suite=suite.path.name, index=index, type=str(raw.get("type")), table=table, column=column)
             groups.setdefault(table, []).append((base, raw))
 
+    try:
+        absent = _absent_tables(path, list(groups))
+    except sqlite3.Error as exc:
+        report.status = Status.ERROR
+        report.summary = f"cannot open the restored copy {path} read-only: {exc}"
+        report.seconds = round(time.monotonic() - started, 3)
+        return report
     context = _context()
     try:
         source = context.data_sources.add_sqlite(name="restored-copy", connection_string=read_only_url(path))
@@ -314,6 +323,9 @@ def run_expectations(path: str | Path, suites: list[Suite], *, samples: bool = F
         return report
     try:
         for table, members in groups.items():
+            if table in absent:  # a suite against a table the copy lacks: that suite's FAIL, not a GX crash
+                report.results.extend(base.model_copy(update={"error": absent[table]}) for base, _ in members)
+                continue
             report.results.extend(_run_table(source, table, members, samples, ExpectationSuite, ExpectationConfiguration))
     finally:
         try:
@@ -326,6 +338,17 @@ def run_expectations(path: str | Path, suites: list[Suite], *, samples: bool = F
         position.setdefault(suite.path.name, number)
     report.results.sort(key=lambda r: (position[r.suite], r.index))  # file order, whatever the table grouping
     return _finish(report, started)
+
+
+def _absent_tables(path: str | Path, tables: list[str]) -> dict[str, str]:
+    """The suites' tables the copy does not have, each with what the copy has instead (names only)."""
+    connection = sqlite3.connect(f"file:{Path(path).resolve()}?mode=ro", uri=True, timeout=5)
+    try:
+        missing = [table for table in tables if not has_table(connection, table)]
+        held = copy_tables(connection) if missing else []
+    finally:
+        connection.close()
+    return {table: lacks(f"table {table}", held) for table in missing}
 
 
 def _domain(raw: dict[str, Any], position: int, configuration_cls: Any) -> Any:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import Field
 
+from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken, check_on_copy
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.steps import Status, StepResult
 
@@ -31,6 +32,7 @@ class FreshnessReport(StepResult):
     copy_newest: datetime | None = None
     data_loss_seconds: float | None = Field(default=None, description="live newest minus copy newest (0 when the copy is as new).")
     error_field: str | None = None
+    copy_lacks: str | None = Field(default=None, description="What the copy lacks that freshness_query names (a schema finding).")
     notes: list[str] = Field(default_factory=list)
 
 
@@ -75,12 +77,24 @@ def newest_change(path: str | Path, sql: str, *, timeout: float = QUERY_TIMEOUT)
     try:
         connection.execute("PRAGMA query_only = ON")
         connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        check_on_copy(connection, sql)  # QueryBroken: the catalogue's; CopyLacks: the database's
         row = connection.execute(sql).fetchone()
     finally:
         connection.close()
     if row is None or len(row) != 1:
         raise FreshnessValueError(f"returned {'no rows' if row is None else f'{len(row)} columns'}; it must return one value")
     return row[0]
+
+
+def _lacks_too(live: Path, sql: str) -> bool:
+    """True when the live database lacks what the query names as well: then the query, not the copy, is wrong."""
+    try:
+        newest_change(live, sql)
+    except CopyLacks:
+        return True
+    except (sqlite3.Error, QueryBroken, FreshnessValueError):
+        return False
+    return False
 
 
 def measure_freshness(entry: DatabaseEntry, copy_path: str | Path) -> FreshnessReport:
@@ -98,14 +112,22 @@ def measure_freshness(entry: DatabaseEntry, copy_path: str | Path) -> FreshnessR
         report.summary = f"database {entry.name!r}: field freshness_query {problem} on the {where}: fix the query (one value: a timestamp)"
         return done()
 
+    live = Path(entry.live_path).expanduser() if entry.live_path else None
     try:
         copy_value = newest_change(copy_path, sql)
+    except QueryBroken as exc:
+        return config_error("restored copy", f"does not parse ({exc})")
+    except CopyLacks as exc:
+        if live is not None and live.is_file() and _lacks_too(live, sql):
+            return config_error(f"live database {live}", f"names what the live database lacks too ({exc.missing})")
+        report.status, report.copy_lacks = Status.FAILED, str(exc)
+        report.summary = f"freshness_query cannot run: {exc}"
+        return done()
     except sqlite3.Error as exc:
         return config_error("restored copy", f"failed ({exc})")
     except FreshnessValueError as exc:
         return config_error("restored copy", str(exc))
 
-    live = Path(entry.live_path).expanduser() if entry.live_path else None
     live_value = None
     if live is None:
         report.notes.append("live_path is not set: only the copy's newest change is known (data-loss window not measured)")
@@ -114,7 +136,7 @@ def measure_freshness(entry: DatabaseEntry, copy_path: str | Path) -> FreshnessR
     else:
         try:
             live_value = newest_change(live, sql)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, QueryBroken, CopyLacks) as exc:
             return config_error(f"live database {live}", f"failed ({exc})")
         except FreshnessValueError as exc:
             return config_error(f"live database {live}", str(exc))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken, check_on_copy
 from drillbook.tasks.files import write_atomic
 from drillbook.tasks.steps import Status, StepResult
 
@@ -38,6 +39,7 @@ class IntegrityReport(StepResult):
     schema_version: str | None = None
     expected_schema_version: str | None = None
     schema_problem: str | None = None
+    query_error: str | None = Field(default=None, description="schema_version_query does not parse: the catalogue's, an ERROR.")
     open_error: str | None = None
     rows_file: str | None = Field(
         default=None, description="Every integrity_check and foreign_key_check row, one a line, when there were problems."
@@ -142,10 +144,15 @@ def _run_checks(connection: sqlite3.Connection, report: IntegrityReport, schema_
             report.rows_file = None
 
     try:
+        check_on_copy(connection, schema_query)
         value = connection.execute(schema_query).fetchone()
-    except sqlite3.Error as exc:
+    except QueryBroken as exc:  # the catalogue's, whatever the copy holds
+        report.query_error = f"field schema_version_query does not parse ({exc}): fix the query in the catalogue"
+        return
+    except (CopyLacks, sqlite3.Error) as exc:
         if report.expected_schema_version is not None:
-            report.schema_problem = f"schema version query failed ({schema_query}): {exc}"
+            lacking = isinstance(exc, CopyLacks)
+            report.schema_problem = f"schema_version_query {'cannot run' if lacking else 'failed'} ({schema_query}): {exc}"
         return
     report.schema_version = None if value is None or value[0] is None else str(value[0])
     if report.expected_schema_version is not None and report.schema_version != report.expected_schema_version:
@@ -168,7 +175,9 @@ def _finish(report: IntegrityReport, started: float) -> IntegrityReport:
     if report.schema_problem:
         problems.append(report.schema_problem)
     report.status = Status.FAILED if problems else Status.PASSED
-    if problems:
+    if report.query_error:  # the drill could not check the schema: ours to fix, whatever else it saw
+        report.status, report.summary = Status.ERROR, "; ".join([report.query_error, *problems])
+    elif problems:
         report.summary = "; ".join(problems)
     else:
         version = f", schema version {report.schema_version}" if report.schema_version is not None else ""

@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken, check_on_copy
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.runner import OUTPUT_KEEP, run_command, tail_marked
@@ -48,7 +49,7 @@ class SmokeCheckResult(BaseModel):
     observed: Any = Field(default=None, description="SQL: the value or row count; command: the exit code; http: the status code.")
     expected: str | None = Field(default=None, description="What the check wanted, in words.")
     error: str | None = None
-    config_error: bool = Field(default=False, description="The check's SQL does not compile: the catalogue's mistake, not the copy's.")
+    config_error: bool = Field(default=False, description="The check's SQL does not parse: the catalogue's mistake, not the copy's.")
     timed_out: bool = False
     argv: list[str] | None = None
     stdout: str | None = None
@@ -96,7 +97,7 @@ def run_smoke_tests(path: str | Path, entry: DatabaseEntry, *, base_dir: Path | 
     report.seconds = round(time.monotonic() - started, 3)
     broken = [c for c in report.checks if c.config_error]
     failures = report.failures
-    if broken:  # a query that does not compile says nothing about the copy: the drill could not check it (ERROR, exit 2)
+    if broken:  # a query that does not parse says nothing about the copy: the drill could not check it (ERROR, exit 2)
         report.status = Status.ERROR
         report.summary = f"database {entry.name!r}: " + "; ".join(f"smoke check {c.name!r}: {c.error}" for c in broken)
     elif failures:
@@ -144,10 +145,13 @@ def run_sql_check(path: str | Path, check: SmokeCheck) -> SmokeCheckResult:
         # Called every 10,000 SQLite VM steps; a non-zero return aborts the statement ("interrupted").
         connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
-            connection.execute(f"EXPLAIN {check.sql}")  # compiles the statement without running it
-        except sqlite3.Error as exc:
+            check_on_copy(connection, check.sql)  # compiles the statement without running it
+        except QueryBroken as exc:
             result.config_error = True
-            result.error = f"field sql does not compile on the restored copy ({exc}): fix the query in the catalogue"
+            result.error = f"field sql does not parse ({exc}): fix the query in the catalogue"
+            return result
+        except CopyLacks as exc:  # parses, names what the copy does not have: the copy's finding
+            result.error = str(exc)
             return result
         cursor = connection.execute(check.sql)
         if check.min_rows is not None:

@@ -167,7 +167,7 @@ def _freshness_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding
     if freshness is None:
         return
     if freshness.status == Status.FAILED:
-        yield Finding(mode=FailureMode.REPLICA_LAG, detail=freshness.summary)
+        yield Finding(mode=FailureMode.SCHEMA if freshness.copy_lacks else FailureMode.REPLICA_LAG, detail=freshness.summary)
     loss = freshness.data_loss_seconds
     if loss is not None and loss > entry.rpo_target:
         yield Finding(

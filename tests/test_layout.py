@@ -13,7 +13,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDERS = {"cli": "drillbook.cli", "flows": "drillbook.flows", "tasks": "drillbook.tasks", "testing": "drillbook.testing"}
-LEAVES = {"drillbook.tasks.text", "drillbook.tasks.outcome", "drillbook.tasks.errors", "drillbook.tasks.steps"}
+LEAVES = {
+    "drillbook.tasks.catalogue_sql",
+    "drillbook.tasks.text",
+    "drillbook.tasks.outcome",
+    "drillbook.tasks.errors",
+    "drillbook.tasks.steps",
+}
 MAX_LINES = 420  # "no module over about 400 lines"
 
 

@@ -273,7 +273,7 @@ def test_rpo_from_the_data_measures_what_a_restore_would_lose(capsys, tmp_path, 
 
     code, result, _ = run(capsys, "badquery", "--config", str(config))
     assert (code, result["verdict"]) == (2, "ERROR")
-    assert "field freshness_query failed (no such column: updated)" in result["findings"][0]["detail"]
+    assert "field freshness_query names what the live database lacks too (column updated)" in result["findings"][0]["detail"]
 
 
 def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(capsys, tmp_path, write_catalogue):

@@ -52,10 +52,13 @@ def test_sql_checks_pass_and_fail(db, fields, success, observed):
 
 
 def test_sql_error_and_wrong_shape_are_failures_with_reasons(db):
-    # A query that does not compile on the copy (here: a table it does not have) is the catalogue's to fix: a config error.
+    # A query that parses but names a table the copy does not have is the copy's finding (a FAIL), naming what it has.
     missing = run_sql_check(db, sql(sql="SELECT count(*) FROM invoices", min=1))
-    assert (missing.success, missing.config_error) == (False, True)
-    assert missing.error == "field sql does not compile on the restored copy (no such table: invoices): fix the query in the catalogue"
+    assert (missing.success, missing.config_error) == (False, False)
+    assert missing.error == "the restored copy has no table invoices (its tables: customers, order_items, orders)"
+    column = run_sql_check(db, sql(sql="SELECT count(nickname) FROM customers", min=1))
+    assert (column.success, column.config_error) == (False, False)
+    assert column.error == "the restored copy has no column nickname (its tables: customers, order_items, orders)"
     shape = run_sql_check(db, sql(sql="SELECT id, email FROM customers", equals=1))
     assert shape.error == "expected the query to return one value, got 2 columns"
 

@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from drillbook.tasks.catalogue_sql import syntax_problem
 from drillbook.tasks.config.fields import (
     NAME_PATTERN,
     SLACK_ID_PATTERN,
@@ -107,6 +108,13 @@ class DatabaseEntry(BaseModel):
         default=None,
         description="Promotion drill: longest acceptable time until the promoted copy's writes are restorable (default rto_target).",
     )
+
+    @field_validator("freshness_query", "schema_version_query")
+    @classmethod
+    def _parses(cls, value: str | None) -> str | None:
+        if value is not None and (problem := syntax_problem(value)) is not None:
+            raise ValueError(f"does not parse ({problem}): fix the query in the catalogue")
+        return value
 
     @field_validator("follow")
     @classmethod

@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from drillbook.tasks.catalogue_sql import syntax_problem
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.text import check_label
 
@@ -101,6 +102,8 @@ class SmokeCheck(BaseModel):
             raise ValueError(f"check {self.name!r}: url must start with http:// or https:// (got {self.url!r})")
         if self.between is not None and self.between[0] > self.between[1]:
             raise ValueError(f"check {self.name!r}: between's low {self.between[0]:g} is above its high {self.between[1]:g}")
+        if self.sql is not None and (problem := syntax_problem(self.sql)) is not None:
+            raise ValueError(f"check {self.name!r}: field sql does not parse ({problem}): fix the query in the catalogue")
         if self.sql is not None and (self.env or self.pass_env or self.cwd):
             raise ValueError(f"check {self.name!r}: env, pass_env and cwd apply to command checks only")
         return self
