@@ -8,7 +8,9 @@ A leaf: everything may import it; it imports nothing of drillbook.
     one_line(text)              markup and line breaks out, control characters shown, bounded
     visible(text)               control characters, escape sequences, bidi controls shown ('\\x1b'), not sent
     check_label(value, field)   a name or release whole: one printable line, bounded (ValueError naming the field)
-    redact(text) / redact_url   credentials in URLs, Slack tokens, e-mail addresses masked
+    redact(text) / redact_url   credentials in URLs, Slack tokens, e-mail addresses, remembered secrets masked
+    remember_secret(value)      a configured secret masked from then on, whole, encoded, decoded and in pieces
+    url_credentials_problem     a URL whose password parsers would read differently: the reason, never the secret
     slug(text) / file_part      safe in a file name, an artifact key, a Slack file name
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, unquote_plus, urlencode, urlsplit, urlunsplit
 
 DAYS_FROM = 2 * 86400  # from two days on, an age reads in days and hours
 
@@ -150,6 +152,82 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query, safe=":/"), parts.fragment))
 
 
+# Secrets the catalogue configured (a history URL's password, a replica URL's key, a token's value): every output
+# that goes through `redact` masks them, whole, in their URL-encoded and decoded forms, and each piece of them
+# between URL delimiters that a parser could cut off and show (the part after an unencoded '@' read as the host).
+_REMEMBERED: set[str] = set()
+_REMEMBERED_SORTED: list[str] = []
+_SECRET_CUTS = re.compile(r"[@:/#?&=+\s%;,]")
+SECRET_PIECE = 6  # pieces this long and longer are masked on their own; shorter ones say nothing of the secret
+_SECRET_WHOLE = 4  # a whole secret shorter than this is not masked (it would mask ordinary words)
+
+
+def remember_secret(value: str | None) -> None:
+    """Mask `value` in everything `redact` sees from now on (this process), in every form a URL parser could print."""
+    if not value or len(value) < _SECRET_WHOLE:
+        return
+    forms = {value, unquote(value), unquote_plus(value), quote(value, safe=""), quote_plus(value)}
+    for form in list(forms):
+        forms.update(piece for piece in _SECRET_CUTS.split(form) if len(piece) >= SECRET_PIECE)
+    new = {form for form in forms if len(form) >= _SECRET_WHOLE} - _REMEMBERED
+    if new:
+        _REMEMBERED.update(new)
+        _REMEMBERED_SORTED[:] = sorted(_REMEMBERED, key=len, reverse=True)  # longest first: a piece never splits a whole
+
+
+def remembered_secrets() -> list[str]:
+    """Every form of every remembered secret, longest first (for a logging filter or a test)."""
+    return list(_REMEMBERED_SORTED)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets a URL carries: its userinfo password and any credential-looking query value."""
+    try:
+        parts = urlsplit(url)
+        found = [parts.password] if parts.password else []
+    except ValueError:
+        return []
+    found += [v for k, v in parse_qsl(parts.query, keep_blank_values=True) if v and _SECRET_PARAM.search(k)]
+    return [unquote(value) for value in found] + found
+
+
+_URL_START = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+_PERCENT_BAD = re.compile(r"%(?![0-9A-Fa-f]{2})")
+ENCODE_HINT = "URL-encode the password (@ as %40, : as %3A, / as %2F, # as %23, ? as %3F, % as %25, space as %20)"
+
+
+def url_credentials_problem(url: str) -> str | None:
+    """Why this URL's credentials can be read more than one way, without a character of the secret; None when they cannot.
+
+    An unencoded '@' in a password: one parser takes the password to the last '@' (urlsplit), another to the first
+    (SQLAlchemy, then the rest as the host, printed in its error). A '/', '?' or '#' ends the host part early, a
+    space or a stray '%' is no URL at all. Each would show part of the password somewhere: refused, not guessed.
+    """
+    start = _URL_START.match(url)
+    if not start:
+        return None
+    rest = url[start.end() :]
+    first_at = rest.find("@")
+    if first_at < 0:
+        return None
+    ends = [i for i in (rest.find(c) for c in "/?#") if i >= 0]
+    authority_end = min(ends) if ends else len(rest)
+    if first_at > authority_end:  # the '@' is in the path or query, unless a password's '/', '?' or '#' cut the host part
+        head = rest[:authority_end]
+        if ":" in head and not head.rpartition(":")[2].isdigit():  # 'user:pa/ss@host' (a 'host:port' is no password)
+            return f"the password holds '/', '?' or '#' unencoded, so the URL's host cannot be told from it: {ENCODE_HINT}"
+        return None
+    authority = rest[:authority_end]
+    userinfo = authority[: authority.rfind("@")]
+    if authority.count("@") > 1:
+        return f"the password holds '@' unencoded, so parsers disagree on where the host starts: {ENCODE_HINT}"
+    if re.search(r"\s", userinfo):
+        return f"the password holds a space or line break: {ENCODE_HINT}"
+    if _PERCENT_BAD.search(userinfo):
+        return f"the password holds a '%' that is not a %XX escape: {ENCODE_HINT}"
+    return None
+
+
 def redact(text: str, *secrets: str | None, emails: bool = True) -> str:
     """`text` with URL credentials, Slack tokens, webhook paths, the given secrets and (with `emails`) e-mail addresses masked.
 
@@ -158,6 +236,9 @@ def redact(text: str, *secrets: str | None, emails: bool = True) -> str:
     """
     for secret in secrets:
         if secret:
+            text = text.replace(secret, SECRET_MASK)
+    for secret in _REMEMBERED_SORTED:
+        if secret in text:
             text = text.replace(secret, SECRET_MASK)
     text = _url_credentials(text)
     text = _TOKENISH.sub(lambda m: (m.group(1) or "") + SECRET_MASK, text)

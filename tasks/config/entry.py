@@ -173,10 +173,10 @@ class DatabaseEntry(BaseModel):
         parts = urlsplit(value)
         if parts.scheme == "s3":
             if not parts.netloc or not parts.path.strip("/"):
-                raise ValueError(f"an s3 replica needs a bucket and a path, like s3://bucket/app.db (got {value!r})")
+                raise ValueError(f"an s3 replica needs a bucket and a path, like s3://bucket/app.db (got {redact_url(value)!r})")
         elif parts.scheme == "file":
             if not parts.path:
-                raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {value!r})")
+                raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {redact_url(value)!r})")
         elif parts.scheme in BACKENDS:
             problem = check_replica_url(value)  # the backend's own check: a container, a host, a key file
             if problem is not None:

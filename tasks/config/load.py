@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import tomllib
 from pathlib import Path
@@ -14,6 +15,7 @@ from pydantic import ValidationError
 from drillbook.tasks.config.catalogue import Catalogue
 from drillbook.tasks.config.fields import CATALOGUE_ENV, DEFAULT_CATALOGUE
 from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.text import remember_secret, url_credentials_problem, url_secrets
 
 
 def catalogue_path(path: str | os.PathLike[str] | None = None) -> Path:
@@ -78,13 +80,46 @@ def load_catalogue(path: str | os.PathLike[str] | None = None) -> Catalogue:
         # The scratch default follows TMPDIR, and the backends' URL checks read their credential variables.
         key = (str(source.resolve()), hashlib.sha256(raw).hexdigest(), tempfile.gettempdir(), _checked_environment())
         if key in _loaded:
-            return _loaded[key].model_copy(deep=True)
-        catalogue = _parse_catalogue(source, raw)
-        if len(_loaded) >= _LOADED_KEPT:
-            _loaded.pop(next(iter(_loaded)))
-        _loaded[key] = catalogue.model_copy(deep=True)
-        return catalogue
-    return _parse_catalogue(source, None, given=path)
+            catalogue = _loaded[key].model_copy(deep=True)
+        else:
+            catalogue = _parse_catalogue(source, raw)
+            if len(_loaded) >= _LOADED_KEPT:
+                _loaded.pop(next(iter(_loaded)))
+            _loaded[key] = catalogue.model_copy(deep=True)
+    else:
+        catalogue = _parse_catalogue(source, None, given=path)
+    _check_secrets(catalogue, source)  # outside the cache: ${VAR}s in a URL are read now, not at the first parse
+    return catalogue
+
+
+_SECRET_VARIABLE = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|ACCOUNT_KEY|SAS_TOKEN|SESSION_KEY")
+
+
+def _check_secrets(catalogue: Catalogue, source: Path) -> None:
+    """Every secret a configured URL or Slack variable holds is masked in all output; a URL read two ways is refused.
+
+    The history URL is checked after ${VAR} expansion, where a generated password lands; the message names the field
+    and how to encode, never a character of the secret.
+    """
+    urls = [("[drillbook] field history_url", catalogue.history_url if catalogue.drillbook.history_url else None)]
+    urls += [(f"database {entry.name!r}: field replica", entry.replica) for entry in catalogue.database]
+    urls += [(f"database {entry.name!r}: field promote.replica", entry.promote.replica) for entry in catalogue.database if entry.promote]
+    for where, url in urls:
+        if not url:
+            continue
+        for secret in url_secrets(url):
+            remember_secret(secret)
+        problem = url_credentials_problem(url)
+        if problem:
+            field = where.rpartition("field ")[2]
+            raise ConfigError(f"{source}: {where}: {problem}", path=str(source), field=field)
+    for variable, value in os.environ.items():  # the backends' credentials come from the environment (README, 'Replica backends')
+        if _SECRET_VARIABLE.search(variable) and not variable.endswith(("_FILE", "_PATH", "_ID")):
+            remember_secret(value)
+    if catalogue.slack is not None:
+        for variable in (catalogue.slack.token_env, catalogue.slack.webhook_url_env):
+            if variable:
+                remember_secret(os.environ.get(variable))
 
 
 def not_found_message(source: Path, given: str | os.PathLike[str] | None) -> str:
