@@ -58,8 +58,8 @@ def test_no_secret_or_fragment_in_any_output_file_or_prefects_database(
     replicate,
     write_catalogue,
     postgres_url,
-    slack,
-    tmp_path,  # noqa: F811 (the fixture)
+    slack,  # noqa: F811 (the fixture imported above)
+    tmp_path,
 ):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", REPLICA_SECRET)  # moto takes any key; litestream and boto3 both read it
     monkeypatch.setenv("DRILLBOOK_TEST_PW", quote(PASSWORD, safe=""))
