@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -62,8 +63,11 @@ def show_progress(args: argparse.Namespace, stream: Any = None) -> bool:
 
 
 @contextlib.contextmanager
-def progress(description: str, enabled: bool) -> Any:
-    """A spinner with the elapsed time on stderr while long work runs (gone when it ends: the report follows)."""
+def progress(description: str, enabled: bool, counted: Callable[[], str] | None = None) -> Any:
+    """A spinner with the elapsed time on stderr while long work runs (gone when it ends: the report follows).
+
+    With `counted`, the line says what it returns beside the description (how many drills are done), twice a second.
+    """
     if not enabled:
         yield
         return
@@ -73,8 +77,23 @@ def progress(description: str, enabled: bool) -> Any:
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True
     ) as bar:
-        bar.add_task(description, total=None)
-        yield
+        task = bar.add_task(description, total=None)
+        if counted is None:
+            yield
+            return
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(0.5):
+                bar.update(task, description=f"{description}: {counted()}")
+
+        updater = threading.Thread(target=refresh, name="drillbook-progress", daemon=True)
+        updater.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            updater.join()
 
 
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
@@ -88,11 +107,13 @@ def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
+    from drillbook.flows.fleet import PROGRESS, select_databases
     from drillbook.flows.nightly import nightly_drills
 
     catalogue = load_catalogue(args.config)  # config errors surface before any Prefect start-up
-    count = len(args.db) if args.db else len(catalogue.database)
-    with progress(f"nightly drills: up to {count} database(s)", show_progress(args)):
+    count = len(select_databases(catalogue, args.tag or None, args.db or None))
+    PROGRESS.reset()
+    with progress("nightly drills", show_progress(args), lambda: PROGRESS.line(count)):
         state = nightly_drills(
             config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
         )

@@ -16,6 +16,9 @@ import sys
 
 # Before Prefect is imported: its settings are read once.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Prefect's SDK telemetry prints a first-run notice at import in a terminal ("Prefect collects anonymous usage data"):
+# off, like the servers drillbook starts; an operator who wants it sets DO_NOT_TRACK=0.
+os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")  # Prefect's 20 s fails on a loaded CI runner
 

@@ -70,7 +70,7 @@ def use_local_server(echo: Callable[[str], None]) -> str | None:
 
 def _prefect_env(home: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PREFECT_")}
-    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    env.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", DO_NOT_TRACK=os.environ.get("DO_NOT_TRACK", "1"))
     return env
 
 

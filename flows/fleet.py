@@ -193,12 +193,40 @@ class DrillQueue:
             return self._waiting.pop(0)
 
 
+class FleetProgress:
+    """How many of this process's fleet drills have ended, by verdict: what the nightly's progress line shows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.verdicts: dict[str, int] = {}
+
+    def ended(self, verdict: str) -> None:
+        with self._lock:
+            self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
+
+    def reset(self) -> None:
+        with self._lock:
+            self.verdicts = {}
+
+    def line(self, total: int) -> str:
+        """'3 of 12 done (2 PASS, 1 FAIL)'."""
+        with self._lock:
+            done = sum(self.verdicts.values())
+            counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(self.verdicts.items()))
+        return f"{done} of {total} done" + (f" ({counts})" if counts else "")
+
+
+PROGRESS = FleetProgress()
+
+
 def drill_one(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any]) -> DrillResult:
     """One drill; anything that escapes it becomes that database's ERROR, never the fan-out's crash."""
     try:
-        return _run_drill(entry, catalogue, parameters)
+        result = _run_drill(entry, catalogue, parameters)
     except Exception as exc:  # noqa: BLE001 - reported as the drill's ERROR with its type and text
-        return error_result(entry, f"the drill could not run: {type(exc).__name__}: {exc}", release=parameters.get("release"))
+        result = error_result(entry, f"the drill could not run: {type(exc).__name__}: {exc}", release=parameters.get("release"))
+    PROGRESS.ended(result.verdict.value)
+    return result
 
 
 @task(name="drill-worker", task_run_name="drill-worker-{number}", cache_policy=NO_CACHE)

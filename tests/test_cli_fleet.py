@@ -17,6 +17,21 @@ def test_nightly_exit_codes(capsys, replicate, write_catalogue):
     assert main(["nightly", "--config", str(config)]) == 1
     out = capsys.readouterr().out
     assert "nightly drills: 1 FAIL, 1 PASS" in out and "integrity failure" in out
+    from drillbook.flows.fleet import PROGRESS
+
+    assert PROGRESS.line(2) == "2 of 2 done (1 FAIL, 1 PASS)"  # what the progress line said as the drills ended
+
+
+def test_the_progress_line_says_how_many_are_done(monkeypatch):
+    import time
+
+    from drillbook.cli import fleet
+
+    said: list[str] = []
+    counts = iter(range(100))
+    with fleet.progress("nightly drills", True, lambda: said.append(f"{next(counts)} of 5 done") or said[-1]):
+        time.sleep(1.3)
+    assert said[:2] == ["0 of 5 done", "1 of 5 done"]
 
 
 def test_nightly_config_error_exits_2(capsys, tmp_path):

@@ -18,6 +18,7 @@ from drillbook.cli.main import main
 from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
 from tests.test_expectations import expect, write_suite
+from tests.test_slack import slack  # noqa: F401 (the fixture)
 
 ORDERS_CHECK = {"name": "open orders", "sql": "SELECT count(*) FROM orders WHERE status = 'pending'", "min": 1}
 EMAIL = "customer1@example.com"  # a row value of the sample database: never in a report
@@ -182,3 +183,35 @@ def test_sql_that_does_not_parse_is_a_config_error_naming_the_check_and_field(ca
         assert "Traceback" not in err and len(err.strip().splitlines()) == 2  # the catalogue, then the field
         if field == "smoke":
             assert f"check {value[0]['name']!r}" in err
+
+
+HOSTILE_TABLE = "<script>alert(1)</script>[bold red]x[/bold red]\x1b[31m*boom*<!channel>"
+
+
+def hostile_schema(path: Path) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f'CREATE TABLE "{HOSTILE_TABLE}" (id INTEGER)')
+    connection.commit()
+    connection.close()
+
+
+def test_a_hostile_table_name_in_the_finding_reaches_slack_the_terminal_and_the_page_escaped(
+    capsys, replicate, write_catalogue, slack, tmp_path  # noqa: F811 (the fixture imported below)
+):
+    from tests.test_slack import slack_catalogue
+
+    replicated = replicate(hostile_schema)
+    config = slack_catalogue(write_catalogue, slack, entry("orders", replicated.replica, smoke=[ORDERS_CHECK]), tmp_path=tmp_path)
+    assert main(["run", "orders", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert "\x1b[31m" not in out + err and "\\x1b" in out  # the escape sequence is shown, not sent to the terminal
+    assert "[bold red]" in out  # rich markup from the copy is printed as text, not applied
+    # What Slack renders as mrkdwn (the messages; the evidence file uploaded beside them is JSON, shown as a file)
+    bodies = " ".join(request.body.decode("utf-8", "replace") for request in slack.requests if "chat." in request.path)
+    assert bodies, [request.path for request in slack.requests]
+    assert "<script>" not in bodies and "<!channel>" not in bodies and "&lt;script&gt;" in bodies
+    page = tmp_path / "drills.html"
+    assert main(["report", "--html", str(page), "--config", str(config)]) == 0
+    html = page.read_text()
+    assert "<script>alert(1)" not in html and "\x1b" not in html

@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +177,47 @@ def test_the_demo_page_does_not_name_its_deleted_catalogue(tmp_path, write_catal
     page = write_demo_page(config, tmp_path / "evidence", echo=lambda line: None)
     text = page.read_text()
     assert str(config) not in text and "catalogue (temporary, removed when the demo ended)" in text
+
+
+def _in_a_terminal(code: str, home: Path) -> str:
+    """What a person at a terminal sees when Python runs `code` (a pty: Prefect shows its notice only to a TTY)."""
+    import pty
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "DO_NOT_TRACK", "GITHUB_ACTIONS") and not k.startswith("PREFECT_")}
+    env["PREFECT_HOME"] = str(home)
+    leader, follower = pty.openpty()
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=follower, stdout=follower, stderr=follower, env=env, close_fds=True)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            data = os.read(leader, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        seen += data
+    os.close(leader)
+    child.wait(timeout=120)
+    return seen.decode("utf-8", "replace")
+
+
+def test_drillbook_shows_no_telemetry_notice_in_a_terminal(tmp_path):
+    notice = "Prefect collects anonymous usage data"
+    assert notice in _in_a_terminal("import prefect", tmp_path / "bare")  # what a newcomer saw: Prefect alone shows it
+    said = _in_a_terminal("from drillbook.cli.main import main; import prefect; main(['--version'])", tmp_path / "drillbook")
+    assert notice not in said and "drillbook" in said
+
+
+def test_a_chart_of_one_drill_ends_its_time_axis_at_that_drill():
+    import re
+
+    from drillbook.tasks.report.svg import AXIS_Y
+
+    svg = render_svg([_point(2, "PASS", 40, 5)], None, now=NOW)
+    labels = re.findall(rf'y="{AXIS_Y}" text-anchor="(?:start|middle|end)" fill="#444">([^<]+)</text>', svg)
+    drilled = (NOW - timedelta(hours=2)).strftime("%d %b %H:%M")
+    assert labels[-1] == drilled, labels  # the axis's last label is the drill, not a day after it
+    assert labels[0] == (NOW - timedelta(hours=26)).strftime("%d %b %H:%M")

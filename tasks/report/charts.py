@@ -96,7 +96,9 @@ class ChartRenderer:
             self.lines["forecast"].set_data([date2num(start), date2num(end)], [forecast.fitted(start), forecast.fitted(end)])  # type: ignore[attr-defined]
         else:
             self.lines["forecast"].set_data([], [])  # type: ignore[attr-defined]
-        length = (end - first) or timedelta(days=1)
+        if end <= first:  # one drill: the day up to it, never an axis running a day past the newest drill
+            first = end - timedelta(days=1)
+        length = end - first
         ticks = [first + length * i / 3 for i in range(4)]
         label = "%d %b %H:%M" if length < timedelta(days=4) else "%d %b"
         self.rpo_axis.xaxis.set_major_locator(FixedLocator([date2num(t) for t in ticks]))

@@ -55,7 +55,9 @@ def render_svg(points: Sequence, forecast: RtoForecast | None, *, now: datetime 
     if known:
         reach = (now or last) + timedelta(days=forecast.horizon_days)  # type: ignore[union-attr]
         end = max(last, min(forecast.crosses_at or reach, reach))  # type: ignore[union-attr]
-    length = (end - first).total_seconds() or 86400.0
+    if end <= first:  # one drill: the day up to it, never an axis running a day past the newest drill
+        first = end - timedelta(days=1)
+    length = (end - first).total_seconds()
     pad = length * 0.02
 
     def x(at: datetime) -> float:
