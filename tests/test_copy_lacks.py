@@ -197,7 +197,11 @@ def hostile_schema(path: Path) -> None:
 
 
 def test_a_hostile_table_name_in_the_finding_reaches_slack_the_terminal_and_the_page_escaped(
-    capsys, replicate, write_catalogue, slack, tmp_path  # noqa: F811 (the fixture imported below)
+    capsys,
+    replicate,
+    write_catalogue,
+    slack,
+    tmp_path,  # noqa: F811 (the fixture imported below)
 ):
     from tests.test_slack import slack_catalogue
 
