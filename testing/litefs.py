@@ -82,7 +82,8 @@ class Node:
     root: Path
     http_port: int
     candidate: bool
-    proxy_port: int | None = None
+    proxy_port: int | None = None  # LiteFS's HTTP proxy, in front of the application on app_port
+    app_port: int | None = None  # where this node's application listens (the test starts it), the proxy's target
     process: subprocess.Popen | None = field(default=None, repr=False)
     started_at: float | None = None
     ready_seconds: float | None = None  # from the start of `litefs mount` to READY_LINE, last start
@@ -107,6 +108,10 @@ class Node:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.http_port}"
+
+    @property
+    def proxy_url(self) -> str | None:
+        return None if self.proxy_port is None else f"http://{HOST}:{self.proxy_port}"
 
     @property
     def running(self) -> bool:
@@ -152,8 +157,9 @@ class Node:
             return "(no log)"
 
 
-def node_config(node: Node, primary: Node, *, proxy_target: str | None = None, proxy_db: str | None = None) -> str:
-    """The YAML a node mounts with (JSON is YAML): static lease on `primary`, HTTP API and optional proxy on loopback."""
+def node_config(node: Node, primary: Node, *, proxy_db: str | None = None) -> str:
+    """The YAML a node mounts with (JSON is YAML): static lease on `primary`, HTTP API and, with `proxy_db`, the HTTP proxy
+    (TXID tracking on that database) in front of the node's application, all on loopback."""
     config: dict = {
         "exit-on-error": False,  # a validation problem is logged, not a restart loop
         "fuse": {"dir": str(node.mount)},
@@ -167,8 +173,8 @@ def node_config(node: Node, primary: Node, *, proxy_target: str | None = None, p
             "advertise-url": primary.url,
         },
     }
-    if proxy_target is not None and node.proxy_port is not None:
-        config["proxy"] = {"addr": f"{HOST}:{node.proxy_port}", "target": proxy_target, "db": proxy_db or PROBE_DB}
+    if proxy_db is not None and node.proxy_port is not None:
+        config["proxy"] = {"addr": f"{HOST}:{node.proxy_port}", "target": f"{HOST}:{node.app_port}", "db": proxy_db}
     return json.dumps(config, indent=2) + "\n"
 
 
@@ -199,20 +205,27 @@ def unmount(path: Path) -> None:
 class LiteFSCluster:
     """Nodes node1..nodeN of one static-lease cluster under `workdir`; node1 is the primary."""
 
-    def __init__(self, workdir: Path, *, nodes: int = 2, binary: Path | None = None, proxy_target: str | None = None, proxy_db=None):
+    def __init__(self, workdir: Path, *, nodes: int = 2, binary: Path | None = None, proxy_db: str | None = None):
         if nodes < 1:
             raise ValueError("a cluster has at least one node")
         check_fuse()
         self.binary = Path(binary) if binary is not None else find_litefs()
         self.workdir = Path(workdir)
         self.nodes = [
-            Node(f"node{i}", self.workdir / f"node{i}", free_port(), candidate=i == 1, proxy_port=free_port() if proxy_target else None)
+            Node(
+                f"node{i}",
+                self.workdir / f"node{i}",
+                free_port(),
+                candidate=i == 1,
+                proxy_port=free_port() if proxy_db else None,
+                app_port=free_port() if proxy_db else None,
+            )
             for i in range(1, nodes + 1)
         ]
         for node in self.nodes:
             node.mount.mkdir(parents=True, exist_ok=True)
             node.data.mkdir(parents=True, exist_ok=True)
-            node.config.write_text(node_config(node, self.primary, proxy_target=proxy_target, proxy_db=proxy_db))
+            node.config.write_text(node_config(node, self.primary, proxy_db=proxy_db))
 
     @property
     def primary(self) -> Node:
@@ -229,9 +242,11 @@ class LiteFSCluster:
         """Start every node (primary first) and wait until all are ready; with `probe`, until a write on the
         primary is seen on every replica too. Returns the seconds it took."""
         started = time.monotonic()
-        for node in self.nodes:
+        # The primary first: a replica that finds its HTTP port closed waits out LiteFS's reconnect delay (1 s).
+        self.start(self.primary, timeout=timeout)
+        for node in self.replicas:
             self.start(node, wait=False)
-        for node in self.nodes:
+        for node in self.replicas:
             self.wait_ready(node, timeout)
         if probe:
             self.probe(timeout)
