@@ -174,11 +174,31 @@ def test_missing_fusermount3_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(ToolMissing) as raised:
         litefs_bin.check_fuse()
-    assert str(raised.value) == (
-        "fusermount3 is not on PATH: LiteFS mounts and unmounts through it; install it (apt-get install fuse3)."
-    )
+    assert str(raised.value) == ("fusermount3 is not on PATH: LiteFS mounts and unmounts through it; install it (apt-get install fuse3).")
 
 
 def test_an_explicit_binary_that_is_not_there_is_one_line(tmp_path):
     with pytest.raises(ToolMissing, match=r"^litefs binary .*/nope is not an executable file; fix the path or leave it out"):
         litefs_bin.find_litefs(tmp_path / "nope")
+
+
+@pytest.mark.slow
+def test_the_proxy_forwards_writes_on_the_primary_and_names_it_on_a_replica(tmp_path, litefs_binary):
+    from drillbook.testing.litefs_app import call, node_apps
+
+    with litefs_cluster(tmp_path / "proxy", nodes=2, binary=litefs_binary, proxy_db="app.db") as cluster:
+        primary, (replica,) = cluster.primary, cluster.replicas
+        with node_apps(cluster.nodes, "app.db"):
+            first = call(primary, "POST", "/orders/1")
+            assert first.written and first.body == "node1 wrote 1\n" and first.cookie.startswith("__txid=")
+            # A read on the replica with the writer's cookie waits for that TXID: it sees the write.
+            assert call(replica, "GET", "/orders", cookie=first.cookie).body == "node2 1 1\n"
+            # A write on the replica never reaches the application: 200, no body, Fly-Replay naming the primary.
+            sent = call(replica, "POST", "/orders/2")
+            assert (sent.status, sent.body, sent.replay, sent.written) == (200, "", "instance=node1", False)
+            assert call(primary, "GET", "/orders").body == "node1 1 1\n"
+            # The primary gone: the replica still serves reads; its proxy still names node1 (a static lease).
+            cluster.stop(primary)
+            assert call(replica, "GET", "/orders").body == "node2 1 1\n"
+            assert call(replica, "POST", "/orders/3").replay == "instance=node1"
+            assert replica.primary_hostname() is None and replica.info()["primary"]["hostname"] == ""
