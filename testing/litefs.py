@@ -5,12 +5,16 @@
         cluster.wait_replicated("app.db")                # every running replica at the primary's TXID
         cluster.stop(cluster.replicas[0])                # SIGTERM: LiteFS unmounts itself
         cluster.start(cluster.replicas[0])               # ready again, catching up from node1
+        cluster.switch_primary(cluster.node("node2"))     # the operator's switch: every config names node2
 
 The lease is static (`lease.type: static`): node1 is the `candidate` and
 primary; every other node names node1's hostname and `advertise-url` in its
 own lease section, which is how a static replica finds its primary (LiteFS's
 `StaticLeaser` returns that pair as the primary's info). Static leasing has no
-failover and no handoff; a Consul lease would.
+failover and no handoff (a Consul lease would): `switch_primary` rewrites every
+config and restarts the nodes, which is how an operator moves a static primary.
+A node that wrote as a primary of its own and rejoins is reset to the primary's
+snapshot: its own writes are gone, without an error anywhere.
 
 What LiteFS shows, read here (v0.5.14, `fuse/*_node.go`, `http/server.go`):
 
@@ -222,18 +226,42 @@ class LiteFSCluster:
             )
             for i in range(1, nodes + 1)
         ]
+        self.proxy_db = proxy_db
         for node in self.nodes:
             node.mount.mkdir(parents=True, exist_ok=True)
             node.data.mkdir(parents=True, exist_ok=True)
-            node.config.write_text(node_config(node, self.primary, proxy_db=proxy_db))
+        self.assign_primary(self.nodes[0])
 
     @property
     def primary(self) -> Node:
-        return self.nodes[0]
+        return self._primary
 
     @property
     def replicas(self) -> list[Node]:
-        return self.nodes[1:]
+        return [n for n in self.nodes if n is not self._primary]
+
+    def assign_primary(self, primary: Node) -> None:
+        """Write every node's config with `primary` as the static lease's primary (the only candidate): the operator's
+        switch under a static lease, which has no election and no handoff. A running node reads it on its next start."""
+        self._primary = primary
+        for node in self.nodes:
+            node.candidate = node is primary
+            node.config.write_text(node_config(node, primary, proxy_db=self.proxy_db))
+
+    def switch_primary(self, primary: Node, *, timeout: float = START_TIMEOUT) -> float:
+        """Stop every node, make `primary` the static primary, start it and then the replicas that were running; the old
+        primary stays stopped (`start` brings it back, as a replica). Seconds from the old primary's stop until the new one is ready."""
+        old = self._primary
+        running = [n for n in self.nodes if n.running and n is not primary and n is not old]
+        started = time.monotonic()
+        for node in [old, *running, primary]:
+            self.stop(node)
+        self.assign_primary(primary)
+        self.start(primary, timeout=timeout)
+        switched = time.monotonic() - started
+        for node in running:
+            self.start(node, timeout=timeout)
+        return switched
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
