@@ -68,7 +68,9 @@ def _type_name(annotation, metadata) -> str:
         return "[" + ", ".join(_type_name(a, []) for a in args) + "]"
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"table ({annotation.__name__})"
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(annotation, getattr(annotation, "__name__", str(annotation)))
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
+        annotation, getattr(annotation, "__name__", str(annotation))
+    )
 
 
 def _default(field) -> str:
@@ -127,7 +129,12 @@ def catalogue_page() -> str:
         "What each setting is for, with examples, is in the [catalogue guide](../guides/catalogue.md).\n",
     ]
     for title, anchor, model in catalogue_tables():
-        lines += [f"## `{title}` {{#{anchor}}}\n", _cell(model.__doc__ or "") + "\n", "| key | type | default | bounds | description |", "|---|---|---|---|---|"]
+        lines += [
+            f"## `{title}` {{#{anchor}}}\n",
+            _cell(model.__doc__ or "") + "\n",
+            "| key | type | default | bounds | description |",
+            "|---|---|---|---|---|",
+        ]
         for name, field in model.model_fields.items():
             if field.exclude:
                 continue
