@@ -130,6 +130,15 @@ def test_readme_is_short_and_its_links_resolve():
     assert text.count("\n## Slack") <= 1
 
 
+def test_readme_quickstart_catalogue_is_valid(tmp_path, capsys):
+    """The README's TOML blocks, together, are the catalogue a newcomer copies: check-config accepts it."""
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    (tmp_path / "drillbook.toml").write_text("\n".join(blocks))
+    assert main(["check-config", "--config", str(tmp_path / "drillbook.toml")]) == 0
+    assert "1 database(s) OK" in capsys.readouterr().out
+
+
 # ---------------------------------------------------------------- the CI examples, run as written
 
 CATALOGUE = """\
