@@ -11,6 +11,7 @@ Never edit those pages by hand: tests/test_docs.py fails when they differ from w
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import tempfile
@@ -169,8 +170,15 @@ def _argument(action: argparse.Action) -> str:
 
 def cli_page() -> str:
     from drillbook.cli.main import build_parser
+    from drillbook.tasks.config import CATALOGUE_ENV
 
-    parser = build_parser()
+    # --config's help names the default catalogue, which $DRILLBOOK_CONFIG changes: the page shows the default.
+    saved = os.environ.pop(CATALOGUE_ENV, None)
+    try:
+        parser = build_parser()
+    finally:
+        if saved is not None:
+            os.environ[CATALOGUE_ENV] = saved
     lines = [
         HEADER.format(source="the argument parsers (drillbook.cli.main.build_parser)"),
         "# Command reference\n",
