@@ -8,7 +8,7 @@ functions, and no step imports it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, Field
 
@@ -30,9 +30,11 @@ from drillbook.tasks.writers import WriterCheck
 
 
 class DrillSteps(BaseModel):
-    """Every step's result, as the verdict reads them. A step that did not run is None (or skipped).
+    """Every phase's result, in drill order: the one declaration of the drill's phases.
 
-    A new kind of step is a field here and a rule in verdict.py, not another argument to `judge`.
+    A step that did not run is None (or skipped). A new phase is a field here, a rule in
+    verdict.py's STEP_RULES and one `run.step` call in flows/drill.py; the renderers read
+    the phases generically (tests/test_phases.py fails when one of them does not).
     """
 
     setup: StepResult | None = None
@@ -43,22 +45,32 @@ class DrillSteps(BaseModel):
     expectations: ExpectationsReport | None = None
     point: PointCheck | None = None
     freshness: FreshnessReport | None = None
-    follow: FollowReport | None = None  # the read-replica drill, when configured
-    promote: PromoteReport | None = None  # the promotion drill, when configured
     compat: CompatReport | None = None  # the restore-tool compatibility matrix (restore_with)
     writers: WriterCheck | None = None  # two writers on one replica: the L0 history forks
+    follow: FollowReport | None = None  # the read-replica drill, when configured
+    promote: PromoteReport | None = None  # the promotion drill, when configured
 
     def phases(self) -> dict[str, StepResult]:
         """The steps that count as phases, in drill order: setup only when it did not pass."""
         out: dict[str, StepResult] = {}
-        if self.setup is not None and self.setup.status != Status.PASSED:
-            out["setup"] = self.setup
-        out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
-        for name in ("smoke", "expectations", "point", "freshness", "compat", "writers", "follow", "promote"):
+        for name in PHASES:
             step = getattr(self, name)
-            if step is not None:
+            if step is not None and not (name == "setup" and step.status == Status.PASSED):
                 out[name] = step
         return out
+
+    def notes(self) -> list[str]:
+        """What the phases noted beside their status, in drill order."""
+        return [note for step in self.phases().values() for note in getattr(step, "notes", ())]
+
+
+PHASES: tuple[str, ...] = tuple(DrillSteps.model_fields)
+
+
+def phase_kind(name: str) -> type[StepResult]:
+    """The result model of a phase (DrillSteps' field), for a phase that crashed or was skipped."""
+    annotation = DrillSteps.model_fields[name].annotation
+    return next(t for t in (*get_args(annotation), annotation) if isinstance(t, type) and issubclass(t, StepResult))
 
 
 class DrillResult(BaseModel):
