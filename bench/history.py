@@ -27,7 +27,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.result import DrillResult
 
 
 def catalogue_text(root: Path, databases: int, history_url: str | None) -> str:

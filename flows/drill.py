@@ -27,6 +27,7 @@ from drillbook.tasks.history.store import recent_drills, record_drill
 from drillbook.tasks.history.trends import look_ahead, plan_restore
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.notify import channels, deliver
+from drillbook.tasks.outcome import Status, Verdict
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import (
     PointCheck,
@@ -48,9 +49,9 @@ from drillbook.tasks.restore import RestoreResult, restore_database
 from drillbook.tasks.result import DrillResult, DrillSteps, phase_kind
 from drillbook.tasks.runbook import refresh_runbook
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import redact, slug, visible
-from drillbook.tasks.verdict import DrillContext, Verdict, judge
+from drillbook.tasks.verdict import DrillContext, judge
 from drillbook.tasks.workspace import prepare_workspace
 from drillbook.tasks.writers import check_writers
 

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import Field
 
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.outcome import Status
+from drillbook.tasks.steps import StepResult
 
 QUERY_TIMEOUT = 30.0
 

@@ -20,12 +20,12 @@ from rich.text import Text
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.stale import Transition
 from drillbook.tasks.history.watchstate import WatchTransition
+from drillbook.tasks.outcome import tally
 from drillbook.tasks.report.drill import render_terminal
 from drillbook.tasks.report.slack import render_stale_alert, render_watch_alert
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
 from drillbook.tasks.text import visible
-from drillbook.tasks.verdict import tally
 
 
 class Notifier(Protocol):

@@ -20,42 +20,15 @@ from drillbook.tasks.expectations import ExpectationsReport
 from drillbook.tasks.follow import FollowReport
 from drillbook.tasks.freshness import FreshnessReport
 from drillbook.tasks.integrity import IntegrityReport
-from drillbook.tasks.outcome import (  # re-exported: the verdict's vocabulary
-    ACTIONS,
-    EXIT_CODES,
-    FailureMode,
-    Finding,
-    Phase,
-    Status,
-    Verdict,
-    exit_code_for,
-    tally,
-)
+from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.points import PointCheck, PointProblem
 from drillbook.tasks.promote import PromoteReport
 from drillbook.tasks.replica import CLOCK_SKEW_TOLERANCE, ReplicaProblem, ReplicaState, clock_skew
 from drillbook.tasks.restore import RestoreProblem, RestoreResult
-from drillbook.tasks.result import PHASES, DrillResult, DrillSteps
+from drillbook.tasks.result import DrillResult, DrillSteps
 from drillbook.tasks.smoke import SmokeReport
 from drillbook.tasks.steps import StepResult
 from drillbook.tasks.writers import WriterCheck
-
-__all__ = [
-    "ACTIONS",
-    "EXIT_CODES",
-    "DrillContext",
-    "DrillResult",
-    "DrillSteps",
-    "FailureMode",
-    "Finding",
-    "Phase",
-    "Verdict",
-    "compare_position",
-    "exit_code_for",
-    "judge",
-    "tally",
-]
-
 
 _REPLICA_MODES = {
     ReplicaProblem.EMPTY: FailureMode.NO_BACKUP,
@@ -228,7 +201,7 @@ SECOND_OPINIONS = frozenset({"freshness"})
 def _findings(steps: DrillSteps, entry: DatabaseEntry, *, second: bool) -> list[Finding]:
     """The rules of the phases that ran, in drill order (findings of one mode keep this order)."""
     return [
-        finding for name, step in steps.phases().items() if (name in SECOND_OPINIONS) == second for finding in STEP_RULES[name](step, entry)
+        finding for name, step in steps.ran().items() if (name in SECOND_OPINIONS) == second for finding in STEP_RULES[name](step, entry)
     ]
 
 
@@ -283,7 +256,7 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
     leads the findings as replica lag, since it explains what the copy lacks. A setup step is a
     phase when it did not pass. An interrupted drill is an ERROR whatever the steps said.
     """
-    phases = steps.phases()
+    phases = steps.ran()
     errors = [f"interrupted by {context.interrupted}: the drill did not finish"] if context.interrupted else []
     errors += [f"{name}: {step.summary}" for name, step in phases.items() if step.status == Status.ERROR]
     findings = _findings(steps, entry, second=False)
@@ -294,7 +267,7 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
     position = compare_position(restore.txid, replica.newest_txid) if restore.ok and steps.point is None else Position()
     if position.finding:
         findings.append(position.finding)
-    notes += [note for note in (position.note, replica.clocks_note) if note] + steps.notes()
+    notes += [note for note in (position.note, replica.clocks_note) if note] + steps.phase_notes()
     rto = _rto(steps, entry, findings)
     rpo = _rpo(steps, entry, context, position, findings)
     findings += _findings(steps, entry, second=True)
@@ -328,5 +301,5 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         phases={name: _phase(step) for name, step in phases.items()},
         entry=entry.public(),
         notes=notes,
-        **{name: getattr(steps, name) for name in PHASES if name in DrillResult.model_fields},
+        **dict(steps),
     )

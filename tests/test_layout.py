@@ -127,3 +127,32 @@ def test_no_function_level_drillbook_imports_in_tasks():
 def test_no_module_is_a_novel():
     long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _defined(path: Path) -> set[str]:
+    """The names a module defines itself at top level (not the ones it imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_one_name_one_home():
+    """A name is imported from the module that defines it: no module passes on another's names (a package's
+    __init__ is its public face and may)."""
+    defined = {name: _defined(path) for name, path in MODULES.items() if path.name != "__init__.py"}
+    wrong = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in defined:
+                wrong += [
+                    f"{name} imports {alias.name} from {node.module}, which does not define it"
+                    for alias in node.names
+                    if alias.name not in defined[node.module] and f"{node.module}.{alias.name}" not in MODULES
+                ]
+    assert wrong == []

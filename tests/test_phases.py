@@ -22,7 +22,7 @@ from drillbook.tasks.report.drill import render_markdown, render_terminal
 from drillbook.tasks.report.html import phase_figures
 from drillbook.tasks.report.slack import render_drill_message
 from drillbook.tasks.restore import RestoreResult
-from drillbook.tasks.result import PHASES, DrillSteps, phase_kind
+from drillbook.tasks.result import PHASES, DrillHeader, DrillResult, DrillSteps, phase_kind
 from drillbook.tasks.steps import StepResult
 from drillbook.tasks.verdict import STEP_RULES, DrillContext, judge
 from tests.verdicts import judged
@@ -36,6 +36,14 @@ def test_phases_are_the_fields_of_drill_steps_in_drill_order():
     assert tuple(DrillSteps.model_fields) == PHASES
     assert PHASES[:4] == ("setup", "replica", "restore", "integrity")
     assert all(issubclass(phase_kind(name), StepResult) for name in PHASES)
+
+
+def test_each_phase_result_is_declared_once():
+    """DrillSteps (the verdict's input) and DrillResult (the bundle) carry the phases' fields of one declaration."""
+    assert list(DrillResult.model_fields)[: len(DrillHeader.model_fields)] == list(DrillHeader.model_fields)
+    for model in (DrillSteps, DrillResult, DrillHeader):
+        assert not set(PHASES) & set(model.__annotations__), f"{model.__name__} declares a phase's field again"
+    assert set(PHASES) <= set(DrillResult.model_fields)
 
 
 def test_every_phase_has_a_rule():
@@ -75,6 +83,6 @@ def test_every_renderer_shows_every_phase(phase):
 
 def test_judge_reads_the_phases_it_is_given():
     steps = DrillSteps(**{name: kind.skipped("x") for name, kind in REQUIRED.items()})
-    assert list(steps.phases()) == ["replica", "restore", "integrity"]
+    assert list(steps.ran()) == ["replica", "restore", "integrity"]
     context = DrillContext(drill_id="d", started_at=START, finished_at=START)
     assert judge(ENTRY, steps, context).phases.keys() == {"replica", "restore", "integrity"}

@@ -16,11 +16,11 @@ from drillbook.tasks.history.forecast import Outlook, RtoForecast, advise, forec
 from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.ltx import LEGACY_LAYOUT, ltx_files
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate, plan_from_listing
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.report.charts import render_chart
-from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.result import DrillResult
 
 FLEET_DAYS = 30  # a database without history borrows the throughput of the fleet's drills from this many days
 TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history (a drill from last year says nothing about today's trend)

@@ -30,10 +30,10 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
+from drillbook.tasks.outcome import Status, Verdict, tally
 from drillbook.tasks.report.drill import compat_lines, compat_rows, compat_title, headline, measure_line, outlook_lines, replica_measures
-from drillbook.tasks.steps import Status
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
-from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 if TYPE_CHECKING:
     from drillbook.tasks.history.stale import StaleStatus
