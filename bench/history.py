@@ -111,8 +111,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from drillbook.tasks.config import load_catalogue
+    from drillbook.tasks.forecast import TREND_DAYS, outlook_of
     from drillbook.tasks.history.store import record_drills, trend_points
-    from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
 
     root = Path(tempfile.mkdtemp(prefix="drillbook-bench-history-"))
     history_url = None

@@ -16,7 +16,7 @@ EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from drillbook.tasks.history.store import trend_points
-    from drillbook.tasks.history.trends import plan_restore
+    from drillbook.tasks.lookahead import plan_restore
     from drillbook.tasks.outcome import Status
     from drillbook.tasks.plan import plan_errors
 

@@ -24,8 +24,8 @@ from drillbook.tasks.follow import FollowReport, follow_replica
 from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills, record_drill
-from drillbook.tasks.history.trends import look_ahead, plan_restore
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.lookahead import look_ahead, plan_restore
 from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.outcome import Status, Verdict
 from drillbook.tasks.plan import RestorePlan

@@ -15,8 +15,8 @@ from pydantic import BaseModel, Field, model_validator
 from drillbook.tasks.compat import CompatReport
 from drillbook.tasks.expectations import ExpectationsReport
 from drillbook.tasks.follow import FollowReport
+from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.freshness import FreshnessReport
-from drillbook.tasks.history.forecast import Outlook
 from drillbook.tasks.integrity import IntegrityReport
 from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.plan import RestorePlan

@@ -74,6 +74,7 @@ def test_dependencies_point_one_way():
 
 
 def test_leaves_import_only_leaves():
+    assert set(MODULES) >= LEAVES, "a leaf was renamed or removed: update LEAVES"
     wrong = [f"{name} imports {target}" for name in LEAVES for target in GRAPH[name] if target not in LEAVES]
     assert wrong == []
 
@@ -105,6 +106,21 @@ def find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 def test_no_circles(layer):
     graph = {name: [t for t in targets if _layer(t) == layer] for name, targets in GRAPH.items() if _layer(name) == layer}
     assert find_cycle(graph) is None
+
+
+def _folder(name: str) -> str:
+    """A module's folder-level unit: drillbook.tasks.history.store -> drillbook.tasks.history; a top-level module is its own."""
+    return ".".join(name.split(".")[:3])
+
+
+@pytest.mark.parametrize("layer", ["tasks", "flows", "cli", "testing"])
+def test_no_folder_level_circles(layer):
+    """Packages (history/, report/, storage/, ...) and top-level modules import each other one way only."""
+    graph: dict[str, set[str]] = {}
+    for name, targets in GRAPH.items():
+        if _layer(name) == layer:
+            graph.setdefault(_folder(name), set()).update(_folder(t) for t in targets if _layer(t) == layer and _folder(t) != _folder(name))
+    assert find_cycle({name: sorted(targets) for name, targets in graph.items()}) is None
 
 
 def test_the_cycle_finder_finds_a_circle():

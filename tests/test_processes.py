@@ -23,8 +23,8 @@ import pytest
 from drillbook.tasks import processes
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.history.trends import litestream_version
 from drillbook.tasks.litestream import find_litestream, run_litestream
+from drillbook.tasks.lookahead import litestream_version
 from drillbook.tasks.outcome import Status
 from drillbook.tasks.plan import dry_run
 from drillbook.tasks.replica import ReplicaState

@@ -22,10 +22,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history.forecast import Outlook
+from drillbook.tasks.forecast import TREND_DAYS, Outlook, outlook_of
 from drillbook.tasks.history.stale import StaleStatus, stale_status
 from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
-from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.report.svg import render_svg
 from drillbook.tasks.text import duration_text
