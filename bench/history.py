@@ -27,7 +27,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.result import DrillResult
 
 
 def catalogue_text(root: Path, databases: int, history_url: str | None) -> str:
@@ -111,8 +111,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from drillbook.tasks.config import load_catalogue
+    from drillbook.tasks.forecast import TREND_DAYS, outlook_of
     from drillbook.tasks.history.store import record_drills, trend_points
-    from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
 
     root = Path(tempfile.mkdtemp(prefix="drillbook-bench-history-"))
     history_url = None

@@ -137,7 +137,7 @@ def seed_sample_history(catalogue_path: Path, database: str, days: int = 14) -> 
 
     from drillbook.tasks.config import load_catalogue
     from drillbook.tasks.history.store import record_drills
-    from drillbook.tasks.verdict import DrillResult
+    from drillbook.tasks.result import DrillResult
 
     catalogue = load_catalogue(catalogue_path)
     entry = catalogue.get(database)

@@ -20,8 +20,9 @@ from typing import Any
 from drillbook.flows.runs import drill_results_of
 from drillbook.tasks.config import check_release, load_catalogue
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.outcome import EXIT_CODES, Verdict, exit_code_for, tally
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import redact, visible
-from drillbook.tasks.verdict import EXIT_CODES, DrillResult, Verdict, exit_code_for, tally
 
 EXIT_PASS, EXIT_ERROR = EXIT_CODES[Verdict.PASS], EXIT_CODES[Verdict.ERROR]
 RELEASE_DEPLOYMENT = "release-drills/drillbook-release"

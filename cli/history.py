@@ -17,8 +17,8 @@ from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
+from drillbook.tasks.outcome import EXIT_CODES, Verdict
 from drillbook.tasks.text import duration_text, redact, visible
-from drillbook.tasks.verdict import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 COMPACT_WIDTH = 80  # piped output is laid out for this

@@ -53,9 +53,9 @@ from drillbook.cli.lifecycle import (  # noqa: E402
 )
 from drillbook.tasks.config import catalogue_path  # noqa: E402
 from drillbook.tasks.errors import DrillbookError  # noqa: E402
+from drillbook.tasks.outcome import EXIT_CODES, Verdict  # noqa: E402
 from drillbook.tasks.processes import install_signal_handlers  # noqa: E402
 from drillbook.tasks.text import redact, visible  # noqa: E402
-from drillbook.tasks.verdict import EXIT_CODES, Verdict  # noqa: E402
 
 EXIT_ERROR = EXIT_CODES[Verdict.ERROR]
 # In the order `drillbook --help` lists them.

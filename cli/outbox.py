@@ -8,8 +8,8 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.outcome import EXIT_CODES, Verdict
 from drillbook.tasks.text import one_line
-from drillbook.tasks.verdict import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 

@@ -9,16 +9,16 @@ from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.verdict import EXIT_CODES, Verdict
+from drillbook.tasks.outcome import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from drillbook.tasks.history.store import trend_points
-    from drillbook.tasks.history.trends import plan_restore
+    from drillbook.tasks.lookahead import plan_restore
+    from drillbook.tasks.outcome import Status
     from drillbook.tasks.plan import plan_errors
-    from drillbook.tasks.steps import Status
 
     catalogue = load_catalogue(args.config)
     entry = catalogue.get(args.name)

@@ -18,7 +18,7 @@ from uuid import uuid4
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.steps import Status
+from drillbook.tasks.outcome import Status
 
 _EXIT = {Status.PASSED: 0, Status.FAILED: 1, Status.ERROR: 2, Status.SKIPPED: 2}
 

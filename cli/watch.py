@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
-from drillbook.tasks.verdict import EXIT_CODES, Verdict
+from drillbook.tasks.outcome import EXIT_CODES, Verdict
 
 EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 _MARK = {"stopped": "STOPPED", "unreadable": "UNREAD ", "unknown": "?      ", "idle": "idle   ", "replicating": "ok     "}

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import uuid4
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
@@ -24,9 +24,10 @@ from drillbook.tasks.follow import FollowReport, follow_replica
 from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills, record_drill
-from drillbook.tasks.history.trends import look_ahead, plan_restore
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.lookahead import look_ahead, plan_restore
 from drillbook.tasks.notify import channels, deliver
+from drillbook.tasks.outcome import Status, Verdict
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import (
     PointCheck,
@@ -45,13 +46,14 @@ from drillbook.tasks.promote import PromoteReport, promote_copy
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.report.drill import headline, render_markdown
 from drillbook.tasks.restore import RestoreResult, restore_database
+from drillbook.tasks.result import DrillResult, DrillSteps, phase_kind
 from drillbook.tasks.runbook import refresh_runbook
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import redact, slug, visible
-from drillbook.tasks.verdict import DrillContext, DrillResult, DrillSteps, Verdict, judge
+from drillbook.tasks.verdict import DrillContext, judge
 from drillbook.tasks.workspace import prepare_workspace
-from drillbook.tasks.writers import WriterCheck, check_writers
+from drillbook.tasks.writers import check_writers
 
 S = TypeVar("S", bound=StepResult)
 
@@ -202,30 +204,41 @@ def _notify(result: DrillResult, catalogue: Catalogue) -> None:
         result.notes.append(note)
 
 
-def _step(step_task: Callable[..., Any], kind: type[S], *args: Any, own_runs: bool = True) -> S:
-    """Run a step; if its task crashed, the drill still reaches its verdict with that step as an error.
+class _Phases:
+    """Runs the drill's phases and keeps their results by name, for DrillSteps.
 
-    After an interrupt (SIGTERM, Ctrl-C) no further step starts: the drill goes straight to its record.
-    `own_runs=False` (a drill inside a fleet) calls the step's function without a
-    task run: each task run costs the Prefect server CPU, the ceiling on how many
-    fleet workers one server can feed (bench/run.py).
+    A phase whose step crashed still reaches the verdict, as that phase's error. After an
+    interrupt (SIGTERM, Ctrl-C) no further phase starts: the drill goes straight to its record.
+    A Prefect task gets a task run of its own, unless `own_runs=False` (a drill inside a fleet):
+    each task run costs the Prefect server CPU, the ceiling on how many fleet workers one server
+    can feed (bench/run.py). A plain function is a plain call (cheap, seldom retried alone).
     """
-    if not own_runs:
-        return _plain_step(step_task.fn, kind, *args)
+
+    def __init__(self, own_runs: bool) -> None:
+        self.own_runs = own_runs
+        self.results: dict[str, StepResult] = {}
+
+    def step(self, phase: str, step: Callable[..., Any], **arguments: Any) -> Any:
+        return self.record(phase, _guarded(phase_kind(phase), step, own_runs=self.own_runs, **arguments))
+
+    def record(self, phase: str, result: S) -> S:
+        self.results[phase] = result
+        return result
+
+
+def _guarded(kind: type[S], step: Callable[..., Any], *, own_runs: bool = True, **arguments: Any) -> S:
+    """The step's result, or its kind's skipped (interrupted) or crashed result."""
     stop = interrupted()
     if stop:
         return kind.skipped(f"not run: interrupted by {stop}")
-    completed, value = unwrap(step_task(*args, return_state=True))
-    return value if completed else kind.crashed(value)
-
-
-def _plain_step(step: Callable[..., S], kind: type[S], *args: Any) -> S:
-    """The same for a step that is a plain call (no task run of its own: it is cheap and seldom retried alone)."""
-    stop = interrupted()
-    if stop:
-        return kind.skipped(f"not run: interrupted by {stop}")
+    if isinstance(step, Task):
+        if not own_runs:
+            step = step.fn
+        else:
+            completed, value = unwrap(step(**arguments, return_state=True))
+            return value if completed else kind.crashed(value)
     try:
-        return step(*args)
+        return step(**arguments)
     except Exception as exc:  # noqa: BLE001 - the crash is the step's ERROR
         return kind.crashed(exc)
 
@@ -335,48 +348,35 @@ def drill(
     scratch = Path(setup.scratch) if setup.scratch else None
     rows_file = evidence_stem(catalogue.evidence_dir, entry.name, started_at, drill_id).with_suffix(".integrity.txt")
 
+    run = _Phases(own_runs)
+    run.record("setup", setup)
+    work = scratch or catalogue.scratch_dir
     if setup.ok:
-        replica = _plain_step(inspect_replica, ReplicaState, entry)
+        replica = run.step("replica", inspect_replica, entry=entry)
     else:
-        replica = ReplicaState.skipped(f"not run: {setup.summary}")
-    plan = _plain_step(plan_step, RestorePlan, entry, replica, catalogue.history_url)
-    writers = _plain_step(check_writers, WriterCheck, entry, replica) if request is None else None  # a second writer in the L0 history
+        replica = run.record("replica", ReplicaState.skipped(f"not run: {setup.summary}"))
+    plan = _guarded(RestorePlan, plan_step, entry=entry, replica=replica, history_url=catalogue.history_url)
+    if request is None:  # a second writer in the L0 history
+        run.step("writers", check_writers, entry=entry, replica=replica)
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
-    restore = _step(restore_task, RestoreResult, entry, replica, scratch or catalogue.scratch_dir, point, own_runs=own_runs)
+    restore = run.step("restore", restore_task, entry=entry, replica=replica, scratch=work, point=point)
     if point is not None:
-        point = verify_point(point, restore, timeline)
-    integrity = _step(check_integrity_task, IntegrityReport, restore, entry, expected, rows_file, own_runs=own_runs)
+        run.record("point", verify_point(point, restore, timeline))
+    integrity = run.step("integrity", check_integrity_task, restore=restore, entry=entry, expected_schema=expected, rows_file=rows_file)
+    copy = {"restore": restore, "integrity": integrity, "entry": entry}
     versions = catalogue.restore_with(entry) if compat and request is None else []
-    compat_report = None
     if versions:  # other litestream releases against the pinned copy, before a smoke command could change it; not in the RTO
-        compat_report = _step(
-            compat_task, CompatReport, entry, replica, restore, integrity, versions, scratch or catalogue.scratch_dir, own_runs=own_runs
-        )
-    smoke = _step(smoke_task, SmokeReport, restore, integrity, entry, catalogue.base_dir, own_runs=own_runs)
-    expectations = _step(expectations_task, ExpectationsReport, restore, integrity, entry, expectations_dir(catalogue), own_runs=own_runs)
-    freshness = None
+        run.step("compat", compat_task, **copy, replica=replica, versions=versions, scratch=work)
+    run.step("smoke", smoke_task, **copy, base_dir=catalogue.base_dir)
+    run.step("expectations", expectations_task, **copy, suites_dir=expectations_dir(catalogue))
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
-        freshness = _step(freshness_task, FreshnessReport, restore, integrity, entry, own_runs=own_runs)
-    follow = promote = None
+        run.step("freshness", freshness_task, **copy)
     if entry.follow is not None and request is None and scratch is not None:  # a follower follows the newest position
-        follow = _step(follow_task, FollowReport, restore, integrity, entry, replica, scratch, own_runs=own_runs)
+        run.step("follow", follow_task, **copy, replica=replica, scratch=scratch)
     if entry.promote is not None and request is None and scratch is not None:
-        promote = _step(promote_task, PromoteReport, restore, integrity, entry, scratch, catalogue.base_dir, own_runs=own_runs)
+        run.step("promote", promote_task, **copy, scratch=scratch, base_dir=catalogue.base_dir)
 
-    steps = DrillSteps(
-        setup=setup,
-        replica=replica,
-        restore=restore,
-        integrity=integrity,
-        smoke=smoke,
-        expectations=expectations,
-        point=point,
-        freshness=freshness,
-        compat=compat_report,
-        writers=writers,
-        follow=follow,
-        promote=promote,
-    )
+    steps = DrillSteps(**run.results)
     context = DrillContext(
         drill_id=drill_id,
         started_at=started_at,
@@ -387,13 +387,8 @@ def drill(
         clock_skew_tolerance=catalogue.drillbook.clock_skew_tolerance,
     )
     result = judge(entry, steps, context)
-    if point is not None:
-        result.notes.extend(point.notes)
-        if entry.freshness_query:
-            result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
-    for extra in (freshness, compat_report, writers, follow, promote):
-        if extra is not None:
-            result.notes.extend(extra.notes)
+    if request is not None and entry.freshness_query:
+        result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)

@@ -34,10 +34,11 @@ from drillbook.flows.drill import drill
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
+from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Verdict, tally
 from drillbook.tasks.report.drill import md
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.storage import store_scope
 from drillbook.tasks.text import slug
-from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Verdict, tally
 
 DRILLS_LIMIT = "drillbook-drills"
 DEFAULT_MAX_CONCURRENT = 4  # drills at once, when the limit has to be created

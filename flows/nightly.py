@@ -16,9 +16,10 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
 from drillbook.tasks.history.store import recent_drills
 from drillbook.tasks.notify import channels, deliver
+from drillbook.tasks.outcome import FailureMode, tally
 from drillbook.tasks.points import point_due, point_records
 from drillbook.tasks.processes import reclaim_signals
-from drillbook.tasks.verdict import DrillResult, FailureMode, tally
+from drillbook.tasks.result import DrillResult
 
 
 def point_drills(entries: list[DatabaseEntry], catalogue: Catalogue) -> dict[str, list[DatabaseEntry]]:

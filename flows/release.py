@@ -18,8 +18,8 @@ from drillbook.tasks.config import DatabaseEntry, check_release, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
 from drillbook.tasks.processes import reclaim_signals
 from drillbook.tasks.release_wait import ReplicaWait, WaitOutcome, wait_for_release
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import slug
-from drillbook.tasks.verdict import DrillResult
 
 RELEASE_EVENT = "drillbook.release.deployed"
 DEFAULT_WAIT_SECONDS = 600.0

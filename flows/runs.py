@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from drillbook.tasks.errors import DrillbookError, DrillFailed, DrillsFailed
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.result import DrillResult
 
 
 def unwrap(state: Any) -> tuple[bool, Any]:

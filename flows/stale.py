@@ -9,19 +9,15 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from drillbook.tasks.config import Catalogue, load_catalogue
-from drillbook.tasks.history.stale import StaleStatus, Transition, alert_transitions, stale_status
-from drillbook.tasks.notify import channels, deliver
-
-
-def send_transition(catalogue: Catalogue, transition: Transition) -> str:
-    """The alert to every channel (Slack's outbox sends a transition's key once); the notes say what happened."""
-    return "; ".join(deliver(lambda c=channel: c.alert(transition), "alert", channel) for channel in channels(catalogue))
+from drillbook.tasks.history.stale import StaleStatus, stale_status
+from drillbook.tasks.notify import broadcast
+from drillbook.tasks.transitions import stale_transitions
 
 
 def check_stale(catalogue: Catalogue, say: Callable[[str], None] = print) -> list[StaleStatus]:
     """Every database's status; one alert for each database that became stale or recovered since the last check."""
     statuses = stale_status(catalogue)
-    for transition in alert_transitions(catalogue, statuses, lambda t: send_transition(catalogue, t)):
+    for transition in stale_transitions(catalogue, statuses, lambda alert: broadcast(catalogue, alert)):
         say(f"{transition.kind} alert for {transition.status.database}: {transition.delivery}")
     return statuses
 

@@ -10,20 +10,15 @@ from prefect.cache_policies import NO_CACHE
 
 from drillbook.tasks.config import Catalogue, load_catalogue
 from drillbook.tasks.history.metrics import refresh_metrics_file
-from drillbook.tasks.history.watchstate import WatchTransition, watch_transitions
-from drillbook.tasks.notify import channels, deliver
+from drillbook.tasks.notify import broadcast
+from drillbook.tasks.transitions import watch_transitions
 from drillbook.tasks.watch import WatchStatus, watch_databases
-
-
-def send_watch_transition(catalogue: Catalogue, transition: WatchTransition) -> str:
-    """The alert to every channel (Slack's outbox sends a transition's key once); the notes say what happened."""
-    return "; ".join(deliver(lambda c=channel: c.alert(transition), "alert", channel) for channel in channels(catalogue))
 
 
 def check_replication(catalogue: Catalogue, names: list[str] | None = None, say: Callable[[str], None] = print) -> list[WatchStatus]:
     """Every (or the named) database's replication; one alert per database that stopped or resumed; the metrics file refreshed."""
     statuses = watch_databases(catalogue, names)
-    for transition in watch_transitions(catalogue, statuses, lambda t: send_watch_transition(catalogue, t)):
+    for transition in watch_transitions(catalogue, statuses, lambda alert: broadcast(catalogue, alert)):
         say(f"replication {transition.kind} alert for {transition.status.database}: {transition.delivery}")
     note = refresh_metrics_file(catalogue)
     if note:

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 from drillbook.tasks.restore import KEPT_MARKER
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.result import DrillResult
 
 
 def clean_up(result: DrillResult, scratch: Path, keep_failed: int) -> str | None:

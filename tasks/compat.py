@@ -32,10 +32,11 @@ from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.litestream import RestoreTool, litestream_env
 from drillbook.tasks.ltx import LTX_LAYOUT
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
 from drillbook.tasks.runner import run_command
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import one_line
 from drillbook.tasks.versions import PINNED, RECORD, litestream_binary
 

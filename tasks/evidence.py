@@ -8,8 +8,8 @@ from datetime import datetime
 from pathlib import Path
 
 from drillbook.tasks.files import write_atomic
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import file_part, redact_data
-from drillbook.tasks.verdict import DrillResult
 
 
 def evidence_stem(evidence_dir: Path, database: str, started_at: datetime, drill_id: str) -> Path:

@@ -35,7 +35,8 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.catalogue_sql import copy_tables, has_table, lacks
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import ConfigError
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.outcome import Status
+from drillbook.tasks.steps import StepResult
 
 SAMPLE_COUNT = 20  # unexpected values kept per failed expectation when an entry opts in
 _ERROR_CHARS = 400

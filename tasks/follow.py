@@ -43,11 +43,12 @@ from drillbook.tasks.freshness import FreshnessValueError, as_time
 from drillbook.tasks.litestream import find_litestream, litestream_env
 from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.ltx import LEGACY_LAYOUT, LTX_HEADER_BYTES, ltx_files, newest_file, parse_ltx_header
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import guard_live
 from drillbook.tasks.runner import Child, CommandRecord, started
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.storage import StorageError, StorageProblem, open_storage
 
 SAMPLE_EVERY = 1.0  # seconds between samples

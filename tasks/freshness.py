@@ -20,7 +20,8 @@ from pydantic import Field
 
 from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken, check_on_copy
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.outcome import Status
+from drillbook.tasks.steps import StepResult
 
 QUERY_TIMEOUT = 30.0
 

@@ -16,7 +16,8 @@ from pydantic import Field
 
 from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken, check_on_copy
 from drillbook.tasks.files import write_atomic
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.outcome import Status
+from drillbook.tasks.steps import StepResult
 
 MAX_ROWS_KEPT = 1000  # integrity / foreign-key rows kept in the bundle; every row goes to rows_file, the count is always exact
 _INTEGRITY_LIMIT = 1_000_000  # PRAGMA integrity_check(N): stop only after this many problems

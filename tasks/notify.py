@@ -2,12 +2,14 @@
 
     drill(result)              one drill's report
     summary(results, title)    one message for a nightly or release run
-    alert(transition)          a database became stale or recovered; its replication stopped or resumed
+    alert(alert)               a database became stale or recovered, its replication stopped or resumed:
+                               one Alert rendered once (tasks/transitions.py), delivered as it is
 
 Each returns one line for the drill's notes or the run's log (what happened to
 the report), and never raises into the caller: a channel that fails says so in
 that line, and the verdict stands. A second channel (e-mail, a webhook) is one
-more class here and one more entry in `channels`.
+more class here (or a module of its own) and one more entry in `channels`;
+`broadcast` sends an alert to every channel.
 """
 
 from __future__ import annotations
@@ -18,14 +20,12 @@ from rich.console import Console
 from rich.text import Text
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history.stale import Transition
-from drillbook.tasks.history.watchstate import WatchTransition
+from drillbook.tasks.outcome import tally
 from drillbook.tasks.report.drill import render_terminal
-from drillbook.tasks.report.slack import render_stale_alert, render_watch_alert
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
 from drillbook.tasks.text import visible
-from drillbook.tasks.verdict import tally
+from drillbook.tasks.transitions import Alert
 
 
 class Notifier(Protocol):
@@ -35,7 +35,7 @@ class Notifier(Protocol):
 
     def summary(self, results: list[DrillResult], title: str) -> str: ...
 
-    def alert(self, transition: Transition | WatchTransition) -> str: ...
+    def alert(self, alert: Alert) -> str: ...
 
 
 class SlackNotifier:
@@ -53,14 +53,8 @@ class SlackNotifier:
         delivery = post_nightly_summary(results, self.catalogue, title=title)
         return delivery.note or delivery.status
 
-    def alert(self, transition: Transition | WatchTransition) -> str:
-        entry = self.catalogue.find(transition.status.database)
-        owners = list(entry.owners) if entry else []
-        if isinstance(transition, WatchTransition):
-            message = render_watch_alert(transition.kind, transition.status, owners=owners)
-        else:
-            message = render_stale_alert(transition.kind, transition.status, owners=owners)
-        return post_alert(self.catalogue, transition.key, transition.status.database, message).note
+    def alert(self, alert: Alert) -> str:
+        return post_alert(self.catalogue, alert.key, alert.database, alert.slack).note
 
 
 class TerminalNotifier:
@@ -79,8 +73,8 @@ class TerminalNotifier:
         self.console.print(Text(visible(f"{title}: {tally(r.verdict for r in results)}")), highlight=False)
         return "printed"
 
-    def alert(self, transition: Transition | WatchTransition) -> str:
-        self.console.print(Text(visible(f"{transition.kind}: {transition.status.line()}")), highlight=False)
+    def alert(self, alert: Alert) -> str:
+        self.console.print(Text(visible(alert.line)), highlight=False)
         return "printed"
 
 
@@ -95,3 +89,8 @@ def deliver(send, what: str, channel: Notifier) -> str:
         return send()
     except Exception as exc:  # noqa: BLE001 - a report channel never hides the verdict
         return f"{channel.name} delivery of the {what} crashed ({type(exc).__name__}); the report is in the evidence bundle"
+
+
+def broadcast(catalogue: Catalogue, alert: Alert) -> str:
+    """One alert to every channel (Slack's outbox sends a key once); the notes say what happened."""
+    return "; ".join(deliver(lambda c=channel: c.alert(alert), "alert", channel) for channel in channels(catalogue))

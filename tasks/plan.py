@@ -28,8 +28,9 @@ from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.ltx import LtxFile
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.runner import CommandRecord
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import duration_text
 
 THROUGHPUT_DRILLS = 10  # past passing drills whose throughput is the estimate (median)

@@ -35,10 +35,11 @@ from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.litestream import find_litestream, litestream_env, run_litestream
 from drillbook.tasks.litestream_config import litestream_config_text
 from drillbook.tasks.ltx import ltx_files, newest_file
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.restore import guard_live
 from drillbook.tasks.runner import Child, CommandRecord, started
 from drillbook.tasks.smoke import run_command_check
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.storage import StorageError, open_storage
 from drillbook.tasks.storage.s3 import parse_s3_url, s3_client
 from drillbook.tasks.text import redact_url

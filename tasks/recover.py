@@ -28,12 +28,12 @@ from drillbook.tasks.errors import LiveDatabaseGuard, RecoveryError
 from drillbook.tasks.expectations import ExpectationsReport, expectations_dir, load_suites, run_expectations
 from drillbook.tasks.integrity import check_integrity
 from drillbook.tasks.ltx import LTX_LAYOUT
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.points import Timeline, read_timeline
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.restore import guard_live, is_within, make_scratch, restore_database
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
-from drillbook.tasks.steps import Status
 from drillbook.tasks.text import duration_text, iso, redact_url
 
 CHECKS = ("integrity", "smoke", "expectations")  # integrity always runs; the others on request

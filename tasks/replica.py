@@ -37,7 +37,8 @@ from drillbook.tasks.ltx import (
     newest_file,
     parse_ltx_header,
 )
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.outcome import Status
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.storage import StorageError, StorageProblem, StoredObject, open_storage
 
 

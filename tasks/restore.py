@@ -24,9 +24,10 @@ from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.litestream import RestoreTool, run_litestream
 from drillbook.tasks.litestream_config import restore_source
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.runner import CommandRecord
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 
 KEPT_MARKER = ".drillbook-kept"
 

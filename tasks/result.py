@@ -8,61 +8,86 @@ functions, and no step imports it.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from drillbook.tasks.compat import CompatReport
 from drillbook.tasks.expectations import ExpectationsReport
 from drillbook.tasks.follow import FollowReport
+from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.freshness import FreshnessReport
-from drillbook.tasks.history.forecast import Outlook
 from drillbook.tasks.integrity import IntegrityReport
-from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Verdict
+from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import PointCheck
 from drillbook.tasks.promote import PromoteReport
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreResult
 from drillbook.tasks.smoke import SmokeReport
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.writers import WriterCheck
 
 
-class DrillSteps(BaseModel):
-    """Every step's result, as the verdict reads them. A step that did not run is None (or skipped).
+class PhaseResults(BaseModel):
+    """Each phase's result, declared once, in drill order: the drill's phases are these fields (PHASES).
 
-    A new kind of step is a field here and a rule in verdict.py, not another argument to `judge`.
+    A phase that did not run is None (or skipped). A new phase is a field here, a rule in
+    verdict.py's STEP_RULES and one `run.step` call in flows/drill.py; the renderers read
+    the phases generically (tests/test_phases.py fails when one of them does not).
+    DrillSteps (what the verdict reads) and DrillResult (the evidence bundle) both carry them.
     """
 
-    setup: StepResult | None = None
-    replica: ReplicaState
-    restore: RestoreResult
-    integrity: IntegrityReport
+    setup: StepResult | None = Field(default=None, exclude=True)  # a phase only when it did not pass; not in the bundle
+    replica: ReplicaState | None = None
+    restore: RestoreResult | None = None
+    integrity: IntegrityReport | None = None
     smoke: SmokeReport | None = None
     expectations: ExpectationsReport | None = None
-    point: PointCheck | None = None
-    freshness: FreshnessReport | None = None
-    follow: FollowReport | None = None  # the read-replica drill, when configured
-    promote: PromoteReport | None = None  # the promotion drill, when configured
-    compat: CompatReport | None = None  # the restore-tool compatibility matrix (restore_with)
-    writers: WriterCheck | None = None  # two writers on one replica: the L0 history forks
+    point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
+    freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
+    compat: CompatReport | None = Field(default=None, description="restore_with: other litestream versions against the pinned copy.")
+    writers: WriterCheck | None = Field(default=None, description="The replica's L0 history read for a second writer.")
+    follow: FollowReport | None = Field(default=None, description="Read-replica drill: the follower's staleness and the held-reader probe.")
+    promote: PromoteReport | None = Field(default=None, description="Promotion drill: writes on the promoted copy and the failover RTO.")
 
-    def phases(self) -> dict[str, StepResult]:
-        """The steps that count as phases, in drill order: setup only when it did not pass."""
+    def ran(self) -> dict[str, StepResult]:
+        """The phases that ran, in drill order: setup only when it did not pass."""
         out: dict[str, StepResult] = {}
-        if self.setup is not None and self.setup.status != Status.PASSED:
-            out["setup"] = self.setup
-        out.update({"replica": self.replica, "restore": self.restore, "integrity": self.integrity})
-        for name in ("smoke", "expectations", "point", "freshness", "compat", "writers", "follow", "promote"):
+        for name in PHASES:
             step = getattr(self, name)
-            if step is not None:
+            if step is not None and not (name == "setup" and step.status == Status.PASSED):
                 out[name] = step
         return out
 
+    def phase_notes(self) -> list[str]:
+        """What the phases noted beside their status, in drill order."""
+        return [note for step in self.ran().values() for note in getattr(step, "notes", ())]
 
-class DrillResult(BaseModel):
-    """Everything a drill found; the evidence bundle is this, as JSON."""
+
+PHASES: tuple[str, ...] = tuple(PhaseResults.model_fields)
+ALWAYS = ("replica", "restore", "integrity")  # every drill that reaches the verdict has these (skipped, when they could not run)
+
+
+def phase_kind(name: str) -> type[StepResult]:
+    """The result model of a phase, for a phase that crashed or was skipped."""
+    annotation = PhaseResults.model_fields[name].annotation
+    return next(t for t in get_args(annotation) if isinstance(t, type) and issubclass(t, StepResult))
+
+
+class DrillSteps(PhaseResults):
+    """Every phase's result, as the verdict reads them."""
+
+    @model_validator(mode="after")
+    def _drilled(self) -> DrillSteps:
+        missing = [name for name in ALWAYS if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a drill's steps need a result for {', '.join(missing)}")
+        return self
+
+
+class DrillHeader(BaseModel):
+    """The verdict and its measurements: the evidence bundle's first fields."""
 
     drill_id: str
     database: str
@@ -79,17 +104,11 @@ class DrillResult(BaseModel):
     rpo_target_seconds: float
     phases: dict[str, Phase] = Field(default_factory=dict)
     entry: dict[str, Any] = Field(default_factory=dict, description="The catalogue entry, secrets redacted.")
-    replica: ReplicaState | None = None
-    restore: RestoreResult | None = None
-    integrity: IntegrityReport | None = None
-    smoke: SmokeReport | None = None
-    expectations: ExpectationsReport | None = None
-    point: PointCheck | None = Field(default=None, description="Point-in-time drills: what was asked, expected and restored.")
-    freshness: FreshnessReport | None = Field(default=None, description="RPO from the data (freshness_query): live newest vs copy newest.")
-    follow: FollowReport | None = Field(default=None, description="Read-replica drill: the follower's staleness and the held-reader probe.")
-    promote: PromoteReport | None = Field(default=None, description="Promotion drill: writes on the promoted copy and the failover RTO.")
-    compat: CompatReport | None = Field(default=None, description="restore_with: other litestream versions against the pinned copy.")
-    writers: WriterCheck | None = Field(default=None, description="The replica's L0 history read for a second writer.")
+
+
+class DrillResult(PhaseResults, DrillHeader):
+    """Everything a drill found; the evidence bundle is this, as JSON: the header, each phase's result, then the rest."""
+
     evidence: str | None = Field(default=None, description="Path of the evidence bundle, once written.")
     scratch_kept: str | None = Field(default=None, description="Restored copy kept for triage (failed drills).")
     flow_run_url: str | None = None

@@ -29,10 +29,11 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken, check_on_copy
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.runner import OUTPUT_KEEP, run_command, tail_marked
 from drillbook.tasks.runner import started as runner_started
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 
 OUTPUT_CHARS = OUTPUT_KEEP  # of stdout / stderr kept per command check (the tail: errors come last)
 APP_GRACE = 5.0  # seconds an HTTP check's app has to stop on SIGTERM before its group is killed

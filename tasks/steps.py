@@ -9,8 +9,6 @@ from pydantic import BaseModel
 
 from drillbook.tasks.outcome import Status
 
-__all__ = ["Status", "StepResult"]
-
 
 class StepResult(BaseModel):
     """Base of every step's result; subclasses give every other field a default."""

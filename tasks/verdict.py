@@ -10,43 +10,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel
 
+from drillbook.tasks.compat import CompatReport
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.outcome import (  # re-exported: the verdict's vocabulary
-    ACTIONS,
-    EXIT_CODES,
-    FailureMode,
-    Finding,
-    Phase,
-    Status,
-    Verdict,
-    exit_code_for,
-    tally,
-)
-from drillbook.tasks.points import PointProblem
-from drillbook.tasks.replica import CLOCK_SKEW_TOLERANCE, ReplicaProblem, clock_skew
-from drillbook.tasks.restore import RestoreProblem
+from drillbook.tasks.expectations import ExpectationsReport
+from drillbook.tasks.follow import FollowReport
+from drillbook.tasks.freshness import FreshnessReport
+from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Phase, Status, Verdict
+from drillbook.tasks.points import PointCheck, PointProblem
+from drillbook.tasks.promote import PromoteReport
+from drillbook.tasks.replica import CLOCK_SKEW_TOLERANCE, ReplicaProblem, ReplicaState, clock_skew
+from drillbook.tasks.restore import RestoreProblem, RestoreResult
 from drillbook.tasks.result import DrillResult, DrillSteps
+from drillbook.tasks.smoke import SmokeReport
 from drillbook.tasks.steps import StepResult
-
-__all__ = [
-    "ACTIONS",
-    "EXIT_CODES",
-    "DrillContext",
-    "DrillResult",
-    "DrillSteps",
-    "FailureMode",
-    "Finding",
-    "Phase",
-    "Verdict",
-    "compare_position",
-    "exit_code_for",
-    "judge",
-    "tally",
-]
-
+from drillbook.tasks.writers import WriterCheck
 
 _REPLICA_MODES = {
     ReplicaProblem.EMPTY: FailureMode.NO_BACKUP,
@@ -120,27 +102,33 @@ def _listed(mode: FailureMode, details: list[str]) -> list[Finding]:
     return shown
 
 
-# One rule per step: what its result says against the entry's targets. Each returns findings only;
-# RTO, RPO and the position are judged below, where they need more than one step.
-def _replica_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    if steps.replica.status == Status.FAILED:
-        yield Finding(mode=_REPLICA_MODES.get(steps.replica.problem, FailureMode.OBJECT_STORAGE), detail=steps.replica.summary)
+# One rule per phase: what its result says against the entry's targets, called only for a phase that ran.
+# Each returns findings only; RTO, RPO and the position are judged in `judge`, where they need more than one step.
+Rule = Callable[[Any, DatabaseEntry], Iterable[Finding]]
 
 
-def _point_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    point = steps.point
-    if point is not None and point.status == Status.FAILED:
+def _no_findings(step: StepResult, entry: DatabaseEntry) -> Iterable[Finding]:
+    """Setup: its only outcome besides passing is an error, which `judge` reports for every phase."""
+    return ()
+
+
+def _replica_rule(replica: ReplicaState, entry: DatabaseEntry) -> Iterable[Finding]:
+    if replica.status == Status.FAILED:
+        yield Finding(mode=_REPLICA_MODES.get(replica.problem, FailureMode.OBJECT_STORAGE), detail=replica.summary)
+
+
+def _point_rule(point: PointCheck, entry: DatabaseEntry) -> Iterable[Finding]:
+    if point.status == Status.FAILED:
         short = point.problem == PointProblem.RETENTION_SHORT
         yield Finding(mode=FailureMode.RETENTION_SHORT if short else FailureMode.POINT_NOT_RESTORED, detail=point.summary)
 
 
-def _restore_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    if steps.restore.status == Status.FAILED:
-        yield Finding(mode=_RESTORE_MODES.get(steps.restore.problem, FailureMode.RESTORE_FAILURE), detail=steps.restore.summary)
+def _restore_rule(restore: RestoreResult, entry: DatabaseEntry) -> Iterable[Finding]:
+    if restore.status == Status.FAILED:
+        yield Finding(mode=_RESTORE_MODES.get(restore.problem, FailureMode.RESTORE_FAILURE), detail=restore.summary)
 
 
-def _integrity_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    integrity = steps.integrity
+def _integrity_rule(integrity: IntegrityReport, entry: DatabaseEntry) -> Iterable[Finding]:
     if integrity.status != Status.FAILED:
         return
     if not integrity.intact:
@@ -151,21 +139,17 @@ def _integrity_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding
         yield Finding(mode=FailureMode.SCHEMA, detail=integrity.schema_problem)
 
 
-def _smoke_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    if steps.smoke is not None and steps.smoke.status == Status.FAILED:
-        yield from _listed(FailureMode.SMOKE, [check.describe() for check in steps.smoke.failures])
+def _smoke_rule(smoke: SmokeReport, entry: DatabaseEntry) -> Iterable[Finding]:
+    if smoke.status == Status.FAILED:
+        yield from _listed(FailureMode.SMOKE, [check.describe() for check in smoke.failures])
 
 
-def _expectations_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    report = steps.expectations
-    if report is not None and report.status == Status.FAILED:
+def _expectations_rule(report: ExpectationsReport, entry: DatabaseEntry) -> Iterable[Finding]:
+    if report.status == Status.FAILED:
         yield from _listed(FailureMode.EXPECTATIONS, [f"{r.suite}: {r.describe()}" for r in report.failures])
 
 
-def _freshness_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    freshness = steps.freshness
-    if freshness is None:
-        return
+def _freshness_rule(freshness: FreshnessReport, entry: DatabaseEntry) -> Iterable[Finding]:
     if freshness.status == Status.FAILED:
         yield Finding(mode=FailureMode.SCHEMA if freshness.copy_lacks else FailureMode.REPLICA_LAG, detail=freshness.summary)
     loss = freshness.data_loss_seconds
@@ -176,41 +160,49 @@ def _freshness_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding
         )
 
 
-def _follow_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    if steps.follow is not None and steps.follow.status == Status.FAILED:
-        yield Finding(mode=FailureMode.STALE_READ, detail=steps.follow.summary)
+def _follow_rule(follow: FollowReport, entry: DatabaseEntry) -> Iterable[Finding]:
+    if follow.status == Status.FAILED:
+        yield Finding(mode=FailureMode.STALE_READ, detail=follow.summary)
 
 
-def _promote_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    if steps.promote is not None and steps.promote.status == Status.FAILED:
-        yield Finding(mode=FailureMode.PROMOTION, detail=steps.promote.summary)
+def _promote_rule(promote: PromoteReport, entry: DatabaseEntry) -> Iterable[Finding]:
+    if promote.status == Status.FAILED:
+        yield Finding(mode=FailureMode.PROMOTION, detail=promote.summary)
 
 
-def _compat_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    compat = steps.compat
-    if compat is not None and compat.status == Status.FAILED:
+def _compat_rule(compat: CompatReport, entry: DatabaseEntry) -> Iterable[Finding]:
+    if compat.status == Status.FAILED:
         yield from _listed(FailureMode.RESTORE_TOOL, [row.describe() for row in compat.incompatible])
 
 
-def _writers_rule(steps: DrillSteps, entry: DatabaseEntry) -> Iterable[Finding]:
-    writers = steps.writers
-    if writers is not None and writers.status == Status.FAILED:
+def _writers_rule(writers: WriterCheck, entry: DatabaseEntry) -> Iterable[Finding]:
+    if writers.status == Status.FAILED:
         yield from _listed(FailureMode.WRITER_LEASE, [fork.detail for fork in writers.forks])
 
 
-STEP_RULES: tuple[Callable[[DrillSteps, DatabaseEntry], Iterable[Finding]], ...] = (
-    _replica_rule,
-    _writers_rule,
-    _point_rule,
-    _restore_rule,
-    _integrity_rule,
-    _smoke_rule,
-    _expectations_rule,
-    _follow_rule,
-    _promote_rule,
-    _compat_rule,
-    _freshness_rule,  # after the RPO judged from the header: the data's own loss window is the second opinion
-)
+STEP_RULES: dict[str, Rule] = {
+    "setup": _no_findings,
+    "replica": _replica_rule,
+    "restore": _restore_rule,
+    "integrity": _integrity_rule,
+    "smoke": _smoke_rule,
+    "expectations": _expectations_rule,
+    "point": _point_rule,
+    "freshness": _freshness_rule,
+    "compat": _compat_rule,
+    "writers": _writers_rule,
+    "follow": _follow_rule,
+    "promote": _promote_rule,
+}
+# Judged after RTO and RPO: the data's own loss window is the second opinion on the header's RPO.
+SECOND_OPINIONS = frozenset({"freshness"})
+
+
+def _findings(steps: DrillSteps, entry: DatabaseEntry, *, second: bool) -> list[Finding]:
+    """The rules of the phases that ran, in drill order (findings of one mode keep this order)."""
+    return [
+        finding for name, step in steps.ran().items() if (name in SECOND_OPINIONS) == second for finding in STEP_RULES[name](step, entry)
+    ]
 
 
 def _rto(steps: DrillSteps, entry: DatabaseEntry, findings: list[Finding]) -> float | None:
@@ -264,10 +256,10 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
     leads the findings as replica lag, since it explains what the copy lacks. A setup step is a
     phase when it did not pass. An interrupted drill is an ERROR whatever the steps said.
     """
-    phases = steps.phases()
+    phases = steps.ran()
     errors = [f"interrupted by {context.interrupted}: the drill did not finish"] if context.interrupted else []
     errors += [f"{name}: {step.summary}" for name, step in phases.items() if step.status == Status.ERROR]
-    findings = [finding for rule in STEP_RULES[:-1] for finding in rule(steps, entry)]
+    findings = _findings(steps, entry, second=False)
     notes: list[str] = []
 
     restore, replica = steps.restore, steps.replica
@@ -275,10 +267,10 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
     position = compare_position(restore.txid, replica.newest_txid) if restore.ok and steps.point is None else Position()
     if position.finding:
         findings.append(position.finding)
-    notes += [note for note in (position.note, replica.clocks_note, *replica.notes) if note]
+    notes += [note for note in (position.note, replica.clocks_note) if note] + steps.phase_notes()
     rto = _rto(steps, entry, findings)
     rpo = _rpo(steps, entry, context, position, findings)
-    findings += STEP_RULES[-1](steps, entry)
+    findings += _findings(steps, entry, second=True)
 
     order = list(FailureMode)
     findings.sort(key=lambda f: order.index(f.mode))
@@ -309,20 +301,5 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         phases={name: _phase(step) for name, step in phases.items()},
         entry=entry.public(),
         notes=notes,
-        **{
-            name: getattr(steps, name)
-            for name in (
-                "replica",
-                "restore",
-                "integrity",
-                "smoke",
-                "expectations",
-                "point",
-                "freshness",
-                "compat",
-                "writers",
-                "follow",
-                "promote",
-            )
-        },
+        **dict(steps),
     )

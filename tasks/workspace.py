@@ -12,9 +12,10 @@ from pathlib import Path
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.restore import make_scratch
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 
 
 class Workspace(StepResult):

@@ -42,8 +42,9 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.ltx import LINEAGE_BYTES, LTX_LAYOUT, LtxFile, LtxLineage, ltx_files, parse_ltx_lineage
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaState
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.storage import StorageError, open_storage
 
 MAX_HEADERS = 1000  # L0 headers read per drill at most (the newest of those the read plan picks)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from drillbook.tasks.history.forecast import advise, forecast_rto, theil_sen
+from drillbook.tasks.forecast import advise, forecast_rto, theil_sen
 
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)
 

@@ -15,7 +15,8 @@ from sqlalchemy import JSON, DateTime, Float, Integer, String, create_engine, in
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from drillbook.tasks.history.store import VERSION_TABLE, head_revision, recent_drills, record_drill, trend_points, upgrade_store
-from drillbook.tasks.verdict import DrillResult, Verdict
+from drillbook.tasks.outcome import Verdict
+from drillbook.tasks.result import DrillResult
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -112,7 +112,7 @@ def test_chromium_is_the_debian_package():
 def test_the_inline_chart_is_well_formed_svg_with_targets_marks_and_the_forecast():
     import xml.etree.ElementTree as ElementTree
 
-    from drillbook.tasks.history.forecast import forecast_rto
+    from drillbook.tasks.forecast import forecast_rto
     from drillbook.tasks.report.svg import render_svg
     from tests.test_forecast import NOW, daily
 

@@ -80,6 +80,7 @@ def test_dependencies_point_one_way():
 
 
 def test_leaves_import_only_leaves():
+    assert set(MODULES) >= LEAVES, "a leaf was renamed or removed: update LEAVES"
     wrong = [f"{name} imports {target}" for name in LEAVES for target in GRAPH[name] if target not in LEAVES]
     assert wrong == []
 
@@ -113,6 +114,21 @@ def test_no_circles(layer):
     assert find_cycle(graph) is None
 
 
+def _folder(name: str) -> str:
+    """A module's folder-level unit: drillbook.tasks.history.store -> drillbook.tasks.history; a top-level module is its own."""
+    return ".".join(name.split(".")[:3])
+
+
+@pytest.mark.parametrize("layer", ["tasks", "flows", "cli", "testing"])
+def test_no_folder_level_circles(layer):
+    """Packages (history/, report/, storage/, ...) and top-level modules import each other one way only."""
+    graph: dict[str, set[str]] = {}
+    for name, targets in GRAPH.items():
+        if _layer(name) == layer:
+            graph.setdefault(_folder(name), set()).update(_folder(t) for t in targets if _layer(t) == layer and _folder(t) != _folder(name))
+    assert find_cycle({name: sorted(targets) for name, targets in graph.items()}) is None
+
+
 def test_the_cycle_finder_finds_a_circle():
     assert find_cycle({"a": ["b"], "b": ["c"], "c": ["a"]}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": ["b"], "b": []}) is None
@@ -133,3 +149,32 @@ def test_no_function_level_drillbook_imports_in_tasks():
 def test_no_module_is_a_novel():
     long = {name: n for name, path in MODULES.items() if (n := len(path.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def _defined(path: Path) -> set[str]:
+    """The names a module defines itself at top level (not the ones it imports)."""
+    names: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_one_name_one_home():
+    """A name is imported from the module that defines it: no module passes on another's names (a package's
+    __init__ is its public face and may)."""
+    defined = {name: _defined(path) for name, path in MODULES.items() if path.name != "__init__.py"}
+    wrong = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module in defined:
+                wrong += [
+                    f"{name} imports {alias.name} from {node.module}, which does not define it"
+                    for alias in node.names
+                    if alias.name not in defined[node.module] and f"{node.module}.{alias.name}" not in MODULES
+                ]
+    assert wrong == []

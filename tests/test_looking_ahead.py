@@ -18,8 +18,9 @@ from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.evidence import read_bundle
 from drillbook.tasks.history.store import recent_drills, record_drills
+from drillbook.tasks.outcome import Verdict
 from drillbook.tasks.report.drill import render_markdown
-from drillbook.tasks.verdict import DrillResult, Verdict
+from drillbook.tasks.result import DrillResult
 from drillbook.testing.slack_standin import SlackStandIn
 from tests.conftest import entry
 

@@ -12,6 +12,7 @@ import pytest
 from drillbook.tasks.config import DatabaseEntry, RestorePoints
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.freshness import as_time, measure_freshness
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.points import (
     PointCheck,
     PointFile,
@@ -30,7 +31,6 @@ from drillbook.tasks.points import (
     verify_point,
 )
 from drillbook.tasks.restore import RestoreResult
-from drillbook.tasks.steps import Status
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 T0 = NOW - timedelta(days=3)

@@ -23,14 +23,14 @@ import pytest
 from drillbook.tasks import processes
 from drillbook.tasks.config import DatabaseEntry, SmokeCheck
 from drillbook.tasks.errors import DrillbookError
-from drillbook.tasks.history.trends import litestream_version
 from drillbook.tasks.litestream import find_litestream, run_litestream
+from drillbook.tasks.lookahead import litestream_version
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.plan import dry_run
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreProblem, restore_database
 from drillbook.tasks.runner import OUTPUT_KEEP, run_command
 from drillbook.tasks.smoke import run_command_check, run_http_check
-from drillbook.tasks.steps import Status
 from drillbook.testing.s3 import replicate_once
 
 # A stand-in for litestream or an app: records its pid, forks a child into its group (or, with

@@ -16,10 +16,10 @@ import pytest
 from drillbook.cli.main import main
 from drillbook.tasks.config import DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.promote import PromoteProblem, promote_copy
 from drillbook.tasks.replica import inspect_replica
 from drillbook.tasks.restore import restore_database
-from drillbook.tasks.steps import Status
 from drillbook.testing.corpus import S3Target
 from drillbook.testing.faultproxy import FaultProxy
 from drillbook.testing.primary import running_primary

@@ -22,11 +22,11 @@ from drillbook.tasks.config import check_release
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import bundle_path, read_bundle, write_bundle
 from drillbook.tasks.notify import TerminalNotifier
+from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.report.drill import code, md, render_markdown, render_terminal
 from drillbook.tasks.report.slack import render_drill_message, render_nightly_summary, render_stale_alert
-from drillbook.tasks.steps import Status
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import check_label, file_part, one_line, redact, redact_data, redact_url, slug, visible
-from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Phase, Verdict
 
 # One sample per category; people outside the project will write others, so the assertions are on the categories.
 HOSTILE = {

@@ -15,10 +15,10 @@ from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.evidence import read_bundle
+from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.report.slack import MAX_BLOCKS, MAX_HEADER, MAX_SECTION, render_drill_message
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import Outbox, notify_slack, post_nightly_summary, send_outbox
-from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import ACTIONS, DrillResult, FailureMode, Finding, Phase, Verdict
 from drillbook.testing.sample import make_sample_database
 from drillbook.testing.slack_standin import SlackStandIn
 from tests.conftest import entry

@@ -8,10 +8,9 @@ import pytest
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.outcome import FailureMode, Status, Verdict
 from drillbook.tasks.replica import ReplicaProblem, ReplicaState
 from drillbook.tasks.restore import RestoreProblem, RestoreResult
-from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import FailureMode, Verdict
 from tests.verdicts import judged
 
 START = datetime(2026, 11, 24, 12, 0, 0, tzinfo=UTC)
@@ -125,6 +124,6 @@ def test_measurements():
 
 
 def test_every_failure_mode_has_an_action():
-    from drillbook.tasks.verdict import ACTIONS
+    from drillbook.tasks.outcome import ACTIONS
 
     assert set(ACTIONS) == set(FailureMode)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 from drillbook.tasks.expectations import ExpectationResult, ExpectationsReport
+from drillbook.tasks.outcome import FailureMode, Status, Verdict
 from drillbook.tasks.smoke import SmokeCheckResult, SmokeReport
-from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import FailureMode, Verdict
 from tests.test_verdict import ENTRY, START, intact, replica_ok, restore_ok
 from tests.verdicts import judged
 

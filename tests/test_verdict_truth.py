@@ -19,11 +19,11 @@ from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import ConfigError, SlackDeliveryError
 from drillbook.tasks.integrity import MAX_ROWS_KEPT, check_integrity
 from drillbook.tasks.ltx import parse_ltx_header
+from drillbook.tasks.outcome import FailureMode, Status, Verdict
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import RestoreResult
-from drillbook.tasks.steps import Status
 from drillbook.tasks.text import one_line
-from drillbook.tasks.verdict import FailureMode, Verdict, compare_position
+from drillbook.tasks.verdict import compare_position
 from drillbook.testing.faultproxy import FaultProxy
 from drillbook.testing.s3 import s3_replica_url
 from drillbook.testing.sample import make_sample_database

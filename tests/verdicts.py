@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.result import DrillResult
-from drillbook.tasks.verdict import DrillContext, DrillSteps, judge
+from drillbook.tasks.result import DrillResult, DrillSteps
+from drillbook.tasks.verdict import DrillContext, judge
 
 _CONTEXT = set(DrillContext.model_fields)
 

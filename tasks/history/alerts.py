@@ -2,18 +2,23 @@
 
 `drillbook_alerts` (revision 0002): per database, stale or not (tasks/history/stale.py).
 `drillbook_watch` (revision 0003): per database, replication stopped or not, and the
-replica's newest change the watch saw (tasks/history/watchstate.py; `drillbook metrics`
-exports it).
+replica's newest change the watch saw (`drillbook metrics` exports it). What changed, and the
+alert it sent, is tasks/transitions.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Boolean, DateTime, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from drillbook.tasks.history.store import Base, _store
+
+if TYPE_CHECKING:
+    from drillbook.tasks.watch import WatchStatus
 
 
 class AlertState(Base):
@@ -64,3 +69,18 @@ def watch_states(url: str) -> dict[str, WatchState]:
         rows = list(session.scalars(select(WatchState)))
         session.expunge_all()
         return {row.database: row for row in rows}
+
+
+def save_watch_states(url: str, statuses: Iterable[tuple[WatchStatus, bool, bool, str | None]]) -> None:
+    """(status, stopped, changed, key) per database, in one transaction."""
+    with _store(url, "write") as engine, Session(engine) as session, session.begin():
+        for status, stopped, changed, key in statuses:
+            row = session.get(WatchState, status.database)
+            if row is None:
+                row = WatchState(database=status.database, stopped=stopped, since=status.checked_at, notified_key=key)
+                session.add(row)
+            elif changed:
+                row.stopped, row.since, row.notified_key = stopped, status.checked_at, key
+            row.checked_at = status.checked_at
+            if status.replica_newest_at is not None:
+                row.replica_newest_at = status.replica_newest_at

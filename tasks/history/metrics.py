@@ -20,9 +20,9 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.forecast import TREND_DAYS, forecast_for
 from drillbook.tasks.history.alerts import watch_states
 from drillbook.tasks.history.store import TrendPoint, _aware, last_passes, recent_drills, trend_point, trend_points
-from drillbook.tasks.history.trends import TREND_DAYS, forecast_for
 
 VERDICTS = ("PASS", "FAIL", "ERROR")
 

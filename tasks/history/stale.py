@@ -5,23 +5,21 @@ failing: either way nobody has shown lately that this database can be restored.
 `drillbook stale` lists such databases; the hourly `drillbook-stale` deployment
 also posts ONE Slack alert when a database becomes stale and one when it
 recovers, never again every hour in between. The state that makes that so lives
-in the history store (table drillbook_alerts), and every alert goes through the
+in the history store (table drillbook_alerts); tasks/transitions.py finds the
+changes and sends their alerts (the replication watch's too), each through the
 outbox keyed by its transition, so a crash between sending and saving never
 sends it twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Literal
 
 from pydantic import BaseModel
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history.alerts import alert_states, save_alert_state
 from drillbook.tasks.history.store import last_passes
-from drillbook.tasks.text import duration_text, file_part, key_stamp
+from drillbook.tasks.text import duration_text
 
 
 class StaleStatus(BaseModel):
@@ -54,54 +52,3 @@ def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict
             StaleStatus(database=entry.name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=age is None or age > limit)
         )
     return sorted(out, key=lambda s: (not s.stale, s.last_pass_at is not None, s.last_pass_at or now, s.database))
-
-
-class Transition(BaseModel):
-    kind: Literal["stale", "recovered"]
-    status: StaleStatus
-    key: str
-    delivery: str = ""
-
-
-def transition_key(kind: str, status: StaleStatus) -> str:
-    """The same transition always gets the same key (the outbox sends a key once)."""
-    name = file_part(status.database)
-    return f"{kind}-{name}-{key_stamp(status.last_pass_at)}"
-
-
-def alert_transitions(
-    catalogue: Catalogue,
-    statuses: list[StaleStatus],
-    send: Callable[[Transition], str],
-    now: datetime | None = None,
-) -> list[Transition]:
-    """For each database that became stale or recovered since the last check: send one alert, then remember it.
-
-    `send` delivers (or queues) the alert and returns a note. A database seen
-    for the first time is remembered without an alert unless it is stale.
-    """
-    now = now or datetime.now(UTC)
-    known = alert_states(catalogue.history_url)
-    done = []
-    for status in statuses:
-        previous = known.get(status.database)
-        was_stale = previous.stale if previous is not None else False
-        if status.stale == was_stale:
-            if previous is None:
-                save_alert_state(
-                    catalogue.history_url, status.database, stale=False, since=now, last_pass_at=status.last_pass_at, notified_key=None
-                )
-            continue
-        kind: Literal["stale", "recovered"] = "stale" if status.stale else "recovered"
-        transition = Transition(kind=kind, status=status, key=transition_key(kind, status))
-        transition.delivery = send(transition)
-        save_alert_state(
-            catalogue.history_url,
-            status.database,
-            stale=status.stale,
-            since=now,
-            last_pass_at=status.last_pass_at,
-            notified_key=transition.key,
-        )
-        done.append(transition)
-    return done

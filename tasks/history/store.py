@@ -32,8 +32,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from drillbook.tasks.errors import HistoryError
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import one_line, redact, redact_url
-from drillbook.tasks.verdict import DrillResult
 
 HEAD_REVISION = "0003"  # the newest script in migrations/versions (a test holds the two together)
 VERSION_TABLE = "drillbook_alembic_version"  # not alembic_version: the store may share a database with an app that has its own

@@ -10,11 +10,12 @@ from typing import Any
 from pydantic import Field
 
 from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.points.coverage import PointRecord, proven_slots, slot_of
 from drillbook.tasks.points.request import PointKind, PointProblem, PointRequest
 from drillbook.tasks.points.timeline import Timeline
 from drillbook.tasks.restore import RestoreResult
-from drillbook.tasks.steps import Status, StepResult
+from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import duration_text, iso, txid_text
 
 

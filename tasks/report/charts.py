@@ -19,7 +19,7 @@ import re
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from drillbook.tasks.history.forecast import RtoForecast
+from drillbook.tasks.forecast import RtoForecast
 
 COLOURS = {"PASS": "#2e7d32", "FAIL": "#c62828", "ERROR": "#f9a825", "forecast": "#ef6c00", "target": "#555555"}
 _serial = itertools.count()

@@ -14,9 +14,9 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from drillbook.tasks.steps import Status
+from drillbook.tasks.outcome import Status, Verdict
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import duration_text, redact, visible
-from drillbook.tasks.verdict import DrillResult, Verdict
 
 _COLOURS = {Verdict.PASS: "green", Verdict.FAIL: "red", Verdict.ERROR: "yellow"}
 _STATUS_MARK = {Status.PASSED: "ok", Status.FAILED: "FAILED", Status.SKIPPED: "skipped", Status.ERROR: "ERROR"}

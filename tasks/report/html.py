@@ -22,10 +22,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup
 
 from drillbook.tasks.config import Catalogue
-from drillbook.tasks.history.forecast import Outlook
+from drillbook.tasks.forecast import TREND_DAYS, Outlook, outlook_of
 from drillbook.tasks.history.stale import StaleStatus, stale_status
 from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
-from drillbook.tasks.history.trends import TREND_DAYS, outlook_of
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.report.svg import render_svg
 from drillbook.tasks.text import duration_text
@@ -63,6 +62,7 @@ class Section:
     chart: Markup | None
     replicas: list[tuple[str, str]] = field(default_factory=list)  # (label, figures) of the read-replica and promotion drills
     compat: CompatMatrix | None = None
+    phases: list[tuple[str, str]] = field(default_factory=list)  # (phase, what went wrong) of the newest drill's phases that did not pass
 
 
 def replica_figures(summary: dict) -> list[tuple[str, str]]:
@@ -84,6 +84,15 @@ def replica_figures(summary: dict) -> list[tuple[str, str]]:
         rto = promote.get("failover_rto_seconds")
         said = f"{duration_text(rto) if rto is not None else 'not restorable'} (target {duration_text(promote.get('failover_rto_target'))})"
         out.append(("failover RTO", said + (f", FAIL: {promote['problem']}" if promote.get("problem") else "")))
+    return out
+
+
+def phase_figures(summary: dict) -> list[tuple[str, str]]:
+    """The newest drill's phases that failed or could not run, from the summary the history keeps: every phase, by name."""
+    out = []
+    for name, phase in (summary.get("phases") or {}).items():
+        if phase.get("status") in ("failed", "error"):
+            out.append((name, f"{phase['status'].upper()}: {phase.get('summary') or ''}".rstrip(": ")))
     return out
 
 
@@ -137,6 +146,7 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
         label = f"RTO and RPO of {entry.name} over the last {days:g} days against their targets, with the RTO forecast"
         chart = render_svg(shown, outlook.forecast if outlook else None, now=now, label=label) if shown else None
         newest = points[-1] if points else None
+        summary = _newest_summary(catalogue.history_url, entry.name) if newest else {}
         sections.append(
             Section(
                 name=entry.name,
@@ -148,9 +158,8 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
                 drills=len(points),
                 sample=sum(1 for p in points if p.release == SAMPLE_RELEASE),
                 chart=Markup(chart) if chart else None,  # noqa: S704 - SVG written by svg.py, its text escaped there
-                replicas=replica_figures(_newest_summary(catalogue.history_url, entry.name))
-                if newest and (entry.follow or entry.promote)
-                else [],
+                replicas=replica_figures(summary) if entry.follow or entry.promote else [],
+                phases=phase_figures(summary),
                 compat=_compat_matrix(catalogue, entry.name) if catalogue.restore_with(entry) else None,
             )
         )

@@ -30,10 +30,10 @@ from pydantic import BaseModel, Field
 from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
 from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
+from drillbook.tasks.outcome import Status, Verdict, tally
 from drillbook.tasks.report.drill import compat_lines, compat_rows, compat_title, headline, measure_line, outlook_lines, replica_measures
-from drillbook.tasks.steps import Status
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
-from drillbook.tasks.verdict import DrillResult, Verdict, tally
 
 if TYPE_CHECKING:
     from drillbook.tasks.history.stale import StaleStatus
@@ -362,6 +362,16 @@ def preview_json(message: SlackMessage) -> str:
     return json.dumps({"blocks": message.blocks}, indent=2, ensure_ascii=False)
 
 
+def _owners_line(owners: Iterable[str]) -> str:
+    mentions = " ".join(mention(o) for o in owners)
+    return f"\n*Owners:* {mentions}" if mentions else ""
+
+
+def _alert_message(text: str, body: str, footer: str) -> SlackMessage:
+    """A state-change alert (tasks/transitions.py): the notification text, the body, and which check sends it."""
+    return SlackMessage(text=notification(text), blocks=[_section(body).to_dict(), _context(footer).to_dict()])
+
+
 def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
     """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
 
@@ -377,17 +387,11 @@ def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] 
             "*Next:* the nightly may have stopped: check the `drillbook-nightly` deployment, its work pool and worker, "
             "and the last drills (`drillbook history " + escape(status.database) + "`)."
         )
-        mentions = " ".join(mention(o) for o in owners)
-        if mentions:
-            body += f"\n*Owners:* {mentions}"
+        body += _owners_line(owners)
     else:
         text = f"RECOVERED {status.database}: passing drill at {last}"
         body = f":white_check_mark: *{escape(status.database)}* is drilled again: PASS at {last} (max_drill_age {limit})."
-    blocks = [
-        _section(body).to_dict(),
-        _context("drillbook stale · one alert when a database becomes stale, one when it recovers").to_dict(),
-    ]
-    return SlackMessage(text=notification(text), blocks=blocks)
+    return _alert_message(text, body, "drillbook stale · one alert when a database becomes stale, one when it recovers")
 
 
 def render_watch_alert(kind: str, status: WatchStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
@@ -399,14 +403,8 @@ def render_watch_alert(kind: str, status: WatchStatus, *, owners: Iterable[str] 
             "*Next:* check that `litestream replicate` runs beside the live database (its process, its log, "
             "the replica's credentials and endpoint); writes since the replica's newest change are not backed up."
         )
-        mentions = " ".join(mention(o) for o in owners)
-        if mentions:
-            body += f"\n*Owners:* {mentions}"
+        body += _owners_line(owners)
     else:
         text = f"REPLICATION RESUMED {status.database}: {status.detail}"
         body = f":white_check_mark: *{escape(status.database)}* replicates again: {escape(status.detail)}."
-    blocks = [
-        _section(body).to_dict(),
-        _context("drillbook watch · one alert when replication stops, one when it resumes").to_dict(),
-    ]
-    return SlackMessage(text=notification(text), blocks=blocks)
+    return _alert_message(text, body, "drillbook watch · one alert when replication stops, one when it resumes")

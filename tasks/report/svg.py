@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from html import escape
 
-from drillbook.tasks.history.forecast import RtoForecast
+from drillbook.tasks.forecast import RtoForecast
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.text import duration_text
 

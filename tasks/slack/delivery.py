@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.config import Catalogue, SlackSettings
 from drillbook.tasks.errors import SlackDeliveryError
 from drillbook.tasks.report.slack import SlackMessage, render_drill_message, render_nightly_summary
+from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack.credentials import SlackCredentials, read_credentials
 from drillbook.tasks.slack.outbox import Outbox, OutboxEntry
 from drillbook.tasks.slack.transport import Transport, make_transport
-from drillbook.tasks.verdict import DrillResult
 
 
 class SlackDelivery(BaseModel):

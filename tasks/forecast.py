@@ -24,12 +24,14 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
 
+from drillbook.tasks.config import Catalogue
 from drillbook.tasks.text import duration_text
 
 DAY = 86400.0
 MIN_SPAN_SECONDS = 2 * 3600.0  # drills closer together than this show no trend (and round to "0 days")
 WEEK = 7 * DAY
 GB = 1e9
+TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history (a drill from last year says nothing about today's trend)
 
 
 def _seconds(value: float | None) -> str:
@@ -227,3 +229,22 @@ class Outlook(BaseModel):
         if self.advice:
             out += self.advice.lines()
         return out
+
+
+def forecast_for(catalogue: Catalogue, entry_name: str, points: Sequence, target_seconds: float, now: datetime) -> RtoForecast:
+    settings = catalogue.drillbook
+    return forecast_rto(
+        entry_name,
+        points,
+        target_seconds=target_seconds,
+        now=now,
+        min_drills=settings.forecast_min_drills,
+        window=settings.forecast_window,
+        horizon_days=settings.forecast_horizon / 86400,
+    )
+
+
+def outlook_of(catalogue: Catalogue, name: str, points: Sequence, target_seconds: float, now: datetime) -> Outlook:
+    forecast = forecast_for(catalogue, name, points, target_seconds, now)
+    advice = advise(points, forecast, over_target=catalogue.drillbook.no_go_over_target, window=catalogue.drillbook.no_go_window)
+    return Outlook(forecast=forecast, advice=advice)

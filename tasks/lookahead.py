@@ -1,4 +1,4 @@
-"""A drill's look ahead: the restore plan before it, the forecast and advice after it.
+"""A drill's look ahead: the restore plan before it, the forecast and advice after it (tasks/forecast.py fits them).
 
 Bookkeeping around the verdict, never part of it: a history that cannot be read
 turns into a note, and the drill's verdict stands.
@@ -12,18 +12,17 @@ from pathlib import Path
 
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
-from drillbook.tasks.history.forecast import Outlook, RtoForecast, advise, forecast_rto
+from drillbook.tasks.forecast import TREND_DAYS, Outlook, RtoForecast, outlook_of
 from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.ltx import LEGACY_LAYOUT, ltx_files
+from drillbook.tasks.outcome import Status
 from drillbook.tasks.plan import RestorePlan, dry_run, estimate, plan_from_listing
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.report.charts import render_chart
-from drillbook.tasks.steps import Status
-from drillbook.tasks.verdict import DrillResult
+from drillbook.tasks.result import DrillResult
 
 FLEET_DAYS = 30  # a database without history borrows the throughput of the fleet's drills from this many days
-TREND_DAYS = 90  # forecasts, charts and metrics read this many days of history (a drill from last year says nothing about today's trend)
 
 
 @lru_cache(maxsize=1)
@@ -63,25 +62,6 @@ def plan_restore(entry: DatabaseEntry, history_url: str, replica: ReplicaState |
     except HistoryError as exc:
         return plan.model_copy(update={"summary": f"{plan.summary}; no estimate: {exc}"})
     return estimate(plan, own, fleet)
-
-
-def forecast_for(catalogue: Catalogue, entry_name: str, points: list[TrendPoint], target_seconds: float, now: datetime) -> RtoForecast:
-    settings = catalogue.drillbook
-    return forecast_rto(
-        entry_name,
-        points,
-        target_seconds=target_seconds,
-        now=now,
-        min_drills=settings.forecast_min_drills,
-        window=settings.forecast_window,
-        horizon_days=settings.forecast_horizon / 86400,
-    )
-
-
-def outlook_of(catalogue: Catalogue, name: str, points: list[TrendPoint], target_seconds: float, now: datetime) -> Outlook:
-    forecast = forecast_for(catalogue, name, points, target_seconds, now)
-    advice = advise(points, forecast, over_target=catalogue.drillbook.no_go_over_target, window=catalogue.drillbook.no_go_window)
-    return Outlook(forecast=forecast, advice=advice)
 
 
 def chart_path(evidence_dir: Path, result: DrillResult) -> Path:
