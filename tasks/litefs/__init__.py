@@ -1,0 +1,1 @@
+"""LiteFS: the drill cluster drillbook starts on loopback (cluster.py)."""
