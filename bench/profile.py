@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -55,8 +54,8 @@ STEPS: list[tuple[str, str, str | None]] = [
     ("verdict", "tasks/verdict.py", None),
     ("evidence bundle", "tasks/evidence.py", None),
     ("history write", "tasks/history/store.py", "record_drill"),
-    ("history read (forecast, trends, points)", "tasks/history/forecast.py", None),
-    ("history read (forecast, trends, points)", "tasks/history/trends.py", None),
+    ("history read (forecast, trends, points)", "tasks/forecast.py", None),
+    ("history read (forecast, trends, points)", "tasks/lookahead.py", None),
     ("history read (forecast, trends, points)", "tasks/history/store.py", None),
     ("runbook refresh", "tasks/runbook.py", None),
     ("metrics refresh", "tasks/history/metrics.py", None),
@@ -226,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         nightly_requests, offset = requests_since(work / "s3.log", offset)
         print(table(f"nightly of {args.fleet} x 1 MB", read_profile(work / "nightly.txt", args.rate), args.fleet, wall, server_cpu))
         print()
-        wall, server_cpu = spy([*drillbook, "run", entries[0][0], "--config", str(config), "--json"], env, work / "run.txt", args.rate, server)
+        wall, server_cpu = spy(
+            [*drillbook, "run", entries[0][0], "--config", str(config), "--json"], env, work / "run.txt", args.rate, server
+        )
         run_requests, offset = requests_since(work / "s3.log", offset)
         print(table("drillbook run, one database, server running", read_profile(work / "run.txt", args.rate), 1, wall, server_cpu))
         print()
@@ -235,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         scratch.mkdir()
         for name, url in entries:
             subprocess.run(
-                [bench.LITESTREAM, "restore", "-o", str(scratch / f"{name}.db"), url], env=bench.litestream_env(), check=True, capture_output=True
+                [bench.LITESTREAM, "restore", "-o", str(scratch / f"{name}.db"), url],
+                env=bench.litestream_env(),
+                check=True,
+                capture_output=True,
             )
         bare_requests, _ = requests_since(work / "s3.log", offset)
         print("object-store requests per drill, counted at the store")

@@ -18,7 +18,7 @@ from drillbook.cli.main import main
 from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
 from tests.test_expectations import expect, write_suite
-from tests.test_slack import slack  # noqa: F401 (the fixture)
+from tests.test_slack import slack, slack_catalogue  # noqa: F401 (slack: the fixture)
 
 ORDERS_CHECK = {"name": "open orders", "sql": "SELECT count(*) FROM orders WHERE status = 'pending'", "min": 1}
 EMAIL = "customer1@example.com"  # a row value of the sample database: never in a report
@@ -200,11 +200,9 @@ def test_a_hostile_table_name_in_the_finding_reaches_slack_the_terminal_and_the_
     capsys,
     replicate,
     write_catalogue,
-    slack,
-    tmp_path,  # noqa: F811 (the fixture imported below)
+    slack,  # noqa: F811 (the fixture imported above)
+    tmp_path,
 ):
-    from tests.test_slack import slack_catalogue
-
     replicated = replicate(hostile_schema)
     config = slack_catalogue(write_catalogue, slack, entry("orders", replicated.replica, smoke=[ORDERS_CHECK]), tmp_path=tmp_path)
     assert main(["run", "orders", "--config", str(config)]) == 1
