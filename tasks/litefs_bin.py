@@ -27,8 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from drillbook.tasks.errors import ToolMissing, one_line
+from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.runner import run_command
+from drillbook.tasks.text import one_line
 
 PINNED = "v0.5.14"
 MODULE = "github.com/superfly/litefs/cmd/litefs"

@@ -27,7 +27,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from drillbook.testing.litefs import HOST, Node
+from drillbook.tasks.litefs.cluster import HOST, Node
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pytest
 
 from drillbook.tasks import litefs_bin
 from drillbook.tasks.errors import ToolMissing
-from drillbook.testing.litefs import PROBE_DB, LiteFSCluster, Position, litefs_cluster, mounted
+from drillbook.tasks.litefs.cluster import PROBE_DB, LiteFSCluster, Position, litefs_cluster, mounted
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def _ids(path: Path) -> list[int]:
 
 @pytest.mark.slow
 def test_a_static_switch_keeps_the_writes_and_a_rejoining_writer_loses_its_own(tmp_path, litefs_binary):
-    from drillbook.testing.litefs import node_config
+    from drillbook.tasks.litefs.cluster import node_config
 
     with litefs_cluster(tmp_path / "switch", nodes=3, binary=litefs_binary) as cluster:
         node1, node2, node3 = cluster.nodes

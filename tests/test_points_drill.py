@@ -271,9 +271,10 @@ def test_rpo_from_the_data_measures_what_a_restore_would_lose(capsys, tmp_path, 
     assert (code, result["data_loss_seconds"]) == (0, None)
     assert any("is not on this machine: data-loss window not measured" in note for note in result["notes"])
 
+    # A query naming a column the copy lacks (no live database here to blame the query instead): the copy's finding.
     code, result, _ = run(capsys, "badquery", "--config", str(config))
-    assert (code, result["verdict"]) == (2, "ERROR")
-    assert "field freshness_query names what the live database lacks too (column updated)" in result["findings"][0]["detail"]
+    assert (code, result["verdict"], result["failure_mode"]) == (1, "FAIL", "schema mismatch")
+    assert "freshness_query cannot run: the restored copy has no column updated (its tables: orders)" in result["findings"][0]["detail"]
 
 
 def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(capsys, tmp_path, write_catalogue):

@@ -27,7 +27,7 @@ from drillbook.tasks.history.stale import StaleStatus, stale_status
 from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.report.svg import render_svg
-from drillbook.tasks.text import duration_text
+from drillbook.tasks.text import duration_text, visible
 
 SAMPLE_RELEASE = "SAMPLE DATA"
 
@@ -92,7 +92,7 @@ def phase_figures(summary: dict) -> list[tuple[str, str]]:
     out = []
     for name, phase in (summary.get("phases") or {}).items():
         if phase.get("status") in ("failed", "error"):
-            out.append((name, f"{phase['status'].upper()}: {phase.get('summary') or ''}".rstrip(": ")))
+            out.append((name, visible(f"{phase['status'].upper()}: {phase.get('summary') or ''}".rstrip(": "))))  # escapes shown, not sent
     return out
 
 
