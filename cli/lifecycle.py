@@ -30,8 +30,6 @@ from drillbook.tasks.errors import DrillFailed, DrillsFailed, PrefectUnavailable
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.runner import exit_code, start_server_process, stop_group
 
-STARTUP_TIMEOUT = "120"  # seconds for Prefect's temporary server; a fresh, loaded CI runner needs more than Prefect's 20
-
 
 def prefect_home() -> Path:
     from prefect.settings import PREFECT_HOME

@@ -16,7 +16,6 @@ litestream wrote the file). `parse_ltx_header` needs its first 40 bytes.
 
 from __future__ import annotations
 
-import json
 import re
 import struct
 from collections.abc import Iterable
@@ -99,23 +98,6 @@ def ltx_file(item: StoredObject) -> LtxFile | None:
 def ltx_files(listing: Iterable[StoredObject]) -> list[LtxFile]:
     """Every LTX file in a storage listing (other objects left out)."""
     return [f for f in map(ltx_file, listing) if f is not None]
-
-
-def parse_ltx_json(stdout: str) -> list[LtxFile]:
-    """`litestream ltx -json -level all` output, parsed whole; ValueError when it is not that listing."""
-    items = json.loads(stdout or "[]")
-    if not isinstance(items, list):
-        raise ValueError("not a JSON list")
-    return [
-        LtxFile(
-            level=int(item["level"]),
-            min_txid=str(item["min_txid"]),
-            max_txid=str(item["max_txid"]),
-            size=int(item.get("size", 0)),
-            timestamp=datetime.fromisoformat(str(item["timestamp"]).replace("Z", "+00:00")),
-        )
-        for item in items
-    ]
 
 
 def newest_file(files: Iterable[LtxFile]) -> LtxFile:

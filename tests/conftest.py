@@ -150,8 +150,13 @@ def _build_wheel() -> Path:
     import sys
 
     out = warm.temporary("drillbook-test-wheel-")
+    # Built from a copy: an in-tree build writes build/ and *.egg-info into the checkout.
+    source = warm.temporary("drillbook-test-source-") / "drillbook"
+    shutil.copytree(
+        ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".*cache")
+    )
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--wheel-dir", str(out), str(source)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -290,7 +295,7 @@ warm = Warm()
 
 def pytest_collection_finish(session):
     """Start what the selected tests will need and is slow to make (DRILLBOOK_TEST_WARM=0: make it when first asked)."""
-    if os.environ.get("DRILLBOOK_TEST_WARM", "1") == "0":
+    if os.environ.get("DRILLBOOK_TEST_WARM", "1") == "0" or session.config.option.collectonly:
         return
     needed = {name for item in session.items for name in getattr(item, "fixturenames", ())}
     if "corpus" in needed:

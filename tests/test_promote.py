@@ -41,7 +41,10 @@ def prefix_objects(endpoint: str, url_path: str) -> list[tuple[str, str, int]]:
 def test_a_promotion_passes_deletes_its_prefix_and_never_writes_the_live_side(write_catalogue, s3_endpoint, capsys, tmp_path):
     key = f"{uuid.uuid4().hex[:10]}/app.db"
     with running_primary(tmp_path / "primary", S3Target(s3_endpoint, "drills", key)) as primary:  # a replica made under writes
-        time.sleep(2)
+        deadline = time.monotonic() + 30
+        while len(prefix_objects(s3_endpoint, key)) < 3:  # a few uploads under writes, not only the first
+            assert time.monotonic() < deadline, f"the replica did not grow: {prefix_objects(s3_endpoint, key)}"
+            time.sleep(0.1)
     live = primary.db_path
     live_bytes = {path.name: hashlib.sha256(path.read_bytes()).hexdigest() for path in live.parent.glob("app.db*") if path.is_file()}
     live_objects = prefix_objects(s3_endpoint, key)

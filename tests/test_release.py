@@ -9,6 +9,7 @@ import time
 import pytest
 
 from drillbook.flows.release import release_drills
+from drillbook.tasks import release_wait
 from drillbook.tasks.errors import DrillsFailed
 from drillbook.testing.s3 import replicate_once
 from tests.conftest import entry
@@ -22,23 +23,33 @@ def _migrate(path, version: int) -> None:
     connection.close()
 
 
-def test_migration_reaching_the_replica_late_passes(replicate, write_catalogue):
+def test_migration_reaching_the_replica_late_passes(replicate, write_catalogue, monkeypatch):
     replicated = replicate()  # schema version 3 on the replica
     config = write_catalogue(entry("orders", replicated.replica))
+    seen: list[str | None] = []
+    waiting = threading.Event()
+
+    original = release_wait.restored_schema_version
+
+    def probed(*args):
+        seen.append(original(*args))
+        waiting.set()  # the wait has looked at the replica and found the release missing (or, later, there)
+        return seen[-1]
+
+    monkeypatch.setattr(release_wait, "restored_schema_version", probed)
 
     def deploy_late():
-        time.sleep(3)
+        assert waiting.wait(60), "the release wait never probed the replica"
         _migrate(replicated.live, 4)
         replicate_once(replicated.live, replicated.replica)
 
     thread = threading.Thread(target=deploy_late)
-    started = time.monotonic()
     thread.start()
     try:
         results = release_drills("v1.2.3", schema_version=4, config_path=str(config), wait_seconds=60, poll_seconds=0.5)
     finally:
         thread.join()
-    assert time.monotonic() - started >= 3
+    assert seen[0] == "3" and seen[-1] == "4"  # it waited: the release was missing first, then arrived
     (result,) = results
     assert (result.verdict.value, result.release) == ("PASS", "v1.2.3")
     assert result.integrity.schema_version == "4"

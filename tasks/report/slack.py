@@ -357,11 +357,6 @@ def render_nightly_summary(
     return SlackMessage(text=text, blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]], thread=items)
 
 
-def preview_json(message: SlackMessage) -> str:
-    """What to paste into Slack's Block Kit Builder."""
-    return json.dumps({"blocks": message.blocks}, indent=2, ensure_ascii=False)
-
-
 def _owners_line(owners: Iterable[str]) -> str:
     mentions = " ".join(mention(o) for o in owners)
     return f"\n*Owners:* {mentions}" if mentions else ""
