@@ -103,33 +103,6 @@ def read_profile(raw: Path, rate: int) -> collections.Counter:
     return seconds
 
 
-def start_s3_logged(log: Path) -> tuple[subprocess.Popen, str]:
-    """moto's S3 server with its access log (one line a request) in `log`."""
-    port = bench.free_port()
-    handle = log.open("w")
-    server = subprocess.Popen(
-        [str(bench.BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    import boto3
-
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **bench._boto_credentials()).create_bucket(
-                Bucket=bench.BUCKET
-            )
-            return server, endpoint
-        except Exception:  # not listening yet
-            if time.monotonic() > deadline:
-                server.kill()
-                raise
-            time.sleep(0.2)
-
-
 REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) ')
 
 
@@ -158,7 +131,7 @@ def spy(argv: list[str], env: dict[str, str], out: Path, rate: int, server: psut
     py_spy = shutil.which("py-spy", path=str(bench.BIN)) or shutil.which("py-spy")
     if not py_spy:
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    before = _cpu(server)
+    before = bench._server_cpu(server)
     started = time.monotonic()
     done = subprocess.run(
         [py_spy, "record", "--format", "raw", "--rate", str(rate), "--nonblocking", "-o", str(out), "--", *argv],
@@ -169,20 +142,7 @@ def spy(argv: list[str], env: dict[str, str], out: Path, rate: int, server: psut
     wall = time.monotonic() - started
     if not out.exists():
         raise SystemExit(f"py-spy wrote nothing: {done.stderr.strip()[-500:]}")
-    return wall, _cpu(server) - before
-
-
-def _cpu(process: psutil.Process | None) -> float:
-    if process is None:
-        return 0.0
-    total = 0.0
-    for each in [process, *process.children(recursive=True)]:
-        try:
-            times = each.cpu_times()
-            total += times.user + times.system
-        except psutil.Error:
-            pass
-    return total
+    return wall, bench._server_cpu(server) - before
 
 
 def table(title: str, seconds: collections.Counter, drills: int, wall: float, server_cpu: float) -> str:
@@ -206,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="drillbook-profile-"))
     s3 = prefect = None
     try:
-        s3, endpoint = start_s3_logged(work / "s3.log")
+        s3, endpoint = bench.start_s3(log=work / "s3.log")
         prefect, api = bench.start_prefect_server(work)
         config, entries = fleet(args.fleet, endpoint, work)
         env = bench.drillbook_env(work)

@@ -112,12 +112,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_s3() -> tuple[subprocess.Popen, str]:
+def start_s3(log: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """moto's S3 server with the bench's bucket; with `log`, its access log (one line a request) goes there."""
     port = free_port()
+    output = log.open("w") if log else subprocess.DEVNULL
     server = subprocess.Popen(
         [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         start_new_session=True,
     )
     endpoint = f"http://127.0.0.1:{port}"
