@@ -69,38 +69,77 @@ STEPS: list[tuple[str, str, str | None]] = [
 ]
 IMPORTING = ("_find_and_load", "_load_unlocked", "exec_module", "_call_with_frames_removed")
 FRAME = re.compile(r"^(?P<function>.+?) \((?P<path>[^:()]+)(?::\d+)?\)$")
+DRILLBOOK = ("cli/", "flows/", "tasks/", "testing/")  # drillbook's own files, as py-spy shortens their paths
+NO_FRAME = "no Python frame (interpreter start and exit)"
 
 
-def charge(stack: list[str]) -> str:
-    """The step a sampled stack (outermost first) belongs to."""
+def _package(path: str) -> str:
+    """'prefect/client/x.py' -> 'prefect'; 'ssl.py' -> 'ssl'; drillbook's own files keep two parts (tasks/replica.py)."""
+    if path.startswith(DRILLBOOK):
+        return path
+    root = path.split("/", 1)[0]
+    return root.removesuffix(".py")
+
+
+def _under(path: str, package: str) -> bool:
+    return path.startswith(package) or f"/{package}" in path
+
+
+def charge(stack: list[str]) -> tuple[str, str]:
+    """The step a sampled stack (outermost first) belongs to, and a detail: what was imported, or where "other" ran.
+
+    Innermost first: a module being executed (an import, wherever it happens) is "imports", else the
+    innermost drillbook step. The detail of an import is the outermost package being imported and the
+    drillbook module that asked for it.
+    """
     parsed = [(m.group("function"), m.group("path")) for m in (FRAME.match(frame.strip()) for frame in stack) if m]
+    if not parsed:
+        return NO_FRAME, ""
     for function, path in reversed(parsed):  # innermost first
+        if function == "<module>" or function in IMPORTING:
+            return "imports", _import_detail(parsed)
         for step, fragment, name in STEPS:
             if fragment in path and (name is None or function == name):
-                return step
-    if any(function in IMPORTING for function, _ in parsed):
-        return "imports"
-    if any("/prefect/" in path for _, path in parsed):
-        return "Prefect (client, engine, logging, events)"
-    if any("/sqlalchemy/" in path or "/alembic/" in path for _, path in parsed):
-        return "history (SQLAlchemy, Alembic)"
-    return "other"
+                return step, ""
+    if any(_under(path, "prefect/") for _, path in parsed):
+        return "Prefect (client, engine, logging, events)", _package(parsed[-1][1])
+    if any(_under(path, "sqlalchemy/") or _under(path, "alembic/") for _, path in parsed):
+        return "history (SQLAlchemy, Alembic)", ""
+    return "other", f"{parsed[-1][0]} ({_package(parsed[-1][1])})"
 
 
-def read_profile(raw: Path, rate: int) -> collections.Counter:
-    """Seconds of CPU per step from py-spy's raw (folded) output: 'frame;frame;... count' a line."""
+def _import_detail(parsed: list[tuple[str, str]]) -> str:
+    asked, imported = "", ""
+    for function, path in parsed:
+        if function != "<module>":
+            continue
+        if path.startswith(DRILLBOOK) or path.startswith("<"):
+            if not imported:
+                asked = path
+            continue
+        imported = _package(path)
+        break
+    return f"{imported or asked} (from {asked or '?'})"
+
+
+def read_profile(raw: Path, rate: int) -> tuple[collections.Counter, collections.Counter]:
+    """Seconds of CPU per step, and per (step, detail), from py-spy's raw (folded) output: 'frame;frame;... count' a line."""
     seconds: collections.Counter = collections.Counter()
+    details: collections.Counter = collections.Counter()
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
+        if not count.isdigit():
             continue
-        frames = stack.split(";")
+        frames = stack.split(";") if stack else []
         if frames and frames[0].startswith("process "):  # --subprocesses: each stack starts with its process
             frames = frames[1:]
         if frames and frames[0].startswith("thread "):
             frames = frames[1:]
-        seconds[charge(frames)] += int(count) / rate
-    return seconds
+        step, detail = charge(frames)
+        seconds[step] += int(count) / rate
+        if detail:
+            details[(step, detail)] += int(count) / rate
+    return seconds, details
 
 
 REQUEST = re.compile(r'"(GET|PUT|HEAD|POST|DELETE) ')
@@ -145,7 +184,13 @@ def spy(argv: list[str], env: dict[str, str], out: Path, rate: int, server: psut
     return wall, bench._server_cpu(server) - before
 
 
-def table(title: str, seconds: collections.Counter, drills: int, wall: float, server_cpu: float) -> str:
+DETAILED = ("imports", "other", "Prefect (client, engine, logging, events)")
+
+
+def table(
+    title: str, profile: tuple[collections.Counter, collections.Counter], drills: int, wall: float, server_cpu: float, top: int = 6
+) -> str:
+    seconds, details = profile
     total = sum(seconds.values())
     lines = [
         f"{title}: {drills} drill(s), {wall:.1f} s wall, {total:.2f} s of drillbook CPU sampled, Prefect server {server_cpu:.2f} s CPU",
@@ -153,6 +198,9 @@ def table(title: str, seconds: collections.Counter, drills: int, wall: float, se
     ]
     for step, value in seconds.most_common():
         lines.append(f"{step:<48} {value:>8.2f} {value / drills:>10.3f} {value / total:>7.1%}")
+        if step in DETAILED and top:
+            parts = sorted(((v, d) for (s, d), v in details.items() if s == step), reverse=True)[:top]
+            lines.extend(f"    {detail[:70]:<70} {v:>8.2f}" for v, detail in parts)
     return "\n".join(lines)
 
 
@@ -161,7 +209,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet", type=int, default=20, help="databases in the fleet (default 20, 1 MB each)")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples a second (default 250)")
     parser.add_argument("--max-concurrent", type=int, default=2, help="the nightly's --max-concurrent (default 2)")
+    parser.add_argument("--keep", type=Path, metavar="DIR", help="copy py-spy's raw profiles (nightly.txt, run.txt) here, to read further")
+    parser.add_argument("--read", type=Path, metavar="DIR", help="only print the tables of the raw profiles kept in DIR by --keep")
     args = parser.parse_args(argv)
+    if args.read:
+        for raw, title, drills in (("nightly.txt", f"nightly of {args.fleet} x 1 MB", args.fleet), ("run.txt", "drillbook run", 1)):
+            print(table(title, read_profile(args.read / raw, args.rate), drills, float("nan"), float("nan")), end="\n\n")
+        return 0
 
     work = Path(tempfile.mkdtemp(prefix="drillbook-profile-"))
     s3 = prefect = None
@@ -202,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
                 capture_output=True,
             )
         bare_requests, _ = requests_since(work / "s3.log", offset)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for raw in ("nightly.txt", "run.txt"):
+                shutil.copyfile(work / raw, args.keep / raw)
         print("object-store requests per drill, counted at the store")
         print(f"{'':<28} " + " ".join(f"{verb:>6}" for verb in ("GET", "HEAD", "PUT", "all")))
         for label, counted, drills in (

@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from drillbook.tasks.errors import DrillFailed, DrillsFailed, PrefectUnavailable
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.runner import exit_code, start_server_process, stop_group
@@ -107,6 +105,8 @@ def use_detached_temporary_server() -> None:
             self.running = True
             self.server_process = self._run_uvicorn_command()
             atexit.register(self.stop)
+            import httpx  # not on the path of the commands that start no server
+
             deadline = time.monotonic() + limit
             with httpx.Client() as client:
                 while True:

@@ -27,8 +27,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
-from slack_sdk.models.blocks import Block, ContextBlock, HeaderBlock, SectionBlock
-from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
 from drillbook.tasks.outcome import Status, Verdict, tally
 from drillbook.tasks.report.drill import compat_lines, compat_rows, compat_title, headline, measure_line, outlook_lines, replica_measures
@@ -36,6 +34,8 @@ from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import duration_text, file_part, redact, redact_data, redact_url, visible
 
 if TYPE_CHECKING:
+    from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
+
     from drillbook.tasks.history.stale import StaleStatus
     from drillbook.tasks.watch import WatchStatus
 
@@ -102,11 +102,19 @@ class SlackMessage(BaseModel):
     thread: list[ThreadItem] = Field(default_factory=list)
 
 
+# slack-sdk is imported when a message is built, not by every module that imports this one (a drill with no Slack
+# channel, the alerts): bench/profile.py charged it 0.10-0.14 s of every `drillbook run` and nightly.
 def _section(text: str) -> SectionBlock:
+    from slack_sdk.models.blocks import SectionBlock
+    from slack_sdk.models.blocks.basic_components import MarkdownTextObject
+
     return SectionBlock(text=MarkdownTextObject(text=cut(text, MAX_SECTION), verbatim=True))
 
 
 def _context(*texts: str) -> ContextBlock:
+    from slack_sdk.models.blocks import ContextBlock
+    from slack_sdk.models.blocks.basic_components import MarkdownTextObject
+
     return ContextBlock(elements=[MarkdownTextObject(text=cut(t, MAX_CONTEXT_TEXT), verbatim=True) for t in texts[:10]])
 
 
@@ -180,6 +188,8 @@ def chart_file(result: DrillResult) -> SlackFile | None:
 
 def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in_thread: bool = True) -> list[dict[str, Any]]:
     """The Block Kit blocks for one drill (validated against Slack's limits by slack_sdk)."""
+    from slack_sdk.models.blocks import HeaderBlock
+
     blocks: list[Block] = [HeaderBlock(text=header_text(result))]
     measures = [
         _bold_label(measure_line("RTO", result.rto_seconds, result.rto_target_seconds), "RTO"),
@@ -319,6 +329,8 @@ def render_nightly_summary(
     ordered = sorted(results, key=lambda r: (_ORDER[r.verdict], r.database))
     counts = tally((r.verdict for r in results), empty="no databases")
     worst = ordered[0].verdict if ordered else Verdict.PASS
+    from slack_sdk.models.blocks import HeaderBlock
+
     blocks: list[Block] = [HeaderBlock(text=cut(f"{_EMOJI[worst]} {plain(redact(title))}: {counts}", MAX_HEADER, "…"))]
     lines = [_summary_line(r, owners.get(r.database, [])) for r in ordered]
     # Lines are packed into sections; past the block limit, the rest is counted, not shown.
