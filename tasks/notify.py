@@ -23,6 +23,7 @@ from drillbook.tasks.config import Catalogue
 from drillbook.tasks.outcome import tally
 from drillbook.tasks.report.drill import render_terminal
 from drillbook.tasks.result import DrillResult
+from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
 from drillbook.tasks.text import visible
 from drillbook.tasks.transitions import Alert
 
@@ -45,21 +46,14 @@ class SlackNotifier:
     def __init__(self, catalogue: Catalogue):
         self.catalogue = catalogue
 
-    # slack-sdk is imported when a report goes to Slack, not by every drill that imports this module (bench/profile.py: 0.10-0.14 s).
     def drill(self, result: DrillResult) -> str:
-        from drillbook.tasks.slack import notify_slack
-
         return notify_slack(result, self.catalogue).note
 
     def summary(self, results: list[DrillResult], title: str) -> str:
-        from drillbook.tasks.slack import post_nightly_summary
-
         delivery = post_nightly_summary(results, self.catalogue, title=title)
         return delivery.note or delivery.status
 
     def alert(self, alert: Alert) -> str:
-        from drillbook.tasks.slack import post_alert
-
         return post_alert(self.catalogue, alert.key, alert.database, alert.slack).note
 
 
