@@ -25,7 +25,7 @@ from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
-from drillbook.tasks.lookahead import look_ahead, plan_restore
+from drillbook.tasks.lookahead import HistorySnapshot, look_ahead, plan_restore
 from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.outcome import Status, Verdict
 from drillbook.tasks.plan import RestorePlan
@@ -82,9 +82,9 @@ def plan_point_step(
     return check, timeline
 
 
-def plan_step(entry: DatabaseEntry, replica: ReplicaState, history_url: str) -> RestorePlan:
+def plan_step(entry: DatabaseEntry, replica: ReplicaState, history_url: str, history: HistorySnapshot | None) -> RestorePlan:
     get_run_logger().info("planning the restore of %s (litestream restore -dry-run)", entry.name)
-    return plan_restore(entry, history_url, replica)
+    return plan_restore(entry, history_url, replica, history=history)
 
 
 @task(name="restore-database", task_run_name="restore-{entry.name}", cache_policy=NO_CACHE)
@@ -320,6 +320,7 @@ def drill(
     txid: str | None = None,
     own_runs: bool = True,
     compat: bool = True,
+    history: HistorySnapshot | None = None,
 ) -> DrillResult:
     """Restore `entry` from its replica into scratch, check it, and judge RTO / RPO against its targets.
 
@@ -331,7 +332,8 @@ def drill(
     replica lists for it (the "point" phase).
     `own_runs=False` (a drill inside a fleet's worker) records no task runs and,
     for a PASS, no artifact: the evidence bundle, the history row and the fleet's
-    summary table are its record; a drill that did not pass keeps its artifact.
+    summary table are its record; a drill that did not pass keeps its artifact. Its fleet refreshes
+    the metrics file once when its drills end, and may pass `history`, read once for all of them.
     `compat` (default on) runs the restore-tool compatibility phase when the catalogue gives
     restore_with versions for this database (a drill of the newest position only); the nightly
     turns it off until its cadence says it is due.
@@ -355,7 +357,7 @@ def drill(
         replica = run.step("replica", inspect_replica, entry=entry)
     else:
         replica = run.record("replica", ReplicaState.skipped(f"not run: {setup.summary}"))
-    plan = _guarded(RestorePlan, plan_step, entry=entry, replica=replica, history_url=catalogue.history_url)
+    plan = _guarded(RestorePlan, plan_step, entry=entry, replica=replica, history_url=catalogue.history_url, history=history)
     if request is None:  # a second writer in the L0 history
         run.step("writers", check_writers, entry=entry, replica=replica)
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
@@ -390,14 +392,15 @@ def drill(
     if request is not None and entry.freshness_query:
         result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
     result.flow_run_url = _flow_run_url()
-    result = look_ahead(result, catalogue, plan)  # forecast and advice beside the verdict, never in it
+    result = look_ahead(result, catalogue, plan, history)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)
     result.notes.append(refresh_runbook(result, entry, catalogue))  # never raises: a failure is the note
     try:
         result = record(result, catalogue.evidence_dir, catalogue.history_url, artifact=own_runs or not result.passed)
     except Exception as exc:  # noqa: BLE001 - the verdict still reaches the report, with the reason the record is missing
         result.notes.append(f"recording the evidence failed: {exc}")
-    result.notes.extend(filter(None, [refresh_metrics_file(catalogue)]))  # [drillbook] metrics_file, when set
+    if own_runs:  # [drillbook] metrics_file, when set; a fleet's drill leaves it to its fleet (once, not once a drill)
+        result.notes.extend(filter(None, [refresh_metrics_file(catalogue)]))
     report(result)
     if notify and interrupted():
         result.notes.append(f"not reported to Slack: interrupted by {interrupted()}")

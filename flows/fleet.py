@@ -34,6 +34,8 @@ from drillbook.flows.drill import drill
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
+from drillbook.tasks.history.metrics import refresh_metrics_file
+from drillbook.tasks.lookahead import HistorySnapshot
 from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Verdict, tally
 from drillbook.tasks.report.drill import md
 from drillbook.tasks.result import DrillResult
@@ -125,7 +127,9 @@ def error_result(entry: DatabaseEntry, detail: str, *, release: str | None = Non
     )
 
 
-def _run_drill(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any]) -> DrillResult:
+def _run_drill(
+    entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any], history: HistorySnapshot | None = None
+) -> DrillResult:
     """One drill inside the running worker task: neither the drill nor its steps are runs of their own.
 
     Measured (bench/run.py, two cores, Prefect server): a subflow per drill cost
@@ -138,7 +142,7 @@ def _run_drill(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str,
     """
     options = {key: value for key, value in parameters.items() if key not in ("name", "config_path")}
     try:
-        outcome: Any = drill(entry, catalogue, **options, own_runs=False)
+        outcome: Any = drill(entry, catalogue, **options, own_runs=False, history=history)
     except DrillFailed as failed:  # a FAIL or ERROR verdict, carrying its result
         outcome = failed
     result = drill_result_of(outcome)
@@ -179,7 +183,8 @@ def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]]
 class DrillQueue:
     """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on."""
 
-    def __init__(self, entries: list[DatabaseEntry], buckets: dict[str, str]):
+    def __init__(self, entries: list[DatabaseEntry], buckets: dict[str, str], history: HistorySnapshot | None = None):
+        self.history = history  # read once for the fan-out's drills (not a task parameter: Prefect would walk it)
         self._lock = threading.Lock()
         self._waiting = sorted(entries, key=lambda entry: buckets[entry.name])  # stable: catalogue order within a bucket
         self._buckets = buckets
@@ -220,10 +225,12 @@ class FleetProgress:
 PROGRESS = FleetProgress()
 
 
-def drill_one(entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any]) -> DrillResult:
+def drill_one(
+    entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any], history: HistorySnapshot | None = None
+) -> DrillResult:
     """One drill; anything that escapes it becomes that database's ERROR, never the fan-out's crash."""
     try:
-        result = _run_drill(entry, catalogue, parameters)
+        result = _run_drill(entry, catalogue, parameters, history)
     except Exception as exc:  # noqa: BLE001 - reported as the drill's ERROR with its type and text
         result = error_result(entry, f"the drill could not run: {type(exc).__name__}: {exc}", release=parameters.get("release"))
     PROGRESS.ended(result.verdict.value)
@@ -258,7 +265,7 @@ def drill_worker_task(
                     bucket_slot.enter_context(concurrency(bucket, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
                     held = bucket
                 logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
-                results[entry.name] = drill_one(entry, catalogue, parameters[entry.name])
+                results[entry.name] = drill_one(entry, catalogue, parameters[entry.name], queue.history)
         finally:
             bucket_slot.close()
     return results
@@ -306,7 +313,8 @@ def drill_many(
     deployment, one worker each, so a fleet's workers share them without a
     process start per database. Either way the global limits bound the drills
     across every run on the server. A database whose worker or batch crashed
-    gets an ERROR result.
+    gets an ERROR result. The history is read once for the drills run here, and the metrics file
+    refreshed once when they end (bench/profile.py: once a drill, each read grew with the fleet).
     """
     if not entries:
         return []
@@ -317,7 +325,7 @@ def drill_many(
             for number, batch in enumerate(batches_of(entries, limits.buckets, count), start=1)
         ]
     else:
-        queue = DrillQueue(entries, limits.buckets)
+        queue = DrillQueue(entries, limits.buckets, HistorySnapshot(catalogue.history_url))
         futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
     done: dict[str, DrillResult] = {}
     problems = []
@@ -329,6 +337,9 @@ def drill_many(
         else:
             problems.append(f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"ended {future.state.type.value}")
     detail = "; ".join(problems) or "no worker drilled it"
+    note = refresh_metrics_file(catalogue)  # [drillbook] metrics_file, when set: never raises, a problem is its note
+    if note:
+        get_run_logger().warning("%s", note)
     return [
         done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
         for entry in entries
