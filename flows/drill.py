@@ -25,6 +25,7 @@ from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.litefs.drill import drill_litefs
 from drillbook.tasks.lookahead import HistorySnapshot, look_ahead, plan_restore
 from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.outcome import Status, Verdict
@@ -377,6 +378,9 @@ def drill(
         run.step("follow", follow_task, **copy, replica=replica, scratch=scratch)
     if entry.promote is not None and request is None and scratch is not None:
         run.step("promote", promote_task, **copy, scratch=scratch, base_dir=catalogue.base_dir)
+    if entry.litefs is not None and request is None and scratch is not None and _intact_copy(restore, integrity):
+        for phase, outcome in drill_litefs(entry, Path(restore.path), scratch).items():  # one cluster, four phases
+            run.record(phase, outcome)
 
     steps = DrillSteps(**run.results)
     context = DrillContext(

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterable
 from enum import StrEnum
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Status(StrEnum):
@@ -103,3 +103,6 @@ class Phase(BaseModel):
 class Finding(BaseModel):
     mode: FailureMode
     detail: str
+    action: str | None = Field(
+        default=None, exclude=True
+    )  # where the mode's general action does not fit (a LiteFS cluster's stale read): this one, when it leads

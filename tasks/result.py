@@ -18,6 +18,7 @@ from drillbook.tasks.follow import FollowReport
 from drillbook.tasks.forecast import Outlook
 from drillbook.tasks.freshness import FreshnessReport
 from drillbook.tasks.integrity import IntegrityReport
+from drillbook.tasks.litefs.phases import DegradedMode, PrimarySwitch, ReadFreshness, WriteRetry
 from drillbook.tasks.outcome import EXIT_CODES, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.plan import RestorePlan
 from drillbook.tasks.points import PointCheck
@@ -50,6 +51,10 @@ class PhaseResults(BaseModel):
     writers: WriterCheck | None = Field(default=None, description="The replica's L0 history read for a second writer.")
     follow: FollowReport | None = Field(default=None, description="Read-replica drill: the follower's staleness and the held-reader probe.")
     promote: PromoteReport | None = Field(default=None, description="Promotion drill: writes on the promoted copy and the failover RTO.")
+    read_freshness: ReadFreshness | None = Field(default=None, description="LiteFS: the replicas' staleness against the primary.")
+    primary_switch: PrimarySwitch | None = Field(default=None, description="LiteFS: the primary stopped, a candidate promoted.")
+    write_retry: WriteRetry | None = Field(default=None, description="LiteFS: the writes sent while the primary changed hands.")
+    degraded: DegradedMode | None = Field(default=None, description="LiteFS: reads and writes with no primary.")
 
     def ran(self) -> dict[str, StepResult]:
         """The phases that ran, in drill order: setup only when it did not pass."""

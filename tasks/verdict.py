@@ -180,6 +180,11 @@ def _writers_rule(writers: WriterCheck, entry: DatabaseEntry) -> Iterable[Findin
         yield from _listed(FailureMode.WRITER_LEASE, [fork.detail for fork in writers.forks])
 
 
+def _litefs_rule(step: StepResult, entry: DatabaseEntry) -> Iterable[Finding]:
+    """A LiteFS phase judges itself where it measures (tasks/litefs/phases.py): its findings carry their actions."""
+    return getattr(step, "findings", [])
+
+
 STEP_RULES: dict[str, Rule] = {
     "setup": _no_findings,
     "replica": _replica_rule,
@@ -193,6 +198,10 @@ STEP_RULES: dict[str, Rule] = {
     "writers": _writers_rule,
     "follow": _follow_rule,
     "promote": _promote_rule,
+    "read_freshness": _litefs_rule,
+    "primary_switch": _litefs_rule,
+    "write_retry": _litefs_rule,
+    "degraded": _litefs_rule,
 }
 # Judged after RTO and RPO: the data's own loss window is the second opinion on the header's RPO.
 SECOND_OPINIONS = frozenset({"freshness"})
@@ -292,7 +301,7 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         finished_at=context.finished_at,
         verdict=verdict,
         failure_mode=mode,
-        action=ACTIONS[mode] if mode else None,
+        action=(findings[0].action or ACTIONS[mode]) if mode else None,
         findings=findings,
         rto_seconds=rto,
         rto_target_seconds=entry.rto_target,

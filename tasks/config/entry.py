@@ -17,6 +17,7 @@ from drillbook.tasks.config.fields import (
     RestoreWith,
     SmokeCheck,
 )
+from drillbook.tasks.config.litefs import LiteFSSettings
 from drillbook.tasks.config.replicas import FollowSettings, PromoteSettings, overlap_problem
 from drillbook.tasks.storage import BACKENDS, check_replica_url
 from drillbook.tasks.text import check_label, redact_url
@@ -106,7 +107,13 @@ class DatabaseEntry(BaseModel):
     )
     failover_rto_target: Duration | None = Field(
         default=None,
-        description="Promotion drill: longest acceptable time until the promoted copy's writes are restorable (default rto_target).",
+        description="Promotion drill: longest acceptable time until the promoted copy's writes are restorable; LiteFS drill: "
+        "until the new primary takes a write after the old one stopped (default rto_target).",
+    )
+    litefs: LiteFSSettings | None = Field(
+        default=None,
+        description='LiteFS drill on a cluster started from the restored copy: { nodes = ["node1", "node2"], primary = "node1", '
+        'freshness_target = "1s" } (primary switch, read freshness, write retry, degraded mode).',
     )
 
     @field_validator("freshness_query", "schema_version_query")

@@ -218,22 +218,25 @@ def unmount(path: Path) -> None:
 class LiteFSCluster:
     """Nodes node1..nodeN of one static-lease cluster under `workdir`; node1 is the primary."""
 
-    def __init__(self, workdir: Path, *, nodes: int = 2, binary: Path | None = None, proxy_db: str | None = None):
-        if nodes < 1:
+    def __init__(
+        self, workdir: Path, *, nodes: int = 2, binary: Path | None = None, proxy_db: str | None = None, names: list[str] | None = None
+    ):
+        names = names or [f"node{i}" for i in range(1, nodes + 1)]  # the first is the primary
+        if not names:
             raise ValueError("a cluster has at least one node")
         check_fuse()
         self.binary = Path(binary) if binary is not None else find_litefs()
         self.workdir = Path(workdir)
         self.nodes = [
             Node(
-                f"node{i}",
-                self.workdir / f"node{i}",
+                name,
+                self.workdir / name,
                 free_port(),
-                candidate=i == 1,
+                candidate=i == 0,
                 proxy_port=free_port() if proxy_db else None,
                 app_port=free_port() if proxy_db else None,
             )
-            for i in range(1, nodes + 1)
+            for i, name in enumerate(names)
         ]
         self.proxy_db = proxy_db
         for node in self.nodes:
@@ -271,6 +274,12 @@ class LiteFSCluster:
         for node in running:
             self.start(node, timeout=timeout)
         return switched
+
+    def start_as_it_was(self, node: Node, *, timeout: float = START_TIMEOUT) -> None:
+        """Start `node` with a lease naming itself the primary, as a machine that reboots before its configuration changed:
+        under a static lease nothing fences it, and it takes writes beside the real primary."""
+        node.config.write_text(node_config(node, node, proxy_db=self.proxy_db))
+        self.start(node, timeout=timeout)
 
     def node(self, name: str) -> Node:
         return next(n for n in self.nodes if n.name == name)
@@ -360,6 +369,7 @@ class LiteFSCluster:
         if process is not None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL if hard else signal.SIGTERM)
+                os.killpg(process.pid, signal.SIGCONT)  # a node someone paused (SIGSTOP) handles its SIGTERM now
             try:
                 process.wait(grace)
             except subprocess.TimeoutExpired:
