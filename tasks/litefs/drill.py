@@ -44,12 +44,18 @@ from drillbook.tasks.litefs.phases import (
 from drillbook.tasks.litefs.writer import Write, Writer, cluster_states, create_table, insert, node_state, present, retryable
 from drillbook.tasks.litefs_bin import find_litefs
 from drillbook.tasks.outcome import FailureMode, Finding, Status
+from drillbook.tasks.processes import interrupted
 from drillbook.tasks.steps import StepResult
 
 SAMPLE_INTERVAL = 0.05  # seconds between position samples: the staleness figures' resolution
 PRE_SWITCH = 1.0  # seconds of writes between the read-freshness window and the switch ("writes made before the switch")
 AFTER_SWITCH = 1.0  # seconds of writes on the new primary after it took its first
-LITEFS_PHASES = ("read_freshness", "primary_switch", "write_retry", "degraded")
+LITEFS_PHASES: dict[str, type[StepResult]] = {
+    "read_freshness": ReadFreshness,
+    "primary_switch": PrimarySwitch,
+    "write_retry": WriteRetry,
+    "degraded": DegradedMode,
+}
 
 
 def _mark(cluster: LiteFSCluster, phase: str) -> None:
@@ -60,24 +66,23 @@ def drill_litefs(entry: DatabaseEntry, copy: Path, scratch: Path) -> dict[str, S
     """The four LiteFS phases' results; a cluster that cannot be started or a crash is every phase's ERROR."""
     settings = entry.litefs
     assert settings is not None
+    stop = interrupted()
+    if stop:  # as every other phase: none starts after SIGTERM / Ctrl-C
+        return {name: kind.skipped(f"not run: interrupted by {stop}") for name, kind in LITEFS_PHASES.items()}
     try:
         binary = find_litefs(settings.binary)
         cluster = LiteFSCluster(
             scratch / "litefs", names=[settings.primary, *[n for n in settings.nodes if n != settings.primary]], binary=binary
         )
     except DrillbookError as exc:
-        return {name: _kind(name)(status=Status.ERROR, summary=str(exc)) for name in LITEFS_PHASES}
+        return {name: kind(status=Status.ERROR, summary=str(exc)) for name, kind in LITEFS_PHASES.items()}
     try:
         return _drill(entry, settings, cluster, copy)
     except Exception as exc:  # noqa: BLE001 - a broken cluster is the phases' ERROR, the restore drill's verdict stands beside it
         what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return {name: _kind(name)(status=Status.ERROR, summary=f"LiteFS drill cluster: {what}") for name in LITEFS_PHASES}
+        return {name: kind(status=Status.ERROR, summary=f"LiteFS drill cluster: {what}") for name, kind in LITEFS_PHASES.items()}
     finally:
         cluster.close()
-
-
-def _kind(name: str) -> type[StepResult]:
-    return {"read_freshness": ReadFreshness, "primary_switch": PrimarySwitch, "write_retry": WriteRetry, "degraded": DegradedMode}[name]
 
 
 def _seed(cluster: LiteFSCluster, db: str, copy: Path, timeout: float) -> None:
@@ -110,7 +115,6 @@ def _drill(entry: DatabaseEntry, settings: LiteFSSettings, cluster: LiteFSCluste
             _mark(cluster, "primary switch")
             time.sleep(PRE_SWITCH)
             switch, degraded, stopped_at = _switch(cluster, db, settings, writer, failover_target, entry.rpo_target)
-        writer.stop()
     finally:
         writer.stop()
     retry = _write_retry(cluster, db, settings, writer.snapshot(), stopped_at)
@@ -123,7 +127,6 @@ def _read_freshness(cluster: LiteFSCluster, db: str, settings: LiteFSSettings, p
     timeline = PrimaryTimeline()
     last: dict[str, int | None] = {node.name: None for node in cluster.replicas}
     samples: dict[str, list[tuple[float, bool]]] = {name: [] for name in last}
-    first = end = None
     while time.monotonic() - started < settings.seconds:
         round_started = time.monotonic()
         states = cluster_states(cluster.nodes, db, pool)
@@ -131,18 +134,16 @@ def _read_freshness(cluster: LiteFSCluster, db: str, settings: LiteFSSettings, p
         primary = states[cluster.primary.name]
         if primary.answered and primary.txid is not None:
             timeline.add(at, primary.txid)
-            first = first if first is not None else primary.txid
-            end = primary.txid
         for name in last:
             state = states[name]
             if state.answered and state.txid is not None:
                 last[name] = state.txid
-            samples[name].append((timeline.staleness(at, last[name] if state.answered else last[name]), state.answered))
+            samples[name].append((timeline.staleness(at, last[name]), state.answered))
         time.sleep(max(0.0, SAMPLE_INTERVAL - (time.monotonic() - round_started)))
     result = judge_freshness(samples, settings.freshness_target, SAMPLE_INTERVAL)
     result.seconds = round(time.monotonic() - started, 3)
-    result.primary_txids = (first, end) if first is not None else None
-    if first is not None and first == end:
+    result.primary_txids = (timeline.txids[0], timeline.txids[-1]) if timeline.txids else None
+    if len(timeline.txids) == 1:
         result.notes = ["the primary took no write in the window: nothing to be stale about"]
     return result
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from pydantic import BaseModel, Field
 
-from drillbook.tasks.outcome import FailureMode, Finding
+from drillbook.tasks.outcome import FailureMode, Finding, Status
 from drillbook.tasks.steps import StepResult
 
 STALE_ACTION = (
@@ -114,7 +114,7 @@ def judge_freshness(samples: dict[str, list[tuple[float, bool]]], target: float,
             )
     shown = ", ".join(f"{name} p50 {n.p50:.3f}s p95 {n.p95:.3f}s max {n.max:.3f}s" for name, n in nodes.items())
     return ReadFreshness(
-        status="failed" if findings else "passed",
+        status=status_of(findings),
         summary=f"staleness against the primary (target {target:g}s): {shown or 'no replica sampled'}",
         freshness_target=target,
         interval=interval,
@@ -159,5 +159,5 @@ class DegradedMode(StepResult):
     findings: list[Finding] = Field(default_factory=list)
 
 
-def status_of(findings: Iterable[Finding]) -> str:
-    return "failed" if list(findings) else "passed"
+def status_of(findings: Iterable[Finding]) -> Status:
+    return Status.FAILED if list(findings) else Status.PASSED

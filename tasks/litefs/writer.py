@@ -17,6 +17,7 @@ create a new file in the bare directory.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import sqlite3
 import threading
@@ -25,6 +26,7 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -78,29 +80,25 @@ def cluster_states(nodes: list[Node], db: str, pool: ThreadPoolExecutor) -> dict
     return {name: future.result() for name, future in futures.items()}
 
 
+def _connect(node: Node, db: str, timeout: float, mode: str) -> sqlite3.Connection:
+    """The database in the node's mount: `rw` (never `rwc`: a gone mount must fail, not create a file) or `ro`."""
+    return sqlite3.connect(f"file:{quote(str(node.db(db)))}?mode={mode}", uri=True, timeout=timeout, isolation_level=None)
+
+
 def create_table(node: Node, db: str, timeout: float) -> None:
-    connection = sqlite3.connect(f"file:{node.db(db)}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
-    try:
+    with contextlib.closing(_connect(node, db, timeout, "rw")) as connection:
         connection.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (seq INTEGER PRIMARY KEY, at REAL NOT NULL)")
-    finally:
-        connection.close()
 
 
 def insert(node: Node, db: str, seq: int, timeout: float) -> None:
-    connection = sqlite3.connect(f"file:{node.db(db)}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
-    try:
+    with contextlib.closing(_connect(node, db, timeout, "rw")) as connection:
         connection.execute(f"INSERT INTO {TABLE} (seq, at) VALUES (?, ?)", (seq, time.time()))
-    finally:
-        connection.close()
 
 
 def present(node: Node, db: str, timeout: float) -> set[int]:
     """The writes a node holds (read-only)."""
-    connection = sqlite3.connect(f"file:{node.db(db)}?mode=ro", uri=True, timeout=timeout)
-    try:
+    with contextlib.closing(_connect(node, db, timeout, "ro")) as connection:
         return {row[0] for row in connection.execute(f"SELECT seq FROM {TABLE}")}
-    finally:
-        connection.close()
 
 
 @dataclass
