@@ -137,7 +137,8 @@ def test_a_forecast_inside_the_horizon_warns_everywhere_and_never_changes_the_ve
     ), flat
     assert "(inside the 30-day horizon)" in flat
 
-    (result,) = [read_bundle(p) for p in sorted((tmp_path / "evidence" / "forecast-db").glob("*.json"))[-1:]]
+    # The newest bundle by its own start time: two drills in one second share the file name's timestamp.
+    result = max((read_bundle(p) for p in (tmp_path / "evidence" / "forecast-db").glob("*.json")), key=lambda r: r.started_at)
     assert result.verdict == Verdict.PASS and result.outlook.forecast.warning
     assert result.outlook.forecast.method.startswith("Theil-Sen")
     assert result.outlook.advice is not None and "grows by" in result.outlook.advice.reasons[0]

@@ -114,10 +114,10 @@ def _drill(entry: DatabaseEntry, settings: LiteFSSettings, cluster: LiteFSCluste
             freshness = _read_freshness(cluster, db, settings, pool)
             _mark(cluster, "primary switch")
             time.sleep(PRE_SWITCH)
-            switch, degraded, stopped_at = _switch(cluster, db, settings, writer, failover_target, entry.rpo_target)
+            switch, degraded, stopped_at, judged = _switch(cluster, db, settings, writer, failover_target, entry.rpo_target)
     finally:
         writer.stop()
-    retry = _write_retry(cluster, db, settings, writer.snapshot(), stopped_at)
+    retry = _write_retry(cluster, db, settings, [w for w in writer.snapshot() if w.seq not in judged], stopped_at)
     _mark(cluster, "done")
     return {"read_freshness": freshness, "primary_switch": switch, "write_retry": retry, "degraded": degraded}
 
@@ -222,10 +222,12 @@ def _switch(
     cluster: LiteFSCluster, db: str, settings: LiteFSSettings, writer: Writer, failover_target: float, rpo_target: float
 ) -> tuple[PrimarySwitch, DegradedMode, float]:
     old, new = cluster.primary, cluster.node(settings.successor)
-    began = time.monotonic()
-    acked_before = [w for w in writer.snapshot() if w.acked is not None]
-    stopped_at = time.monotonic()
+    began = stopped_at = time.monotonic()
     cluster.stop(old, hard=settings.switch == "crash")
+    # Every write the old primary acknowledged, up to its last moment (a write in flight at the signal may still be
+    # acknowledged): what LiteFS had not yet shipped to the candidate is a crash's loss, judged against the RPO target.
+    dead_at = time.monotonic()
+    acked_before = [w for w in writer.snapshot() if w.acked is not None and w.node == old.name and w.acked <= dead_at]
     degraded = _degraded(cluster, db, settings)
     findings: list[Finding] = []
     try:
@@ -261,7 +263,7 @@ def _switch(
         )
     held = present(new, db, settings.write_timeout) if new.running else set()
     lost = [w for w in acked_before if w.seq not in held]
-    window = round(stopped_at - min(w.acked for w in lost), 3) if lost else None
+    window = round(max(0.0, stopped_at - min(w.acked for w in lost)), 3) if lost else None
     if lost and window > rpo_target:
         findings.append(
             Finding(
@@ -296,7 +298,7 @@ def _switch(
     )
     if lost and not (window > rpo_target):
         switch.notes = [f"{len(lost)} write(s) from the last {window:.2f}s before the crash were not replicated (within the RPO target)"]
-    return switch, degraded, stopped_at
+    return switch, degraded, stopped_at, {w.seq for w in acked_before}
 
 
 def _first_ack(writer: Writer, node: str, after: float, deadline: float) -> float | None:
@@ -329,7 +331,8 @@ def _degraded_summary(degraded: DegradedMode) -> str:
 
 
 def _write_retry(cluster: LiteFSCluster, db: str, settings: LiteFSSettings, writes: list[Write], stopped_at: float) -> WriteRetry:
-    """The writes sent from the switch on: each acknowledged (held by the final primary), or failed with an error to retry on."""
+    """The writes sent from the switch on: each acknowledged (held by the final primary), or failed with an error to retry on.
+    `writes` leaves out those the old primary acknowledged before it stopped: the switch judged them."""
     during = [w for w in writes if w.sent >= stopped_at or (w.acked or 0) >= stopped_at]
     final = cluster.primary
     held: set[int] = set()
