@@ -23,11 +23,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
 from drillbook.tasks.storage.urls import redact
 
 #: What drillbook reads and passes to litestream for SFTP (litestream reads them through its config's ${VAR}).
-LITESTREAM_ENV = ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD", "LITESTREAM_SFTP_HOST_KEY")
+_LITESTREAM_ENV = ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD", "LITESTREAM_SFTP_HOST_KEY")
 
 
 def check_url(url: str) -> str | None:
@@ -192,3 +192,20 @@ def _b64(text: str) -> bytes:
     import base64
 
     return base64.b64decode(text.split()[0])
+
+
+BACKEND = Backend(
+    schemes=("sftp",),
+    storage=SFTPStorage,
+    scope=lambda url: f"{urlsplit(url).hostname or ''}:{urlsplit(url).port or 22}",
+    place=server_place,
+    env=_LITESTREAM_ENV,
+    secret_env=("LITESTREAM_SFTP_PASSWORD",),
+    credentials=(
+        "LITESTREAM_SFTP_KEY_PATH (a private key file, by path) or LITESTREAM_SFTP_PASSWORD; the user is the URL's",
+        "LITESTREAM_SFTP_HOST_KEY (one authorized_keys line) pins the server's key; without it any host key is accepted",
+        "drillbook hands them to litestream as ${VAR} in the config it writes: never put a password in the URL",
+    ),
+    check_url=check_url,
+    litestream_replica=litestream_replica,
+)
