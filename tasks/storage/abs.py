@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from pydantic import BaseModel
 
 from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.text import redact_url
 
 #: What litestream's abs client reads from its environment (the default credential chain's included).
 _LITESTREAM_ENV = (
@@ -67,9 +67,9 @@ def check_url(url: str) -> str | None:
     """What the URL lacks for drillbook and litestream to find the replica; None when complete."""
     location = parse_abs_url(url)
     if not location.container:
-        return f"{redact(url)}: no container: write abs://ACCOUNT@CONTAINER/PATH"
+        return f"{redact_url(url)}: no container: write abs://ACCOUNT@CONTAINER/PATH"
     if not location.account and not location.endpoint:
-        return f"{redact(url)}: no storage account: write abs://ACCOUNT@{location.container}/{location.prefix} (litestream builds the endpoint from it)"
+        return f"{redact_url(url)}: no storage account: write abs://ACCOUNT@{location.container}/{location.prefix} (litestream builds the endpoint from it)"
     return None
 
 

@@ -108,5 +108,10 @@ class Backend:
     check_url: Callable[[str], str | None] = lambda url: None
     #: litestream's config `replica:` entry, secrets as ${VAR}; None where litestream restores from the URL itself.
     litestream_replica: Callable[[str], dict[str, str]] | None = None
-    #: drillbook can delete a scratch prefix here after a PASS (a promotion's replica).
-    promotable: bool = False
+    #: Delete every object below a URL (a promotion drill's own prefix, after a PASS): how many. None where drillbook
+    #: cannot, so a promotion replica there is refused at check-config.
+    delete_prefix: Callable[[str, float], int] | None = None
+
+    @property
+    def promotable(self) -> bool:
+        return self.delete_prefix is not None

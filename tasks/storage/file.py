@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -67,6 +68,16 @@ def place(url: str) -> tuple[str, tuple[str, ...]]:
     return "file", tuple(s for s in path.parts if s not in ("/", ""))
 
 
+def delete_prefix(url: str, timeout: float = 60.0) -> int:
+    """Remove the directory below a file:// URL: how many files it held."""
+    root = Path(unquote(urlsplit(url).path))
+    if not root.is_dir():
+        return 0
+    count = sum(1 for item in root.rglob("*") if item.is_file())
+    shutil.rmtree(root)
+    return count
+
+
 BACKEND = Backend(
     schemes=("file",),
     storage=FileStorage,
@@ -74,5 +85,5 @@ BACKEND = Backend(
     place=place,
     credentials=("none: the replica directory's filesystem permissions decide who can read it",),
     check_url=check_url,
-    promotable=True,
+    delete_prefix=delete_prefix,
 )

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
 from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.text import redact_url
 
 #: What litestream's gs client (Go cloud.google.com/go/storage) reads from its environment.
 _LITESTREAM_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
@@ -25,7 +25,7 @@ _LITESTREAM_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "ST
 def check_url(url: str) -> str | None:
     """What the URL lacks; None when complete."""
     if not urlsplit(url).netloc:
-        return f"{redact(url)}: no bucket: write gs://BUCKET/PATH"
+        return f"{redact_url(url)}: no bucket: write gs://BUCKET/PATH"
     key = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if key and not os.environ.get("STORAGE_EMULATOR_HOST") and not os.path.isfile(key):
         return f"GOOGLE_APPLICATION_CREDENTIALS={key} is not a file (the service account key both drillbook and litestream read)"

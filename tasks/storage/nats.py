@@ -24,7 +24,7 @@ from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.text import redact_url
 
 #: What drillbook reads and passes to litestream for NATS (litestream reads them through its config's ${VAR}).
 _LITESTREAM_ENV = ("LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_PASSWORD", "LITESTREAM_NATS_CREDS", "LITESTREAM_NATS_TOKEN")
@@ -33,9 +33,9 @@ _LITESTREAM_ENV = ("LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_PASSWORD", "LITE
 def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if not unquote(parts.path).strip("/"):
-        return f"{redact(url)}: no object store bucket: write nats://HOST:4222/BUCKET"
+        return f"{redact_url(url)}: no object store bucket: write nats://HOST:4222/BUCKET"
     if parts.password:
-        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
+        return f"{redact_url(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
     creds = os.environ.get("LITESTREAM_NATS_CREDS")
     if creds and not os.path.isfile(creds):
         return f"LITESTREAM_NATS_CREDS={creds} is not a file"

@@ -246,6 +246,20 @@ def place(url: str) -> tuple[str, tuple[str, ...]]:
     return f"s3 {endpoint} {location.bucket}", tuple(s for s in location.prefix.split("/") if s)
 
 
+def delete_prefix(url: str, timeout: float = 60.0) -> int:
+    """Delete every object below an s3:// URL's prefix (as a directory: 'a/b/', never 'a/bc'): how many."""
+    location = parse_s3_url(url)
+    client = s3_client(location, timeout=timeout)
+    prefix = location.prefix.rstrip("/") + "/"
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=location.bucket, Delete={"Objects": keys, "Quiet": True})
+            count += len(keys)
+    return count
+
+
 BACKEND = Backend(
     schemes=("s3",),
     storage=S3Storage,
@@ -278,5 +292,5 @@ BACKEND = Backend(
         "LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY are read by litestream too",
     ),
     check_url=check_url,
-    promotable=True,
+    delete_prefix=delete_prefix,
 )

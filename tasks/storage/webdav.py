@@ -20,7 +20,7 @@ from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree
 
 from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.text import redact_url
 
 #: What drillbook reads and passes to litestream for WebDAV (litestream reads them through its config's ${VAR}).
 _LITESTREAM_ENV = ("LITESTREAM_WEBDAV_USERNAME", "LITESTREAM_WEBDAV_PASSWORD")
@@ -35,9 +35,9 @@ _PROPFIND = (
 def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if not parts.hostname:
-        return f"{redact(url)}: no host: write webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS)"
+        return f"{redact_url(url)}: no host: write webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS)"
     if parts.password:
-        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"
+        return f"{redact_url(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"
     return None
 
 
