@@ -1,4 +1,4 @@
-"""`drillbook outbox [list|send]`: Slack reports that Slack did not take."""
+"""`drillbook outbox [list|send]`: reports a channel (Slack, the webhook) did not take."""
 
 from __future__ import annotations
 
@@ -15,15 +15,37 @@ EXIT_FAIL = EXIT_CODES[Verdict.FAIL]
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from drillbook.tasks.slack import list_outbox, send_outbox
-
     catalogue = load_catalogue(args.config)
     if args.json:
         return _outbox_json(catalogue, args.action)
+    code = _slack_outbox(catalogue, args.action)
+    if catalogue.webhook is not None:
+        code = max(code, _webhook_outbox(catalogue, args.action))
+    return code
+
+
+def _webhook_outbox(catalogue: Any, action: str) -> int:
+    from drillbook.tasks.webhook import WebhookNotifier
+
+    webhook = WebhookNotifier(catalogue)
+    waiting = webhook.send_waiting() if action == "send" else webhook.outbox.pending()
+    print(f"{webhook.outbox.directory}: {len(waiting)} webhook report(s) waiting")
+    for entry in waiting:
+        print(f"  {entry.key}  {entry.kind}  queued {entry.created_at:%Y-%m-%d %H:%M:%S}Z  tries {entry.attempts}")
+        if entry.reason:
+            print(f"      reason: {one_line(entry.reason)}")
+    return EXIT_FAIL if action == "send" and waiting else 0
+
+
+def _slack_outbox(catalogue: Any, action: str) -> int:
+    from drillbook.tasks.slack import list_outbox, send_outbox
+
+    if catalogue.slack is None and catalogue.webhook is not None:
+        return 0
     if catalogue.slack is None:
         print(f"{catalogue.path}: Slack is not configured (no [slack] table), so there is no outbox")
         return 0
-    if args.action == "send":
+    if action == "send":
         deliveries = send_outbox(catalogue)
         if not deliveries:
             print(f"{catalogue.outbox_dir}: nothing waiting")
@@ -54,10 +76,17 @@ def _outbox_json(catalogue: Any, action: str) -> int:
         "outbox_dir": str(catalogue.outbox_dir) if catalogue.outbox_dir else None,
     }
     code = 0
+    if catalogue.webhook is not None:
+        from drillbook.tasks.webhook import WebhookNotifier
+
+        webhook = WebhookNotifier(catalogue)
+        waiting = webhook.send_waiting() if action == "send" else webhook.outbox.pending()
+        out["webhook_waiting"] = [e.model_dump(mode="json", exclude={"payload"}) for e in waiting]
+        code = EXIT_FAIL if action == "send" and waiting else 0
     if action == "send" and catalogue.slack is not None:
         deliveries = send_outbox(catalogue)
         out["deliveries"] = [d.model_dump(mode="json") for d in deliveries]
-        code = EXIT_FAIL if any(d.status in ("queued", "busy") for d in deliveries) else 0
+        code = EXIT_FAIL if any(d.status in ("queued", "busy") for d in deliveries) else code
     entries = list_outbox(catalogue) if catalogue.slack is not None else []
     out["waiting"] = [
         {
@@ -78,8 +107,8 @@ def _outbox_json(catalogue: Any, action: str) -> int:
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:
     outbox = commands.add_parser(
         "outbox",
-        help="list (or send) Slack reports that Slack did not take",
-        description="Reports Slack did not take wait in the outbox ([slack] outbox_dir) with the reason. 'send' re-sends them; a report is never sent twice.",
+        help="list (or send) reports Slack or the webhook did not take",
+        description="Reports a channel did not take wait in its outbox ([slack] / [webhook] outbox_dir) with the reason. 'send' re-sends them; a report is never sent twice.",
     )
     outbox.add_argument("action", nargs="?", choices=["list", "send"], default="list", help="list (default) or send")
     config_option(outbox)

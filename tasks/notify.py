@@ -26,6 +26,7 @@ from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
 from drillbook.tasks.text import visible
 from drillbook.tasks.transitions import Alert
+from drillbook.tasks.webhook import WebhookNotifier
 
 
 class Notifier(Protocol):
@@ -80,7 +81,7 @@ class TerminalNotifier:
 
 def channels(catalogue: Catalogue) -> list[Notifier]:
     """The channels a flow reports to (Slack says 'not configured' in its note when the catalogue has no [slack])."""
-    return [SlackNotifier(catalogue)]
+    return [SlackNotifier(catalogue)] + ([WebhookNotifier(catalogue)] if catalogue.webhook is not None else [])
 
 
 def deliver(send, what: str, channel: Notifier) -> str:
