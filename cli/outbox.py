@@ -19,17 +19,21 @@ def cmd_outbox(args: argparse.Namespace) -> int:
     if args.json:
         return _outbox_json(catalogue, args.action)
     code = _slack_outbox(catalogue, args.action)
-    if catalogue.webhook is not None:
-        code = max(code, _webhook_outbox(catalogue, args.action))
+    for channel in _other_outboxes(catalogue):
+        code = max(code, _channel_outbox(channel, args.action))
     return code
 
 
-def _webhook_outbox(catalogue: Any, action: str) -> int:
-    from drillbook.tasks.webhook import WebhookNotifier
+def _other_outboxes(catalogue: Any) -> list[Any]:
+    """Every channel but Slack (listed above, in more detail) that keeps an outbox: `send_waiting()` and `outbox`."""
+    from drillbook.tasks.notify import SlackNotifier, channels
 
-    webhook = WebhookNotifier(catalogue)
-    waiting = webhook.send_waiting() if action == "send" else webhook.outbox.pending()
-    print(f"{webhook.outbox.directory}: {len(waiting)} webhook report(s) waiting")
+    return [c for c in channels(catalogue) if not isinstance(c, SlackNotifier) and hasattr(c, "send_waiting")]
+
+
+def _channel_outbox(channel: Any, action: str) -> int:
+    waiting = channel.send_waiting() if action == "send" else channel.outbox.pending()
+    print(f"{channel.outbox.directory}: {len(waiting)} {channel.name} report(s) waiting")
     for entry in waiting:
         print(f"  {entry.key}  {entry.kind}  queued {entry.created_at:%Y-%m-%d %H:%M:%S}Z  tries {entry.attempts}")
         if entry.reason:
@@ -40,7 +44,7 @@ def _webhook_outbox(catalogue: Any, action: str) -> int:
 def _slack_outbox(catalogue: Any, action: str) -> int:
     from drillbook.tasks.slack import list_outbox, send_outbox
 
-    if catalogue.slack is None and catalogue.webhook is not None:
+    if catalogue.slack is None and _other_outboxes(catalogue):
         return 0
     if catalogue.slack is None:
         print(f"{catalogue.path}: Slack is not configured (no [slack] table), so there is no outbox")
@@ -76,13 +80,10 @@ def _outbox_json(catalogue: Any, action: str) -> int:
         "outbox_dir": str(catalogue.outbox_dir) if catalogue.outbox_dir else None,
     }
     code = 0
-    if catalogue.webhook is not None:
-        from drillbook.tasks.webhook import WebhookNotifier
-
-        webhook = WebhookNotifier(catalogue)
-        waiting = webhook.send_waiting() if action == "send" else webhook.outbox.pending()
-        out["webhook_waiting"] = [e.model_dump(mode="json", exclude={"payload"}) for e in waiting]
-        code = EXIT_FAIL if action == "send" and waiting else 0
+    for channel in _other_outboxes(catalogue):
+        waiting = channel.send_waiting() if action == "send" else channel.outbox.pending()
+        out[f"{channel.name}_waiting"] = [e.model_dump(mode="json", exclude={"payload"}) for e in waiting]
+        code = EXIT_FAIL if action == "send" and waiting else code
     if action == "send" and catalogue.slack is not None:
         deliveries = send_outbox(catalogue)
         out["deliveries"] = [d.model_dump(mode="json") for d in deliveries]

@@ -72,6 +72,10 @@ def test_an_endpoint_that_does_not_take_it_keeps_the_report_until_outbox_send_de
     assert f"{tmp_path / 'hook-outbox'}: 1 webhook report(s) waiting" in listing
     assert f"reason: {says}" in listing
 
+    assert main(["outbox", "--config", str(config), "--json"]) == 0
+    [waiting] = json.loads(capsys.readouterr().out)["webhook_waiting"]
+    assert (waiting["kind"], waiting["reason"], waiting["attempts"]) == ("drill", says, 1)
+
     hook.answers = []
     assert main(["outbox", "send", "--config", str(config)]) == 0
     assert "0 webhook report(s) waiting" in capsys.readouterr().out
