@@ -11,8 +11,7 @@ from pathlib import Path
 
 from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.runner import Completed, run_command
-from drillbook.tasks.storage import abs as azure_blob  # (not the builtin); the clients load only when used
-from drillbook.tasks.storage import gcs, nats, sftp, webdav
+from drillbook.tasks.storage import litestream_variables
 
 # Passed through to litestream on purpose; everything else stays out. Notably
 # AWS_CA_BUNDLE: litestream 0.5.17 fails every S3 call with "unable to add
@@ -32,30 +31,9 @@ _PASS_THROUGH = (
     "TMPDIR",
     "LANG",
     "TZ",
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_PROFILE",
-    "AWS_REGION",
-    "AWS_DEFAULT_REGION",
-    "AWS_CONFIG_FILE",
-    "AWS_SHARED_CREDENTIALS_FILE",
-    "AWS_ROLE_ARN",
-    "AWS_ROLE_SESSION_NAME",
-    "AWS_WEB_IDENTITY_TOKEN_FILE",
-    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-    "AWS_CONTAINER_AUTHORIZATION_TOKEN",
-    "AWS_EC2_METADATA_DISABLED",
-    "LITESTREAM_ACCESS_KEY_ID",
-    "LITESTREAM_SECRET_ACCESS_KEY",
-    # Azure Blob, GCS, SFTP, WebDAV, NATS: each backend module names the variables its litestream client reads
-    # (SFTP, WebDAV and NATS through ${VAR} in the config drillbook writes, never from a URL).
-    *azure_blob.LITESTREAM_ENV,
-    *gcs.LITESTREAM_ENV,
-    *sftp.LITESTREAM_ENV,
-    *webdav.LITESTREAM_ENV,
-    *nats.LITESTREAM_ENV,
+    # Each backend module declares the variables its litestream client reads (storage/<backend>.py, BACKEND.env;
+    # SFTP, WebDAV and NATS through ${VAR} in the config drillbook writes, never from a URL).
+    *litestream_variables(),
 )
 
 

@@ -7,8 +7,10 @@
 
 Each returns one line for the drill's notes or the run's log (what happened to
 the report), and never raises into the caller: a channel that fails says so in
-that line, and the verdict stands. A second channel (e-mail, a webhook) is one
-more class here (or a module of its own) and one more entry in `channels`;
+that line, and the verdict stands. Another channel is its module (like
+webhook.py: a class with these three methods, and `outbox` / `send_waiting()`
+when it keeps an outbox, which `drillbook outbox` then lists and sends), its
+settings table in config/catalogue.py, and one more entry in `channels`;
 `broadcast` sends an alert to every channel.
 """
 
@@ -26,6 +28,7 @@ from drillbook.tasks.result import DrillResult
 from drillbook.tasks.slack import notify_slack, post_alert, post_nightly_summary
 from drillbook.tasks.text import visible
 from drillbook.tasks.transitions import Alert
+from drillbook.tasks.webhook import WebhookNotifier
 
 
 class Notifier(Protocol):
@@ -80,7 +83,7 @@ class TerminalNotifier:
 
 def channels(catalogue: Catalogue) -> list[Notifier]:
     """The channels a flow reports to (Slack says 'not configured' in its note when the catalogue has no [slack])."""
-    return [SlackNotifier(catalogue)]
+    return [SlackNotifier(catalogue)] + ([WebhookNotifier(catalogue)] if catalogue.webhook is not None else [])
 
 
 def deliver(send, what: str, channel: Notifier) -> str:

@@ -25,7 +25,7 @@ import sqlite3
 import time
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, Field
 
@@ -34,14 +34,14 @@ from drillbook.tasks.config.replicas import PromoteCommand, PromoteSettings
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.litestream import find_litestream, litestream_env, run_litestream
 from drillbook.tasks.litestream_config import litestream_config_text
-from drillbook.tasks.ltx import ltx_files, newest_file
+from drillbook.tasks.ltx import newest_file
 from drillbook.tasks.outcome import Status
+from drillbook.tasks.replica import ReplicaReader
 from drillbook.tasks.restore import guard_live
 from drillbook.tasks.runner import Child, CommandRecord, started
 from drillbook.tasks.smoke import run_command_check
 from drillbook.tasks.steps import StepResult
-from drillbook.tasks.storage import StorageError, open_storage
-from drillbook.tasks.storage.s3 import parse_s3_url, s3_client
+from drillbook.tasks.storage import StorageError, backend_for
 from drillbook.tasks.text import redact_url
 
 POLL_EVERY = 0.25  # seconds between listings of the new prefix
@@ -126,29 +126,12 @@ def drill_prefix(url: str, name: str) -> str:
 
 
 def delete_prefix(url: str, timeout: float = 60.0) -> int:
-    """Delete every object below `url` (s3:// or file://): the drill's own prefix only. Returns how many."""
-    parts = urlsplit(url)
-    if parts.scheme == "file":
-        root = Path(unquote(parts.path))
-        if not root.is_dir():
-            return 0
-        count = sum(1 for item in root.rglob("*") if item.is_file())
-        shutil.rmtree(root)
-        return count
-    location = parse_s3_url(url)
-    client = s3_client(location, timeout=timeout)
-    prefix = location.prefix.rstrip("/") + "/"
-    count = 0
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
-        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
-        if keys:
-            client.delete_objects(Bucket=location.bucket, Delete={"Objects": keys, "Quiet": True})
-            count += len(keys)
-    return count
+    """Delete every object below `url` (a promotable backend's: storage/<backend>.py): the drill's own prefix only."""
+    return backend_for(url).delete_prefix(url, timeout)
 
 
 def newest_txid(url: str, timeout: float = 15.0) -> str | None:
-    files = ltx_files(open_storage(url, timeout=timeout).list())
+    files = ReplicaReader(url, timeout=timeout).ltx_files()
     return newest_file(files).max_txid if files else None
 
 

@@ -42,6 +42,32 @@ from drillbook.tasks.steps import StepResult
 from drillbook.tasks.storage import StorageError, StorageProblem, StoredObject, open_storage
 
 
+class ReplicaReader:
+    """A replica's storage, opened once: how every step reads the replica (inspection, timeline, writers, follow,
+    promotion). The backend (tasks/storage) is chosen by the URL's scheme and maps its client's errors onto
+    StorageError; what is read is the replica, never written."""
+
+    def __init__(self, url: str, *, timeout: float):
+        self.storage = open_storage(url, timeout=timeout)
+
+    @classmethod
+    def of(cls, entry: DatabaseEntry, timeout: float | None = None) -> ReplicaReader:
+        return cls(entry.replica, timeout=entry.inspect_timeout if timeout is None else timeout)
+
+    @property
+    def where(self) -> str:
+        return self.storage.where
+
+    def objects(self, prefix: str = "") -> list[StoredObject]:
+        return list(self.storage.list(prefix))
+
+    def ltx_files(self, prefix: str = "") -> list[LtxFile]:
+        return ltx_files(self.storage.list(prefix))
+
+    def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
+        return self.storage.read(key, start, length)
+
+
 class ReplicaProblem(StrEnum):
     EMPTY = "empty"  # reachable, but holds no LTX files: no backup
     MISSING = "missing"  # bucket or directory does not exist: no backup

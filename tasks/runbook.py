@@ -24,23 +24,12 @@ from drillbook.tasks.evidence import bundle_path, read_bundle
 from drillbook.tasks.files import write_atomic
 from drillbook.tasks.history.store import DrillRecord, recent_drills, trend_points
 from drillbook.tasks.result import DrillResult
+from drillbook.tasks.storage import BACKENDS
 from drillbook.tasks.text import duration_text, iso, redact_url
 
 NEVER = "never drilled"
 FAILURE_WINDOW_DAYS = 90
 HISTORY_READ = 200  # drills read back to find the newest of each kind
-
-CREDENTIALS = {
-    "s3": [
-        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys)",
-        "or AWS_PROFILE with AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE",
-        "or a role: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, or the container / instance metadata credentials",
-        "LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY are read by litestream too",
-    ],
-    "abs": ["LITESTREAM_AZURE_ACCOUNT_KEY or LITESTREAM_AZURE_SAS_TOKEN", "or AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID"],
-    "gs": ["GOOGLE_APPLICATION_CREDENTIALS (a service account file)"],
-    "file": ["none: the replica directory's filesystem permissions decide who can read it"],
-}
 
 TRIAGE = [
     "Keep the copy: do not delete a restored copy that failed its checks (drills keep it under scratch_dir); it is the evidence.",
@@ -214,7 +203,8 @@ def _commands(entry: DatabaseEntry, catalogue: Catalogue) -> list[str]:
 
 def _credentials(entry: DatabaseEntry) -> list[str]:
     parts = urlsplit(entry.replica)
-    lines = list(CREDENTIALS.get(parts.scheme, [f"no known variables for {parts.scheme}://"]))
+    backend = BACKENDS.get(parts.scheme)
+    lines = list(backend.credentials if backend and backend.credentials else [f"no known variables for {parts.scheme}://"])
     if parts.username or parts.password or redact_url(entry.replica) != entry.replica:
         lines.append("the replica URL itself carries a credential (redacted here): move it into the environment")
     return lines

@@ -43,9 +43,9 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.ltx import LINEAGE_BYTES, LTX_LAYOUT, LtxFile, LtxLineage, ltx_files, parse_ltx_lineage
 from drillbook.tasks.outcome import Status
-from drillbook.tasks.replica import ReplicaState
+from drillbook.tasks.replica import ReplicaReader, ReplicaState
 from drillbook.tasks.steps import StepResult
-from drillbook.tasks.storage import StorageError, open_storage
+from drillbook.tasks.storage import StorageError
 
 MAX_HEADERS = 1000  # L0 headers read per drill at most (the newest of those the read plan picks)
 SHORT_HISTORY = 64  # L0 files read whole: a quiet replica's history costs a few reads
@@ -208,7 +208,7 @@ def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = M
     if len(level0) < 2:
         check = WriterCheck(l0_files=len(level0), forks=compacted, seconds=round(time.monotonic() - started, 3))
         return _conclude(check, f"{len(level0)} L0 file(s) to compare (compacted and removed by retention, or a quiet primary)")
-    storage = open_storage(entry.replica, timeout=entry.inspect_timeout)
+    storage = ReplicaReader.of(entry)
 
     def read(f: LtxFile) -> LtxLineage:
         return parse_ltx_lineage(storage.read(f.key, 0, LINEAGE_BYTES))

@@ -367,21 +367,15 @@ def litestream_config(path: Path, db_path: Path, replica: dict[str, object]) -> 
     return path
 
 
-def _backend_module(url: str):
-    import importlib
-    from urllib.parse import urlsplit
-
-    from drillbook.tasks.storage import BACKENDS
-
-    module = BACKENDS[urlsplit(url).scheme].split(":")[0]
-    return importlib.import_module(f"drillbook.tasks.storage.{module}")
-
-
 def litestream_replica_for(url: str) -> dict[str, str]:
     """The litestream config `replica:` entry for a replica URL of any backend that has one (not s3 or file)."""
-    return _backend_module(url).litestream_replica(url)
+    from drillbook.tasks.storage import litestream_replica
+
+    return litestream_replica(url)
 
 
 def litestream_variables_for(url: str) -> tuple[str, ...]:
     """The environment variables litestream (directly or through its config's ${VAR}) needs for this URL's backend."""
-    return getattr(_backend_module(url), "LITESTREAM_ENV", ())
+    from drillbook.tasks.storage import backend_for
+
+    return backend_for(url).env

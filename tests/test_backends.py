@@ -20,7 +20,7 @@ import pytest
 
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.runner import CommandRecord
-from drillbook.tasks.storage import StorageError, StorageProblem, open_storage
+from drillbook.tasks.storage import StorageError, StorageProblem, check_replica_url, open_storage
 from drillbook.testing import servers
 
 pytestmark = pytest.mark.slow
@@ -322,10 +322,7 @@ def replicated(backend, tmp_path):
 def test_check_url_says_what_is_missing(url, says, monkeypatch):
     for name in ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD"):
         monkeypatch.delenv(name, raising=False)
-    from drillbook.tasks.storage import BACKENDS
-
-    module = __import__(f"drillbook.tasks.storage.{BACKENDS[url.split(':')[0]].split(':')[0]}", fromlist=["check_url"])
-    problem = module.check_url(url)
+    problem = check_replica_url(url)
     assert problem is not None and says in problem
     assert "hunter2" not in problem
 

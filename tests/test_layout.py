@@ -178,3 +178,20 @@ def test_one_name_one_home():
                     if alias.name not in defined[node.module] and f"{node.module}.{alias.name}" not in MODULES
                 ]
     assert wrong == []
+
+
+def test_every_backend_module_declares_its_facts_and_is_registered():
+    """A backend is its module (a Storage class and BACKEND = Backend(...)) plus its line in storage/__init__.py's KNOWN."""
+    import importlib
+
+    from drillbook.tasks.storage import BACKENDS, KNOWN
+    from drillbook.tasks.storage.base import Backend
+
+    modules = [p.stem for p in (ROOT / "tasks" / "storage").glob("*.py") if p.stem not in ("__init__", "base")]
+    for name in modules:
+        backend = getattr(importlib.import_module(f"drillbook.tasks.storage.{name}"), "BACKEND", None)
+        assert isinstance(backend, Backend), f"tasks/storage/{name}.py declares no BACKEND = Backend(...)"
+        assert backend in KNOWN, f"tasks/storage/{name}.py's BACKEND is not in storage/__init__.py's KNOWN"
+        assert backend.schemes and backend.credentials, f"tasks/storage/{name}.py: schemes and credential lines are the runbook's"
+        assert set(backend.secret_env) <= set(backend.env), f"tasks/storage/{name}.py: a secret variable litestream is not given"
+    assert len(BACKENDS) == sum(len(b.schemes) for b in KNOWN), "two backends claim one scheme"

@@ -6,6 +6,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from drillbook.cli.main import main
 from tests.conftest import entry
 
@@ -117,3 +119,26 @@ def test_a_runbook_that_cannot_be_written_is_a_note_never_an_error(tmp_path, wri
     note = refresh_runbook(result, catalogue.get("ledger"), catalogue)
     assert note.startswith("runbook not refreshed: FileExistsError")
     assert result.verdict == Verdict.PASS
+
+
+@pytest.mark.parametrize(
+    "replica, names",
+    [
+        (
+            "sftp://drill@sftp.example:2222/backups/ledger",
+            ["LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD", "LITESTREAM_SFTP_HOST_KEY"],
+        ),
+        ("webdavs://dav.example/backups/ledger", ["LITESTREAM_WEBDAV_USERNAME", "LITESTREAM_WEBDAV_PASSWORD"]),
+        ("nats://127.0.0.1:4222/ledger", ["LITESTREAM_NATS_CREDS", "LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_TOKEN"]),
+        ("abs://acct@backups/ledger", ["LITESTREAM_AZURE_ACCOUNT_KEY", "LITESTREAM_AZURE_SAS_TOKEN"]),
+        ("gs://backups/ledger", ["GOOGLE_APPLICATION_CREDENTIALS"]),
+    ],
+)
+def test_the_credentials_field_names_each_backends_variables(replica, names, capsys, monkeypatch, write_catalogue):
+    monkeypatch.setenv("LITESTREAM_SFTP_PASSWORD", "drillbook-sftp-secret")  # the sftp check wants a key or a password
+    code, text = runbook(capsys, write_catalogue(entry("ledger", replica)), "ledger")
+    assert code == 0
+    credentials = field(text, "Credentials")
+    assert "no known variables" not in credentials
+    assert all(name in credentials for name in names), credentials
+    assert "drillbook-sftp-secret" not in text

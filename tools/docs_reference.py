@@ -106,6 +106,7 @@ def _bounds(field) -> str:
 
 def catalogue_tables() -> list[tuple[str, str, type[BaseModel]]]:
     from drillbook.tasks.config import DatabaseEntry, Settings, SlackSettings, SmokeCheck
+    from drillbook.tasks.config.catalogue import WebhookSettings
     from drillbook.tasks.config.fields import RestorePoints
     from drillbook.tasks.config.replicas import FollowSettings, PromoteCommand, PromoteSettings
 
@@ -118,6 +119,7 @@ def catalogue_tables() -> list[tuple[str, str, type[BaseModel]]]:
         ("promote = { ... }", "promote", PromoteSettings),
         ("promote writes: { command = [...] }", "promote-command", PromoteCommand),
         ("[slack]", "slack", SlackSettings),
+        ("[webhook]", "webhook", WebhookSettings),
     ]
 
 

@@ -116,6 +116,26 @@ class SlackSettings(BaseModel):
         return self
 
 
+class WebhookSettings(BaseModel):
+    """The [webhook] table: every report also POSTed as JSON (tasks/webhook.py). The URL is a credential: from the environment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url_env: str = Field(description="Environment variable holding the webhook URL (never the URL itself: it carries a token).")
+    outbox_dir: str = Field(
+        default="drill-outbox-webhook",
+        description="Reports the webhook did not take, kept until `drillbook outbox send`; relative to the catalogue.",
+    )
+    timeout: Duration = Field(default=10.0, le=600, description="Seconds allowed for one POST.")
+
+    @field_validator("url_env")
+    @classmethod
+    def _url_env(cls, value: str) -> str:
+        if "://" in value or not value.replace("_", "").isalnum():
+            raise ValueError(f"url_env names an environment variable holding the URL, like DRILLBOOK_WEBHOOK_URL (got {value[:12]!r}...)")
+        return value
+
+
 class Catalogue(BaseModel):
     """The whole drillbook.toml."""
 
@@ -123,6 +143,7 @@ class Catalogue(BaseModel):
 
     drillbook: Settings = Field(default_factory=Settings)
     slack: SlackSettings | None = Field(default=None, description="Slack delivery; none: reports go to the terminal and evidence only.")
+    webhook: WebhookSettings | None = Field(default=None, description="A JSON webhook every report also goes to; none: not used.")
     database: list[DatabaseEntry] = Field(default_factory=list)
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
 

@@ -19,7 +19,7 @@ from drillbook.tasks.config.fields import (
 )
 from drillbook.tasks.config.litefs import LiteFSSettings
 from drillbook.tasks.config.replicas import FollowSettings, PromoteSettings, overlap_problem
-from drillbook.tasks.storage import BACKENDS, check_replica_url
+from drillbook.tasks.storage import BACKENDS, check_replica_url, known_schemes
 from drillbook.tasks.text import check_label, redact_url
 
 
@@ -177,20 +177,11 @@ class DatabaseEntry(BaseModel):
     @field_validator("replica")
     @classmethod
     def _replica(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme == "s3":
-            if not parts.netloc or not parts.path.strip("/"):
-                raise ValueError(f"an s3 replica needs a bucket and a path, like s3://bucket/app.db (got {redact_url(value)!r})")
-        elif parts.scheme == "file":
-            if not parts.path:
-                raise ValueError(f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {redact_url(value)!r})")
-        elif parts.scheme in BACKENDS:
-            problem = check_replica_url(value)  # the backend's own check: a container, a host, a key file
-            if problem is not None:
-                raise ValueError(problem)
-        else:
-            known = ", ".join(f"{scheme}://" for scheme in sorted(BACKENDS))
-            raise ValueError(f"use a replica URL litestream replicates to ({known}); got {redact_url(value)!r}")
+        if urlsplit(value).scheme not in BACKENDS:
+            raise ValueError(f"use a replica URL litestream replicates to ({known_schemes()}); got {redact_url(value)!r}")
+        problem = check_replica_url(value)  # the backend's own check: a bucket, a container, a host, a key file
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     @property

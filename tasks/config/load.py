@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from drillbook.tasks.config.catalogue import Catalogue
 from drillbook.tasks.config.fields import CATALOGUE_ENV, DEFAULT_CATALOGUE
 from drillbook.tasks.errors import ConfigError
+from drillbook.tasks.storage import litestream_variables, secret_variables
 from drillbook.tasks.text import remember_secret, url_credentials_problem, url_secrets
 
 
@@ -55,12 +56,9 @@ _loaded: dict[tuple[str, str, str, str], Catalogue] = {}
 _LOADED_KEPT = 8
 
 
-_CHECKED_PREFIXES = ("LITESTREAM_", "GOOGLE_", "AZURE_", "STORAGE_EMULATOR_HOST", "AWS_")
-
-
 def _checked_environment() -> str:
-    """A digest of the variables the replica URL checks read (never the values themselves)."""
-    items = sorted((k, v) for k, v in os.environ.items() if k.startswith(_CHECKED_PREFIXES))
+    """A digest of the variables the replica URL checks read (the backends declare them), never the values themselves."""
+    items = sorted((k, os.environ[k]) for k in litestream_variables() if k in os.environ)
     return hashlib.sha256(repr(items).encode()).hexdigest()
 
 
@@ -116,6 +114,8 @@ def _check_secrets(catalogue: Catalogue, source: Path) -> None:
     for variable, value in os.environ.items():  # the backends' credentials come from the environment (README, 'Replica backends')
         if _SECRET_VARIABLE.search(variable) and not variable.endswith(("_FILE", "_PATH", "_ID")):
             remember_secret(value)
+    for variable in secret_variables():  # and each backend names its secret ones, whatever they are called
+        remember_secret(os.environ.get(variable))
     if catalogue.slack is not None:
         for variable in (catalogue.slack.token_env, catalogue.slack.webhook_url_env):
             if variable:

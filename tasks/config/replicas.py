@@ -8,16 +8,15 @@ whole path segments: `orders-promoted` is not inside `orders`).
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drillbook.tasks.config.fields import Duration
-from drillbook.tasks.storage.s3 import parse_s3_url
+from drillbook.tasks.storage import BACKENDS, replica_place
 from drillbook.tasks.text import redact_url
 
-PROMOTE_SCHEMES = ("s3", "file")  # where drillbook can delete the scratch prefix after a PASS
+PROMOTE_SCHEMES = tuple(scheme for scheme, backend in BACKENDS.items() if backend.promotable)  # drillbook deletes the prefix after a PASS
 
 
 class FollowSettings(BaseModel):
@@ -66,7 +65,8 @@ class PromoteSettings(BaseModel):
     @classmethod
     def _scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in PROMOTE_SCHEMES:
-            raise ValueError(f"a promotion replica must be s3:// or file:// (drillbook deletes it after a PASS); got {redact_url(value)!r}")
+            shown = " or ".join(f"{scheme}://" for scheme in PROMOTE_SCHEMES)
+            raise ValueError(f"a promotion replica must be {shown} (drillbook deletes it after a PASS); got {redact_url(value)!r}")
         return value
 
     def describe_write(self, index: int) -> str:
@@ -77,27 +77,9 @@ class PromoteSettings(BaseModel):
         return f"write {index + 1} ({text[:80]}{'…' if len(text) > 80 else ''})"
 
 
-def _place(url: str) -> tuple[str, tuple[str, ...]] | None:
-    """(the store, the path's segments) of a replica URL; None where it cannot be told."""
-    parts = urlsplit(url)
-    if parts.scheme == "s3":
-        location = parse_s3_url(url)
-        endpoint = (location.endpoint or "aws").rstrip("/").lower()
-        return f"s3 {endpoint} {location.bucket}", tuple(s for s in location.prefix.split("/") if s)
-    if parts.scheme == "file":
-        path = PurePosixPath(unquote(parts.path))
-        return "file", tuple(s for s in path.parts if s not in ("/", ""))
-    if not parts.scheme:
-        return None
-    scheme = "webdav" if parts.scheme == "webdavs" else parts.scheme
-    host = (parts.hostname or "").lower()
-    user = parts.username or ""
-    return f"{scheme} {user}@{host}:{parts.port or ''}", tuple(s for s in unquote(parts.path).split("/") if s)
-
-
 def replica_overlap(live: str, other: str) -> str | None:
     """How `other` relates to the live replica `live`: 'equal', 'inside', 'contains', or None (apart)."""
-    a, b = _place(live), _place(other)
+    a, b = replica_place(live), replica_place(other)
     if a is None or b is None or a[0] != b[0]:
         return None
     if a[1] == b[1]:

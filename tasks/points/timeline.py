@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.ltx import HEADER_PREFIX, Generation, generations, legacy_files, ltx_files, parse_ltx_header
-from drillbook.tasks.storage import StoredObject, open_storage
+from drillbook.tasks.replica import ReplicaReader
+from drillbook.tasks.storage import StoredObject
 
 
 class PointFile:
@@ -157,8 +158,8 @@ def legacy_timeline(generation: Generation) -> Timeline:
 
 def read_timeline(entry: DatabaseEntry, listing: list[StoredObject] | None = None) -> tuple[Timeline, list[str]]:
     """The replica's files with their header times (read as needed); `listing`: the inspection's, so the replica is listed once."""
-    storage = open_storage(entry.replica, timeout=entry.inspect_timeout)
-    objects = listing if listing is not None else list(storage.list())
+    storage = ReplicaReader.of(entry)
+    objects = listing if listing is not None else storage.objects()
     listed = ltx_files(objects)
     if not listed and (found := generations(legacy_files(objects))):
         newest = max(found, key=lambda g: (g.last_written, g.name))

@@ -1,6 +1,8 @@
 """The outbox: one JSON file per report (keyed by drill ID), saved before each try and after each call.
 
-A delivered report moves to `sent/`; a key found there is never sent again.
+A delivered report moves to `sent/`; a key found there is never sent again. Every channel keeps one: Slack's
+entries are OutboxEntry, another channel's are its own model with the same `key` and `created_at`
+(tasks/webhook.py's WebhookEntry).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import fcntl
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -42,10 +44,12 @@ class OutboxEntry(BaseModel):
 
 
 class Outbox:
-    """A folder of OutboxEntry JSON files; delivered ones move to `sent/`."""
+    """A folder of entry JSON files (OutboxEntry, or `model`: any model with `key` and `created_at`); delivered ones
+    move to `sent/`."""
 
-    def __init__(self, directory: Path):
+    def __init__(self, directory: Path, model: type[BaseModel] | None = None):
         self.directory = Path(directory)
+        self.model = model or OutboxEntry
 
     def path(self, key: str) -> Path:
         return self.directory / f"{key}.json"
@@ -56,25 +60,25 @@ class Outbox:
     def already_sent(self, key: str) -> bool:
         return self.sent_path(key).exists()
 
-    def get(self, key: str) -> OutboxEntry | None:
+    def get(self, key: str) -> Any:
         path = self.path(key)
-        return OutboxEntry.model_validate_json(path.read_text()) if path.exists() else None
+        return self.model.model_validate_json(path.read_text()) if path.exists() else None
 
-    def pending(self) -> list[OutboxEntry]:
+    def pending(self) -> list[Any]:
         if not self.directory.is_dir():
             return []
         entries = []
         for path in self.directory.glob("*.json"):
             try:
-                entries.append(OutboxEntry.model_validate_json(path.read_text()))
+                entries.append(self.model.model_validate_json(path.read_text()))
             except ValueError:  # a foreign or damaged file: left alone, listed by name
                 continue
         return sorted(entries, key=lambda e: e.created_at)
 
-    def save(self, entry: OutboxEntry) -> Path:
+    def save(self, entry: Any) -> Path:
         return write_atomic(self.path(entry.key), entry.model_dump_json(indent=2))
 
-    def mark_sent(self, entry: OutboxEntry) -> None:
+    def mark_sent(self, entry: Any) -> None:
         entry.delivered_at = datetime.now(UTC)
         entry.reason = None
         write_atomic(self.sent_path(entry.key), entry.model_dump_json(indent=2))

@@ -1,51 +1,45 @@
-"""Replica storage: one interface (base.py), one implementation per backend, chosen by the URL's scheme."""
+"""Replica storage: one interface (base.py), one module per backend declaring its facts (`BACKEND`), chosen by the URL's scheme.
+
+Adding a backend: its module (a Storage class and `BACKEND = Backend(...)`), its line in KNOWN below, and a test.
+"""
 
 from __future__ import annotations
 
-import importlib
-import os
-from types import ModuleType
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
-from drillbook.tasks.storage.base import Storage, StorageError, StorageProblem, StoredObject
-from drillbook.tasks.storage.s3 import parse_s3_url
+from drillbook.tasks.storage import abs as azure_blob  # (not the builtin); every client loads only when used
+from drillbook.tasks.storage import file, gcs, nats, s3, sftp, webdav
+from drillbook.tasks.storage.base import Backend, Storage, StorageError, StorageProblem, StoredObject
 
-# scheme -> "module:Class" below drillbook.tasks.storage; a backend's client is imported only when used.
-BACKENDS: dict[str, str] = {
-    "s3": "s3:S3Storage",
-    "file": "file:FileStorage",
-    "abs": "abs:ABSStorage",
-    "gs": "gcs:GCSStorage",
-    "sftp": "sftp:SFTPStorage",
-    "webdav": "webdav:WebDAVStorage",
-    "webdavs": "webdav:WebDAVStorage",
-    "nats": "nats:NATSStorage",
-}
+KNOWN: tuple[Backend, ...] = (s3.BACKEND, file.BACKEND, azure_blob.BACKEND, gcs.BACKEND, sftp.BACKEND, webdav.BACKEND, nats.BACKEND)
+BACKENDS: dict[str, Backend] = {scheme: backend for backend in KNOWN for scheme in backend.schemes}
 
 
-def _backend(url: str) -> tuple[ModuleType, str]:
+def backend_for(url: str) -> Backend:
+    """The backend serving the URL's scheme; ValueError naming the known schemes for one drillbook has no backend for."""
     scheme = urlsplit(url).scheme
-    target = BACKENDS.get(scheme)
-    if target is None:
-        raise ValueError(f"no storage backend for {scheme}:// replicas (known: {', '.join(f'{s}://' for s in sorted(BACKENDS))})")
-    module, cls = target.split(":")
-    return importlib.import_module(f"drillbook.tasks.storage.{module}"), cls
+    backend = BACKENDS.get(scheme)
+    if backend is None:
+        raise ValueError(f"no storage backend for {scheme}:// replicas (known: {known_schemes()})")
+    return backend
+
+
+def known_schemes() -> str:
+    """'abs://, file://, gs://, ...': for messages."""
+    return ", ".join(f"{scheme}://" for scheme in sorted(BACKENDS))
 
 
 def open_storage(url: str, *, timeout: float) -> Storage:
     """The storage behind a replica URL; ValueError for a scheme drillbook has no backend for."""
-    module, cls = _backend(url)
-    return getattr(module, cls)(url, timeout=timeout)
+    return backend_for(url).storage(url, timeout=timeout)
 
 
 def check_replica_url(url: str) -> str | None:
     """What the backend finds missing in the URL or the environment (a container, a host, a key file); None when complete.
 
-    ValueError for a scheme without a backend. s3:// and file:// are checked by the catalogue itself.
+    ValueError for a scheme without a backend.
     """
-    module, _cls = _backend(url)
-    check = getattr(module, "check_url", None)
-    return check(url) if check else None
+    return backend_for(url).check_url(url)
 
 
 def litestream_replica(url: str) -> dict[str, str] | None:
@@ -55,8 +49,7 @@ def litestream_replica(url: str) -> dict[str, str] | None:
     ignores URL queries for abs (the endpoint) and reads an SFTP key file, a WebDAV login and NATS
     credentials only from its config.
     """
-    module, _cls = _backend(url)
-    build = getattr(module, "litestream_replica", None)
+    build = backend_for(url).litestream_replica
     return build(url) if build else None
 
 
@@ -65,34 +58,41 @@ def store_scope(url: str) -> str:
 
     'aws/bucket', '127.0.0.1:10000/devstoreaccount1/drills', 'sftp.example:22', 'local-files'.
     """
-    parts = urlsplit(url)
-    scheme, host = parts.scheme, parts.hostname or ""
-    if scheme == "s3":
-        location = parse_s3_url(url)
-        return f"{urlsplit(location.endpoint).netloc if location.endpoint else 'aws'}/{location.bucket}"
-    if scheme == "abs":
-        endpoint = (parse_qs(parts.query).get("endpoint") or [""])[-1]
-        server = urlsplit(endpoint)
-        account = server.netloc + server.path.rstrip("/") if endpoint else f"{parts.username}.blob.core.windows.net"
-        return f"{account}/{host}"
-    if scheme == "gs":
-        emulator = os.environ.get("STORAGE_EMULATOR_HOST")
-        return f"{urlsplit(emulator).netloc or emulator if emulator else 'gcs'}/{host}"
-    if scheme in ("sftp", "webdav", "webdavs"):
-        return f"{host}:{parts.port or {'sftp': 22, 'webdav': 80, 'webdavs': 443}[scheme]}"
-    if scheme == "nats":
-        return f"{host}:{parts.port or 4222}/{parts.path.strip('/')}"
-    return "local-files"
+    backend = BACKENDS.get(urlsplit(url).scheme)
+    return backend.scope(url) if backend else "local-files"
+
+
+def replica_place(url: str) -> tuple[str, tuple[str, ...]] | None:
+    """(the store, the path's segments) of a replica URL, for overlap checks; None where it cannot be told."""
+    backend = BACKENDS.get(urlsplit(url).scheme)
+    return backend.place(url) if backend else None
+
+
+def litestream_variables() -> tuple[str, ...]:
+    """Every variable some backend's litestream client reads: passed through to litestream."""
+    return tuple(dict.fromkeys(name for backend in KNOWN for name in backend.env))
+
+
+def secret_variables() -> tuple[str, ...]:
+    """Every variable some backend declares secret: masked in all output."""
+    return tuple(dict.fromkeys(name for backend in KNOWN for name in backend.secret_env))
 
 
 __all__ = [
     "BACKENDS",
+    "KNOWN",
+    "Backend",
     "Storage",
     "StorageError",
     "StorageProblem",
     "StoredObject",
+    "backend_for",
     "check_replica_url",
+    "known_schemes",
     "litestream_replica",
+    "litestream_variables",
     "open_storage",
+    "replica_place",
+    "secret_variables",
     "store_scope",
 ]

@@ -21,11 +21,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.text import redact_url
 
 #: What litestream's abs client reads from its environment (the default credential chain's included).
-LITESTREAM_ENV = (
+_LITESTREAM_ENV = (
     "LITESTREAM_AZURE_ACCOUNT_KEY",
     "LITESTREAM_AZURE_SAS_TOKEN",
     "AZURE_CLIENT_ID",
@@ -67,9 +67,9 @@ def check_url(url: str) -> str | None:
     """What the URL lacks for drillbook and litestream to find the replica; None when complete."""
     location = parse_abs_url(url)
     if not location.container:
-        return f"{redact(url)}: no container: write abs://ACCOUNT@CONTAINER/PATH"
+        return f"{redact_url(url)}: no container: write abs://ACCOUNT@CONTAINER/PATH"
     if not location.account and not location.endpoint:
-        return f"{redact(url)}: no storage account: write abs://ACCOUNT@{location.container}/{location.prefix} (litestream builds the endpoint from it)"
+        return f"{redact_url(url)}: no storage account: write abs://ACCOUNT@{location.container}/{location.prefix} (litestream builds the endpoint from it)"
     return None
 
 
@@ -194,3 +194,28 @@ def _code(exc) -> str:
     """The service's error code as it sent it (AuthorizationFailure), not the SDK's enum repr."""
     code = getattr(exc, "error_code", None)
     return str(getattr(code, "value", code) or exc.status_code)
+
+
+def store_scope(url: str) -> str:
+    """'127.0.0.1:10000/devstoreaccount1/drills', 'account.blob.core.windows.net/container'."""
+    parts = urlsplit(url)
+    endpoint = (parse_qs(parts.query).get("endpoint") or [""])[-1]
+    server = urlsplit(endpoint)
+    account = server.netloc + server.path.rstrip("/") if endpoint else f"{parts.username}.blob.core.windows.net"
+    return f"{account}/{parts.hostname or ''}"
+
+
+BACKEND = Backend(
+    schemes=("abs",),
+    storage=ABSStorage,
+    scope=store_scope,
+    place=server_place,
+    env=_LITESTREAM_ENV,
+    secret_env=("LITESTREAM_AZURE_ACCOUNT_KEY", "LITESTREAM_AZURE_SAS_TOKEN", "AZURE_CLIENT_SECRET"),
+    credentials=(
+        "LITESTREAM_AZURE_ACCOUNT_KEY or LITESTREAM_AZURE_SAS_TOKEN",
+        "or AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID",
+    ),
+    check_url=check_url,
+    litestream_replica=litestream_replica,
+)

@@ -11,15 +11,23 @@ Implementations map their client's errors onto `StorageProblem`, so that the
 drill names the same failure mode whatever the backend: unreachable endpoint,
 refused credentials, missing bucket or directory, failing object reads.
 Messages name the place (redacted) and what to change; never a secret.
+
+Everything else drillbook knows about a backend is declared once, in its module, as
+`BACKEND = Backend(...)`: the URL schemes, the storage class, what identifies its
+store and place (fleet concurrency, promotion overlap checks), the variables its
+litestream client reads, what to tell the operator about credentials, the URL check
+and litestream's config entry. The registry (storage/__init__.py) lists the modules;
+litestream's environment, the runbook and the catalogue's checks read the declarations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
+from urllib.parse import unquote, urlsplit
 
 from drillbook.tasks.errors import DrillbookError
 
@@ -68,3 +76,42 @@ class Storage(Protocol):
 
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         """`length` bytes of object `key` from `start` (all of it when None); StorageError when it cannot."""
+
+
+def server_place(url: str) -> tuple[str, tuple[str, ...]]:
+    """A server backend's place: (scheme, user, host and port; the path's segments). `webdavs` is webdav's place too."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.removesuffix("s") if parts.scheme == "webdavs" else parts.scheme
+    store = f"{scheme} {parts.username or ''}@{(parts.hostname or '').lower()}:{parts.port or ''}"
+    return store, tuple(s for s in unquote(parts.path).split("/") if s)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend's facts, declared once in its module (`BACKEND = Backend(...)`) and read by everything else."""
+
+    #: URL schemes this backend serves ('webdav', 'webdavs'); the first names it in messages.
+    schemes: tuple[str, ...]
+    #: The Storage class: `storage(url, timeout=...)`; cheap, its client loads on first use.
+    storage: Callable[..., Storage]
+    #: The server and bucket a replica lives on, what concurrent drills share: 'aws/bucket', 'sftp.example:22'.
+    scope: Callable[[str], str]
+    #: (the store, the path's segments): two replicas in the same store overlap when one's segments start the other's.
+    place: Callable[[str], tuple[str, tuple[str, ...]]] = server_place
+    #: The variables litestream's client for it reads (passed through to litestream, nothing else is).
+    env: tuple[str, ...] = ()
+    #: Which of `env` hold secrets: masked in every output from the catalogue's load on.
+    secret_env: tuple[str, ...] = ()
+    #: What to tell the operator about credentials (the runbook's lines; variable names, never values).
+    credentials: tuple[str, ...] = ()
+    #: What the URL or the environment lacks (a container, a host, a key file); None when complete.
+    check_url: Callable[[str], str | None] = lambda url: None
+    #: litestream's config `replica:` entry, secrets as ${VAR}; None where litestream restores from the URL itself.
+    litestream_replica: Callable[[str], dict[str, str]] | None = None
+    #: Delete every object below a URL (a promotion drill's own prefix, after a PASS): how many. None where drillbook
+    #: cannot, so a promotion replica there is refused at check-config.
+    delete_prefix: Callable[[str, float], int] | None = None
+
+    @property
+    def promotable(self) -> bool:
+        return self.delete_prefix is not None

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject
+from drillbook.tasks.text import redact_url
 
 
 class FileStorage:
@@ -53,3 +55,35 @@ class FileStorage:
                 return handle.read() if length is None else handle.read(length)
         except OSError as exc:
             raise StorageError(StorageProblem.STORAGE_ERROR, f"{path} is listed but cannot be read: {exc.strerror}") from None
+
+
+def check_url(url: str) -> str | None:
+    if not urlsplit(url).path:
+        return f"a file replica needs an absolute path, like file:///srv/replicas/app.db (got {redact_url(url)!r})"
+    return None
+
+
+def place(url: str) -> tuple[str, tuple[str, ...]]:
+    path = PurePosixPath(unquote(urlsplit(url).path))
+    return "file", tuple(s for s in path.parts if s not in ("/", ""))
+
+
+def delete_prefix(url: str, timeout: float = 60.0) -> int:
+    """Remove the directory below a file:// URL: how many files it held."""
+    root = Path(unquote(urlsplit(url).path))
+    if not root.is_dir():
+        return 0
+    count = sum(1 for item in root.rglob("*") if item.is_file())
+    shutil.rmtree(root)
+    return count
+
+
+BACKEND = Backend(
+    schemes=("file",),
+    storage=FileStorage,
+    scope=lambda url: "local-files",
+    place=place,
+    credentials=("none: the replica directory's filesystem permissions decide who can read it",),
+    check_url=check_url,
+    delete_prefix=delete_prefix,
+)

@@ -15,17 +15,17 @@ import os
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.text import redact_url
 
 #: What litestream's gs client (Go cloud.google.com/go/storage) reads from its environment.
-LITESTREAM_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
+_LITESTREAM_ENV = ("GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_CLOUD_PROJECT", "STORAGE_EMULATOR_HOST")
 
 
 def check_url(url: str) -> str | None:
     """What the URL lacks; None when complete."""
     if not urlsplit(url).netloc:
-        return f"{redact(url)}: no bucket: write gs://BUCKET/PATH"
+        return f"{redact_url(url)}: no bucket: write gs://BUCKET/PATH"
     key = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
     if key and not os.environ.get("STORAGE_EMULATOR_HOST") and not os.path.isfile(key):
         return f"GOOGLE_APPLICATION_CREDENTIALS={key} is not a file (the service account key both drillbook and litestream read)"
@@ -150,3 +150,21 @@ class GCSStorage:
             ) from None
         except api.GoogleAPICallError as exc:
             raise StorageError(StorageProblem.STORAGE_ERROR, f"Cloud Storage answered HTTP {exc.code} {doing} {where}") from None
+
+
+def store_scope(url: str) -> str:
+    """'gcs/bucket', or the emulator's host and port with the bucket."""
+    emulator = os.environ.get("STORAGE_EMULATOR_HOST")
+    return f"{urlsplit(emulator).netloc or emulator if emulator else 'gcs'}/{urlsplit(url).hostname or ''}"
+
+
+BACKEND = Backend(
+    schemes=("gs",),
+    storage=GCSStorage,
+    scope=store_scope,
+    place=server_place,
+    env=_LITESTREAM_ENV,
+    credentials=("GOOGLE_APPLICATION_CREDENTIALS (a service account file)",),
+    check_url=check_url,
+    litestream_replica=litestream_replica,
+)

@@ -23,19 +23,19 @@ from collections.abc import Iterator
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.text import redact_url
 
 #: What drillbook reads and passes to litestream for NATS (litestream reads them through its config's ${VAR}).
-LITESTREAM_ENV = ("LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_PASSWORD", "LITESTREAM_NATS_CREDS", "LITESTREAM_NATS_TOKEN")
+_LITESTREAM_ENV = ("LITESTREAM_NATS_USERNAME", "LITESTREAM_NATS_PASSWORD", "LITESTREAM_NATS_CREDS", "LITESTREAM_NATS_TOKEN")
 
 
 def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if not unquote(parts.path).strip("/"):
-        return f"{redact(url)}: no object store bucket: write nats://HOST:4222/BUCKET"
+        return f"{redact_url(url)}: no object store bucket: write nats://HOST:4222/BUCKET"
     if parts.password:
-        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
+        return f"{redact_url(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"
     creds = os.environ.get("LITESTREAM_NATS_CREDS")
     if creds and not os.path.isfile(creds):
         return f"LITESTREAM_NATS_CREDS={creds} is not a file"
@@ -212,3 +212,24 @@ def _refused(exc: Exception) -> bool:
     from nats.protocol.parser import AUTHORIZATION_VIOLATION
 
     return isinstance(exc, nats_errors.AuthorizationError) or AUTHORIZATION_VIOLATION in str(exc).lower()
+
+
+def store_scope(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or 4222}/{parts.path.strip('/')}"
+
+
+BACKEND = Backend(
+    schemes=("nats",),
+    storage=NATSStorage,
+    scope=store_scope,
+    place=server_place,
+    env=_LITESTREAM_ENV,
+    secret_env=("LITESTREAM_NATS_PASSWORD", "LITESTREAM_NATS_TOKEN"),
+    credentials=(
+        "LITESTREAM_NATS_CREDS (a .creds file), or LITESTREAM_NATS_USERNAME / LITESTREAM_NATS_PASSWORD, or LITESTREAM_NATS_TOKEN",
+        "drillbook hands them to litestream as ${VAR} in the config it writes: never put a password in the URL",
+    ),
+    check_url=check_url,
+    litestream_replica=litestream_replica,
+)

@@ -11,7 +11,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject
+from drillbook.tasks.text import redact_url
 
 
 class S3Location(BaseModel):
@@ -225,3 +226,71 @@ class S3Storage:
             raise StorageError(StorageProblem.STORAGE_ERROR, f"object storage error listing {where}: {code or status}") from None
         except (BotoCoreError, OSError) as exc:
             raise StorageError(StorageProblem.STORAGE_ERROR, f"object storage error listing {where}: {type(exc).__name__}: {exc}") from None
+
+
+def check_url(url: str) -> str | None:
+    parts = urlsplit(url)
+    if not parts.netloc or not parts.path.strip("/"):
+        return f"an s3 replica needs a bucket and a path, like s3://bucket/app.db (got {redact_url(url)!r})"
+    return None
+
+
+def store_scope(url: str) -> str:
+    location = parse_s3_url(url)
+    return f"{urlsplit(location.endpoint).netloc if location.endpoint else 'aws'}/{location.bucket}"
+
+
+def place(url: str) -> tuple[str, tuple[str, ...]]:
+    location = parse_s3_url(url)
+    endpoint = (location.endpoint or "aws").rstrip("/").lower()
+    return f"s3 {endpoint} {location.bucket}", tuple(s for s in location.prefix.split("/") if s)
+
+
+def delete_prefix(url: str, timeout: float = 60.0) -> int:
+    """Delete every object below an s3:// URL's prefix (as a directory: 'a/b/', never 'a/bc'): how many."""
+    location = parse_s3_url(url)
+    client = s3_client(location, timeout=timeout)
+    prefix = location.prefix.rstrip("/") + "/"
+    count = 0
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=location.bucket, Prefix=prefix):
+        keys = [{"Key": item["Key"]} for item in page.get("Contents", ())]
+        if keys:
+            client.delete_objects(Bucket=location.bucket, Delete={"Objects": keys, "Quiet": True})
+            count += len(keys)
+    return count
+
+
+BACKEND = Backend(
+    schemes=("s3",),
+    storage=S3Storage,
+    scope=store_scope,
+    place=place,
+    env=(
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_CONFIG_FILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_ROLE_SESSION_NAME",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN",
+        "AWS_EC2_METADATA_DISABLED",
+        "LITESTREAM_ACCESS_KEY_ID",
+        "LITESTREAM_SECRET_ACCESS_KEY",
+    ),
+    secret_env=("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN", "LITESTREAM_SECRET_ACCESS_KEY"),
+    credentials=(
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for temporary keys)",
+        "or AWS_PROFILE with AWS_CONFIG_FILE / AWS_SHARED_CREDENTIALS_FILE",
+        "or a role: AWS_ROLE_ARN + AWS_WEB_IDENTITY_TOKEN_FILE, or the container / instance metadata credentials",
+        "LITESTREAM_ACCESS_KEY_ID / LITESTREAM_SECRET_ACCESS_KEY are read by litestream too",
+    ),
+    check_url=check_url,
+    delete_prefix=delete_prefix,
+)

@@ -23,24 +23,26 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.text import redact_url
 
 #: What drillbook reads and passes to litestream for SFTP (litestream reads them through its config's ${VAR}).
-LITESTREAM_ENV = ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD", "LITESTREAM_SFTP_HOST_KEY")
+_LITESTREAM_ENV = ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD", "LITESTREAM_SFTP_HOST_KEY")
 
 
 def check_url(url: str) -> str | None:
     """What the URL lacks (host, user, path) or the environment lacks (a key or password); None when complete."""
     parts = urlsplit(url)
     if not parts.hostname:
-        return f"{redact(url)}: no host: write sftp://USER@HOST[:PORT]/PATH"
+        return f"{redact_url(url)}: no host: write sftp://USER@HOST[:PORT]/PATH"
     if not parts.username:
-        return f"{redact(url)}: no user: write sftp://USER@{parts.hostname}/PATH"
+        return f"{redact_url(url)}: no user: write sftp://USER@{parts.hostname}/PATH"
     if parts.password:
-        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_SFTP_PASSWORD instead"
+        return f"{redact_url(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_SFTP_PASSWORD instead"
     if not unquote(parts.path).strip("/"):
-        return f"{redact(url)}: no path: the replica's directory on the server, e.g. sftp://{parts.username}@{parts.hostname}/backups/app"
+        return (
+            f"{redact_url(url)}: no path: the replica's directory on the server, e.g. sftp://{parts.username}@{parts.hostname}/backups/app"
+        )
     key = os.environ.get("LITESTREAM_SFTP_KEY_PATH")
     if key and not os.path.isfile(key):
         return f"LITESTREAM_SFTP_KEY_PATH={key} is not a file (the private key for {parts.username}@{parts.hostname})"
@@ -192,3 +194,20 @@ def _b64(text: str) -> bytes:
     import base64
 
     return base64.b64decode(text.split()[0])
+
+
+BACKEND = Backend(
+    schemes=("sftp",),
+    storage=SFTPStorage,
+    scope=lambda url: f"{urlsplit(url).hostname or ''}:{urlsplit(url).port or 22}",
+    place=server_place,
+    env=_LITESTREAM_ENV,
+    secret_env=("LITESTREAM_SFTP_PASSWORD",),
+    credentials=(
+        "LITESTREAM_SFTP_KEY_PATH (a private key file, by path) or LITESTREAM_SFTP_PASSWORD; the user is the URL's",
+        "LITESTREAM_SFTP_HOST_KEY (one authorized_keys line) pins the server's key; without it any host key is accepted",
+        "drillbook hands them to litestream as ${VAR} in the config it writes: never put a password in the URL",
+    ),
+    check_url=check_url,
+    litestream_replica=litestream_replica,
+)

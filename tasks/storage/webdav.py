@@ -19,11 +19,11 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, urlsplit
 from xml.etree import ElementTree
 
-from drillbook.tasks.storage.base import StorageError, StorageProblem, StoredObject
-from drillbook.tasks.storage.urls import redact
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.text import redact_url
 
 #: What drillbook reads and passes to litestream for WebDAV (litestream reads them through its config's ${VAR}).
-LITESTREAM_ENV = ("LITESTREAM_WEBDAV_USERNAME", "LITESTREAM_WEBDAV_PASSWORD")
+_LITESTREAM_ENV = ("LITESTREAM_WEBDAV_USERNAME", "LITESTREAM_WEBDAV_PASSWORD")
 
 _DAV = "{DAV:}"
 _PROPFIND = (
@@ -35,9 +35,9 @@ _PROPFIND = (
 def check_url(url: str) -> str | None:
     parts = urlsplit(url)
     if not parts.hostname:
-        return f"{redact(url)}: no host: write webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS)"
+        return f"{redact_url(url)}: no host: write webdav://HOST[:PORT]/PATH (webdavs:// for HTTPS)"
     if parts.password:
-        return f"{redact(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"
+        return f"{redact_url(url)}: a password in the URL ends up in logs and reports: set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"
     return None
 
 
@@ -168,3 +168,24 @@ class WebDAVStorage:
             raise StorageError(
                 StorageProblem.STORAGE_ERROR, f"WebDAV server answered HTTP {response.status_code} {doing} {self.base}{path}"
             )
+
+
+def store_scope(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or (443 if parts.scheme == 'webdavs' else 80)}"
+
+
+BACKEND = Backend(
+    schemes=("webdav", "webdavs"),
+    storage=WebDAVStorage,
+    scope=store_scope,
+    place=server_place,
+    env=_LITESTREAM_ENV,
+    secret_env=("LITESTREAM_WEBDAV_PASSWORD",),
+    credentials=(
+        "LITESTREAM_WEBDAV_USERNAME / LITESTREAM_WEBDAV_PASSWORD (HTTP basic authentication; webdavs:// for HTTPS)",
+        "drillbook hands them to litestream as ${VAR} in the config it writes: never put a password in the URL",
+    ),
+    check_url=check_url,
+    litestream_replica=litestream_replica,
+)
