@@ -76,7 +76,7 @@ def progress(description: str, enabled: bool, counted: Callable[[], str] | None 
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=Console(stderr=True), transient=True
+        SpinnerColumn(), TextColumn("{task.description}", markup=False), TimeElapsedColumn(), console=Console(stderr=True), transient=True
     ) as bar:
         task = bar.add_task(description, total=None)
         if counted is None:
@@ -108,8 +108,9 @@ def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from drillbook.flows.fleet import PROGRESS, select_databases
+    from drillbook.flows.fleet import select_databases
     from drillbook.flows.nightly import nightly_drills
+    from drillbook.flows.progress import PROGRESS
 
     catalogue = load_catalogue(args.config)  # config errors surface before any Prefect start-up
     count = len(select_databases(catalogue, args.tag or None, args.db or None))
@@ -184,10 +185,12 @@ def cmd_release(args: argparse.Namespace, echo: Callable[[str], None] = print) -
     if server is None:
         if not args.wait:
             raise DrillbookError(NO_SERVER.format(what="a run nobody waits for", release=args.release))
+        from drillbook.flows.progress import PROGRESS
         from drillbook.flows.release import release_drills
 
         load_catalogue(args.config)
-        with progress(f"release {args.release}: drilling", show_progress(args)):
+        PROGRESS.reset()
+        with progress(f"release {args.release}: drilling", show_progress(args), PROGRESS.line):
             state = release_drills(**release_parameters(args), return_state=True)
         return _report(drill_results_of(state), f"release {args.release}", args.json)
 

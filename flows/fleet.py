@@ -31,6 +31,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from drillbook.flows.drill import drill
+from drillbook.flows.progress import PROGRESS
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
@@ -199,32 +200,6 @@ class DrillQueue:
             return self._waiting.pop(0)
 
 
-class FleetProgress:
-    """How many of this process's fleet drills have ended, by verdict: what the nightly's progress line shows."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.verdicts: dict[str, int] = {}
-
-    def ended(self, verdict: str) -> None:
-        with self._lock:
-            self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
-
-    def reset(self) -> None:
-        with self._lock:
-            self.verdicts = {}
-
-    def line(self, total: int) -> str:
-        """'3 of 12 done (2 PASS, 1 FAIL)'."""
-        with self._lock:
-            done = sum(self.verdicts.values())
-            counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(self.verdicts.items()))
-        return f"{done} of {total} done" + (f" ({counts})" if counts else "")
-
-
-PROGRESS = FleetProgress()
-
-
 def drill_one(
     entry: DatabaseEntry, catalogue: Catalogue, parameters: dict[str, Any], history: HistorySnapshot | None = None
 ) -> DrillResult:
@@ -233,7 +208,7 @@ def drill_one(
         result = _run_drill(entry, catalogue, parameters, history)
     except Exception as exc:  # noqa: BLE001 - reported as the drill's ERROR with its type and text
         result = error_result(entry, f"the drill could not run: {type(exc).__name__}: {exc}", release=parameters.get("release"))
-    PROGRESS.ended(result.verdict.value)
+    PROGRESS.ended(result.verdict.value, entry.name)
     return result
 
 
@@ -265,6 +240,7 @@ def drill_worker_task(
                     bucket_slot.enter_context(concurrency(bucket, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
                     held = bucket
                 logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
+                PROGRESS.started(entry.name)
                 results[entry.name] = drill_one(entry, catalogue, parameters[entry.name], queue.history)
         finally:
             bucket_slot.close()
@@ -319,6 +295,7 @@ def drill_many(
     if not entries:
         return []
     count = max(1, min(workers or limits.drills, len(entries)))
+    PROGRESS.begin(len(entries))
     if batch_deployment:
         futures = [
             drill_batch_run_task.submit(number, batch, parameters, batch_deployment, 1)
@@ -334,8 +311,11 @@ def drill_many(
         completed, value = unwrap(future.state)
         if completed:
             done.update(value)
+            for result in value.values() if batch_deployment else ():  # a batch run drilled them in its own process
+                PROGRESS.ended(result.verdict.value)
         else:
             problems.append(f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"ended {future.state.type.value}")
+    PROGRESS.publish(final=True)
     detail = "; ".join(problems) or "no worker drilled it"
     note = refresh_metrics_file(catalogue)  # [drillbook] metrics_file, when set: never raises, a problem is its note
     if note:

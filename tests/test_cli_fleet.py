@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -17,9 +19,10 @@ def test_nightly_exit_codes(capsys, replicate, write_catalogue):
     assert main(["nightly", "--config", str(config)]) == 1
     out = capsys.readouterr().out
     assert "nightly drills: 1 FAIL, 1 PASS" in out and "integrity failure" in out
-    from drillbook.flows.fleet import PROGRESS
+    from drillbook.flows.progress import PROGRESS
 
-    assert PROGRESS.line(2) == "2 of 2 done (1 FAIL, 1 PASS)"  # what the progress line said as the drills ended
+    # What the progress line said as the drills ended: no drill running, no time left to guess.
+    assert re.fullmatch(r"2 of 2 done \(1 FAIL, 1 PASS\); [0-9dhms. ]+ elapsed", PROGRESS.line(2)), PROGRESS.line(2)
 
 
 def test_the_progress_line_says_how_many_are_done(monkeypatch):
@@ -32,6 +35,23 @@ def test_the_progress_line_says_how_many_are_done(monkeypatch):
     with fleet.progress("nightly drills", True, lambda: said.append(f"{next(counts)} of 5 done") or said[-1]):
         time.sleep(1.3)
     assert said[:2] == ["0 of 5 done", "1 of 5 done"]
+
+
+def test_the_progress_line_names_the_running_drills_and_an_eta_from_those_done():
+    from drillbook.flows.progress import FleetProgress
+
+    progress = FleetProgress()
+    progress.begin(5, artifact=False)
+    assert progress.line() == "0 of 5 done"
+    for name in ("orders", "ledger", "[bold]tenant-7[/bold]\x1b[2J", "audit", "billing"):
+        progress.started(name)
+    # A control character is shown escaped, never sent to the terminal; markup is not read (the column has markup off).
+    assert "running orders, ledger, [bold]tenant-7[/bold]\\x1b[2J and 2 more" in progress.line()
+    progress.ended("PASS", "orders")
+    progress.ended("FAIL", "ledger")
+    line = progress.line()
+    assert line.startswith("2 of 5 done (1 FAIL, 1 PASS); running [bold]tenant-7[/bold]\\x1b[2J, audit, billing; "), line
+    assert re.search(r"elapsed, about [0-9dhms. ]+ left$", line), line  # three to go at the pace of the two done
 
 
 def test_nightly_config_error_exits_2(capsys, tmp_path):

@@ -54,7 +54,11 @@ def test_one_bad_database_never_stops_the_others(replicate, write_catalogue):
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
         keys = {a.key for a in artifacts if a.key}  # a keyless, typeless one is Prefect's own
     assert names and all(name.startswith(("drill-worker-", "ensure-", "record-", "publish-")) for name in names), sorted(names)
-    assert keys == {"nightly-drills", "drill-broken"}, [(a.key, a.type, a.description) for a in artifacts]
+    assert keys == {"nightly-drills", "drill-broken", "drills-progress"}, [(a.key, a.type, a.description) for a in artifacts]
+    # The progress artifact the UI showed as the drills ended: at 100 %, with the tally.
+    [progress] = [a for a in artifacts if a.key == "drills-progress"]
+    assert (progress.type, progress.data) == ("progress", 100.0)
+    assert progress.description.startswith("4 of 4 done (1 FAIL, 3 PASS)"), progress.description
 
 
 def test_all_passing_nightly_returns_every_result(replicate, write_catalogue):
