@@ -70,6 +70,7 @@ def test_every_report_shows_the_follower_and_the_failover(write_catalogue):
     summary = recent_drills(url, "orders", 1)[0].summary
     assert summary["follow"] == {
         "status": "failed", "p50": 0.95, "p95": 1.5, "max": 1.6, "samples": 30, "target": 5.0, "stalled_seconds": 6.0, "problem": "stalled",
+        "measured_against": "replica", "replica_stopped_at": None, "rpo_max": None, "data_loss_max": None,
     }  # fmt: skip
     assert summary["promote"]["failover_rto_seconds"] == 2.1 and summary["promote"]["status"] == "passed"
 
