@@ -25,7 +25,7 @@ pytestmark = pytest.mark.slow
 def primary(s3_endpoint, tmp_path):
     """A database written 10 times a second and replicated by a running `litestream replicate` (1 s intervals)."""
     target = S3Target(s3_endpoint, "drills", f"follow-primary-{uuid.uuid4().hex[:8]}/app.db")
-    with running_primary(tmp_path / "primary", target) as running:
+    with running_primary(tmp_path / "pri#mary?", target) as running:  # the live path quoted in its read-only URI
         yield running
 
 
