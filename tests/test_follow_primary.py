@@ -97,6 +97,20 @@ def test_litestream_stopping_mid_window_is_replica_lag_and_the_follower_is_stale
     assert result["action"].startswith("Replication is behind")
 
 
+def test_a_stop_within_rpo_target_is_a_note_and_the_rpo_is_the_worst_seen(primary, write_catalogue, capsys, tmp_path):
+    sender = _signal_litestream_in_window(primary, tmp_path / "scratch", signal.SIGKILL, after=1.0)
+    try:
+        code, result = _drill(capsys, write_catalogue, primary, rpo_target="1m", seconds="9s", freshness_target="30s")
+    finally:
+        sender.join()
+
+    assert code == 0, result
+    follow = result["follow"]
+    noted = [note for note in result["notes"] if note.startswith(f"replication stopped at {follow['replica_stopped_at']}: ")]
+    assert len(noted) == 1 and noted[0].endswith(", within the 60s RPO target"), result["notes"]
+    assert result["rpo_seconds"] == follow["rpo_max"] > 5.0 and result["data_loss_seconds"] == follow["data_loss_max"] > 5.0
+
+
 def test_a_follower_lagging_on_its_own_is_a_stale_read_not_replica_lag(primary, write_catalogue, capsys):
     code, result = _drill(capsys, write_catalogue, primary, seconds="10s", freshness_target="2s", interval="8s")
 

@@ -78,7 +78,8 @@ def replica_measures(result: DrillResult) -> list[tuple[str, str]]:
             (
                 label,
                 measure_line(label, follow.p95, follow.freshness_target)
-                + f"; p50 {duration_text(follow.p50)}, max {duration_text(follow.max)} over {follow.samples} samples",
+                + f"; p50 {duration_text(follow.p50)}, max {duration_text(follow.max)} over {follow.samples} samples"
+                + (", against the primary" if follow.measured_against == "primary" else ", against the replica only"),
             )
         )
     promote = result.promote
