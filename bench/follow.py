@@ -34,7 +34,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from drillbook.tasks.config import DatabaseEntry
-    from drillbook.tasks.follow import follow_replica, percentile
+    from drillbook.tasks.follow import follow_replica
+    from drillbook.tasks.follow_reads import percentile
     from drillbook.tasks.promote import promote_copy
     from drillbook.tasks.replica import inspect_replica
     from drillbook.tasks.restore import restore_database

@@ -78,7 +78,7 @@ EXIT_CODE_HELP = {
     "history": f"Exit codes: 0 listed, {_ERROR} (also an unknown database name).",
     "metrics": f"Exit codes: 0 written or pushed, {_ERROR} (the file or the Pushgateway included).",
     "report": f"Exit codes: 0 the page was written, {_ERROR}.",
-    "follow": f"Exit codes: 0 PASS (the follower within its freshness target), 1 FAIL (stale or stalled), {_ERROR}.",
+    "follow": f"Exit codes: 0 PASS (the follower within its freshness target), 1 FAIL (stale, stalled, or replication stopped past rpo_target), {_ERROR}.",
     "promote": f"Exit codes: 0 PASS (the writes restorable within the failover RTO target), 1 FAIL, {_ERROR}.",
 }
 

@@ -1,14 +1,20 @@
 """The read-replica drill: a follower (`litestream restore -f`) from the replica into scratch, sampled once a second.
 
-Staleness of a read on the follower = the replica's newest change as litestream
-wrote it (the newest LTX header's time) minus the newest change the follower's
-data holds (`freshness_query`, run read-only on a connection opened and closed
-for each sample: a held reader stalls the follower, see below). Both are the
-primary's clocks, so this host's clock does not enter. A follower already at the
-replica's newest TXID reads 0: what it lacks then is the replica's own lag, the
-RPO. p50 / p95 / max over the window; a p95 over `freshness_target` is a stale read.
+Staleness of a read on the follower = the live primary's newest change minus the
+newest change the follower's data holds, both by `freshness_query` (the data's
+own clock), read within milliseconds of each other (tasks/follow_reads.py): what
+a reader of the follower lacks, whether the follower lags or the replica is no
+longer fed. Where the primary cannot be read on this machine, the staleness is
+the replica's newest change as litestream wrote it (the newest LTX header's time)
+minus the follower's newest, a follower at the replica's newest TXID reading 0,
+and the report says it was measured against the replica only, and why. p50 / p95
+/ max over the window; a p95 over `freshness_target` is a stale read. The same
+samples show replication stopping during the window (the replica staying behind
+while the primary commits on): named with the moment, as replica lag judged
+against `rpo_target`; the worst RPO and data-loss window seen go to the verdict.
 
-litestream 0.5.17's follower writes pages into the file under an exclusive
+The follower is read on a connection opened and closed for each sample: a held
+reader stalls it. litestream 0.5.17's follower writes pages into the file under an exclusive
 POSIX lock taken with a blocking F_SETLKW (internal/lock_unix.go): while any
 reader holds a SHARED lock (an open read transaction; in WAL mode, as the
 restored file says until the first change is applied, any open connection),
@@ -23,15 +29,12 @@ SIGTERM, then SIGKILL, and gone when the step returns, whatever happened.
 
 from __future__ import annotations
 
-import math
 import random
-import sqlite3
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, Field
 
@@ -39,21 +42,32 @@ from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.config.replicas import FollowSettings
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.follow_probe import HOLDER_SCRIPT, holder_env, lock_holders
+from drillbook.tasks.follow_reads import (
+    STOPPED_AFTER,
+    PrimaryReader,
+    Replication,
+    ReplicaWatch,
+    Sample,
+    follower_txid,
+    longest_stall,
+    percentile,
+    primary_reader,
+    read_follower,
+    replication_seen,
+)
 from drillbook.tasks.freshness import FreshnessValueError, as_time
 from drillbook.tasks.litestream import find_litestream, litestream_env
 from drillbook.tasks.litestream_config import restore_source
-from drillbook.tasks.ltx import LEGACY_LAYOUT, LTX_HEADER_BYTES, ltx_files, newest_file, parse_ltx_header
+from drillbook.tasks.ltx import LEGACY_LAYOUT
 from drillbook.tasks.outcome import Status
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.restore import guard_live
 from drillbook.tasks.runner import Child, CommandRecord, started
 from drillbook.tasks.steps import StepResult
-from drillbook.tasks.storage import StorageError, StorageProblem, open_storage
+from drillbook.tasks.storage import StorageError
 
 SAMPLE_EVERY = 1.0  # seconds between samples
-READ_BUSY = 0.2  # seconds a sample waits for a lock before it counts as "database is locked"
-READ_TIMEOUT = 2.0  # seconds a sample's query may run
 STOP_GRACE = 5.0  # seconds the follower has to stop on SIGTERM before its group is killed
 CATCH_UP_WAIT = 5.0  # seconds after the held reader lets go, to see the follower move again
 SAMPLES_KEPT = 600  # timeline entries kept in the evidence
@@ -65,15 +79,6 @@ class FollowProblem(StrEnum):
     STALLED = "stalled"  # the follower stopped applying while a reader held the file
     EXITED = "exited"  # the follower exited (or never got going)
     UNREADABLE = "unreadable"  # no sample could be read
-
-
-class Sample(BaseModel):
-    at: float = Field(description="Seconds into the window.")
-    replica_txid: str | None = None
-    follower_txid: str | None = None
-    staleness: float | None = None
-    held: bool = False
-    error: str | None = None
 
 
 class HeldReader(BaseModel):
@@ -108,6 +113,10 @@ class FollowReport(StepResult):
     replica_txid: str | None = None
     held: HeldReader | None = None
     problem: FollowProblem | None = None
+    measured_against: str = Field(default="replica", description="'primary' (live_path read here) or 'replica' (its newest LTX header).")
+    replication: Replication | None = Field(default=None, description="Against the primary: a stop during the window, worst figures.")
+    replica_lag: str | None = Field(default=None, description="Replication stopped (or behind) past rpo_target: the finding.")
+    stale_detail: str | None = Field(default=None, description="What readers of the follower lacked: the stale-read finding.")
     command: CommandRecord | None = None
     timeline: list[Sample] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
@@ -123,66 +132,15 @@ class FollowReport(StepResult):
             "target": self.freshness_target,
             "stalled_seconds": self.held.stalled_seconds if self.held else None,
             "problem": self.problem.value if self.problem else None,
+            "measured_against": self.measured_against,
+            "replica_stopped_at": _stamp(self.replication.stopped_at) if self.replication else None,
+            "rpo_max": self.replication.rpo_max if self.replication else None,
+            "data_loss_max": self.replication.data_loss_max if self.replication else None,
         }
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..1); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))]
-
-
-def level0_prefix(url: str) -> str:
-    """Where a replica keeps its level-0 LTX files (the newest position is always among them)."""
-    return "ltx/0/" if urlsplit(url).scheme == "file" else "0000/"
-
-
-class ReplicaWatch:
-    """The replica's newest TXID and its header time, from a level-0 listing (headers read once per file)."""
-
-    def __init__(self, entry: DatabaseEntry):
-        self.storage = open_storage(entry.replica, timeout=min(entry.inspect_timeout, 15.0))
-        self.prefix = level0_prefix(entry.replica)
-        self._headers: dict[str, datetime] = {}
-
-    def newest(self) -> tuple[str, datetime]:
-        files = ltx_files(self.storage.list(self.prefix)) or ltx_files(self.storage.list())
-        if not files:
-            raise StorageError(StorageProblem.STORAGE_ERROR, "the replica lists no LTX files")
-        newest = newest_file(files)
-        if newest.key not in self._headers:
-            self._headers[newest.key] = parse_ltx_header(self.storage.read(newest.key, 0, LTX_HEADER_BYTES)).written_at
-        return newest.max_txid, self._headers[newest.key]
-
-
-def read_follower(path: Path, sql: str) -> tuple[object, str | None]:
-    """The query's value on a short-lived read-only connection, closed at once; (None, why) when it cannot be read."""
-    deadline = time.monotonic() + READ_TIMEOUT
-    try:
-        connection = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, timeout=READ_BUSY)
-    except sqlite3.Error as exc:
-        return None, str(exc)
-    try:
-        connection.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
-        row = connection.execute(sql).fetchone()
-    except sqlite3.Error as exc:
-        return None, str(exc)
-    finally:
-        connection.close()
-    if row is None or len(row) != 1:
-        return None, "freshness_query must return one value"
-    return row[0], None
-
-
-def follower_txid(path: Path) -> str | None:
-    """The TXID the follower last applied: litestream keeps it in <db>-txid."""
-    try:
-        text = Path(f"{path}-txid").read_text().strip()
-    except OSError:
-        return None
-    return text or None
+def _stamp(moment: datetime | None) -> str | None:
+    return f"{moment:%Y-%m-%d %H:%M:%S}Z" if moment else None
 
 
 def _last_line(child: Child) -> str:
@@ -207,13 +165,18 @@ def follow_replica(entry: DatabaseEntry, replica: ReplicaState, scratch: Path) -
         source = restore_source(entry.replica, directory, entry.name)
         argv = [find_litestream(), "restore", "-f", "-follow-interval", f"{settings.interval:g}s", "-o", str(output), *source]
         watch = ReplicaWatch(entry)
+        primary, why_not = primary_reader(entry)
     except (LiveDatabaseGuard, ToolMissing) as exc:
         return _done(report, began, Status.ERROR, str(exc))
     except OSError as exc:
         return _done(report, began, Status.ERROR, f"cannot prepare the follower's directory {directory}: {exc.strerror or exc}")
     try:
         with started(argv, env=litestream_env(), grace=STOP_GRACE) as child:
-            _run(entry, settings, child, output, watch, report)
+            if primary is None:
+                report.notes.append(f"staleness measured against the replica only (its newest LTX header), not the primary: {why_not}")
+            else:
+                report.measured_against = "primary"
+            _run(entry, settings, child, output, watch, primary, report)
     except OSError as exc:
         return _done(report, began, Status.ERROR, f"cannot start the follower ({argv[0]}): {exc.strerror or exc}")
     report.command = child.completed().record
@@ -233,7 +196,15 @@ def _done(report: FollowReport, began: float, status: Status, summary: str) -> F
     return report
 
 
-def _run(entry: DatabaseEntry, settings: FollowSettings, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport) -> None:
+def _run(
+    entry: DatabaseEntry,
+    settings: FollowSettings,
+    child: Child,
+    output: Path,
+    watch: ReplicaWatch,
+    primary: PrimaryReader | None,
+    report: FollowReport,
+) -> None:
     """Wait for the initial restore, then sample for the window (second half with the held reader, when asked)."""
     deadline = time.monotonic() + entry.restore_timeout
     start = time.monotonic()
@@ -251,15 +222,19 @@ def _run(entry: DatabaseEntry, settings: FollowSettings, child: Child, output: P
     report.restore_seconds = round(time.monotonic() - start, 3)
     window_start = time.monotonic()
     half = settings.seconds / 2 if settings.hold_reader else settings.seconds
-    _sample(entry, child, output, watch, report, window_start, window_start + half, held=False)
+    _sample(entry, child, output, (watch, primary), report, window_start, window_start + half, held=False)
     if settings.hold_reader and report.problem is None:
-        _hold(entry, settings, child, output, watch, report, window_start)
+        _hold(entry, settings, child, output, (watch, primary), report, window_start)
+
+
+Sources = tuple[ReplicaWatch, PrimaryReader | None]
 
 
 def _sample(
-    entry: DatabaseEntry, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport, origin: float, until: float, *, held: bool
+    entry: DatabaseEntry, child: Child, output: Path, sources: Sources, report: FollowReport, origin: float, until: float, *, held: bool
 ) -> list[Sample]:
     """One sample a second until `until`; the follower exiting ends it (problem EXITED)."""
+    watch, primary = sources
     sql = entry.freshness_query or ""
     taken: list[Sample] = []
     slot = time.monotonic()
@@ -273,32 +248,46 @@ def _sample(
             report.problem = FollowProblem.EXITED
             report.summary = f"the follower exited {code} {time.monotonic() - origin:.1f}s into the window"
             return taken
-        sample = Sample(at=round(time.monotonic() - origin, 3), held=held)
+        sample = Sample(at=round(time.monotonic() - origin, 3), checked_at=datetime.now(UTC), held=held)
         try:
-            sample.replica_txid, written_at = watch.newest()  # the replica first: a follower ahead of the listing reads as 0
+            sample.replica_txid, sample.replica_written_at = watch.newest()  # the replica first: a follower ahead of it reads as 0
         except (StorageError, ValueError) as exc:
             sample.error = f"replica: {exc}"
-            written_at = None
         sample.follower_txid = follower_txid(output)  # before the read: the read holds at least this TXID
         value, error = read_follower(output, sql)
-        caught_up = sample.follower_txid and sample.replica_txid and int(sample.follower_txid, 16) >= int(sample.replica_txid, 16)
+        if primary is not None:  # at once after the follower: the primary's newest at the same moment
+            sample.primary_newest, sample.primary_error = primary.newest()
         if error is not None:
             sample.error = error
-        elif caught_up:
-            sample.staleness = 0.0  # it holds all the replica holds: the rest is the replica's own lag (the RPO)
-        elif value is not None and written_at is not None:
-            try:
-                sample.staleness = round(max(0.0, (written_at - as_time(value)).total_seconds()), 3)
-            except FreshnessValueError as exc:
-                sample.error = f"freshness_query {exc}"
+        else:
+            _measure(sample, value)
         taken.append(sample)
         if len(report.timeline) < SAMPLES_KEPT:
             report.timeline.append(sample)
     return taken
 
 
+def _measure(sample: Sample, value: object) -> None:
+    """The sample's staleness: to the primary when it was read, else to the replica (0 once the follower holds its newest TXID)."""
+    try:
+        sample.follower_newest = as_time(value) if value is not None else None
+    except FreshnessValueError as exc:
+        sample.error = f"freshness_query {exc}"
+        return
+    if sample.primary_newest is not None and sample.follower_newest is not None:
+        sample.staleness = round(max(0.0, (sample.primary_newest - sample.follower_newest).total_seconds()), 3)
+        return
+    if sample.primary_error is not None:
+        return  # the primary is measured, but not at this sample: a replica figure here would mix two measures
+    caught_up = sample.follower_txid and sample.replica_txid and int(sample.follower_txid, 16) >= int(sample.replica_txid, 16)
+    if caught_up:
+        sample.staleness = 0.0  # it holds all the replica holds: the rest is the replica's own lag (the RPO)
+    elif sample.follower_newest is not None and sample.replica_written_at is not None:
+        sample.staleness = round(max(0.0, (sample.replica_written_at - sample.follower_newest).total_seconds()), 3)
+
+
 def _hold(
-    entry: DatabaseEntry, settings: FollowSettings, child: Child, output: Path, watch: ReplicaWatch, report: FollowReport, origin: float
+    entry: DatabaseEntry, settings: FollowSettings, child: Child, output: Path, sources: Sources, report: FollowReport, origin: float
 ) -> None:
     """The window's second half with a reader process holding a read transaction on the follower's file."""
     marker = output.parent / "reader.held"
@@ -319,13 +308,13 @@ def _hold(
             return
         held_from = time.monotonic()
         probe.txid_at_hold = follower_txid(output)
-        samples = _sample(entry, child, output, watch, report, origin, end, held=True)
+        samples = _sample(entry, child, output, sources, report, origin, end, held=True)
         probe.holders = lock_holders(output)
         probe.held_seconds = round(time.monotonic() - held_from, 3)
     probe.txid_at_release = follower_txid(output)
     probe.replica_txid_at_release = samples[-1].replica_txid if samples else None
     probe.locked_reads = sum(1 for s in samples if s.error and "locked" in s.error)
-    probe.stalled_seconds = _longest_stall(samples)
+    probe.stalled_seconds = longest_stall(samples)
     probe.stalled = probe.stalled_seconds >= max(3.0, 3 * settings.interval)
     if probe.stalled and report.problem is None:  # does it move again once the reader has gone?
         let_go = time.monotonic()
@@ -334,20 +323,6 @@ def _hold(
                 probe.caught_up_seconds = round(time.monotonic() - let_go, 3)
                 break
             time.sleep(0.1)
-
-
-def _longest_stall(samples: list[Sample]) -> float:
-    """Longest stretch of samples with the follower at one TXID while the replica lists a newer one."""
-    longest, since, at_txid = 0.0, None, None
-    for sample in samples:
-        behind = sample.follower_txid and sample.replica_txid and int(sample.replica_txid, 16) > int(sample.follower_txid, 16)
-        if behind and sample.follower_txid == at_txid and since is not None:
-            longest = max(longest, sample.at - since)
-        elif behind:
-            since, at_txid = sample.at, sample.follower_txid
-        else:
-            since, at_txid = None, None
-    return round(longest, 3)
 
 
 def _judge(entry: DatabaseEntry, settings: FollowSettings, report: FollowReport) -> tuple[Status, str]:
@@ -368,9 +343,10 @@ def _judge(entry: DatabaseEntry, settings: FollowSettings, report: FollowReport)
             Status.ERROR,
             f"database {entry.name!r}: no staleness sample could be taken on the follower ({errors[-1] if errors else 'no samples'})",
         )
+    against = "the primary" if report.measured_against == "primary" else "the replica only"
     figures = (
         f"staleness p50 {report.p50:.2f}s, p95 {report.p95:.2f}s, max {report.max:.2f}s over {report.samples} samples "
-        f"(target {settings.freshness_target:g}s)"
+        f"(target {settings.freshness_target:g}s), measured against {against}"
     )
     problems = []
     if report.p95 is not None and report.p95 > settings.freshness_target:
@@ -393,17 +369,48 @@ def _judge(entry: DatabaseEntry, settings: FollowSettings, report: FollowReport)
         )
     elif held is not None and held.pid is not None and not _replica_moved(report):
         report.notes.append("the replica did not move while the reader was held: whether the follower keeps applying was not measured")
-    if len({s.replica_txid for s in report.timeline if s.replica_txid}) == 1:
+    report.stale_detail = "; ".join(problems) or None
+    if report.measured_against == "primary":
+        _judge_replication(entry, settings, report)
+    elif len({s.replica_txid for s in report.timeline if s.replica_txid}) == 1:
         report.notes.append(
             f"the replica did not move during the {settings.seconds:g}s window (TXID {report.replica_txid}): the follower had nothing "
             "to apply; whether the primary is idle or its litestream stopped is the RPO's question (a follower says nothing either way)"
         )
+    if report.replica_lag:
+        problems.insert(0, report.replica_lag)
     if problems:
         return Status.FAILED, "; ".join(problems)
     said = f"follower within target: {figures}"
     if held is not None and held.pid is not None and _replica_moved(report):
         said += f"; it kept applying while a reader held a read transaction for {held.held_seconds:.0f}s"
     return Status.PASSED, said
+
+
+def _judge_replication(entry: DatabaseEntry, settings: FollowSettings, report: FollowReport) -> None:
+    """Against the primary: replication stopped (or behind) during the window is replica lag past rpo_target; idle is neither."""
+    seen = report.replication = replication_seen(report.timeline)
+    if not seen.primary_moved and not seen.behind_max:
+        report.notes.append(
+            f"the primary committed nothing during the {settings.seconds:g}s window (idle): nothing stale, nothing to replicate"
+        )
+        return
+    rpo = f"RPO up to {seen.rpo_max:.1f}s, data-loss window up to {seen.data_loss_max or 0:.1f}s" if seen.rpo_max is not None else ""
+    if seen.stopped_at is not None:
+        state = "it moved again within the window" if seen.resumed else "it had not moved again at the window's end"
+        said = (
+            f"replication stopped at {_stamp(seen.stopped_at)}: the replica stayed at TXID {seen.stopped_txid} while the primary "
+            f"committed on, up to {seen.behind_max:.1f}s ahead of it (more than {STOPPED_AFTER:g}s: litestream on the primary "
+            f"is not shipping); {state}; {rpo}"
+        )
+    elif seen.rpo_max is not None and seen.rpo_max > entry.rpo_target:
+        said = f"the replica fell up to {seen.behind_max:.1f}s behind the primary during the window; {rpo}"
+    else:
+        return
+    if seen.rpo_max is not None and seen.rpo_max > entry.rpo_target:
+        report.replica_lag = f"{said}, over the {entry.rpo_target:g}s RPO target by {seen.rpo_max - entry.rpo_target:.1f}s"
+    else:
+        report.notes.append(f"{said}, within the {entry.rpo_target:g}s RPO target")
 
 
 def _replica_moved(report: FollowReport) -> bool:

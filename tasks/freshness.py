@@ -15,6 +15,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pydantic import Field
 
@@ -68,7 +69,7 @@ def read_only_uri(path: str | Path) -> str:
     """
     resolved = Path(path).resolve()
     sidecars = all(Path(f"{resolved}{suffix}").exists() for suffix in ("-wal", "-shm"))
-    return f"file:{resolved}?mode=ro" + ("" if sidecars else "&immutable=1")
+    return f"file:{quote(str(resolved))}?mode=ro" + ("" if sidecars else "&immutable=1")  # quoted: a '?' or '#' in the path
 
 
 def newest_change(path: str | Path, sql: str, *, timeout: float = QUERY_TIMEOUT) -> Any:

@@ -107,6 +107,10 @@ class DrillHeader(BaseModel):
     rto_target_seconds: float
     rpo_seconds: float | None = None
     rpo_target_seconds: float
+    data_loss_seconds: float | None = Field(
+        default=None,
+        description="Worst data-loss window seen (freshness_query at the copy, and the follower's window against the primary).",
+    )
     phases: dict[str, Phase] = Field(default_factory=dict)
     entry: dict[str, Any] = Field(default_factory=dict, description="The catalogue entry, secrets redacted.")
 
@@ -157,7 +161,7 @@ class DrillResult(PhaseResults, DrillHeader):
             "scratch_kept": self.scratch_kept,
             "notes": list(self.notes),
             "point": self.point.record() if self.point else None,
-            "data_loss_seconds": self.freshness.data_loss_seconds if self.freshness else None,
+            "data_loss_seconds": self.data_loss_seconds,
             "follow": self.follow.record() if self.follow else None,
             "promote": self.promote.record() if self.promote else None,
             "compat": self.compat.matrix() if self.compat and self.compat.rows else None,

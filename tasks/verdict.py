@@ -161,8 +161,11 @@ def _freshness_rule(freshness: FreshnessReport, entry: DatabaseEntry) -> Iterabl
 
 
 def _follow_rule(follow: FollowReport, entry: DatabaseEntry) -> Iterable[Finding]:
-    if follow.status == Status.FAILED:
-        yield Finding(mode=FailureMode.STALE_READ, detail=follow.summary)
+    """Replication stopped during the window (judged in the phase against rpo_target) is replica lag; what readers lacked, a stale read."""
+    if follow.replica_lag:
+        yield Finding(mode=FailureMode.REPLICA_LAG, detail=follow.replica_lag)
+    if follow.status == Status.FAILED and (follow.stale_detail or not follow.replica_lag):
+        yield Finding(mode=FailureMode.STALE_READ, detail=follow.stale_detail or follow.summary)
 
 
 def _promote_rule(promote: PromoteReport, entry: DatabaseEntry) -> Iterable[Finding]:
@@ -279,6 +282,12 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
     notes += [note for note in (position.note, replica.clocks_note) if note] + steps.phase_notes()
     rto = _rto(steps, entry, findings)
     rpo = _rpo(steps, entry, context, position, findings)
+    seen = steps.follow.replication if steps.follow is not None else None  # the follower's window, measured against the primary
+    if seen is not None and seen.rpo_max is not None and rpo is not None:
+        rpo = max(rpo, seen.rpo_max)  # the worst seen during the drill, not only its first measurement
+    loss = steps.freshness.data_loss_seconds if steps.freshness is not None else None
+    if seen is not None and seen.data_loss_max is not None:
+        loss = max(loss or 0.0, seen.data_loss_max)
     findings += _findings(steps, entry, second=True)
 
     order = list(FailureMode)
@@ -307,6 +316,7 @@ def judge(entry: DatabaseEntry, steps: DrillSteps, context: DrillContext) -> Dri
         rto_target_seconds=entry.rto_target,
         rpo_seconds=rpo,
         rpo_target_seconds=entry.rpo_target,
+        data_loss_seconds=loss,
         phases={name: _phase(step) for name, step in phases.items()},
         entry=entry.public(),
         notes=notes,

@@ -10,7 +10,14 @@ not): when `live_path` is readable on this machine and `freshness_query` is
 set, the query runs on the live database (read-only, as tasks/freshness.py
 opens it) and says which. A database whose live data is newer than the
 replica's newest change by more than its `rpo_target`, while the replica has
-not changed within it, has stopped replicating.
+not changed within it, has stopped replicating. As in the read-replica drill
+(tasks/follow_reads.py), the rule is the distance to the primary: a replica that
+holds the live data's newest change is replicating (or idle: nothing written,
+nothing to lose); one that lacks changes the live database committed and has not
+changed within `rpo_target` is listed again CONFIRM_AFTER later, and still at the
+same TXID it has stopped replicating, at the moment of its newest change. A
+primary that wrote a little and went quiet after litestream stopped is stopped,
+not idle: what it wrote is not on the replica.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from drillbook.tasks.freshness import FreshnessValueError, as_time, newest_chang
 from drillbook.tasks.replica import inspect_replica
 from drillbook.tasks.text import duration_text
 
+CONFIRM_AFTER = 3.0  # seconds before a replica lacking the live data's changes is listed again: litestream ships every second
 LIVE_QUERY_TIMEOUT = 5.0  # seconds: the watch runs every few minutes; a slow query is reported, not waited for
 WORKERS = 32  # concurrent checks: each is mostly waiting on the object store
 
@@ -108,15 +116,19 @@ def watch_database(entry: DatabaseEntry, now: datetime | None = None) -> WatchSt
         if live is not None:
             status.live_newest_at = live
             status.behind_seconds = round(max(0.0, (live - replica.newest_time).total_seconds()), 3)
-            # Both: the live data is ahead by more than rpo_target, and the replica has not changed within it
-            # (a replica that changed a moment ago is replicating, only behind under load).
-            if status.behind_seconds > grace and (status.lag_seconds or 0) > grace:
+            quiet = (status.lag_seconds or 0) > grace  # the replica has not changed within rpo_target
+            if status.behind_seconds > 0 and quiet:  # the live data moved on: is the replica still moving?
+                time.sleep(CONFIRM_AFTER)
+                again = inspect_replica(entry)
+                quiet = again.newest_txid in (None, replica.newest_txid)  # still at the same TXID (or not listed now)
+            if status.behind_seconds > 0 and quiet:
                 status.replication = Replication.STOPPED
                 status.detail = (
-                    f"replication stopped: the live database's newest change is {_stamp(live)}, the {newest}; "
-                    f"{duration_text(status.behind_seconds)} behind (rpo_target {duration_text(grace)})"
+                    f"replication stopped at {_stamp(replica.newest_time)} (TXID {replica.newest_txid}): the live database "
+                    f"committed on to {_stamp(live)}, {duration_text(status.behind_seconds)} of changes the replica does not hold, and the replica "
+                    f"has not changed for {duration_text(status.lag_seconds)} (rpo_target {duration_text(grace)})"
                 )
-            elif (status.lag_seconds or 0) > grace:
+            elif status.behind_seconds == 0 and quiet:
                 status.replication = Replication.IDLE
                 status.detail = f"idle: nothing written since the {newest}; nothing to lose"
             else:

@@ -14,7 +14,8 @@ import pytest
 
 from drillbook.cli.main import main
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.follow import FollowProblem, follow_replica, percentile
+from drillbook.tasks.follow import FollowProblem, follow_replica
+from drillbook.tasks.follow_reads import percentile
 from drillbook.tasks.integrity import IntegrityReport
 from drillbook.tasks.outcome import FailureMode, Status, Verdict
 from drillbook.tasks.replica import inspect_replica
@@ -77,6 +78,7 @@ def test_a_follower_within_target_passes_from_the_cli_and_leaves_no_process(prim
     follow = result["follow"]
     assert follow["status"] == "passed" and follow["samples"] >= 3 and follow["target"] == 5.0
     assert 0 <= follow["p50"] <= follow["p95"] <= follow["max"] < 5.0
+    assert follow["measured_against"] == "replica" and "measured against the replica only" in result["phases"]["follow"]["summary"]
     assert processes_with(str(tmp_path / "scratch")) == []
 
 
@@ -149,7 +151,8 @@ def test_an_idle_replica_passes_with_a_note_that_nothing_moved(replicate, tmp_pa
 
     assert report.status == Status.PASSED and report.samples >= 2, report.summary
     assert report.follower_txid == report.replica_txid
-    assert report.notes == [
+    assert report.measured_against == "replica" and report.notes == [
+        "staleness measured against the replica only (its newest LTX header), not the primary: no live_path in the catalogue",
         f"the replica did not move during the 3s window (TXID {report.replica_txid}): the follower had nothing to apply; whether the "
-        "primary is idle or its litestream stopped is the RPO's question (a follower says nothing either way)"
+        "primary is idle or its litestream stopped is the RPO's question (a follower says nothing either way)",
     ]

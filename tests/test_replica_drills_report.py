@@ -55,7 +55,10 @@ def test_every_report_shows_the_follower_and_the_failover(write_catalogue):
     assert list(result.phases)[-2:] == ["follow", "promote"]
 
     markdown = render_markdown(result)
-    assert "- **Follower staleness p95 1.5s (target 5.0s, 3.5s to spare); p50 0.9s, max 1.6s over 30 samples**" in markdown
+    assert (
+        "- **Follower staleness p95 1.5s (target 5.0s, 3.5s to spare); p50 0.9s, max 1.6s over 30 samples, against the replica only**"
+        in markdown
+    )
     assert "- **Failover RTO (promotion) 2.1s (target 1m 00s, 58s to spare)**" in markdown
     console = Console(width=300, record=True)
     console.print(render_terminal(result))
@@ -70,6 +73,7 @@ def test_every_report_shows_the_follower_and_the_failover(write_catalogue):
     summary = recent_drills(url, "orders", 1)[0].summary
     assert summary["follow"] == {
         "status": "failed", "p50": 0.95, "p95": 1.5, "max": 1.6, "samples": 30, "target": 5.0, "stalled_seconds": 6.0, "problem": "stalled",
+        "measured_against": "replica", "replica_stopped_at": None, "rpo_max": None, "data_loss_max": None,
     }  # fmt: skip
     assert summary["promote"]["failover_rto_seconds"] == 2.1 and summary["promote"]["status"] == "passed"
 

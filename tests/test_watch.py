@@ -110,7 +110,8 @@ def test_stopped_replication_alerts_once_an_idle_database_never_and_resuming_say
         assert main(["outbox", "send", "--config", str(config)]) == 0
         capsys.readouterr()
         assert statuses["busy"]["replication"] == "stopped"
-        assert statuses["busy"]["detail"].startswith("replication stopped: the live database's newest change is ")
+        assert statuses["busy"]["detail"].startswith("replication stopped at ")
+        assert "the live database committed on to " in statuses["busy"]["detail"]
         assert statuses["quiet"]["replication"] == "idle"  # nothing written since its replica's newest change: no alert
         assert statuses["quiet"]["detail"].startswith("idle: nothing written since the replica's newest change")
         assert [m["text"].split(":")[0] for m in slack.messages] == ["REPLICATION STOPPED busy"]
@@ -122,7 +123,7 @@ def test_stopped_replication_alerts_once_an_idle_database_never_and_resuming_say
         assert main(["watch", "--config", str(config)]) == 1  # the table a person reads
         out = capsys.readouterr().out
         assert out.splitlines()[0] == "1 of 2 database(s) stopped replicating"
-        assert "  STOPPED busy: replication stopped: the live database's newest change is" in out
+        assert "  STOPPED busy: replication stopped at " in out
         assert "  idle    quiet: idle: nothing written since" in out
 
         process = _replicate(busy, busy_url)  # replication resumes and catches up
@@ -135,6 +136,38 @@ def test_stopped_replication_alerts_once_an_idle_database_never_and_resuming_say
         if process.poll() is None:
             _stop(process)
         writer.close()
+
+
+def test_a_primary_that_wrote_a_little_after_litestream_stopped_is_stopped_not_idle(capsys, tmp_path, s3_endpoint, write_catalogue):
+    live = tmp_path / "late.db"
+    url = s3_replica_url(s3_endpoint, "drills", "watch-late/app.db")
+    writer = _live(live)
+    config = write_catalogue(entry("late", url, live_path=str(live), rpo_target="3s", freshness_query=FRESHNESS))
+    process = _replicate(live, url)
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            _write(writer)
+            code = main(["watch", "late", "--json", "--config", str(config)])
+            status = json.loads(capsys.readouterr().out)[0]
+            if status["replication"] == "replicating" or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        assert (code, status["replication"]) == (0, "replicating"), status
+        _stop(process)
+        _write(writer)  # one commit nothing ships, then the application goes quiet: well inside rpo_target of the replica's newest
+        time.sleep(4)  # past rpo_target
+
+        code = main(["watch", "late", "--json", "--config", str(config)])
+        status = json.loads(capsys.readouterr().out)[0]
+    finally:
+        if process.poll() is None:
+            _stop(process)
+        writer.close()
+
+    assert (code, status["replication"]) == (1, "stopped"), status
+    assert 0 < status["behind_seconds"] < 3 < status["lag_seconds"]  # the old rule (behind over rpo_target) called this idle
+    assert status["detail"].startswith(f"replication stopped at {status['replica_newest_at'][:19].replace('T', ' ')}Z ")
 
 
 def test_without_the_live_database_a_quiet_replica_is_unknown_not_an_alert(capsys, replicate, write_catalogue, slack, tmp_path):  # noqa: F811

@@ -78,7 +78,8 @@ def replica_measures(result: DrillResult) -> list[tuple[str, str]]:
             (
                 label,
                 measure_line(label, follow.p95, follow.freshness_target)
-                + f"; p50 {duration_text(follow.p50)}, max {duration_text(follow.max)} over {follow.samples} samples",
+                + f"; p50 {duration_text(follow.p50)}, max {duration_text(follow.max)} over {follow.samples} samples"
+                + (", against the primary" if follow.measured_against == "primary" else ", against the replica only"),
             )
         )
     promote = result.promote
@@ -136,8 +137,8 @@ def render_terminal(result: DrillResult) -> Panel:
         shown(measure_line("RTO", result.rto_seconds, result.rto_target_seconds)),
         shown(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds)),
     ]
-    if result.freshness is not None and result.freshness.data_loss_seconds is not None:
-        lines.append(shown(measure_line("Data loss (freshness_query)", result.freshness.data_loss_seconds, result.rpo_target_seconds)))
+    if result.data_loss_seconds is not None:  # the worst seen: at the copy (freshness_query) or during the follower's window
+        lines.append(shown(measure_line("Data loss (freshness_query)", result.data_loss_seconds, result.rpo_target_seconds)))
     lines.extend(shown(line) for line in replica_lines(result))
     phases = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
     phases.add_column("phase")

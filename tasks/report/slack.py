@@ -195,8 +195,8 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         _bold_label(measure_line("RTO", result.rto_seconds, result.rto_target_seconds), "RTO"),
         _bold_label(measure_line("RPO", result.rpo_seconds, result.rpo_target_seconds), "RPO"),
     ]
-    if result.freshness is not None and result.freshness.data_loss_seconds is not None:  # RPO from the data, beside the replica's
-        measures.append(_bold_label(measure_line("Data loss", result.freshness.data_loss_seconds, result.rpo_target_seconds), "Data loss"))
+    if result.data_loss_seconds is not None:  # RPO from the data (the worst seen), beside the replica's
+        measures.append(_bold_label(measure_line("Data loss", result.data_loss_seconds, result.rpo_target_seconds), "Data loss"))
     measures += [_bold_label(line, label) for label, line in replica_measures(result)]
     blocks.append(_section("\n".join(measures)))
     looking_ahead = outlook_lines(result)
