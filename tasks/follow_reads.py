@@ -28,8 +28,9 @@ from pydantic import BaseModel, Field
 from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.freshness import FreshnessValueError, as_time, newest_change
-from drillbook.tasks.ltx import LTX_HEADER_BYTES, ltx_files, newest_file, parse_ltx_header
-from drillbook.tasks.storage import StorageError, StorageProblem, open_storage
+from drillbook.tasks.ltx import LTX_HEADER_BYTES, newest_file, parse_ltx_header
+from drillbook.tasks.replica import ReplicaReader
+from drillbook.tasks.storage import StorageError, StorageProblem
 
 READ_BUSY = 0.2  # seconds a sample waits for a lock before it counts as "database is locked"
 READ_TIMEOUT = 2.0  # seconds a sample's query may run (on the follower and on the primary)
@@ -104,12 +105,12 @@ class ReplicaWatch:
     """The replica's newest TXID and its header time, from a level-0 listing (headers read once per file)."""
 
     def __init__(self, entry: DatabaseEntry):
-        self.storage = open_storage(entry.replica, timeout=min(entry.inspect_timeout, 15.0))
+        self.storage = ReplicaReader.of(entry, timeout=min(entry.inspect_timeout, 15.0))
         self.prefix = level0_prefix(entry.replica)
         self._headers: dict[str, datetime] = {}
 
     def newest(self) -> tuple[str, datetime]:
-        files = ltx_files(self.storage.list(self.prefix)) or ltx_files(self.storage.list())
+        files = self.storage.ltx_files(self.prefix) or self.storage.ltx_files()
         if not files:
             raise StorageError(StorageProblem.STORAGE_ERROR, "the replica lists no LTX files")
         newest = newest_file(files)
