@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.config.directory import discover
 from drillbook.tasks.text import visible
 
 
@@ -15,7 +16,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     from drillbook.tasks.expectations import expectations_dir, load_suites
 
     catalogue = load_catalogue(args.config)
-    suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
+    entries = catalogue.databases()  # the directories listed: a prefix that cannot be listed is a ConfigError naming the entry
+    suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in entries}  # ConfigError names the file
+    yielded = {directory.name: len(discover(directory, str(catalogue.path or "catalogue"))) for directory in catalogue.directories}
     if args.json:
         databases = [
             {
@@ -27,12 +30,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
                 "expectation_suites": [str(s.path) for s in suites[entry.name]],
                 "smoke_checks": len(entry.row_counts) + len(entry.smoke),
             }
-            for entry in catalogue.database
+            for entry in entries
         ]
-        print(json.dumps({"catalogue": str(catalogue.path), "valid": True, "databases": databases}, indent=2))
+        document = {"catalogue": str(catalogue.path), "valid": True, "databases": databases, "directories": yielded}
+        print(json.dumps(document, indent=2))
         return 0
-    print(f"{catalogue.path}: {len(catalogue.database)} database(s) OK")
-    for entry in catalogue.database:
+    print(f"{catalogue.path}: {len(entries)} database(s) OK")
+    for directory in catalogue.directories:
+        print(f"  directories {visible(directory.name)}: {yielded[directory.name]} database(s) from {visible(directory.replica_redacted)}")
+    for entry in entries:
         print(f"  {entry.name}: {visible(entry.replica_redacted)} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
         loaded = suites[entry.name]
         if loaded:

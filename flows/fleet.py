@@ -56,12 +56,12 @@ def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databa
     if databases:
         chosen = [catalogue.get(name) for name in dict.fromkeys(databases)]
     else:
-        chosen = list(catalogue.database)
+        chosen = catalogue.databases()
     if tags:
         wanted = set(tags)
         chosen = [entry for entry in chosen if wanted & set(entry.tags)]
         if not chosen:
-            known = sorted({tag for entry in catalogue.database for tag in entry.tags}) or ["none"]
+            known = sorted({tag for entry in catalogue.databases() for tag in entry.tags}) or ["none"]
             raise ConfigError(
                 f"{catalogue.path}: no database carries the tag(s) {', '.join(sorted(wanted))} (tags in use: {', '.join(known)})"
             )

@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from drillbook.tasks.config.directory import DirectoryEntry, discover
 from drillbook.tasks.config.entry import DatabaseEntry
 from drillbook.tasks.config.fields import COMPAT_EVERY, Duration, RestoreWith
 from drillbook.tasks.errors import ConfigError
@@ -145,6 +146,9 @@ class Catalogue(BaseModel):
     slack: SlackSettings | None = Field(default=None, description="Slack delivery; none: reports go to the terminal and evidence only.")
     webhook: WebhookSettings | None = Field(default=None, description="A JSON webhook every report also goes to; none: not used.")
     database: list[DatabaseEntry] = Field(default_factory=list)
+    directories: list[DirectoryEntry] = Field(
+        default_factory=list, description="Directories of databases as litestream's `dir:` replicates them; discovered from the replica."
+    )
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
 
     @model_validator(mode="after")
@@ -154,7 +158,32 @@ class Catalogue(BaseModel):
             if entry.name in seen:
                 raise ValueError(f"database[{index}] name {entry.name!r} is used twice; names must be unique")
             seen.add(entry.name)
+        for index, directory in enumerate(self.directories):
+            if directory.name in seen:
+                raise ValueError(f"directories[{index}] name {directory.name!r} is used twice; names must be unique")
+            seen.add(directory.name)
         return self
+
+    def databases(self) -> list[DatabaseEntry]:
+        """The declared [[database]] entries, then every database the [[directories]] yield (listed once per process).
+
+        A discovered name equal to a declared one is a ConfigError: the declared entry would hide a tenant.
+        """
+        where = str(self.path or "catalogue")
+        entries = list(self.database)
+        seen = {entry.name: "a [[database]] entry" for entry in entries}
+        for directory in self.directories:
+            for entry in discover(directory, where):
+                if entry.name in seen:
+                    raise ConfigError(
+                        f"{where}: directories {directory.name!r}: discovered database {entry.name!r} has the name of "
+                        f"{seen[entry.name]}; rename the directory entry or the other entry",
+                        path=where,
+                        entry=directory.name,
+                    )
+                seen[entry.name] = f"a database of directories {directory.name!r}"
+                entries.append(entry)
+        return entries
 
     @property
     def base_dir(self) -> Path:
@@ -198,13 +227,17 @@ class Catalogue(BaseModel):
 
     def find(self, name: str | None) -> DatabaseEntry | None:
         """The entry called `name`, or None (a report of a database since removed from the catalogue)."""
-        return next((entry for entry in self.database if entry.name == name), None)
+        declared = next((entry for entry in self.database if entry.name == name), None)
+        if declared is not None or not self.directories:
+            return declared
+        return next((entry for entry in self.databases() if entry.name == name), None)
 
     def get(self, name: str) -> DatabaseEntry:
         entry = self.find(name)
         if entry is not None:
             return entry
-        known = ", ".join(e.name for e in self.database) or "none"
+        names = [e.name for e in self.databases()]
+        known = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "") or "none"
         raise ConfigError(
             f"{self.path or 'catalogue'}: no database named {name!r} (known: {known})",
             path=str(self.path) if self.path else None,

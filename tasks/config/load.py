@@ -25,12 +25,12 @@ def catalogue_path(path: str | os.PathLike[str] | None = None) -> Path:
 
 def _describe_location(data: dict[str, Any], loc: tuple[Any, ...]) -> tuple[str | None, str]:
     """('orders' or 'database[2]', 'rto_target') from a pydantic error location."""
-    if len(loc) >= 2 and loc[0] == "database" and isinstance(loc[1], int):
-        entries = data.get("database") or []
+    if len(loc) >= 2 and loc[0] in ("database", "directories") and isinstance(loc[1], int):
+        entries = data.get(loc[0]) or []
         entry_name = None
         if loc[1] < len(entries) and isinstance(entries[loc[1]], dict):
             entry_name = entries[loc[1]].get("name")
-        entry = f"database[{loc[1]}]" + (f" {entry_name!r}" if entry_name else "")
+        entry = f"{loc[0]}[{loc[1]}]" + (f" {entry_name!r}" if entry_name else "")
         field = ".".join(str(p) for p in loc[2:]) or "(entry)"
         return entry, field
     return None, ".".join(str(p) for p in loc) or "(file)"
@@ -101,6 +101,7 @@ def _check_secrets(catalogue: Catalogue, source: Path) -> None:
     """
     urls = [("[drillbook] field history_url", catalogue.history_url if catalogue.drillbook.history_url else None)]
     urls += [(f"database {entry.name!r}: field replica", entry.replica) for entry in catalogue.database]
+    urls += [(f"directories {entry.name!r}: field replica", entry.replica) for entry in catalogue.directories]
     urls += [(f"database {entry.name!r}: field promote.replica", entry.promote.replica) for entry in catalogue.database if entry.promote]
     for where, url in urls:
         if not url:
@@ -168,11 +169,14 @@ def _parse_catalogue(source: Path, raw: bytes | None, given: str | os.PathLike[s
             first_field = first_field or field
         detail = "\n  ".join(problems)
         raise ConfigError(f"{source}: invalid catalogue:\n  {detail}", path=str(source), entry=first_entry, field=first_field) from None
-    if not catalogue.database:
-        raise ConfigError(f"{source}: no [[database]] entries; add one (see README, 'Catalogue').", path=str(source))
+    if not catalogue.database and not catalogue.directories:
+        raise ConfigError(f"{source}: no [[database]] or [[directories]] entries; add one (see README, 'Catalogue').", path=str(source))
     for entry in catalogue.database:  # every path in the catalogue is relative to its folder, the guard's included
         if entry.live_path:
             entry.live_path = str(catalogue.resolve(entry.live_path))
+    for directory in catalogue.directories:
+        if directory.live_dir:
+            directory.live_dir = str(catalogue.resolve(directory.live_dir))
     _check_guards(catalogue, source)
     _check_expectations_dir(catalogue, source)
     return catalogue

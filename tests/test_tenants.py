@@ -1,0 +1,155 @@
+"""[[directories]]: a tenant fleet as `litestream replicate` writes it in directory mode (`dbs: - dir:`), one catalogue entry."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from drillbook.cli.main import main
+from drillbook.tasks.config.directory import forget_discoveries
+from drillbook.tasks.litestream import find_litestream, litestream_env
+from drillbook.testing.sample import make_sample_database
+
+TENANTS = ("t1.db", "t2.db", "team-a/db2.db")
+NAMES = ("tenants.t1.db", "tenants.t2.db", "tenants.team-a--db2.db")
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory) -> tuple[Path, Path]:
+    """Three tenants (one in a subfolder) replicated by litestream itself, from one `dir:` entry; (live dir, replica dir)."""
+    root = tmp_path_factory.mktemp("tenants")
+    live, replica = root / "live", root / "replica"
+    (live / "team-a").mkdir(parents=True)
+    replica.mkdir()
+    config = root / "litestream.yml"
+    config.write_text(
+        "dbs:\n"
+        f"  - dir: {json.dumps(str(live))}\n"
+        '    pattern: "*.db"\n'
+        "    recursive: true\n"
+        "    watch: true\n"
+        "    replica:\n"
+        f"      url: {json.dumps(replica.as_uri())}\n"
+    )
+    for tenant in TENANTS:
+        make_sample_database(live / tenant, customers=30)
+    log = (root / "litestream.log").open("wb")
+    process = subprocess.Popen(
+        [find_litestream(), "replicate", "-config", str(config)], env=litestream_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 45
+        while not all(any((replica / tenant / "ltx").rglob("*.ltx")) for tenant in TENANTS):
+            assert process.poll() is None, (root / "litestream.log").read_text()
+            assert time.monotonic() < deadline, "litestream did not replicate every tenant: " + (root / "litestream.log").read_text()
+            time.sleep(0.2)
+        time.sleep(1.5)  # a sync interval more: the snapshot's files complete
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+    return live, replica
+
+
+@pytest.fixture(autouse=True)
+def _fresh_discovery():
+    forget_discoveries()
+    yield
+    forget_discoveries()
+
+
+def catalogue(tmp_path: Path, replica: str, *extra: str) -> Path:
+    path = tmp_path / "drillbook.toml"
+    path.write_text(
+        "\n".join(
+            [
+                "[drillbook]",
+                f"evidence_dir = {json.dumps(str(tmp_path / 'evidence'))}",
+                f"scratch_dir = {json.dumps(str(tmp_path / 'scratch'))}",
+                "",
+                "[[directories]]",
+                'name = "tenants"',
+                f"replica = {json.dumps(replica)}",
+                "recursive = true",
+                'rto_target = "2m"',
+                'rpo_target = "1h"',
+                "row_counts = { customers = 30 }",
+                *extra,
+            ]
+        )
+        + "\n"
+    )
+    return path
+
+
+def test_check_config_counts_the_databases_a_directory_yields(tmp_path, fleet, capsys):
+    _, replica = fleet
+    assert main(["check-config", "--config", str(catalogue(tmp_path, replica.as_uri()))]) == 0
+    out = capsys.readouterr().out
+    assert "3 database(s) OK" in out and "directories tenants: 3 database(s)" in out
+    for name in NAMES:
+        assert f"  {name}: " in out
+
+
+def test_not_recursive_yields_the_top_level_only(tmp_path, fleet, capsys):
+    _, replica = fleet
+    path = catalogue(tmp_path, replica.as_uri())
+    path.write_text(path.read_text().replace("recursive = true", "recursive = false"))
+    assert main(["check-config", "--config", str(path)]) == 0
+    assert "directories tenants: 2 database(s)" in capsys.readouterr().out
+
+
+def test_nightly_drills_every_tenant_and_run_takes_a_discovered_name(tmp_path, fleet, capsys):
+    _, replica = fleet
+    config = str(catalogue(tmp_path, replica.as_uri()))
+    assert main(["nightly", "--config", config]) == 0
+    assert "nightly drills: 3 PASS" in capsys.readouterr().out
+    assert main(["run", "--config", config, "tenants.team-a--db2.db"]) == 0
+    assert main(["run", "--config", config, "tenants.nobody.db"]) == 2
+
+
+def test_an_override_applies_to_its_tenants_only(tmp_path, fleet, capsys):
+    _, replica = fleet
+    config = catalogue(tmp_path, replica.as_uri(), "", "[[directories.override]]", 'match = "team-a/*"', "row_counts = { customers = 31 }")
+    assert main(["nightly", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "nightly drills: 1 FAIL, 2 PASS" in out, out
+    assert main(["run", "--config", str(config), "tenants.team-a--db2.db"]) == 1
+    assert main(["run", "--config", str(config), "tenants.t1.db"]) == 0
+
+
+def test_an_override_with_an_unknown_key_is_a_config_error(tmp_path, fleet, capsys):
+    _, replica = fleet
+    config = catalogue(tmp_path, replica.as_uri(), "", "[[directories.override]]", 'match = "t1.db"', "rto_targt = 3")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "override[0]" in err and "rto_targt" in err and "Traceback" not in err
+
+
+def test_a_live_tenant_without_a_replica_is_a_fail_no_backup(tmp_path, fleet, capsys):
+    live, replica = fleet
+    late = live / "late.db"
+    make_sample_database(late, customers=30)  # after litestream stopped: it never replicated
+    try:
+        config = str(catalogue(tmp_path, replica.as_uri(), f"live_dir = {json.dumps(str(live))}"))
+        assert main(["nightly", "--config", config]) == 1
+        out = capsys.readouterr().out
+        assert "nightly drills: 1 FAIL, 3 PASS" in out, out
+        assert main(["run", "--config", config, "tenants.late.db"]) == 1
+        out = capsys.readouterr().out
+        assert "tenants.late.db" in out and "no backup" in out, out
+    finally:
+        for file in live.glob("late.db*"):
+            file.unlink()
+
+
+def test_a_prefix_that_cannot_be_listed_is_an_error_naming_the_entry(tmp_path, capsys):
+    config = catalogue(tmp_path, (tmp_path / "nowhere").as_uri())
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "directories 'tenants'" in err and "cannot list the replica prefix" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
