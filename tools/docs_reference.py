@@ -107,6 +107,7 @@ def _bounds(field) -> str:
 def catalogue_tables() -> list[tuple[str, str, type[BaseModel]]]:
     from drillbook.tasks.config import DatabaseEntry, Settings, SlackSettings, SmokeCheck
     from drillbook.tasks.config.catalogue import WebhookSettings
+    from drillbook.tasks.config.directory import DirectoryEntry, DirectoryOverride
     from drillbook.tasks.config.fields import RestorePoints
     from drillbook.tasks.config.replicas import FollowSettings, PromoteCommand, PromoteSettings
 
@@ -114,6 +115,8 @@ def catalogue_tables() -> list[tuple[str, str, type[BaseModel]]]:
         ("[drillbook]", "drillbook", Settings),
         ("[[database]]", "database", DatabaseEntry),
         ("[[database.smoke]]", "database-smoke", SmokeCheck),
+        ("[[directories]]", "directories", DirectoryEntry),
+        ("[[directories.override]]", "directories-override", DirectoryOverride),
         ("restore_points = { ... }", "restore-points", RestorePoints),
         ("follow = { ... }", "follow", FollowSettings),
         ("promote = { ... }", "promote", PromoteSettings),
