@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -153,3 +154,18 @@ def test_a_prefix_that_cannot_be_listed_is_an_error_naming_the_entry(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert "directories 'tenants'" in err and "cannot list the replica prefix" in err and "Traceback" not in err
     assert len(err.splitlines()) == 1, err
+
+
+def test_a_tenant_removed_from_the_replica_is_said_once_not_stale(tmp_path, fleet, capsys):
+    _, replica = fleet
+    copy = tmp_path / "replica"
+    shutil.copytree(replica, copy)
+    config = str(catalogue(tmp_path, copy.as_uri()))
+    assert main(["nightly", "--config", config]) == 0
+    shutil.rmtree(copy / "t2.db")
+    forget_discoveries()
+    capsys.readouterr()
+    assert main(["stale", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 3 database(s) stale" in out, out
+    assert "tenants.t2.db: tenant removed from the replica: last PASS" in out, out

@@ -28,9 +28,14 @@ class StaleStatus(BaseModel):
     age_seconds: float | None
     max_age_seconds: float
     stale: bool
+    removed: bool = False  # a tenant of a [[directories]] entry whose replica prefix is gone: said, never stale
 
     def detail(self) -> str:
         """'last PASS 2026-11-21 02:31 UTC, 4d 01h ago (max_drill_age 2d 00h)'."""
+        if self.removed and self.last_pass_at is not None:
+            return (
+                f"tenant removed from the replica: last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {duration_text(self.age_seconds)} ago"
+            )
         if self.last_pass_at is None:
             return f"no passing drill recorded (max_drill_age {duration_text(self.max_age_seconds)})"
         return f"last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {duration_text(self.age_seconds)} ago (max_drill_age {duration_text(self.max_age_seconds)})"
@@ -40,11 +45,23 @@ class StaleStatus(BaseModel):
 
 
 def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict[str, datetime] | None = None) -> list[StaleStatus]:
-    """Every catalogue database, stale ones first (never passed, then oldest last PASS)."""
+    """Every catalogue database (the directories' discovered ones too), stale ones first (never passed, then oldest last PASS).
+
+    A directory's tenant that passed before but is no longer discovered (its replica prefix removed) is listed, not stale,
+    until its last PASS is older than the directory's max_drill_age: said for that long, never counted stale forever.
+    """
     now = now or datetime.now(UTC)
     passes = last_passes(catalogue.history_url) if passes is None else passes
     out = []
-    for entry in catalogue.database:
+    entries = catalogue.databases()
+    current = {entry.name for entry in entries}
+    for directory in catalogue.directories:
+        limit = catalogue.max_drill_age(directory)
+        for name, last in passes.items():
+            age = round((now - last).total_seconds(), 1)
+            if name.startswith(f"{directory.name}.") and name not in current and age <= limit:
+                out.append(StaleStatus(database=name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=False, removed=True))
+    for entry in entries:
         limit = catalogue.max_drill_age(entry)
         last = passes.get(entry.name)
         age = round((now - last).total_seconds(), 1) if last else None
