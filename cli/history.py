@@ -143,7 +143,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             raise DrillbookError(
                 f"the Pushgateway at {args.push} did not take the metrics ({exc}): check --push URL and that the gateway runs"
             ) from None
-        print(f"pushed {len(catalogue.database)} database(s)' metrics to {args.push} (job {args.job})", file=sys.stderr)
+        print(f"pushed {len(catalogue.databases())} database(s)' metrics to {args.push} (job {args.job})", file=sys.stderr)
         return 0
     output = args.output or (str(catalogue.metrics_file) if catalogue.metrics_file else "-")
     if output == "-":
@@ -155,7 +155,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
         raise DrillbookError(
             f"cannot write the metrics file {output}: {exc.strerror}; choose another --output or [drillbook] metrics_file"
         ) from None
-    print(f"wrote metrics for {len(catalogue.database)} database(s) to {output}", file=sys.stderr)
+    print(f"wrote metrics for {len(catalogue.databases())} database(s) to {output}", file=sys.stderr)
     return 0
 
 
@@ -177,7 +177,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         raise DrillbookError(f"cannot write the report to {target}: {reason}; choose another path for --html") from None
     print(
-        f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.database)} database(s)); open it in a browser, it needs nothing else"
+        f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.databases())} database(s)); open it in a browser, it needs nothing else"
     )
     return 0
 

@@ -169,3 +169,18 @@ def test_a_tenant_removed_from_the_replica_is_said_once_not_stale(tmp_path, flee
     out = capsys.readouterr().out
     assert "0 of 3 database(s) stale" in out, out
     assert "tenants.t2.db: tenant removed from the replica: last PASS" in out, out
+
+
+def test_history_plan_runbook_and_metrics_take_the_discovered_tenants(tmp_path, fleet, capsys):
+    _, replica = fleet
+    config = str(catalogue(tmp_path, replica.as_uri()))
+    assert main(["run", "--config", config, "tenants.t1.db"]) == 0
+    capsys.readouterr()
+    assert main(["history", "--config", config, "tenants.t1.db"]) == 0
+    assert "tenants.t1.db" in capsys.readouterr().out
+    assert main(["plan", "--config", config, "tenants.team-a--db2.db"]) == 0
+    assert main(["runbook", "--config", config, "tenants.t2.db"]) == 0
+    assert "tenants.t2.db" in capsys.readouterr().out
+    assert main(["metrics", "--config", config, "--output", "-"]) == 0
+    out = capsys.readouterr().out
+    assert all(f'database="{name}"' in out for name in NAMES), out

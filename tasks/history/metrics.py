@@ -31,7 +31,8 @@ def build_registry(
     catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None
 ) -> CollectorRegistry:
     now = now or datetime.now(UTC)
-    names = [entry.name for entry in catalogue.database]
+    entries = catalogue.databases()  # the directories' tenants too
+    names = [entry.name for entry in entries]
     points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
     passes = last_passes(catalogue.history_url)
     watched = watch_states(catalogue.history_url)
@@ -62,7 +63,7 @@ def build_registry(
         "drillbook_replication_stopped", "1 when `drillbook watch` last found replication stopped (live data newer than the replica)."
     )
     generated.set(now.timestamp())
-    for entry in catalogue.database:
+    for entry in entries:
         name = entry.name
         mine = points.get(name, [])
         max_age.labels(name).set(catalogue.max_drill_age(entry))
