@@ -54,7 +54,7 @@ class PromoteSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replica: str = Field(
-        description="Scratch replica URL (s3:// or file://) the promoted copy replicates to; each drill uses a sub-prefix of its own, "
+        description="Scratch replica URL (any store but nats://) the promoted copy replicates to; each drill uses a sub-prefix of its own, "
         "deleted after a PASS. Must not be, hold or sit inside the database's own replica."
     )
     writes: list[str | PromoteCommand] = Field(
@@ -65,8 +65,11 @@ class PromoteSettings(BaseModel):
     @classmethod
     def _scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in PROMOTE_SCHEMES:
-            shown = " or ".join(f"{scheme}://" for scheme in PROMOTE_SCHEMES)
-            raise ValueError(f"a promotion replica must be {shown} (drillbook deletes it after a PASS); got {redact_url(value)!r}")
+            shown = ", ".join(f"{scheme}://" for scheme in sorted(PROMOTE_SCHEMES))
+            raise ValueError(
+                f"a promotion replica must be one of {shown} (drillbook deletes the drill's sub-prefix after a PASS; "
+                f"a {urlsplit(value).scheme}:// replica has no sub-prefix it can delete); got {redact_url(value)!r}"
+            )
         return value
 
     def describe_write(self, index: int) -> str:

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, delete_listed, server_place
 from drillbook.tasks.text import redact_url
 
 #: What litestream's gs client (Go cloud.google.com/go/storage) reads from its environment.
@@ -115,6 +115,10 @@ class GCSStorage:
             full,
         )
 
+    def delete(self, key: str) -> None:
+        full = self.key(key)
+        self._call(lambda client: client.bucket(self.bucket).blob(full).delete(timeout=self.timeout, retry=self._retry()), "deleting", full)
+
     def _call(self, call, doing: str, blob: str | None = None):
         import requests
         from google.api_core import exceptions as api
@@ -167,4 +171,5 @@ BACKEND = Backend(
     credentials=("GOOGLE_APPLICATION_CREDENTIALS (a service account file)",),
     check_url=check_url,
     litestream_replica=litestream_replica,
+    delete_prefix=lambda url, timeout: delete_listed(GCSStorage(url, timeout=timeout)),
 )
