@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
+from drillbook.tasks.config.replicas import shared_replicas
 from drillbook.tasks.text import visible
 
 
@@ -16,6 +17,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
     catalogue = load_catalogue(args.config)
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in catalogue.database}  # ConfigError names the file
+    warnings = shared_replicas({entry.name: entry.replica for entry in catalogue.database})
     if args.json:
         databases = [
             {
@@ -29,7 +31,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             }
             for entry in catalogue.database
         ]
-        print(json.dumps({"catalogue": str(catalogue.path), "valid": True, "databases": databases}, indent=2))
+        print(json.dumps({"catalogue": str(catalogue.path), "valid": True, "databases": databases, "warnings": warnings}, indent=2))
         return 0
     print(f"{catalogue.path}: {len(catalogue.database)} database(s) OK")
     for entry in catalogue.database:
@@ -41,6 +43,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         smoke = len(entry.row_counts) + len(entry.smoke)
         if smoke:
             print(f"    smoke checks: {smoke}")
+    for warning in warnings:
+        print(f"  warning: {visible(warning)}")
     return 0
 
 

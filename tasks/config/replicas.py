@@ -104,3 +104,27 @@ def overlap_problem(live: str, promote: str) -> str | None:
         f"promote.replica {redact_url(promote)} {said} {redact_url(live)}: a promotion writes there and deletes it afterwards; "
         "use a scratch prefix apart from it (another bucket or a sibling path)"
     )
+
+
+def shared_replicas(replicas: dict[str, str]) -> list[str]:
+    """Databases (name -> replica URL) whose replicas are one place, or one inside another: a warning each.
+
+    Two primaries replicating there would write one history between them (the fork the two-writer check looks for), and
+    one replica inside another is read as part of it. Sorted by place, the replicas inside one follow it at once, so a
+    catalogue of ten thousand is checked in one pass, not pair by pair.
+    """
+    placed = sorted((place[0], place[1], name) for name, url in replicas.items() if (place := replica_place(url)) is not None)
+    found, warned = [], set()
+    for index, (store, segments, name) in enumerate(placed):
+        for other_store, other_segments, other in placed[index + 1 :]:
+            if other_store != store or other_segments[: len(segments)] != segments:
+                break
+            if other in warned:  # once per database, beside the first it shares with
+                continue
+            warned.add(other)
+            relation = "the same replica as" if other_segments == segments else "a replica inside the one of"
+            found.append(
+                f"{other} uses {relation} {name} ({redact_url(replicas[other])}): two primaries writing there fork one history; "
+                "fine if both entries drill the same database on purpose"
+            )
+    return found
