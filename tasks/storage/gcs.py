@@ -40,8 +40,9 @@ def litestream_replica(url: str) -> dict[str, str]:
 class GCSStorage:
     """A replica below gs://bucket/path."""
 
-    def __init__(self, url: str, *, timeout: float):
+    def __init__(self, url: str, *, timeout: float, writable: bool = False):
         parts = urlsplit(url)
+        self.writable = writable  # read-only credentials scope unless deleting (a promotion drill's own sub-prefix)
         self.bucket = parts.netloc
         self.prefix = unquote(parts.path).strip("/")
         self.timeout = timeout
@@ -63,7 +64,8 @@ class GCSStorage:
                 from google.auth.exceptions import DefaultCredentialsError
 
                 try:
-                    credentials, project = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
+                    scope = "read_write" if self.writable else "read_only"
+                    credentials, project = google.auth.default(scopes=[f"https://www.googleapis.com/auth/devstorage.{scope}"])
                 except DefaultCredentialsError:
                     raise StorageError(
                         StorageProblem.ACCESS_DENIED,
@@ -171,5 +173,5 @@ BACKEND = Backend(
     credentials=("GOOGLE_APPLICATION_CREDENTIALS (a service account file)",),
     check_url=check_url,
     litestream_replica=litestream_replica,
-    delete_prefix=lambda url, timeout: delete_listed(GCSStorage(url, timeout=timeout)),
+    delete_prefix=lambda url, timeout: delete_listed(GCSStorage(url, timeout=timeout, writable=True)),
 )
