@@ -9,6 +9,7 @@ from typing import Any
 
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.config.directory import discover
+from drillbook.tasks.config.replicas import shared_replicas
 from drillbook.tasks.text import visible
 
 
@@ -19,6 +20,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     entries = catalogue.databases()  # the directories listed: a prefix that cannot be listed is a ConfigError naming the entry
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in entries}  # ConfigError names the file
     yielded = {directory.name: len(discover(directory, str(catalogue.path or "catalogue"))) for directory in catalogue.directories}
+    warnings = shared_replicas({entry.name: entry.replica for entry in entries})
     if args.json:
         databases = [
             {
@@ -32,7 +34,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             }
             for entry in entries
         ]
-        document = {"catalogue": str(catalogue.path), "valid": True, "databases": databases, "directories": yielded}
+        document = {"catalogue": str(catalogue.path), "valid": True, "databases": databases, "directories": yielded, "warnings": warnings}
         print(json.dumps(document, indent=2))
         return 0
     print(f"{catalogue.path}: {len(entries)} database(s) OK")
@@ -47,6 +49,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         smoke = len(entry.row_counts) + len(entry.smoke)
         if smoke:
             print(f"    smoke checks: {smoke}")
+    for warning in warnings:
+        print(f"  warning: {visible(warning)}")
     return 0
 
 

@@ -31,12 +31,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
         statuses = check_replication(catalogue, args.names or None, say=lambda line: None if args.json else print(line))
     else:
         statuses = watch_databases(catalogue, args.names or None)
-    bad = [s for s in statuses if s.replication in (Replication.STOPPED, Replication.UNREADABLE)]
+    bad = [s for s in statuses if s.replication in (Replication.STOPPED, Replication.UNREADABLE) or s.forks]
     if args.json:
         print(json.dumps([s.model_dump(mode="json") for s in statuses], indent=2))
     else:
         stopped = sum(s.stopped for s in statuses)
-        print(f"{stopped} of {len(statuses)} database(s) stopped replicating")
+        forked = sum(bool(s.forks) for s in statuses)
+        print(f"{stopped} of {len(statuses)} database(s) stopped replicating" + (f", {forked} with two writers" if forked else ""))
         for status in statuses:
             print(f"  {_MARK[status.replication.value]} {status.line()}")
     return EXIT_FAIL if bad else 0
@@ -50,7 +51,8 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
             "Per database: the replica's newest change and its lag (one storage listing, one header read). With live_path "
             "readable here and freshness_query set, the live database (read-only) tells an idle database from a stopped replication."
         ),
-        epilog="Exit codes: 0 all replicating or idle, 1 replication stopped or a replica not readable, 2 the catalogue or history is not usable.",
+        epilog="Exit codes: 0 all replicating or idle, 1 replication stopped, a replica not readable or two writers on one, "
+        "2 the catalogue or history is not usable.",
     )
     watch.add_argument("names", nargs="*", metavar="NAME", help="only these databases (default: all)")
     config_option(watch)

@@ -27,6 +27,7 @@ from drillbook.tasks.history.store import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
 from drillbook.tasks.litefs.drill import drill_litefs
 from drillbook.tasks.lookahead import HistorySnapshot, look_ahead, plan_restore
+from drillbook.tasks.newest_only import newest_only_skips
 from drillbook.tasks.notify import channels, deliver
 from drillbook.tasks.outcome import Status, Verdict
 from drillbook.tasks.plan import RestorePlan
@@ -117,12 +118,18 @@ def check_integrity_task(
 
 @task(name="check-restore-tools", task_run_name="compat-{entry.name}", cache_policy=NO_CACHE)
 def compat_task(
-    entry: DatabaseEntry, replica: ReplicaState, restore: RestoreResult, integrity: IntegrityReport, versions: list[str], scratch: Path
+    entry: DatabaseEntry,
+    replica: ReplicaState,
+    restore: RestoreResult,
+    integrity: IntegrityReport,
+    versions: list[str],
+    scratch: Path,
+    **at: bool,
 ) -> CompatReport:
     if _intact_copy(restore, integrity) is None:
         return CompatReport.skipped("not run: there is no intact restored copy to compare with")
     get_run_logger().info("restoring %s with litestream %s to compare with the pinned copy", entry.name, ", ".join(versions))
-    return check_compat(entry, replica, restore, versions, scratch)
+    return check_compat(entry, replica, restore, versions, scratch, **at)  # at_point=True: the copy is a point's
 
 
 def _intact_copy(restore: RestoreResult, integrity: IntegrityReport) -> str | None:
@@ -359,17 +366,16 @@ def drill(
     else:
         replica = run.record("replica", ReplicaState.skipped(f"not run: {setup.summary}"))
     plan = _guarded(RestorePlan, plan_step, entry=entry, replica=replica, history_url=catalogue.history_url, history=history)
-    if request is None:  # a second writer in the L0 history
-        run.step("writers", check_writers, entry=entry, replica=replica)
+    run.step("writers", check_writers, entry=entry, replica=replica)  # a second writer in the L0 history, at any point
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
     restore = run.step("restore", restore_task, entry=entry, replica=replica, scratch=work, point=point)
     if point is not None:
         run.record("point", verify_point(point, restore, timeline))
     integrity = run.step("integrity", check_integrity_task, restore=restore, entry=entry, expected_schema=expected, rows_file=rows_file)
     copy = {"restore": restore, "integrity": integrity, "entry": entry}
-    versions = catalogue.restore_with(entry) if compat and request is None else []
+    versions = catalogue.restore_with(entry) if compat else []  # at a point too: each version is asked for the copy's TXID
     if versions:  # other litestream releases against the pinned copy, before a smoke command could change it; not in the RTO
-        run.step("compat", compat_task, **copy, replica=replica, versions=versions, scratch=work)
+        run.step("compat", compat_task, **copy, replica=replica, versions=versions, scratch=work, at_point=request is not None)
     run.step("smoke", smoke_task, **copy, base_dir=catalogue.base_dir)
     run.step("expectations", expectations_task, **copy, suites_dir=expectations_dir(catalogue))
     if entry.freshness_query and request is None:  # the data's own RPO: a past point is old by design
@@ -381,6 +387,7 @@ def drill(
     if entry.litefs is not None and request is None and scratch is not None and _intact_copy(restore, integrity):
         for phase, outcome in drill_litefs(entry, Path(restore.path), scratch).items():  # one cluster, four phases
             run.record(phase, outcome)
+    run.results.update(newest_only_skips(entry, request) if request is not None else {})  # what a point drill leaves out, said
 
     steps = DrillSteps(**run.results)
     context = DrillContext(
@@ -393,8 +400,6 @@ def drill(
         clock_skew_tolerance=catalogue.drillbook.clock_skew_tolerance,
     )
     result = judge(entry, steps, context)
-    if request is not None and entry.freshness_query:
-        result.notes.append("freshness_query not run: a past point is old by design (it measures drills of the newest position)")
     result.flow_run_url = _flow_run_url()
     result = look_ahead(result, catalogue, plan, history)  # forecast and advice beside the verdict, never in it
     _clean_up(result, scratch, catalogue.drillbook.keep_failed)

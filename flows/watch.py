@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from drillbook.tasks.config import Catalogue, load_catalogue
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.notify import broadcast
-from drillbook.tasks.transitions import watch_transitions
+from drillbook.tasks.transitions import watch_transitions, writer_alerts
 from drillbook.tasks.watch import WatchStatus, watch_databases
 
 
@@ -20,6 +20,8 @@ def check_replication(catalogue: Catalogue, names: list[str] | None = None, say:
     statuses = watch_databases(catalogue, names)
     for transition in watch_transitions(catalogue, statuses, lambda alert: broadcast(catalogue, alert)):
         say(f"replication {transition.kind} alert for {transition.status.database}: {transition.delivery}")
+    for transition in writer_alerts(catalogue, statuses, lambda alert: broadcast(catalogue, alert)):
+        say(f"two-writers alert for {transition.status.database}: {transition.delivery}")
     note = refresh_metrics_file(catalogue)
     if note:
         say(note)

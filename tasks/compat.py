@@ -198,7 +198,7 @@ def error_line(stderr: str, stdout: str = "") -> str:
 
 
 def check_compat(
-    entry: DatabaseEntry, replica: ReplicaState, reference: RestoreResult, versions: Iterable[str], scratch: Path
+    entry: DatabaseEntry, replica: ReplicaState, reference: RestoreResult, versions: Iterable[str], scratch: Path, *, at_point: bool = False
 ) -> CompatReport:
     """Every version restores the replica into `scratch/compat-<version>` and is compared with the pinned copy `reference`.
 
@@ -219,6 +219,11 @@ def check_compat(
         return CompatReport(status=Status.ERROR, summary=str(exc), seconds=round(time.monotonic() - started, 3))
     pinned = digest_copy(reference.path)
     txid = reference.txid if replica.layout == LTX_LAYOUT and reference.txid else None
+    if at_point and txid is None:
+        return CompatReport.skipped(
+            "not run at a point: the replica has no TXIDs (litestream 0.3) to ask the other versions for, so they would restore "
+            "the newest position, not the point"
+        )
     report = CompatReport(txid=txid, tables=len(pinned.tables), notes=notes)
     try:
         for tool in tools:

@@ -33,7 +33,7 @@ from drillbook.tasks.config import DatabaseEntry, SmokeCheck
 from drillbook.tasks.config.replicas import PromoteCommand, PromoteSettings
 from drillbook.tasks.errors import LiveDatabaseGuard, ToolMissing
 from drillbook.tasks.litestream import find_litestream, litestream_env, run_litestream
-from drillbook.tasks.litestream_config import litestream_config_text
+from drillbook.tasks.litestream_config import litestream_config_text, restore_source
 from drillbook.tasks.ltx import newest_file
 from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaReader
@@ -41,7 +41,7 @@ from drillbook.tasks.restore import guard_live
 from drillbook.tasks.runner import Child, CommandRecord, started
 from drillbook.tasks.smoke import run_command_check
 from drillbook.tasks.steps import StepResult
-from drillbook.tasks.storage import StorageError, backend_for
+from drillbook.tasks.storage import StorageError, backend_for, litestream_replica
 from drillbook.tasks.text import redact_url
 
 POLL_EVERY = 0.25  # seconds between listings of the new prefix
@@ -182,7 +182,8 @@ def promote_copy(entry: DatabaseEntry, restored: Path, scratch: Path, *, base_di
         connection.execute("PRAGMA journal_mode=WAL")  # litestream replicates WAL-mode databases only
         connection.close()
         config = directory / "litestream.yml"
-        config.write_text(litestream_config_text(primary, {"url": url}))
+        config.write_text(litestream_config_text(primary, litestream_replica(url) or {"url": url}))  # the backend's entry
+        config.chmod(0o600)
         argv = [find_litestream(), "replicate", "-config", str(config)]
     except (LiveDatabaseGuard, ToolMissing) as exc:
         return _done(report, began, Status.ERROR, str(exc))
@@ -282,7 +283,11 @@ def _restore_holds(entry: DatabaseEntry, url: str, directory: Path, expected: st
     report.restores += 1
     output = directory / f"check-{report.restores}.db"
     try:
-        ran = run_litestream(["restore", "-json", "-o", str(output), url], timeout=entry.restore_timeout, stall_timeout=entry.stall_timeout)
+        (directory / f"check-{report.restores}").mkdir(exist_ok=True)  # its own folder: litestream.yml here is the replicate's
+        source = restore_source(url, directory / f"check-{report.restores}", entry.name)  # [URL], or a config of the backend's
+        ran = run_litestream(
+            ["restore", "-json", "-o", str(output), *source], timeout=entry.restore_timeout, stall_timeout=entry.stall_timeout
+        )
     except ToolMissing as exc:
         return False, str(exc)
     report.restore = ran.record

@@ -22,11 +22,12 @@ from pydantic import BaseModel
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.history.alerts import alert_states, save_alert_state, save_watch_states, watch_states
 from drillbook.tasks.history.stale import StaleStatus
-from drillbook.tasks.report.slack import SlackMessage, render_stale_alert, render_watch_alert
+from drillbook.tasks.report.slack import SlackMessage
+from drillbook.tasks.report.slack_alerts import render_stale_alert, render_watch_alert, render_writers_alert
 from drillbook.tasks.text import file_part, key_stamp
 from drillbook.tasks.watch import Replication, WatchStatus
 
-Kind = Literal["stale", "recovered", "stopped", "resumed"]
+Kind = Literal["stale", "recovered", "stopped", "resumed", "two writers"]
 
 
 class Alert(BaseModel):
@@ -115,4 +116,19 @@ def watch_transitions(catalogue: Catalogue, statuses: list[WatchStatus], send: S
         save_watch_states(url, saves)
         saves = []
     save_watch_states(url, saves)
+    return done
+
+
+def writer_alerts(catalogue: Catalogue, statuses: list[WatchStatus], send: Send) -> list[Transition]:
+    """For each database whose replica's history forks (a second writer): one alert per fork, named by its TXID.
+
+    The channels' outboxes send a key once, so the watch may see the same fork every few minutes and say it once;
+    a new fork (another TXID) is another alert.
+    """
+    done = []
+    for status in statuses:
+        if status.fork_txid is None:
+            continue
+        key = f"writers-{file_part(status.database)}-{status.fork_txid}"
+        done.append(_announce(catalogue, Transition(kind="two writers", status=status, key=key), render_writers_alert, send))
     return done

@@ -4,7 +4,8 @@ Replication that stops silently (no error, frozen metrics) is the failure
 Litestream operators report most; a nightly drill finds it the next morning.
 The watch reads only what `inspect_replica` reads (one storage listing and the
 newest LTX file's header: no restore), which gives the replica's newest change
-and its lag. A lag alone cannot tell an idle database (nothing written, nothing
+and its lag, and the L0 headers the two-writer check reads (tasks/writers.py):
+an old primary writing to the replica again is named at the next watch. A lag alone cannot tell an idle database (nothing written, nothing
 to lose) from a stopped replication (the live data moved on, the replica did
 not): when `live_path` is readable on this machine and `freshness_query` is
 set, the query runs on the live database (read-only, as tasks/freshness.py
@@ -35,6 +36,7 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.freshness import FreshnessValueError, as_time, newest_change
 from drillbook.tasks.replica import inspect_replica
 from drillbook.tasks.text import duration_text
+from drillbook.tasks.writers import check_writers
 
 CONFIRM_AFTER = 3.0  # seconds before a replica lacking the live data's changes is listed again: litestream ships every second
 LIVE_QUERY_TIMEOUT = 5.0  # seconds: the watch runs every few minutes; a slow query is reported, not waited for
@@ -62,6 +64,8 @@ class WatchStatus(BaseModel):
     behind_seconds: float | None = Field(default=None, description="Live newest change minus the replica's (0 when the replica has it).")
     grace_seconds: float = Field(description="rpo_target: how far behind the replica may be before replication counts as stopped.")
     detail: str = ""
+    forks: list[str] = Field(default_factory=list, description="Where the replica's L0 history forks: a second writer (tasks/writers.py).")
+    fork_txid: str | None = Field(default=None, description="The TXID where the first fork shows: it names the alert, sent once.")
     cpu_seconds: float = 0.0
 
     @property
@@ -140,6 +144,12 @@ def watch_database(entry: DatabaseEntry, now: datetime | None = None) -> WatchSt
         else:
             status.replication = Replication.REPLICATING
             status.detail = f"replicating: the {newest}"
+    if replica.problem is None:  # the listing is there: its L0 headers tell a second writer within minutes, not at the nightly
+        writers = check_writers(entry, replica)
+        if writers.forks:
+            status.forks = [f"{fork.kind} at TXID {fork.txid}: {fork.detail}" for fork in writers.forks]
+            status.fork_txid = writers.forks[0].txid
+            status.detail += f"; TWO WRITERS: {status.forks[0]}"
     status.cpu_seconds = round(time.process_time() - cpu, 4)  # the process's CPU: with threads, an upper bound shared with the others
     return status
 

@@ -30,3 +30,17 @@ def test_quick_bench_prints_its_table_and_writes_results(tmp_path):
     rows = json.loads(written.read_text())["rows"]
     assert rows[0]["verdicts"] == ["PASS"]  # drillbook's side really drilled
     assert rows[0]["baseline_s"]["median"] > 0 and rows[0]["ratio_excl_fixed"] > 0
+
+
+@pytest.mark.slow
+def test_the_truth_bench_restores_its_points_and_compares_them_with_the_oracle(tmp_path):
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "truth.py"), "--points", "3", "--seconds", "8"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PREFECT_HOME": str(tmp_path / "prefect")},
+    )
+    assert run.returncode == 0, (run.stdout[-3000:], run.stderr[-3000:])
+    assert "3 points: " in run.stdout and " 0 wrong;" in run.stdout, run.stdout
+    assert run.stdout.count("MATCHES the oracle") + run.stdout.count("not restorable, said:") == 3, run.stdout

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from drillbook.cli.main import main
 from drillbook.tasks.config import load_catalogue, parse_duration
 from drillbook.tasks.errors import ConfigError
 from drillbook.tasks.text import redact_url
+from tests.conftest import entry
 
 S3 = "s3://drills/orders.db?endpoint=http://127.0.0.1:9000&region=us-east-1&forcePathStyle=true"
 
@@ -110,6 +113,26 @@ def test_check_config_ok(write_catalogue, capsys):
     out = capsys.readouterr().out
     assert "1 database(s) OK" in out and "orders" in out
     assert "AKIA123" not in out
+
+
+def test_check_config_warns_of_databases_sharing_one_replica_or_nesting_one_in_another(write_catalogue, capsys):
+    path = write_catalogue(
+        entry("orders", "s3://backups/prod/orders?endpoint=http://127.0.0.1:9000&secretAccessKey=SECRET"),
+        entry("orders-copy", "s3://backups/prod/orders?endpoint=http://127.0.0.1:9000/"),
+        entry("orders-old", "s3://backups/prod/orders/old?endpoint=http://127.0.0.1:9000"),
+        entry("orders-2", "s3://backups/prod/orders-2?endpoint=http://127.0.0.1:9000"),  # a sibling: whole segments
+        entry("elsewhere", "s3://backups/prod/orders?endpoint=http://10.0.0.9:9000"),  # another store
+        entry("files", "file:///srv/replicas/a"),
+        entry("files-inner", "file:///srv/replicas/a/b"),
+    )
+    assert main(["check-config", "--config", str(path)]) == 0  # a warning, not an error: a second entry may drill it on purpose
+    out = " ".join(capsys.readouterr().out.split())
+    assert "warning: orders-copy uses the same replica as orders (s3://backups/prod/orders" in out
+    assert "warning: orders-old uses a replica inside the one of orders (" in out
+    assert "warning: files-inner uses a replica inside the one of files (file:///srv/replicas/a/b)" in out
+    assert out.count("warning:") == 3 and "SECRET" not in out
+    assert main(["check-config", "--config", str(path), "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["warnings"]) == 3
 
 
 def test_redact_url():

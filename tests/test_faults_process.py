@@ -164,3 +164,47 @@ def test_a_fail_prints_the_report_not_a_traceback(command, replicate, write_cata
     output = done.stdout + done.stderr
     assert "Traceback" not in output and "Encountered exception" not in output, output
     assert "FAIL" in output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("sig", "whole_group"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
+def test_a_signal_mid_search_of_recover_leaves_nothing_running_and_no_output(
+    sig, whole_group, replicate, s3_endpoint, write_catalogue, tmp_path
+):
+    key = f"{os.urandom(5).hex()}/app.db"
+    replicated = replicate(key=key)
+    output = tmp_path / "clean.db"
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.fail("get", "stall", after=2)  # drillbook's two header reads pass, the search's first restore hangs on its GETs
+        config = write_catalogue(
+            entry(
+                "orders",
+                s3_replica_url(proxy.url, "drills", key),
+                live_path=str(replicated.live),
+                stall_timeout="10m",
+                restore_timeout="10m",
+            )
+        )
+        before = replicated.live.read_bytes()
+        process = subprocess.Popen(
+            [DRILLBOOK, "recover", "orders", "--config", str(config), "--find-clean", "--output", str(output), "--checks", "smoke"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=drillbook_env(tmp_path),
+            start_new_session=True,
+        )
+        seen = wait_for_restore(process)
+        if whole_group:
+            os.killpg(process.pid, sig)
+        else:
+            process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+
+    assert process.returncode == 2, (out, err)
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+    assert signal.Signals(sig).name in err, err
+    assert_all_gone(seen)
+    assert not output.exists() and not list(tmp_path.glob("clean.db*")), "a partial output file was left"
+    assert [p for p in (tmp_path / "scratch").rglob("*") if p.is_file()] == [], "the search's scratch copies were left"
+    assert replicated.live.read_bytes() == before

@@ -370,3 +370,33 @@ def test_compacted_away_points_restore_earlier_and_a_txid_inside_is_refused(caps
     assert int(result["point"]["restored_txid"], 16) < compacted.max_txid
     assert result["point"]["restored_txid"] == result["point"]["expected_txid"]
     assert any("kept only compacted" in note for note in result["notes"]), (result["notes"], result["point"], compacted)
+
+
+def test_a_point_drill_runs_writers_and_compat_at_the_point_and_says_why_the_newest_only_phases_did_not(
+    capsys, history, write_catalogue, s3_endpoint
+):
+    config = write_catalogue(
+        entry(
+            "events",
+            history.replica,
+            smoke=[counting(history.rows(1))],
+            live_path=str(history.live),
+            freshness_query="SELECT max(at) FROM events",
+            follow={"seconds": "2s", "freshness_target": "5s"},
+            promote={"replica": s3_replica_url(s3_endpoint, "drills", f"promoted-{uuid.uuid4().hex[:8]}"), "writes": ["SELECT 1"]},
+            restore_with=["0.5.16"],
+        )
+    )
+    code, result, err = run(capsys, "events", "--config", str(config), "--txid", "2")
+    assert code == 0, (result, err)
+    phases = result["phases"]
+    assert phases["writers"]["status"] == "passed", phases["writers"]  # the replica's history, whatever the point
+    assert phases["compat"]["status"] == "passed", phases["compat"]
+    from drillbook.tasks.evidence import read_bundle
+
+    [row] = read_bundle(Path(result["evidence"])).compat.rows
+    assert (row.version, row.asked_txid, row.txid, row.same_data) == ("0.5.16", "0000000000000002", "0000000000000002", True)
+    for phase, why in [("follow", "a follower follows"), ("promote", "a promotion starts from"), ("freshness", "freshness_query")]:
+        assert phases[phase]["status"] == "skipped", phases[phase]
+        assert phases[phase]["summary"].startswith(f"not run at TXID 0000000000000002: {why}"), phases[phase]
+    assert result["point"]["restored_txid"] == "0000000000000002"

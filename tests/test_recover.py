@@ -157,6 +157,21 @@ def test_data_broken_by_a_migration_is_found_with_the_smoke_checks(capsys, tmp_p
     assert (code, data["winner"]["txid"], data["restores"]) == (0, f"{STEPS:016x}", 2)
 
 
+def test_data_broken_by_a_migration_is_found_with_the_expectation_suites(capsys, tmp_path, data_broken, write_catalogue):
+    suite = tmp_path / "expectations" / "events" / "steps.json"
+    suite.parent.mkdir(parents=True)
+    steps = {"type": "expect_column_values_to_be_between", "kwargs": {"column": "step", "min_value": 0, "max_value": 1000}}
+    suite.write_text(json.dumps({"name": "steps", "meta": {"table": "events"}, "expectations": [steps]}))
+    config = write_catalogue(entry("events", data_broken.replica))
+    output = tmp_path / "clean.db"
+    code, data, _, _ = recover(capsys, config, output, "--checks", "expectations")
+    assert code == 0, data
+    assert data["winner"]["txid"] == f"{data_broken.clean_txid:016x}"
+    assert data["restores"] <= bound(STEPS)
+    assert any(t["reason"] and t["reason"].startswith("expectations: ") for t in data["tried"]), data["tried"]
+    assert count_rows(output) == data_broken.rows_at(data_broken.clean_txid)
+
+
 def test_a_replica_broken_from_its_first_point_has_no_clean_point(capsys, tmp_path, s3_endpoint, write_catalogue):
     def rows_then_break(connection: sqlite3.Connection) -> None:  # an index over no rows cannot disagree with them
         connection.executemany("INSERT INTO events (step, at) VALUES (?, ?)", [(0, f"0-{i}") for i in range(ROWS)])

@@ -24,7 +24,8 @@ from drillbook.tasks.evidence import bundle_path, read_bundle, write_bundle
 from drillbook.tasks.notify import TerminalNotifier
 from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Phase, Status, Verdict
 from drillbook.tasks.report.drill import code, md, render_markdown, render_terminal
-from drillbook.tasks.report.slack import render_drill_message, render_nightly_summary, render_stale_alert
+from drillbook.tasks.report.slack import render_drill_message, render_nightly_summary
+from drillbook.tasks.report.slack_alerts import render_stale_alert
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import check_label, file_part, one_line, redact, redact_data, redact_url, slug, visible
 

@@ -13,7 +13,9 @@ import pytest
 
 from drillbook.cli.main import main
 from drillbook.tasks.litestream import find_litestream, litestream_env
+from drillbook.testing.corpus import S3Target
 from drillbook.testing.s3 import replicate_once, s3_replica_url
+from drillbook.testing.takeover import build_takeover
 from tests.conftest import entry
 from tests.test_looking_ahead import slack, with_slack  # noqa: F401  (fixture: the Slack stand-in)
 
@@ -193,3 +195,21 @@ def test_a_missing_replica_is_unreadable_and_an_unknown_name_is_a_config_error(c
     assert statuses["gone"]["detail"].startswith("replica not readable: no backup")
     assert main(["watch", "nosuch", "--config", str(config)]) == 2
     assert "no database named 'nosuch'" in capsys.readouterr().err
+
+
+def test_a_second_writer_on_the_replica_is_named_by_the_watch_and_alerted_once(capsys, s3_endpoint, write_catalogue, slack, tmp_path):  # noqa: F811
+    target = S3Target(s3_endpoint, "drills", f"watch-takeover-{time.time_ns()}/app.db")
+    made = build_takeover(target, tmp_path / "writers")  # real litestream: a restored older copy took over, the old primary came back
+    config = with_slack(write_catalogue(entry("orders", target.url, rpo_target="1h")), slack, tmp_path)
+
+    code, statuses = _watch(capsys, config)
+    assert code == 1, statuses
+    status = statuses["orders"]
+    assert status["fork_txid"] == made.copy_took_over, status
+    assert "TWO WRITERS: " in status["detail"] and made.copy_took_over in status["detail"]
+    [alert] = [m for m in slack.messages if m["text"].startswith("TWO WRITERS orders")]
+    assert made.copy_took_over in alert["text"]
+
+    code, _ = _watch(capsys, config)  # five minutes later, the same fork: named again, alerted no more
+    assert code == 1
+    assert len([m for m in slack.messages if m["text"].startswith("TWO WRITERS orders")]) == 1

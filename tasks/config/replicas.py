@@ -54,7 +54,7 @@ class PromoteSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replica: str = Field(
-        description="Scratch replica URL (s3:// or file://) the promoted copy replicates to; each drill uses a sub-prefix of its own, "
+        description="Scratch replica URL (any store but nats://) the promoted copy replicates to; each drill uses a sub-prefix of its own, "
         "deleted after a PASS. Must not be, hold or sit inside the database's own replica."
     )
     writes: list[str | PromoteCommand] = Field(
@@ -65,8 +65,11 @@ class PromoteSettings(BaseModel):
     @classmethod
     def _scheme(cls, value: str) -> str:
         if urlsplit(value).scheme not in PROMOTE_SCHEMES:
-            shown = " or ".join(f"{scheme}://" for scheme in PROMOTE_SCHEMES)
-            raise ValueError(f"a promotion replica must be {shown} (drillbook deletes it after a PASS); got {redact_url(value)!r}")
+            shown = ", ".join(f"{scheme}://" for scheme in sorted(PROMOTE_SCHEMES))
+            raise ValueError(
+                f"a promotion replica must be one of {shown} (drillbook deletes the drill's sub-prefix after a PASS; "
+                f"a {urlsplit(value).scheme}:// replica has no sub-prefix it can delete); got {redact_url(value)!r}"
+            )
         return value
 
     def describe_write(self, index: int) -> str:
@@ -101,3 +104,27 @@ def overlap_problem(live: str, promote: str) -> str | None:
         f"promote.replica {redact_url(promote)} {said} {redact_url(live)}: a promotion writes there and deletes it afterwards; "
         "use a scratch prefix apart from it (another bucket or a sibling path)"
     )
+
+
+def shared_replicas(replicas: dict[str, str]) -> list[str]:
+    """Databases (name -> replica URL) whose replicas are one place, or one inside another: a warning each.
+
+    Two primaries replicating there would write one history between them (the fork the two-writer check looks for), and
+    one replica inside another is read as part of it. Sorted by place, the replicas inside one follow it at once, so a
+    catalogue of ten thousand is checked in one pass, not pair by pair.
+    """
+    placed = sorted((place[0], place[1], name) for name, url in replicas.items() if (place := replica_place(url)) is not None)
+    found, warned = [], set()
+    for index, (store, segments, name) in enumerate(placed):
+        for other_store, other_segments, other in placed[index + 1 :]:
+            if other_store != store or other_segments[: len(segments)] != segments:
+                break
+            if other in warned:  # once per database, beside the first it shares with
+                continue
+            warned.add(other)
+            relation = "the same replica as" if other_segments == segments else "a replica inside the one of"
+            found.append(
+                f"{other} uses {relation} {name} ({redact_url(replicas[other])}): two primaries writing there fork one history; "
+                "fine if both entries drill the same database on purpose"
+            )
+    return found

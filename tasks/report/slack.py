@@ -36,8 +36,6 @@ from drillbook.tasks.text import duration_text, file_part, redact, redact_data, 
 if TYPE_CHECKING:
     from slack_sdk.models.blocks import Block, ContextBlock, SectionBlock
 
-    from drillbook.tasks.history.stale import StaleStatus
-    from drillbook.tasks.watch import WatchStatus
 
 MAX_BLOCKS = 50
 MAX_SECTION = 3000
@@ -104,14 +102,14 @@ class SlackMessage(BaseModel):
 
 # slack-sdk is imported when a message is built, not by every module that imports this one (a drill with no Slack
 # channel, the alerts): bench/profile.py charged it 0.10-0.14 s of every `drillbook run` and nightly.
-def _section(text: str) -> SectionBlock:
+def section_block(text: str) -> SectionBlock:
     from slack_sdk.models.blocks import SectionBlock
     from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
     return SectionBlock(text=MarkdownTextObject(text=cut(text, MAX_SECTION), verbatim=True))
 
 
-def _context(*texts: str) -> ContextBlock:
+def context_block(*texts: str) -> ContextBlock:
     from slack_sdk.models.blocks import ContextBlock
     from slack_sdk.models.blocks.basic_components import MarkdownTextObject
 
@@ -198,28 +196,28 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
     if result.data_loss_seconds is not None:  # RPO from the data (the worst seen), beside the replica's
         measures.append(_bold_label(measure_line("Data loss", result.data_loss_seconds, result.rpo_target_seconds), "Data loss"))
     measures += [_bold_label(line, label) for label, line in replica_measures(result)]
-    blocks.append(_section("\n".join(measures)))
+    blocks.append(section_block("\n".join(measures)))
     looking_ahead = outlook_lines(result)
     if looking_ahead:
-        blocks.append(_section("\n".join(_outlook_mrkdwn(line) for line in looking_ahead)))
+        blocks.append(section_block("\n".join(_outlook_mrkdwn(line) for line in looking_ahead)))
     if result.verdict != Verdict.PASS:
         mode = result.failure_mode.value if result.failure_mode else "unknown"
         lines = [f"*Failure mode:* {escape(mode)}"]
         if result.action:
             lines.append(f"*Next:* {escape(result.action)}")
-        blocks.append(_section("\n".join(lines)))
+        blocks.append(section_block("\n".join(lines)))
         if result.findings:
-            blocks.append(_section("*Failing checks*\n" + "\n".join(_findings_lines(result))))
+            blocks.append(section_block("*Failing checks*\n" + "\n".join(_findings_lines(result))))
         mentions = " ".join(mention(o) for o in owners)
         if mentions:
-            blocks.append(_section(f"*Owners:* {mentions}"))
-    blocks.append(_section("*Phases*\n" + "\n".join(_phase_lines(result))))
+            blocks.append(section_block(f"*Owners:* {mentions}"))
+    blocks.append(section_block("*Phases*\n" + "\n".join(_phase_lines(result))))
     matrix = compat_lines(result)
     if matrix:  # the restore-tool matrix: which litestream versions restore this replica
         lines = [
             f"{':white_check_mark:' if ok else ':x:'} `{escape(row[0])}` {escape(cut(redact(said), 300, '…'))}" for ok, said, row in matrix
         ]
-        blocks.append(_section(f"*{escape(compat_title(result))}*\n" + "\n".join(lines)))
+        blocks.append(section_block(f"*{escape(compat_title(result))}*\n" + "\n".join(lines)))
     context = [f"drill `{result.short_id}` · {result.finished_at:%Y-%m-%d %H:%M} UTC"]
     if result.flow_run_url and result.flow_run_url.startswith(("http://", "https://")) and not set("<>| ") & set(result.flow_run_url):
         context.append(f"<{result.flow_run_url}|Prefect flow run>")
@@ -227,7 +225,7 @@ def drill_blocks(result: DrillResult, *, owners: Iterable[str] = (), evidence_in
         context.append("evidence bundle in the thread")
     elif result.evidence:
         context.append(f"evidence: `{escape(result.evidence)}`")
-    blocks.append(_context(*context))
+    blocks.append(context_block(*context))
     return [block.to_dict() for block in blocks[:MAX_BLOCKS]]
 
 
@@ -339,7 +337,7 @@ def render_nightly_summary(
     shown = 0
     for line in lines:
         if sum(len(x) + 1 for x in chunk) + len(line) > MAX_SECTION - 100:
-            blocks.append(_section("\n".join(chunk)))
+            blocks.append(section_block("\n".join(chunk)))
             chunk = []
             if len(blocks) >= room:
                 break
@@ -347,13 +345,13 @@ def render_nightly_summary(
         shown += 1
     else:
         if chunk:
-            blocks.append(_section("\n".join(chunk)))
+            blocks.append(section_block("\n".join(chunk)))
             chunk = []
     if shown < len(lines):
-        blocks.append(_section(f"…and {len(lines) - shown} more databases; see the evidence folder"))
+        blocks.append(section_block(f"…and {len(lines) - shown} more databases; see the evidence folder"))
     failures = [r for r in ordered if r.verdict != Verdict.PASS]
     if failures and thread:
-        blocks.append(_context("each failure's detail and evidence is in the thread"))
+        blocks.append(context_block("each failure's detail and evidence is in the thread"))
     text = notification(f"{title}: {counts}" + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10]))
     items: list[ThreadItem] = []
     if thread:
@@ -367,51 +365,3 @@ def render_nightly_summary(
                 items.append(ThreadItem(kind="message", text=notification(f"{result.database}: {result.outlook.forecast.line}")))  # type: ignore[union-attr]
                 items.append(ThreadItem(kind="file", file=chart))
     return SlackMessage(text=text, blocks=[b.to_dict() for b in blocks[:MAX_BLOCKS]], thread=items)
-
-
-def _owners_line(owners: Iterable[str]) -> str:
-    mentions = " ".join(mention(o) for o in owners)
-    return f"\n*Owners:* {mentions}" if mentions else ""
-
-
-def _alert_message(text: str, body: str, footer: str) -> SlackMessage:
-    """A state-change alert (tasks/transitions.py): the notification text, the body, and which check sends it."""
-    return SlackMessage(text=notification(text), blocks=[_section(body).to_dict(), _context(footer).to_dict()])
-
-
-def render_stale_alert(kind: str, status: StaleStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
-    """One alert per transition: a database became stale (no PASS within max_drill_age), or recovered."""
-
-    limit = duration_text(status.max_age_seconds)
-    last = f"{status.last_pass_at:%Y-%m-%d %H:%M} UTC" if status.last_pass_at else None
-    if kind == "stale":
-        since = (
-            f"no passing drill for {duration_text(status.age_seconds)} (last PASS {last})" if last else "no passing drill recorded at all"
-        )
-        text = f"STALE {status.database}: {since}; max_drill_age is {limit}"
-        body = (
-            f":hourglass: *{escape(status.database)}* is stale: {escape(since)}, over its max_drill_age of {limit}.\n"
-            "*Next:* the nightly may have stopped: check the `drillbook-nightly` deployment, its work pool and worker, "
-            "and the last drills (`drillbook history " + escape(status.database) + "`)."
-        )
-        body += _owners_line(owners)
-    else:
-        text = f"RECOVERED {status.database}: passing drill at {last}"
-        body = f":white_check_mark: *{escape(status.database)}* is drilled again: PASS at {last} (max_drill_age {limit})."
-    return _alert_message(text, body, "drillbook stale · one alert when a database becomes stale, one when it recovers")
-
-
-def render_watch_alert(kind: str, status: WatchStatus, *, owners: Iterable[str] = ()) -> SlackMessage:
-    """One alert per transition of the replication watch: replication stopped, or resumed."""
-    if kind == "stopped":
-        text = f"REPLICATION STOPPED {status.database}: {status.detail}"
-        body = (
-            f":rotating_light: *{escape(status.database)}*: {escape(status.detail)}.\n"
-            "*Next:* check that `litestream replicate` runs beside the live database (its process, its log, "
-            "the replica's credentials and endpoint); writes since the replica's newest change are not backed up."
-        )
-        body += _owners_line(owners)
-    else:
-        text = f"REPLICATION RESUMED {status.database}: {status.detail}"
-        body = f":white_check_mark: *{escape(status.database)}* replicates again: {escape(status.detail)}."
-    return _alert_message(text, body, "drillbook watch · one alert when replication stops, one when it resumes")

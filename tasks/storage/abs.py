@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from pydantic import BaseModel
 
-from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, delete_listed, server_place
 from drillbook.tasks.text import redact_url
 
 #: What litestream's abs client reads from its environment (the default credential chain's included).
@@ -144,6 +144,10 @@ class ABSStorage:
         full = self.key(key)
         return self._call(lambda client: client.download_blob(full, offset=start, length=length).readall(), "reading", full)
 
+    def delete(self, key: str) -> None:
+        full = self.key(key)
+        self._call(lambda client: client.delete_blob(full), "deleting", full)
+
     def _call(self, call, doing: str, blob: str | None = None):
         from azure.core.exceptions import (
             ClientAuthenticationError,
@@ -218,4 +222,5 @@ BACKEND = Backend(
     ),
     check_url=check_url,
     litestream_replica=litestream_replica,
+    delete_prefix=lambda url, timeout: delete_listed(ABSStorage(url, timeout=timeout)),
 )

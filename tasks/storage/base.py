@@ -86,6 +86,14 @@ def server_place(url: str) -> tuple[str, tuple[str, ...]]:
     return store, tuple(s for s in unquote(parts.path).split("/") if s)
 
 
+def delete_listed(storage: Storage) -> int:
+    """Delete every object `storage` lists (its class has `delete(key)`): a promotion drill's own prefix. How many."""
+    keys = [item.key for item in storage.list()]
+    for key in keys:
+        storage.delete(key)  # type: ignore[attr-defined] - the backends that can delete have it
+    return len(keys)
+
+
 @dataclass(frozen=True)
 class Backend:
     """One backend's facts, declared once in its module (`BACKEND = Backend(...)`) and read by everything else."""

@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from urllib.parse import unquote, urlsplit
 
-from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, server_place
+from drillbook.tasks.storage.base import Backend, StorageError, StorageProblem, StoredObject, delete_listed, server_place
 from drillbook.tasks.text import redact_url
 
 #: What litestream's gs client (Go cloud.google.com/go/storage) reads from its environment.
@@ -40,8 +40,9 @@ def litestream_replica(url: str) -> dict[str, str]:
 class GCSStorage:
     """A replica below gs://bucket/path."""
 
-    def __init__(self, url: str, *, timeout: float):
+    def __init__(self, url: str, *, timeout: float, writable: bool = False):
         parts = urlsplit(url)
+        self.writable = writable  # read-only credentials scope unless deleting (a promotion drill's own sub-prefix)
         self.bucket = parts.netloc
         self.prefix = unquote(parts.path).strip("/")
         self.timeout = timeout
@@ -63,7 +64,8 @@ class GCSStorage:
                 from google.auth.exceptions import DefaultCredentialsError
 
                 try:
-                    credentials, project = google.auth.default(scopes=["https://www.googleapis.com/auth/devstorage.read_only"])
+                    scope = "read_write" if self.writable else "read_only"
+                    credentials, project = google.auth.default(scopes=[f"https://www.googleapis.com/auth/devstorage.{scope}"])
                 except DefaultCredentialsError:
                     raise StorageError(
                         StorageProblem.ACCESS_DENIED,
@@ -114,6 +116,10 @@ class GCSStorage:
             "reading",
             full,
         )
+
+    def delete(self, key: str) -> None:
+        full = self.key(key)
+        self._call(lambda client: client.bucket(self.bucket).blob(full).delete(timeout=self.timeout, retry=self._retry()), "deleting", full)
 
     def _call(self, call, doing: str, blob: str | None = None):
         import requests
@@ -167,4 +173,5 @@ BACKEND = Backend(
     credentials=("GOOGLE_APPLICATION_CREDENTIALS (a service account file)",),
     check_url=check_url,
     litestream_replica=litestream_replica,
+    delete_prefix=lambda url, timeout: delete_listed(GCSStorage(url, timeout=timeout, writable=True)),
 )

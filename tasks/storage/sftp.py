@@ -183,6 +183,25 @@ class SFTPStorage:
                         )
         yield from found
 
+    def delete_tree(self) -> int:
+        """Remove the root directory and everything below it (a promotion drill's own prefix): how many files."""
+        count = 0
+        with self._session("deleting", self.where) as sftp:
+            directories, pending = [], [self.root]
+            while pending:
+                directory = pending.pop()
+                directories.append(directory)
+                for attrs in sftp.listdir_attr(directory):
+                    path = f"{directory}/{attrs.filename}"
+                    if stat.S_ISDIR(attrs.st_mode or 0):
+                        pending.append(path)
+                    else:
+                        sftp.remove(path)
+                        count += 1
+            for directory in reversed(directories):  # the deepest first
+                sftp.rmdir(directory)
+        return count
+
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = f"{self.root}/{key}"
         with self._session("reading", f"sftp://{self.user}@{self.endpoint}{path}") as sftp, sftp.open(path, "rb") as handle:
@@ -210,4 +229,5 @@ BACKEND = Backend(
     ),
     check_url=check_url,
     litestream_replica=litestream_replica,
+    delete_prefix=lambda url, timeout: SFTPStorage(url, timeout=timeout).delete_tree(),
 )

@@ -139,6 +139,15 @@ class WebDAVStorage:
                 body = body[start:] if length is None else body[start : start + length]
             return body
 
+    def delete_tree(self) -> int:
+        """DELETE the root collection (WebDAV removes what it holds with it): how many files it held."""
+        count = sum(1 for _ in self.list())
+        with self._client() as client:
+            response = self._send(lambda: client.delete(self._url(self.root + "/")), "deleting", self.root)
+            if response.status_code != 404:
+                self._check(response, "deleting", self.root)
+        return count
+
     def _send(self, call, doing: str, path: str):
         import httpx
 
@@ -188,4 +197,5 @@ BACKEND = Backend(
     ),
     check_url=check_url,
     litestream_replica=litestream_replica,
+    delete_prefix=lambda url, timeout: WebDAVStorage(url, timeout=timeout).delete_tree(),
 )
