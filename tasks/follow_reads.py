@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 
 from drillbook.tasks.catalogue_sql import CopyLacks, QueryBroken
 from drillbook.tasks.config import DatabaseEntry
-from drillbook.tasks.freshness import FreshnessValueError, as_time, newest_change
+from drillbook.tasks.freshness import FreshnessValueError, as_time, live_database, newest_change
 from drillbook.tasks.ltx import LTX_HEADER_BYTES, newest_file, parse_ltx_header
 from drillbook.tasks.replica import ReplicaReader
 from drillbook.tasks.storage import StorageError, StorageProblem
@@ -134,13 +134,9 @@ class PrimaryReader:
 
 def primary_reader(entry: DatabaseEntry) -> tuple[PrimaryReader | None, str]:
     """The reader of the live primary, or None and why the staleness is measured against the replica only."""
-    if not entry.freshness_query:
-        return None, "no freshness_query in the catalogue"
-    if not entry.live_path:
-        return None, "no live_path in the catalogue"
-    live = Path(entry.live_path).expanduser()
-    if not live.is_file():
-        return None, f"the live database {live} is not on this machine"
+    live, why_not = live_database(entry)
+    if live is None:
+        return None, why_not
     reader = PrimaryReader(live, entry.freshness_query)
     _, error = reader.newest()
     if error is not None:

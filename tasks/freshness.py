@@ -72,6 +72,18 @@ def read_only_uri(path: str | Path) -> str:
     return f"file:{quote(str(resolved))}?mode=ro" + ("" if sidecars else "&immutable=1")  # quoted: a '?' or '#' in the path
 
 
+def live_database(entry: DatabaseEntry) -> tuple[Path | None, str]:
+    """The live database `freshness_query` reads on this machine, or None and why it cannot be read here."""
+    if not entry.freshness_query:
+        return None, "no freshness_query in the catalogue"
+    if not entry.live_path:
+        return None, "no live_path in the catalogue"
+    live = Path(entry.live_path).expanduser()
+    if not live.is_file():
+        return None, f"the live database {live} is not on this machine"
+    return live, ""
+
+
 def newest_change(path: str | Path, sql: str, *, timeout: float = QUERY_TIMEOUT) -> Any:
     """The query's single value, on a read-only connection (mode=ro, query_only), interrupted at `timeout`."""
     deadline = time.monotonic() + timeout

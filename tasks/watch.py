@@ -28,12 +28,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import Catalogue, DatabaseEntry
-from drillbook.tasks.freshness import FreshnessValueError, as_time, newest_change
+from drillbook.tasks.freshness import FreshnessValueError, as_time, live_database, newest_change
 from drillbook.tasks.replica import inspect_replica
 from drillbook.tasks.text import duration_text
 from drillbook.tasks.writers import check_writers
@@ -82,13 +81,9 @@ def _stamp(moment: datetime | None) -> str:
 
 def live_newest(entry: DatabaseEntry) -> tuple[datetime | None, str]:
     """The live database's newest change by freshness_query (read-only), or None and why it is not known."""
-    if not entry.freshness_query:
-        return None, "no freshness_query in the catalogue"
-    if not entry.live_path:
-        return None, "no live_path in the catalogue"
-    live = Path(entry.live_path).expanduser()
-    if not live.is_file():
-        return None, f"the live database {live} is not on this machine"
+    live, why_not = live_database(entry)
+    if live is None:
+        return None, why_not
     try:
         return as_time(newest_change(live, entry.freshness_query, timeout=LIVE_QUERY_TIMEOUT)), ""
     except (sqlite3.Error, FreshnessValueError) as exc:
