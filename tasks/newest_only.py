@@ -14,11 +14,10 @@ own TXID).
 from __future__ import annotations
 
 from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.litefs.drill import LITEFS_PHASES
 from drillbook.tasks.points.request import PointRequest
 from drillbook.tasks.result import phase_kind
 from drillbook.tasks.steps import StepResult
-
-LITEFS_PHASES = ("read_freshness", "primary_switch", "write_retry", "degraded")
 
 
 def newest_only_skips(entry: DatabaseEntry, request: PointRequest) -> dict[str, StepResult]:

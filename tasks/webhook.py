@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -166,7 +165,3 @@ def _post(url: str, payload: dict[str, Any], timeout: float) -> str | None:
     if answer.status_code >= 500:
         return f"the endpoint failed (HTTP {answer.status_code})"
     return f"the endpoint refused the report (HTTP {answer.status_code}): check the URL in the variable it is read from"
-
-
-def outbox_dir(catalogue: Catalogue) -> Path | None:
-    return catalogue.resolve(catalogue.webhook.outbox_dir) if catalogue.webhook else None
