@@ -62,6 +62,27 @@ def assert_all_gone(processes: list[psutil.Process]) -> None:
     assert alive == [], f"left running: {[(p.pid, p.cmdline()) for p in alive]}"
 
 
+def stalled_entry(proxy: FaultProxy, key: str, live: Path) -> dict:
+    """The catalogue entry of a replica behind `proxy`, with timeouts long enough that only a signal ends the stall."""
+    return entry("orders", s3_replica_url(proxy.url, "drills", key), live_path=str(live), stall_timeout="10m", restore_timeout="10m")
+
+
+def start_drillbook(argv: list[str], tmp_path: Path) -> subprocess.Popen:
+    """The installed `drillbook` in a process group of its own: SIGINT to the group is what Ctrl-C in a terminal sends."""
+    return subprocess.Popen(
+        [DRILLBOOK, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=drillbook_env(tmp_path), start_new_session=True
+    )
+
+
+def interrupt(process: subprocess.Popen, sig: int, whole_group: bool) -> tuple[str, str]:
+    """Send `sig` to drillbook (or its whole group); its output once it ended (only at EOF: no child still holds the pipes)."""
+    if whole_group:
+        os.killpg(process.pid, sig)
+    else:
+        process.send_signal(sig)
+    return process.communicate(timeout=60)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "whole_group"), [(signal.SIGTERM, False), (signal.SIGINT, True)])
 def test_signal_mid_restore_stops_everything_records_error_and_exits_2(sig, whole_group, replicate, s3_endpoint, write_catalogue, tmp_path):
@@ -69,32 +90,13 @@ def test_signal_mid_restore_stops_everything_records_error_and_exits_2(sig, whol
     replicated = replicate(key=key)
     with FaultProxy(s3_endpoint) as proxy:
         proxy.fail("get", "stall", after=1)  # the header read passes, the restore hangs on its GETs
-        config = write_catalogue(
-            entry(
-                "orders",
-                s3_replica_url(proxy.url, "drills", key),
-                live_path=str(replicated.live),
-                stall_timeout="10m",
-                restore_timeout="10m",
-            )
-        )
+        config = write_catalogue(stalled_entry(proxy, key, replicated.live))
         before = replicated.live.read_bytes()
-        process = subprocess.Popen(
-            [DRILLBOOK, "run", "orders", "--config", str(config), "--json"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=drillbook_env(tmp_path),
-            start_new_session=True,  # its own group: SIGINT to the group is what Ctrl-C in a terminal sends
-        )
+        process = start_drillbook(["run", "orders", "--config", str(config), "--json"], tmp_path)
         seen = wait_for_restore(process)
         assert any("uvicorn" in " ".join(p.cmdline()) for p in seen), "expected Prefect's temporary server among the children"
         started = time.monotonic()
-        if whole_group:
-            os.killpg(process.pid, sig)
-        else:
-            process.send_signal(sig)
-        out, err = process.communicate(timeout=60)  # returns only at EOF: no child still holds the pipes
+        out, err = interrupt(process, sig, whole_group)
         took = time.monotonic() - started
 
     name = signal.Signals(sig).name
@@ -176,30 +178,12 @@ def test_a_signal_mid_search_of_recover_leaves_nothing_running_and_no_output(
     output = tmp_path / "clean.db"
     with FaultProxy(s3_endpoint) as proxy:
         proxy.fail("get", "stall", after=2)  # drillbook's two header reads pass, the search's first restore hangs on its GETs
-        config = write_catalogue(
-            entry(
-                "orders",
-                s3_replica_url(proxy.url, "drills", key),
-                live_path=str(replicated.live),
-                stall_timeout="10m",
-                restore_timeout="10m",
-            )
-        )
+        config = write_catalogue(stalled_entry(proxy, key, replicated.live))
         before = replicated.live.read_bytes()
-        process = subprocess.Popen(
-            [DRILLBOOK, "recover", "orders", "--config", str(config), "--find-clean", "--output", str(output), "--checks", "smoke"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=drillbook_env(tmp_path),
-            start_new_session=True,
-        )
+        argv = ["recover", "orders", "--config", str(config), "--find-clean", "--output", str(output), "--checks", "smoke"]
+        process = start_drillbook(argv, tmp_path)
         seen = wait_for_restore(process)
-        if whole_group:
-            os.killpg(process.pid, sig)
-        else:
-            process.send_signal(sig)
-        out, err = process.communicate(timeout=60)
+        out, err = interrupt(process, sig, whole_group)
 
     assert process.returncode == 2, (out, err)
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
