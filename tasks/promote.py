@@ -25,7 +25,7 @@ import sqlite3
 import time
 from enum import StrEnum
 from pathlib import Path
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 
@@ -120,9 +120,15 @@ def content_digest(path: Path) -> str:
 
 
 def drill_prefix(url: str, name: str) -> str:
-    """The promotion replica URL with `name` appended to its path: this drill's own prefix."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + name, parts.query, parts.fragment))
+    """This drill's own place under the promotion replica: its path plus `name` (NATS: a bucket named after both)."""
+    return backend_for(url).drill_url(url, name)
+
+
+def prepare_drill(url: str, timeout: float = 30.0) -> None:
+    """Make the drill's own place where the store needs it made first (a NATS bucket); nothing elsewhere."""
+    prepare = backend_for(url).prepare_drill
+    if prepare is not None:
+        prepare(url, timeout)
 
 
 def delete_prefix(url: str, timeout: float = 60.0) -> int:
@@ -174,6 +180,7 @@ def promote_copy(entry: DatabaseEntry, restored: Path, scratch: Path, *, base_di
     try:
         directory.mkdir(mode=0o700)
         guard_live(entry, directory, primary)
+        prepare_drill(url)
         shutil.copyfile(restored, primary)
         for suffix in ("-wal",):  # a restored copy has none; copied whole if one is there
             if Path(f"{restored}{suffix}").is_file():
@@ -187,6 +194,8 @@ def promote_copy(entry: DatabaseEntry, restored: Path, scratch: Path, *, base_di
         argv = [find_litestream(), "replicate", "-config", str(config)]
     except (LiveDatabaseGuard, ToolMissing) as exc:
         return _done(report, began, Status.ERROR, str(exc))
+    except StorageError as exc:
+        return _done(report, began, Status.ERROR, f"cannot make the drill's promotion place {report.replica}: {exc}")
     except (OSError, sqlite3.Error) as exc:
         return _done(report, began, Status.ERROR, f"cannot prepare the promotion copy in {directory}: {exc}")
     try:

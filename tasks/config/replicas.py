@@ -54,8 +54,8 @@ class PromoteSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     replica: str = Field(
-        description="Scratch replica URL (any store but nats://) the promoted copy replicates to; each drill uses a sub-prefix of its own, "
-        "deleted after a PASS. Must not be, hold or sit inside the database's own replica."
+        description="Scratch replica URL the promoted copy replicates to; each drill uses a sub-prefix of its own (on nats://, a bucket "
+        "named after this one and the drill), deleted after a PASS. Must not be, hold or sit inside the database's own replica."
     )
     writes: list[str | PromoteCommand] = Field(
         min_length=1, description='SQL run on the promoted copy (each in its own transaction), or { command = ["app", "write"] }.'

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from drillbook.tasks.errors import DrillbookError
 
@@ -86,6 +86,12 @@ def server_place(url: str) -> tuple[str, tuple[str, ...]]:
     return store, tuple(s for s in unquote(parts.path).split("/") if s)
 
 
+def append_path(url: str, name: str) -> str:
+    """`url` with `name` appended to its path: a promotion drill's own sub-prefix, on every store with prefixes."""
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/" + name, parts.query, parts.fragment))
+
+
 def delete_listed(storage: Storage) -> int:
     """Delete every object `storage` lists (its class has `delete(key)`): a promotion drill's own prefix. How many."""
     keys = [item.key for item in storage.list()]
@@ -119,6 +125,10 @@ class Backend:
     #: Delete every object below a URL (a promotion drill's own prefix, after a PASS): how many. None where drillbook
     #: cannot, so a promotion replica there is refused at check-config.
     delete_prefix: Callable[[str, float], int] | None = None
+    #: A promotion drill's own place under the configured promotion replica: its path plus the drill's name.
+    drill_url: Callable[[str, str], str] = append_path
+    #: Make that place before litestream writes there (NATS: a bucket of its own); refuses one that exists already.
+    prepare_drill: Callable[[str, float], None] | None = None
 
     @property
     def promotable(self) -> bool:

@@ -12,6 +12,10 @@ Layout, as litestream's nats client writes it: objects named ltx/<level>/<minTXI
 in the bucket. Listing times are when the store wrote each object's metadata (the
 JetStream message timestamp: nanoseconds, kept to microseconds). The object store
 has no ranged reads: `read` fetches the whole object and returns the range.
+
+A promotion drill (promote.replica = nats://HOST/NAME) gets a bucket of its own,
+NAME-<drill>, made by drillbook before litestream writes (refused if it exists) and
+deleted after a PASS, kept after a FAIL: litestream's client has no sub-prefix.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import os
+import re
 from collections.abc import Iterator
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
@@ -78,12 +83,12 @@ class NATSStorage:
         self.endpoint = self.server
         self.where = f"{self.server}/{self.bucket}"
 
-    async def _with_store(self, work, doing: str, name: str | None = None):
+    async def _with_js(self, work, doing: str, where: str):
+        """Connect, run `work(jetstream)`, close; the client's errors mapped onto StorageProblem, naming `where`."""
         import nats
         from nats import errors as nats_errors
         from nats.js import errors as js_errors
 
-        where = f"{self.where}/{name}" if name else self.where
         options = dict(
             servers=[self.server],
             connect_timeout=min(5.0, self.timeout),
@@ -122,7 +127,24 @@ class NATSStorage:
                 StorageProblem.UNREACHABLE, f"NATS server unreachable: {self.server} ({type(exc).__name__}) {doing} {where}"
             ) from None
         try:
-            js = nc.jetstream(timeout=self.timeout)
+            return await work(nc.jetstream(timeout=self.timeout))
+        except StorageError:
+            raise
+        except js_errors.ServiceUnavailableError:
+            raise StorageError(StorageProblem.STORAGE_ERROR, f"JetStream is not enabled on {self.server} {doing} {where}") from None
+        except (TimeoutError, nats_errors.TimeoutError):
+            raise StorageError(StorageProblem.TIMEOUT, f"NATS did not answer within {self.timeout:g}s {doing} {where}") from None
+        except nats_errors.Error as exc:
+            raise StorageError(StorageProblem.STORAGE_ERROR, f"NATS error {doing} {where}: {type(exc).__name__}: {exc}") from None
+        finally:
+            await nc.close()
+
+    async def _with_store(self, work, doing: str, name: str | None = None):
+        from nats.js import errors as js_errors
+
+        where = f"{self.where}/{name}" if name else self.where
+
+        async def in_store(js):
             try:
                 store = await js.object_store(self.bucket)
             except js_errors.BucketNotFoundError:
@@ -130,20 +152,40 @@ class NATSStorage:
                     StorageProblem.MISSING,
                     f"object store bucket {self.bucket!r} does not exist on {self.server} (litestream needs it created beforehand)",
                 ) from None
-            except js_errors.ServiceUnavailableError:
-                raise StorageError(StorageProblem.STORAGE_ERROR, f"JetStream is not enabled on {self.server} {doing} {where}") from None
             try:
                 return await work(store)
             except js_errors.ObjectNotFoundError:
                 raise StorageError(StorageProblem.STORAGE_ERROR, f"listed but missing: {where}") from None
-        except StorageError:
-            raise
-        except (TimeoutError, nats_errors.TimeoutError):
-            raise StorageError(StorageProblem.TIMEOUT, f"NATS did not answer within {self.timeout:g}s {doing} {where}") from None
-        except nats_errors.Error as exc:
-            raise StorageError(StorageProblem.STORAGE_ERROR, f"NATS error {doing} {where}: {type(exc).__name__}: {exc}") from None
-        finally:
-            await nc.close()
+
+        return await self._with_js(in_store, doing, where)
+
+    def create_bucket(self) -> None:
+        """Create this URL's object store bucket, refusing one that exists: a promotion drill never writes into a bucket it did not make."""
+        from nats.js import errors as js_errors
+
+        async def create(js):
+            try:
+                await js.object_store(self.bucket)
+            except js_errors.BucketNotFoundError:
+                await js.create_object_store(self.bucket)
+                return
+            raise StorageError(
+                StorageProblem.STORAGE_ERROR,
+                f"object store bucket {self.bucket!r} exists already on {self.server}: drillbook will not write into it",
+            )
+
+        _run(lambda: self._with_js(create, "creating", self.where))
+
+    def delete_bucket(self) -> int:
+        """Delete this URL's object store bucket and everything in it; how many objects it held."""
+
+        async def delete(js):
+            store = await js.object_store(self.bucket)
+            held = [info for info, _stored in await self._objects(store) if not info.deleted]
+            await js.delete_object_store(self.bucket)
+            return len(held)
+
+        return _run(lambda: self._with_js(delete, "deleting", self.where))
 
     async def _objects(self, store) -> list[tuple[object, datetime]]:
         """Every object's info and the time the store wrote it, from the bucket's metadata stream.
@@ -214,6 +256,38 @@ def _refused(exc: Exception) -> bool:
     return isinstance(exc, nats_errors.AuthorizationError) or AUTHORIZATION_VIOLATION in str(exc).lower()
 
 
+#: The promotion buckets this process made (server/bucket): the only ones `delete_drill_bucket` deletes.
+_MADE: set[str] = set()
+
+
+def drill_bucket_url(url: str, name: str) -> str:
+    """A promotion drill's own place: a bucket of its own, the configured bucket's name plus the drill's.
+
+    litestream's NATS client writes at the bucket's root (it has no path), so the drill's
+    place is a bucket rather than a sub-prefix: nats://host/promote -> nats://host/promote-<drill>.
+    """
+    parts = urlsplit(url)
+    own = re.sub(r"[^A-Za-z0-9_-]", "_", name)
+    return f"{parts.scheme}://{parts.netloc}/{unquote(parts.path).strip('/')}-{own}"
+
+
+def make_drill_bucket(url: str, timeout: float) -> None:
+    storage = NATSStorage(url, timeout=timeout)
+    storage.create_bucket()
+    _MADE.add(storage.where)
+
+
+def delete_drill_bucket(url: str, timeout: float) -> int:
+    storage = NATSStorage(url, timeout=timeout)
+    if storage.where not in _MADE:
+        raise StorageError(
+            StorageProblem.STORAGE_ERROR, f"{storage.where} was not made by this drill: drillbook deletes only its own buckets"
+        )
+    removed = storage.delete_bucket()
+    _MADE.discard(storage.where)
+    return removed
+
+
 def store_scope(url: str) -> str:
     parts = urlsplit(url)
     return f"{parts.hostname or ''}:{parts.port or 4222}/{parts.path.strip('/')}"
@@ -232,4 +306,7 @@ BACKEND = Backend(
     ),
     check_url=check_url,
     litestream_replica=litestream_replica,
+    delete_prefix=delete_drill_bucket,
+    drill_url=drill_bucket_url,
+    prepare_drill=make_drill_bucket,
 )
