@@ -10,6 +10,7 @@ started: a subprocess's whole process group, or the thread's server.
     webdav_server(tmp)  WebDAV with basic authentication (WsgiDAV on cheroot), serving tmp/root
     nats_server(tmp)    nats-server with JetStream, user and password, its store in tmp/jetstream
     gcs_emulator()      Google Cloud Storage (gcp-storage-emulator, in memory), reached through STORAGE_EMULATOR_HOST
+    (Alibaba OSS has no emulator: its S3-compatible stand-in is testing/oss.py's oss_standin)
 
 `litestream_config` writes the litestream configuration a backend needs where a
 URL alone cannot say it (an Azure endpoint, an SFTP key file), with credentials

@@ -21,11 +21,13 @@ import pytest
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.runner import CommandRecord
 from drillbook.tasks.storage import StorageError, StorageProblem, check_replica_url, open_storage
+from drillbook.testing import oss as oss_standin
 from drillbook.testing import servers
 
 pytestmark = pytest.mark.slow
 
-LTX_KEY = re.compile(r"^ltx/(\d+)/([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
+# litestream's clients lay levels out two ways: ltx/<level>/ (Azure, GCS, SFTP, WebDAV, NATS) and <level, 4 hex>/ (OSS, as S3).
+LTX_KEY = re.compile(r"^(ltx/\d+|[0-9a-f]{4})/([0-9a-f]{16})-([0-9a-f]{16})\.ltx$")
 TIMEOUT = 10.0
 
 
@@ -226,12 +228,51 @@ class NATS(Backend):
         return self.url(f"absent-{uuid.uuid4().hex[:8]}")
 
 
+class OSS(Backend):
+    """Alibaba OSS through its stand-in (servers.oss_standin: moto's S3 app, checking the key id, not the signature)."""
+
+    scheme, module = "oss", "oss"
+    bucket = "oss-drills"
+
+    def _s3(self):
+        import boto3
+
+        return boto3.client(
+            "s3",
+            endpoint_url=self.served.endpoint,
+            aws_access_key_id=oss_standin.OSS_KEY_ID,
+            aws_secret_access_key="y",
+            region_name="us-east-1",
+        )
+
+    def url(self, name: str, *, endpoint: str | None = None, bucket: str | None = None) -> str:
+        return f"oss://{bucket or self.bucket}/{name}?endpoint={endpoint or self.served.endpoint}"
+
+    def create_root(self, name: str) -> None:
+        with contextlib.suppress(self._s3().exceptions.BucketAlreadyOwnedByYou):
+            self._s3().create_bucket(Bucket=self.bucket)
+
+    def truncate(self, name: str, key: str, size: int) -> None:
+        found = self._s3().get_object(Bucket=self.bucket, Key=f"{name}/{key}")
+        self._s3().put_object(Bucket=self.bucket, Key=f"{name}/{key}", Body=found["Body"].read()[:size], Metadata=found["Metadata"])
+
+    def wrong_credentials(self, monkeypatch, tmp_path: Path) -> None:
+        monkeypatch.setenv("OSS_ACCESS_KEY_ID", "not-the-key-id")  # the stand-in refuses any other key id
+
+    def unreachable_url(self, monkeypatch, name: str) -> str:
+        return self.url(name, endpoint=f"http://{servers.HOST}:{servers.free_port()}")
+
+    def missing_url(self) -> str:
+        return self.url("app", bucket=f"absent-{uuid.uuid4().hex[:8]}")
+
+
 STARTERS = {
     "abs": (Azure, lambda tmp: servers.azurite(tmp)),
     "gs": (GCS, lambda tmp: servers.gcs_emulator()),
     "sftp": (SFTP, lambda tmp: servers.sftp_server(tmp)),
     "webdav": (WebDAV, lambda tmp: servers.webdav_server(tmp)),
     "nats": (NATS, lambda tmp: servers.nats_server(tmp)),
+    "oss": (OSS, lambda tmp: oss_standin.oss_standin()),
 }
 
 
@@ -317,10 +358,12 @@ def replicated(backend, tmp_path):
         ("webdavs://drill:hunter2@dav.example/app", "set LITESTREAM_WEBDAV_USERNAME and LITESTREAM_WEBDAV_PASSWORD instead"),
         ("nats://127.0.0.1:4222/", "no object store bucket"),
         ("nats://drill:hunter2@127.0.0.1:4222/app", "set LITESTREAM_NATS_USERNAME and LITESTREAM_NATS_PASSWORD instead"),
+        ("oss://drills", "needs a bucket and a path"),
+        ("oss://drills.oss-eu-central-1.aliyuncs.com/app", "set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET"),
     ],
 )
 def test_check_url_says_what_is_missing(url, says, monkeypatch):
-    for name in ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD"):
+    for name in ("LITESTREAM_SFTP_KEY_PATH", "LITESTREAM_SFTP_PASSWORD", "OSS_ACCESS_KEY_ID"):
         monkeypatch.delenv(name, raising=False)
     problem = check_replica_url(url)
     assert problem is not None and says in problem
@@ -354,7 +397,8 @@ def test_storage_lists_and_reads_what_litestream_wrote_and_restore_gives_the_row
     assert ltx, f"no LTX files in the layout litestream uses, listed: {[item.key for item in listed]}"
     assert all(item.size > 100 and item.modified.tzinfo is not None for item in ltx)
     print(f"\n{backend.scheme} listing: {[(item.key, item.size, item.modified.isoformat()) for item in ltx]}")
-    assert {item.key for item in storage.list("ltx/0/")} == {item.key for item in listed if item.key.startswith("ltx/0/")}
+    level_zero = "0000/" if ltx[0].key[0] != "l" else "ltx/0/"
+    assert {item.key for item in storage.list(level_zero)} == {item.key for item in listed if item.key.startswith(level_zero)}
     header = storage.read(ltx[0].key, 0, 100)
     assert len(header) == 100 and header[:4] == b"LTX1"
     assert storage.read(ltx[0].key, 4, 4) == header[4:8]

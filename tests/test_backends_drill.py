@@ -142,9 +142,13 @@ def _refuse_credentials(backend: Backend, monkeypatch, tmp_path: Path) -> str:
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
         return "Google credentials"
     backend.wrong_credentials(monkeypatch, tmp_path)
-    return {"abs": "LITESTREAM_AZURE", "sftp": "LITESTREAM_SFTP_KEY_PATH", "webdav": "LITESTREAM_WEBDAV", "nats": "LITESTREAM_NATS"}[
-        backend.scheme
-    ]
+    return {
+        "abs": "LITESTREAM_AZURE",
+        "sftp": "LITESTREAM_SFTP_KEY_PATH",
+        "webdav": "LITESTREAM_WEBDAV",
+        "nats": "LITESTREAM_NATS",
+        "oss": "OSS_ACCESS_KEY",
+    }[backend.scheme]
 
 
 def test_refused_credentials_are_an_object_storage_failure(backend, replicated, capsys, write_catalogue, monkeypatch, tmp_path):
@@ -216,6 +220,8 @@ def _through(backend: Backend, name: str, port: int, monkeypatch) -> str:
     endpoint = f"{servers.HOST}:{port}"
     if backend.scheme == "abs":
         return backend.url(name, endpoint=f"http://{endpoint}/{servers.AZURITE_ACCOUNT}")
+    if backend.scheme == "oss":
+        return backend.url(name, endpoint=f"http://{endpoint}")
     if backend.scheme == "gs":
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://{endpoint}")
         return backend.url(name)
@@ -277,6 +283,7 @@ def test_check_config_names_what_is_missing_in_one_line(backend, capsys, write_c
         "sftp": (backend.url("app"), "LITESTREAM_SFTP_KEY_PATH"),
         "webdav": ("webdav:///app", "no host"),
         "nats": (backend.url("") if backend.scheme == "nats" else "", "no object store bucket"),
+        "oss": (backend.url("app"), "set OSS_ACCESS_KEY_ID and OSS_ACCESS_KEY_SECRET"),
     }
     url, says = missing[backend.scheme]
     if backend.scheme == "gs":  # against Google itself, not the emulator (which needs no key)
@@ -284,6 +291,8 @@ def test_check_config_names_what_is_missing_in_one_line(backend, capsys, write_c
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
     if backend.scheme == "sftp":
         monkeypatch.setenv("LITESTREAM_SFTP_KEY_PATH", str(tmp_path / "no-such-key"))
+    if backend.scheme == "oss":
+        monkeypatch.delenv("OSS_ACCESS_KEY_SECRET")
     config = write_catalogue(entry("app", url))
     code = main(["check-config", "--config", str(config)])
     err = capsys.readouterr().err

@@ -8,10 +8,19 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from drillbook.tasks.storage import abs as azure_blob  # (not the builtin); every client loads only when used
-from drillbook.tasks.storage import file, gcs, nats, s3, sftp, webdav
+from drillbook.tasks.storage import file, gcs, nats, oss, s3, sftp, webdav
 from drillbook.tasks.storage.base import Backend, Storage, StorageError, StorageProblem, StoredObject
 
-KNOWN: tuple[Backend, ...] = (s3.BACKEND, file.BACKEND, azure_blob.BACKEND, gcs.BACKEND, sftp.BACKEND, webdav.BACKEND, nats.BACKEND)
+KNOWN: tuple[Backend, ...] = (
+    s3.BACKEND,
+    file.BACKEND,
+    azure_blob.BACKEND,
+    gcs.BACKEND,
+    sftp.BACKEND,
+    webdav.BACKEND,
+    nats.BACKEND,
+    oss.BACKEND,
+)
 BACKENDS: dict[str, Backend] = {scheme: backend for backend in KNOWN for scheme in backend.schemes}
 
 
