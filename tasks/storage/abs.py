@@ -5,8 +5,12 @@ endpoint only from its config file (`endpoint:`), never from the URL; drillbook
 also accepts ?endpoint=URL (Azurite, sovereign clouds) and hands it to litestream
 through `litestream_replica`. Credentials as litestream reads them:
 LITESTREAM_AZURE_SAS_TOKEN first, else LITESTREAM_AZURE_ACCOUNT_KEY with the
-account name from the URL. (litestream falls back to Azure's default credential
-chain, AZURE_CLIENT_ID/SECRET/TENANT_ID or a managed identity; drillbook does not.)
+account name from the URL. Without either, both fall back to Azure's default
+credential chain as the vendor's SDK resolves it (azure-identity here, azidentity in
+litestream): environment (AZURE_CLIENT_ID with AZURE_CLIENT_SECRET or a certificate,
+AZURE_TENANT_ID), workload identity (AZURE_FEDERATED_TOKEN_FILE), managed identity, the
+az and azd CLIs. drillbook asks the chain for a token before listing, so a missing or
+expired credential is one line naming each source tried and what it said.
 
 Layout, as litestream's abs client writes it: PATH/ltx/<level>/<minTXID>-<maxTXID>.ltx,
 the level in decimal, the TXIDs 16 hex digits. Listing times are the blob's
@@ -34,6 +38,13 @@ _LITESTREAM_ENV = (
     "AZURE_CLIENT_CERTIFICATE_PATH",
     "AZURE_FEDERATED_TOKEN_FILE",
     "AZURE_AUTHORITY_HOST",
+    "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+    "AZURE_CONFIG_DIR",  # the az CLI's login
+    "IDENTITY_ENDPOINT",  # managed identity on App Service, Functions, Container Apps, Arc
+    "IDENTITY_HEADER",
+    "IMDS_ENDPOINT",
+    "MSI_ENDPOINT",
+    "MSI_SECRET",
 )
 
 
@@ -84,6 +95,18 @@ def litestream_replica(url: str) -> dict[str, str]:
     return replica
 
 
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+#: The chain's sources litestream's azidentity tries too; the Python SDK's others (VS Code, PowerShell, a token cache,
+#: a browser) are left out, so drillbook and litestream answer alike.
+_CHAIN_EXCLUDES = dict(
+    exclude_shared_token_cache_credential=True,
+    exclude_visual_studio_code_credential=True,
+    exclude_powershell_credential=True,
+    exclude_interactive_browser_credential=True,
+    exclude_broker_credential=True,
+)
+
+
 def _credential(location: ABSLocation):
     sas = os.environ.get("LITESTREAM_AZURE_SAS_TOKEN")
     if sas:
@@ -91,11 +114,48 @@ def _credential(location: ABSLocation):
     key = os.environ.get("LITESTREAM_AZURE_ACCOUNT_KEY")
     if key and location.account:
         return {"account_name": location.account, "account_key": key}
-    raise StorageError(
-        StorageProblem.ACCESS_DENIED,
-        f"no Azure credentials for {location.where}: set LITESTREAM_AZURE_SAS_TOKEN, or LITESTREAM_AZURE_ACCOUNT_KEY "
-        "with the account in the URL (abs://ACCOUNT@CONTAINER/PATH); litestream reads the same variables",
-    )
+    return _default_chain(location)
+
+
+def _default_chain(location: ABSLocation):
+    """Azure's default credential chain, asked for a token now: what it tried, in one line, when none gives one."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity import DefaultAzureCredential  # only when no key or SAS is set
+
+    chain = DefaultAzureCredential(**_CHAIN_EXCLUDES)
+    try:
+        chain.get_token(STORAGE_SCOPE)
+    except ClientAuthenticationError as exc:
+        raise StorageError(
+            StorageProblem.ACCESS_DENIED,
+            f"no Azure credentials for {location.where}: set LITESTREAM_AZURE_SAS_TOKEN, or LITESTREAM_AZURE_ACCOUNT_KEY with the account "
+            f"in the URL, or give Azure's default chain one (litestream reads the same); tried {chain_tried(exc.message or str(exc))}",
+        ) from None
+    if urlsplit(location.account_url).scheme != "https":
+        raise StorageError(
+            StorageProblem.ACCESS_DENIED,
+            f"Azure's default chain gave a token, which Azure's SDKs send over https only, and {location.account_url} is not https: "
+            "use the https endpoint, or LITESTREAM_AZURE_ACCOUNT_KEY / LITESTREAM_AZURE_SAS_TOKEN",
+        )
+    return chain
+
+
+def chain_tried(message: str) -> str:
+    """azure-identity's many-line "Attempted credentials:" report as one line: each source and the first sentence it said."""
+    names = {
+        "EnvironmentCredential": "environment (AZURE_CLIENT_ID, AZURE_TENANT_ID, AZURE_CLIENT_SECRET or a certificate)",
+        "WorkloadIdentityCredential": "workload identity (AZURE_FEDERATED_TOKEN_FILE)",
+        "ManagedIdentityCredential": "managed identity",
+        "AzureCliCredential": "az CLI",
+        "AzureDeveloperCliCredential": "azd CLI",
+    }
+    tried = []
+    for line in message.splitlines():
+        name, colon, said = line.strip().partition(": ")
+        if colon and name in names:
+            said = said.removeprefix(f"{name} ").split(". ")[0].split("\n")[0].rstrip(".")
+            tried.append(f"{names[name]}: {said[:160]}")
+    return "; ".join(tried) or " ".join(message.split())[:400]
 
 
 class ABSStorage:
@@ -169,6 +229,10 @@ class ABSStorage:
                 StorageProblem.MISSING, f"container {self.location.container!r} does not exist at {self.location.account_url}"
             ) from None
         except ClientAuthenticationError as exc:
+            if "Attempted credentials" in (exc.message or ""):  # the chain's token ran out mid-drill, and no source gives another
+                raise StorageError(
+                    StorageProblem.ACCESS_DENIED, f"Azure's default chain gives no token {doing} {where}: tried {chain_tried(exc.message)}"
+                ) from None
             raise StorageError(
                 StorageProblem.ACCESS_DENIED,
                 f"Azure refused the credentials {doing} {where} ({_code(exc)}): "
@@ -215,10 +279,18 @@ BACKEND = Backend(
     scope=store_scope,
     place=server_place,
     env=_LITESTREAM_ENV,
-    secret_env=("LITESTREAM_AZURE_ACCOUNT_KEY", "LITESTREAM_AZURE_SAS_TOKEN", "AZURE_CLIENT_SECRET"),
+    secret_env=(
+        "LITESTREAM_AZURE_ACCOUNT_KEY",
+        "LITESTREAM_AZURE_SAS_TOKEN",
+        "AZURE_CLIENT_SECRET",
+        "AZURE_CLIENT_CERTIFICATE_PASSWORD",
+        "IDENTITY_HEADER",
+        "MSI_SECRET",
+    ),
     credentials=(
         "LITESTREAM_AZURE_ACCOUNT_KEY or LITESTREAM_AZURE_SAS_TOKEN",
-        "or AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID",
+        "or Azure's default chain: AZURE_CLIENT_ID / AZURE_CLIENT_SECRET / AZURE_TENANT_ID, workload identity "
+        "(AZURE_FEDERATED_TOKEN_FILE), a managed identity, or `az login`",
     ),
     check_url=check_url,
     litestream_replica=litestream_replica,

@@ -1,9 +1,14 @@
 """Google Cloud Storage replicas (gs://), through google-cloud-storage.
 
-URL: gs://BUCKET/PATH, as litestream reads it. Credentials as litestream's Go
-client finds them: Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS
-naming a key file, or the metadata server); STORAGE_EMULATOR_HOST points both
-clients at an emulator, without credentials.
+URL: gs://BUCKET/PATH, as litestream reads it. Credentials as both vendor SDKs
+(google-auth here, Go's in litestream) find Application Default Credentials, in
+this order: GOOGLE_APPLICATION_CREDENTIALS naming a file (a service account key,
+an authorized user, workload identity federation), gcloud's application-default
+login (~/.config/gcloud/application_default_credentials.json), the metadata server
+(GCE, GKE, Cloud Run). A missing or expired credential is one line naming the
+source tried (`adc_source`). STORAGE_EMULATOR_HOST points both clients at an
+emulator, without credentials. litestream does not read CLOUDSDK_CONFIG, so a
+gcloud login kept there is refused at check-config with the variable to set.
 
 Layout, as litestream's gs client writes it: PATH/ltx/<level>/<minTXID>-<maxTXID>.ltx.
 Listing times are the object's `updated` (millisecond resolution on GCS).
@@ -26,10 +31,37 @@ def check_url(url: str) -> str | None:
     """What the URL lacks; None when complete."""
     if not urlsplit(url).netloc:
         return f"{redact_url(url)}: no bucket: write gs://BUCKET/PATH"
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        return None
     key = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
-    if key and not os.environ.get("STORAGE_EMULATOR_HOST") and not os.path.isfile(key):
+    if key and not os.path.isfile(key):
         return f"GOOGLE_APPLICATION_CREDENTIALS={key} is not a file (the service account key both drillbook and litestream read)"
+    config = os.environ.get("CLOUDSDK_CONFIG")
+    if not key and config and os.path.isfile(os.path.join(config, ADC_FILE)):
+        return (
+            f"CLOUDSDK_CONFIG={config} holds the gcloud login, which litestream does not read there: "
+            f"set GOOGLE_APPLICATION_CREDENTIALS={os.path.join(config, ADC_FILE)}"
+        )
     return None
+
+
+ADC_FILE = "application_default_credentials.json"
+
+
+def adc_source() -> str:
+    """Where Application Default Credentials come from here, as google-auth looks (for messages; no secret)."""
+    key = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    if key:
+        return f"GOOGLE_APPLICATION_CREDENTIALS={key}"
+    login = os.path.join(os.environ.get("CLOUDSDK_CONFIG") or os.path.expanduser("~/.config/gcloud"), ADC_FILE)
+    if os.path.isfile(login):
+        return f"gcloud's application-default login {login}"
+    return "the metadata server (no GOOGLE_APPLICATION_CREDENTIALS, no gcloud application-default login)"
+
+
+def _first_line(exc: Exception) -> str:
+    said = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+    return " ".join(said.split())[:200]
 
 
 def litestream_replica(url: str) -> dict[str, str]:
@@ -66,11 +98,12 @@ class GCSStorage:
                 try:
                     scope = "read_write" if self.writable else "read_only"
                     credentials, project = google.auth.default(scopes=[f"https://www.googleapis.com/auth/devstorage.{scope}"])
-                except DefaultCredentialsError:
+                except DefaultCredentialsError as exc:
                     raise StorageError(
                         StorageProblem.ACCESS_DENIED,
-                        f"no Google credentials for {self.where}: set GOOGLE_APPLICATION_CREDENTIALS to a service account key file "
-                        "(litestream reads the same), or run where the metadata server gives one",
+                        f"no Google credentials for {self.where}: tried {adc_source()} ({_first_line(exc)}); set "
+                        "GOOGLE_APPLICATION_CREDENTIALS to a key file, run `gcloud auth application-default login`, or run where "
+                        "the metadata server gives one (litestream reads the same)",
                     ) from None
                 self._gcs = storage.Client(project=project, credentials=credentials)
         return self._gcs
@@ -135,13 +168,25 @@ class GCSStorage:
             raise StorageError(
                 StorageProblem.MISSING, f"bucket {self.bucket!r} does not exist" + (f" at {self.emulator}" if self.emulator else "")
             ) from None
-        except (api.Forbidden, api.Unauthorized, auth.RefreshError) as exc:
+        except auth.RefreshError as exc:  # the token endpoint said no: an expired or revoked login, a deleted key
             raise StorageError(
                 StorageProblem.ACCESS_DENIED,
-                f"Google refused the credentials {doing} {where} ({type(exc).__name__}): check GOOGLE_APPLICATION_CREDENTIALS "
+                f"Google refused the credential from {adc_source()} {doing} {where} ({_first_line(exc)}): renew it "
+                "(`gcloud auth application-default login`, a new key file)",
+            ) from None
+        except (api.Forbidden, api.Unauthorized) as exc:
+            raise StorageError(
+                StorageProblem.ACCESS_DENIED,
+                f"Google refused the credentials {doing} {where} ({type(exc).__name__}): check {adc_source()} "
                 "and the account's storage.objects.list/get permissions",
             ) from None
         except api.RetryError as exc:  # the retries ran out of time: say what the last attempt met
+            if isinstance(exc.cause, auth.TransportError):  # the token endpoint or the metadata server, not Cloud Storage
+                raise StorageError(
+                    StorageProblem.ACCESS_DENIED,
+                    f"cannot get a Google token from {adc_source()} {doing} {where}: its token endpoint did not answer within "
+                    f"{self.timeout:g}s ({_first_line(exc.cause)})",
+                ) from None
             if isinstance(exc.cause, requests.ConnectionError) and not isinstance(exc.cause, requests.Timeout):
                 raise StorageError(
                     StorageProblem.UNREACHABLE,
@@ -150,7 +195,12 @@ class GCSStorage:
             raise StorageError(StorageProblem.TIMEOUT, f"Cloud Storage did not answer within {self.timeout:g}s {doing} {where}") from None
         except (requests.Timeout, api.DeadlineExceeded):
             raise StorageError(StorageProblem.TIMEOUT, f"Cloud Storage did not answer within {self.timeout:g}s {doing} {where}") from None
-        except (requests.ConnectionError, auth.TransportError) as exc:
+        except auth.TransportError as exc:  # the token endpoint or the metadata server did not answer
+            raise StorageError(
+                StorageProblem.ACCESS_DENIED,
+                f"cannot get a Google token from {adc_source()} {doing} {where}: its token endpoint did not answer ({_first_line(exc)})",
+            ) from None
+        except requests.ConnectionError as exc:
             raise StorageError(
                 StorageProblem.UNREACHABLE, f"Cloud Storage endpoint unreachable {doing} {where} ({type(exc).__name__})"
             ) from None
@@ -170,7 +220,10 @@ BACKEND = Backend(
     scope=store_scope,
     place=server_place,
     env=_LITESTREAM_ENV,
-    credentials=("GOOGLE_APPLICATION_CREDENTIALS (a service account file)",),
+    credentials=(
+        "GOOGLE_APPLICATION_CREDENTIALS (a service account key, an authorized user or a workload identity federation file)",
+        "or gcloud's `gcloud auth application-default login` (~/.config/gcloud), or the metadata server (GCE, GKE, Cloud Run)",
+    ),
     check_url=check_url,
     litestream_replica=litestream_replica,
     delete_prefix=lambda url, timeout: delete_listed(GCSStorage(url, timeout=timeout, writable=True)),
