@@ -25,6 +25,7 @@ from drillbook.tasks.freshness import FreshnessReport, measure_freshness
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills, record_drill
 from drillbook.tasks.integrity import IntegrityReport, check_integrity
+from drillbook.tasks.lineage_history import check_writers_across
 from drillbook.tasks.litefs.drill import drill_litefs
 from drillbook.tasks.lookahead import HistorySnapshot, look_ahead, plan_restore
 from drillbook.tasks.newest_only import newest_only_skips
@@ -55,7 +56,6 @@ from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import redact, slug, visible
 from drillbook.tasks.verdict import DrillContext, judge
 from drillbook.tasks.workspace import prepare_workspace
-from drillbook.tasks.writers import check_writers
 
 S = TypeVar("S", bound=StepResult)
 
@@ -366,7 +366,7 @@ def drill(
     else:
         replica = run.record("replica", ReplicaState.skipped(f"not run: {setup.summary}"))
     plan = _guarded(RestorePlan, plan_step, entry=entry, replica=replica, history_url=catalogue.history_url, history=history)
-    run.step("writers", check_writers, entry=entry, replica=replica)  # a second writer in the L0 history, at any point
+    run.step("writers", check_writers_across, entry=entry, replica=replica, history_url=catalogue.history_url)  # L0 + recorded lineage
     point, timeline = _plan(entry, request, replica, catalogue.history_url)
     restore = run.step("restore", restore_task, entry=entry, replica=replica, scratch=work, point=point)
     if point is not None:

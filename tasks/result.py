@@ -165,4 +165,6 @@ class DrillResult(PhaseResults, DrillHeader):
             "follow": self.follow.record() if self.follow else None,
             "promote": self.promote.record() if self.promote else None,
             "compat": self.compat.matrix() if self.compat and self.compat.rows else None,
+            # What the two-writer check learned of the WAL lineage, for the next drill (lineage.py): kept in the history.
+            "writer_lineage": self.writers.lineage_record() if self.writers and self.writers.lineage else None,
         }

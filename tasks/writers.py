@@ -41,6 +41,7 @@ from datetime import UTC, datetime
 from pydantic import BaseModel, Field
 
 from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.lineage import LineageMark, carry, judged_now, recorded_next
 from drillbook.tasks.ltx import LINEAGE_BYTES, LTX_LAYOUT, LtxFile, LtxLineage, ltx_files, parse_ltx_lineage
 from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaReader, ReplicaState
@@ -71,6 +72,16 @@ class WriterCheck(StepResult):
     lineages: int = Field(default=0, description="WAL lineages (salt pairs) among the files read.")
     forks: list[Fork] = Field(default_factory=list)
     notes: list[str] = Field(default_factory=list)
+    lineage: list[LineageMark] = Field(
+        default_factory=list, description="The WAL lineage runs this drill knows of (earlier drills' carried forward), for the next drill."
+    )
+    replica_digest: str | None = Field(
+        default=None, description="Which replica URL the lineage is of (a digest): another URL starts afresh."
+    )
+
+    def lineage_record(self) -> dict:
+        """The lineage as the history keeps it (the drill's summary: `writer_lineage`)."""
+        return {"replica_digest": self.replica_digest, "runs": [mark.model_dump() for mark in self.lineage]}
 
 
 def _hex(txid: int) -> str:
@@ -188,14 +199,22 @@ def read_plan(level0: list[LtxFile], limit: int = MAX_HEADERS) -> tuple[list[Ltx
     return [level0[index] for index in picked], gaps
 
 
-def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = MAX_HEADERS) -> WriterCheck:
-    """Read the L0 headers that tell a fork (read_plan: ranged reads, concurrently) and look for one."""
+def check_writers(
+    entry: DatabaseEntry, replica: ReplicaState, *, limit: int = MAX_HEADERS, recorded: list[LineageMark] | None = None
+) -> WriterCheck:
+    """Read the L0 headers that tell a fork (read_plan: ranged reads, concurrently) and look for one.
+
+    `recorded`: the lineage runs earlier drills saw (lineage.py), set before tonight's headers: a fork whose
+    files retention has removed since is still seen.
+    """
     if not replica.ok or replica.listing is None:
         return WriterCheck.skipped("not run: the replica inspection did not pass")
     if replica.layout != LTX_LAYOUT:
         return WriterCheck.skipped("not run: a litestream 0.3 replica keeps no WAL lineage in its files (its generations are listed)")
     started = time.monotonic()
+    recorded = recorded or []
     listed = ltx_files(replica.listing)
+    newest = max((f.high for f in listed), default=None)
     compacted = overlapping_compactions(listed)
     level0 = sorted((f for f in listed if f.level == 0), key=lambda f: (f.low, f.high))
     chosen, gaps = read_plan(level0, limit)
@@ -205,8 +224,15 @@ def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = M
             f"read {len(chosen):,} of {len(level0):,} L0 headers: the whole-database files (where a WAL starts anew), "
             "the file before each, and the newest"
         )
-    if len(level0) < 2:
-        check = WriterCheck(l0_files=len(level0), forks=compacted, seconds=round(time.monotonic() - started, 3))
+    if len(level0) < (1 if recorded else 2):
+        carried = carry(recorded, [], newest)
+        went_back = [Fork(kind="history went back", txid=f"{newest:016x}", detail=carried.went_back)] if carried.went_back else []
+        check = WriterCheck(
+            l0_files=len(level0),
+            forks=compacted + went_back,
+            lineage=recorded_next(carried, recorded, newest),
+            seconds=round(time.monotonic() - started, 3),
+        )
         return _conclude(check, f"{len(level0)} L0 file(s) to compare (compacted and removed by retention, or a quiet primary)")
     storage = ReplicaReader.of(entry)
 
@@ -221,15 +247,24 @@ def check_writers(entry: DatabaseEntry, replica: ReplicaState, *, limit: int = M
             status=Status.ERROR,
             l0_files=len(level0),
             summary=f"the L0 headers could not be read: {exc}",
+            lineage=recorded,
             seconds=round(time.monotonic() - started, 3),
         )
-    forks, found, lineages = find_forks(headers, gaps=gaps)
+    carried = carry(recorded, headers, newest)
+    forks, found, lineages = find_forks(carried.sequence, gaps=carried.gaps(gaps))
+    forks = judged_now(forks, carried)
+    forks += [Fork(kind="history rewritten", txid=f"{headers[0].min_txid:016x}", detail=said) for said in carried.rewritten]
+    if carried.went_back:
+        forks.append(Fork(kind="history went back", txid=f"{newest:016x}", detail=carried.went_back))
+    if carried.recorded_at:
+        notes.append(f"compared with {len(carried.recorded_at)} lineage run(s) earlier drills recorded, whose L0 files are gone")
     check = WriterCheck(
         l0_files=len(level0),
         headers_read=len(headers),
         lineages=lineages,
         forks=forks + compacted,
         notes=notes + found,
+        lineage=recorded_next(carried, recorded, newest),
         seconds=round(time.monotonic() - started, 3),
     )
     return _conclude(

@@ -59,9 +59,9 @@ class Writer:
         self.connection.close()
 
 
-def _config(db: Path, target: S3Target) -> str:
+def _config(db: Path, target: S3Target, settings: str = "") -> str:
     return (
-        "snapshot:\n  interval: 1h\n  retention: 24h\nlevels:\n  - interval: 5s\n  - interval: 30s\n"
+        settings + "snapshot:\n  interval: 1h\n  retention: 24h\nlevels:\n  - interval: 5s\n  - interval: 30s\n"
         f"dbs:\n  - path: {db}\n    monitor-interval: 100ms\n    replica:\n" + target.yaml("      ") + "      sync-interval: 100ms\n"
     )
 
@@ -74,6 +74,7 @@ class Replicating:
     db: Path
     target: S3Target
     workdir: Path
+    settings: str = ""  # top-level config lines before the rest (`l0-retention: 2s`)
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -82,7 +83,7 @@ class Replicating:
 
     def __enter__(self) -> Replicating:
         config = self.workdir / f"{self.name}.yml"
-        config.write_text(_config(self.db, self.target))
+        config.write_text(_config(self.db, self.target, self.settings))
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [str(litestream_binary(PINNED)), "replicate", "-config", str(config)],

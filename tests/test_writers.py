@@ -11,11 +11,13 @@ import pytest
 
 from drillbook.cli.main import main
 from drillbook.tasks.config import DatabaseEntry
+from drillbook.tasks.lineage import carry, judged_now, marks_of, recorded_next
+from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.ltx import LtxFile, LtxLineage
 from drillbook.tasks.replica import inspect_replica
 from drillbook.tasks.writers import SHORT_HISTORY, check_writers, find_forks, overlapping_compactions, read_plan
 from drillbook.testing.corpus import S3Target
-from drillbook.testing.takeover import build_takeover
+from drillbook.testing.takeover import Replicating, Writer, build_takeover
 from tests.conftest import entry
 
 SALT = 0x57A0CF3B
@@ -53,6 +55,42 @@ def test_forks_are_named_by_txid():
     interleaved = [header(1), header(2, ms=5000), LtxLineage(2, 20, 2, 3, 1_700_000_000_100, 0, 40000, 8240, SALT, 7)]
     kinds = [f.kind for f in find_forks(interleaved)[0]]
     assert kinds == ["TXIDs overlap", "time went backwards"]
+
+
+# --- across drills: the lineage each drill records, set before the next drill's headers --------------------------------
+
+
+def _across(recorded, headers, newest=None):
+    carried = carry(recorded, headers, newest if newest is not None else max(h.max_txid for h in headers))
+    forks, _notes, _lineages = find_forks(carried.sequence, gaps=carried.gaps(frozenset()))
+    return judged_now(forks, carried), carried
+
+
+def test_an_old_primary_returning_after_retention_removed_the_other_writers_files_is_seen_across_drills():
+    a = [header(n) for n in range(1, 11)]
+    b = [header(n, salt1=0x0BADF00D, salt2=3) for n in range(11, 21)]
+    recorded = marks_of(a + b)  # what the drills of last night and this morning saw, before L0 retention removed B's files
+    assert [(m.salts, m.first_txid, m.last_txid) for m in recorded] == [(f"{SALT:08x}-00000007", 1, 10), ("0badf00d-00000003", 11, 20)]
+
+    forks, carried = _across(recorded, [header(n) for n in range(21, 26)])  # tonight only A's new files are left at L0
+    assert [(f.kind, f.txid) for f in forks] == [("lineage returned", "0000000000000015")]
+
+    assert _across(marks_of(a), [header(n) for n in range(11, 16)])[0] == []  # one writer, seen by two drills: no fork
+    checkpointed = [header(n, salt1=SALT + 1, salt2=99) for n in range(11, 16)]
+    assert _across(marks_of(a), checkpointed)[0] == []  # a checkpoint between the drills: no fork
+    again, _ = _across(marks_of(a + b + [header(n) for n in range(21, 26)]), [header(n) for n in range(26, 30)])
+    assert again == []  # a fork among the recorded runs alone was named by the drill that saw it, not every night after
+    assert [(m.first_txid, m.last_txid) for m in recorded_next(carried, recorded, 25)] == [(1, 10), (11, 20), (21, 25)]
+
+
+def test_a_replica_that_went_back_or_was_rewritten_is_named_and_the_next_drill_starts_from_it():
+    recorded = marks_of([header(n) for n in range(1, 51)])
+    carried = carry(recorded, [header(n, salt1=0x0BADF00D) for n in range(1, 21)], 20)  # the prefix replicated anew
+    assert "history went back" not in carried.rewritten[0] and "the history was rewritten" in carried.rewritten[0]
+    assert carried.went_back.startswith("the replica ends at TXID 0000000000000014, and an earlier drill saw TXID 0000000000000032")
+    following = recorded_next(carried, recorded, 20)
+    assert max(m.last_txid for m in following) == 20  # tomorrow's drill judges from tonight's state, once
+    assert carry(following, [header(n, salt1=0x0BADF00D) for n in range(21, 25)], 24).went_back is None
 
 
 def test_the_read_plan_reads_a_short_history_whole_and_of_a_long_one_the_whole_database_files():
@@ -122,3 +160,55 @@ def test_a_clean_busy_replica_with_compaction_and_retention_is_not_flagged(corpu
     assert check.l0_files >= 500 and 1 <= check.headers_read < check.l0_files  # the read plan, not one read per file
     assert int(replica.listing and min(int(f.key.rsplit("/", 1)[-1][:16], 16) for f in replica.listing if f.key.startswith("0000/"))) > 1
     assert took < 120, f"reading {check.headers_read} L0 headers took {took:.0f}s"
+
+
+@pytest.mark.slow
+def test_an_old_primary_returning_is_seen_across_drills_after_l0_retention_removed_the_takeover(
+    capsys, s3_endpoint, write_catalogue, tmp_path
+):
+    """Real litestream with a 2-second l0-retention: by the third drill the takeover's L0 files are gone, and only the
+    lineage the drills between recorded in the history shows that the old primary's WAL came back."""
+    target = S3Target(s3_endpoint, "drills", f"across-{uuid.uuid4().hex[:8]}/app.db")
+    workdir = tmp_path / "writers"
+    workdir.mkdir()
+    quick_retention = "l0-retention: 2s\nl0-retention-check-interval: 1s\n"
+    config = write_catalogue(entry("orders", target.url, rpo_target="1h"))
+
+    def drill() -> dict:
+        code = main(["run", "orders", "--config", str(config), "--json"])
+        said = capsys.readouterr()
+        assert code in (0, 1), (code, said.out[:300], said.err[-1500:])
+        return json.loads(said.out)
+
+    a = Writer(workdir / "a.db", "A")
+    try:
+        with Replicating("a1", workdir / "a.db", target, workdir, settings=quick_retention):
+            a.write_for(3)
+        first = drill()
+        assert first["phases"]["writers"]["status"] == "passed", first["phases"]["writers"]
+        restored = run_litestream(["restore", "-o", str(workdir / "b.db"), target.url], timeout=120).record
+        assert restored.ok, restored.stderr_tail()
+        b = Writer(workdir / "b.db", "B")
+        try:
+            with Replicating("b", workdir / "b.db", target, workdir, settings=quick_retention):
+                b.write_for(3)
+        finally:
+            b.close()
+        second = drill()
+        assert second["phases"]["writers"]["status"] == "passed", second["phases"]["writers"]  # a new WAL from the same position
+        recorded = second["writer_lineage"]["runs"]
+        assert len({mark["salts"] for mark in recorded}) >= 2, recorded  # A's and B's, A's carried from the first drill
+        with Replicating("a2", workdir / "a.db", target, workdir, settings=quick_retention):
+            a.write_for(4)
+        time.sleep(3)  # retention: what is left at L0 is A's newest
+    finally:
+        a.close()
+
+    third = drill()
+
+    writers = third["phases"]["writers"]
+    assert writers["status"] == "failed", (writers, third["notes"])
+    assert third["failure_mode"] == "writer lease confusion"
+    details = " | ".join(f["detail"] for f in third["findings"] if f["mode"] == "writer lease confusion")
+    assert "continues the WAL that wrote up to TXID" in details, details
+    assert any("earlier drills recorded, whose L0 files are gone" in note for note in third["notes"]), third["notes"]
