@@ -184,17 +184,29 @@ def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]]
 class DrillQueue:
     """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on."""
 
-    def __init__(self, entries: list[DatabaseEntry], buckets: dict[str, str], history: HistorySnapshot | None = None):
+    def __init__(
+        self,
+        entries: list[DatabaseEntry],
+        buckets: dict[str, str],
+        history: HistorySnapshot | None = None,
+        deadline: datetime | None = None,
+    ):
         self.history = history  # read once for the fan-out's drills (not a task parameter: Prefect would walk it)
+        self.deadline = deadline  # a nightly's budget: no drill starts after it
+        self.stopped: list[str] = []  # the databases not started because the deadline had passed
         self._lock = threading.Lock()
-        self._waiting = sorted(entries, key=lambda entry: buckets[entry.name])  # stable: catalogue order within a bucket
+        # Stable: catalogue order within a bucket. Under a deadline, the risk order as given, whichever bucket: the riskiest start first.
+        self._waiting = list(entries) if deadline else sorted(entries, key=lambda entry: buckets[entry.name])
         self._buckets = buckets
 
     def take(self, held_bucket: str | None) -> DatabaseEntry | None:
         with self._lock:
+            if self.deadline is not None and self._waiting and datetime.now(UTC) >= self.deadline:
+                self.stopped += [entry.name for entry in self._waiting]
+                self._waiting = []
             if not self._waiting:
                 return None
-            for index, entry in enumerate(self._waiting):
+            for index, entry in enumerate(self._waiting if self.deadline is None else ()):
                 if self._buckets[entry.name] == held_bucket:
                     return self._waiting.pop(index)
             return self._waiting.pop(0)
@@ -280,8 +292,13 @@ def drill_many(
     parameters: dict[str, dict[str, Any]],
     batch_deployment: str | None = None,
     workers: int | None = None,
+    deadline: datetime | None = None,
+    history: HistorySnapshot | None = None,
 ) -> list[DrillResult]:
     """Drill every entry; one failing never stops the others. Results come back in the entries' order.
+
+    With `deadline` (a nightly's budget, in this run only): no drill starts after it, and those not started
+    have no result. `history`: a snapshot already read (the nightly's budget read it), else one read here.
 
     In this run (the default): up to `workers` (default: the drills limit) worker
     tasks drill from one queue, each holding its slot throughout. With
@@ -302,7 +319,7 @@ def drill_many(
             for number, batch in enumerate(batches_of(entries, limits.buckets, count), start=1)
         ]
     else:
-        queue = DrillQueue(entries, limits.buckets, HistorySnapshot(catalogue.history_url))
+        queue = DrillQueue(entries, limits.buckets, history or HistorySnapshot(catalogue.history_url), deadline)
         futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
     done: dict[str, DrillResult] = {}
     problems = []
@@ -320,9 +337,11 @@ def drill_many(
     note = refresh_metrics_file(catalogue)  # [drillbook] metrics_file, when set: never raises, a problem is its note
     if note:
         get_run_logger().warning("%s", note)
+    stopped = set() if batch_deployment else set(queue.stopped)
     return [
         done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
         for entry in entries
+        if entry.name not in stopped
     ]
 
 
@@ -345,9 +364,11 @@ def summary_rows(results: list[DrillResult]) -> list[dict[str, str]]:
 
 
 @task(name="record-summary", cache_policy=NO_CACHE)
-def record_summary_task(results: list[DrillResult], key: str, title: str) -> None:
+def record_summary_task(results: list[DrillResult], key: str, title: str, notes: list[str] | None = None) -> None:
+    """The run's table artifact; `notes` (a budgeted nightly's coverage, what it left and why) are lines of its description."""
     # The title carries a release from outside; the description is Markdown in Prefect's UI.
-    create_table_artifact(key=key, table=summary_rows(results), description=md(f"{title}: {tally(r.verdict for r in results)}"))
+    lines = [f"{title}: {tally(r.verdict for r in results)}", *(notes or [])]
+    create_table_artifact(key=key, table=summary_rows(results), description="\n\n".join(md(line) for line in lines))
 
 
 def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any) -> dict[str, Any]:
