@@ -83,19 +83,14 @@ class Candidate(BaseModel):
     last_pass_at: datetime | None = Field(default=None, description="The newest PASS of the newest position.")
     release: str | None = Field(default=None, description="A release drilled since the last PASS.")
     max_age_seconds: float = Field(description="Its max_drill_age.")
-    hours_left: float | None = Field(default=None, description="Hours until its max_drill_age lapses (negative: lapsed).")
+    seconds_left: float | None = Field(default=None, description="Until its max_drill_age lapses (negative: lapsed); None: never passed.")
     rto_ratio: float | None = Field(default=None, description="RTO (forecast now, else newest) over its target.")
     cost_seconds: float = Field(description="Expected wall time of its drill.")
     cost_from: str = Field(description="'its drills', 'the fleet' or 'default'.")
 
     def key(self) -> tuple:
-        return (
-            not self.due,
-            RANK[self.risk],
-            self.hours_left if self.hours_left is not None else -math.inf,
-            -(self.rto_ratio or 0.0),
-            self.database,
-        )
+        hours_left = math.floor(self.seconds_left / 3600) if self.seconds_left is not None else -math.inf  # one night's drills tie
+        return (not self.due, RANK[self.risk], hours_left, -(self.rto_ratio or 0.0), self.database)
 
     def why(self) -> str:
         """'never drilled', 'last verdict FAIL', 'release v2 since its last PASS', 'max_drill_age lapses in 3h 00m'."""
@@ -105,11 +100,11 @@ class Candidate(BaseModel):
             return f"last verdict {self.last_verdict}" + (f" (release {self.release})" if self.release else "")
         if self.risk == Risk.RELEASED:
             return f"release {self.release} since its last PASS"
-        if self.hours_left is None:
+        if self.seconds_left is None:
             return "never passed"
-        if self.hours_left <= 0:
-            return f"max_drill_age lapsed {duration_text(-self.hours_left * 3600)} ago"
-        return f"max_drill_age lapses in {duration_text(self.hours_left * 3600)}"
+        if self.seconds_left <= 0:
+            return f"max_drill_age lapsed {duration_text(-self.seconds_left)} ago"
+        return f"max_drill_age lapses in {duration_text(self.seconds_left)}"
 
 
 def _cost(points: Sequence[TrendPoint]) -> float | None:
@@ -146,7 +141,7 @@ def candidates(
         newest = [p for p in mine if p.point_kind is None]
         last_pass = next((p.started_at for p in reversed(newest) if p.verdict == "PASS"), None)
         release = next((p.release for p in reversed(mine) if p.release and (last_pass is None or p.started_at > last_pass)), None)
-        left = (last_pass + timedelta(seconds=member.max_age_seconds) - now).total_seconds() / 3600 if last_pass else None
+        left = (last_pass + timedelta(seconds=member.max_age_seconds) - now).total_seconds() if last_pass else None
         last_verdict = newest[-1].verdict if newest else None
         if not mine:
             risk = Risk.NEVER
@@ -161,12 +156,12 @@ def candidates(
             Candidate(
                 database=member.name,
                 risk=risk,
-                due=left is None or left * 3600 <= horizon,
+                due=left is None or left <= horizon,
                 last_verdict=last_verdict,
                 last_pass_at=last_pass,
                 release=release,
                 max_age_seconds=member.max_age_seconds,
-                hours_left=None if left is None else math.floor(left),
+                seconds_left=left,
                 rto_ratio=_rto_ratio(mine, member.rto_target_seconds, now, min_drills, window),
                 cost_seconds=cost if cost is not None else fleet if fleet is not None else DEFAULT_COST,
                 cost_from="its drills" if cost is not None else "the fleet" if fleet is not None else "default",
@@ -255,9 +250,8 @@ class Night(BaseModel):
         return self.proven / self.databases if self.databases else 1.0
 
     def coverage(self) -> str:
-        """'10,000 databases, 100 % proven within 7d 00h, 1,412 tonight' (never rounded up to 100 %)."""
-        share = 100.0 if self.proven == self.databases else math.floor(1000 * self.proven_ratio()) / 10
-        return f"{self.databases:,} databases, {share:g} % proven within {self.within}, {len(self.drilled):,} tonight"
+        """'10,000 databases, 100 % proven within 7d 00h, 1,412 tonight'."""
+        return coverage_text(self.databases, self.proven, self.within) + f", {len(self.drilled):,} tonight"
 
     def lines(self) -> list[str]:
         """The coverage, then per reason how many were left and which (the first SHOWN), then which go stale."""
@@ -269,6 +263,18 @@ class Night(BaseModel):
         if self.going_stale:
             out.append(f"going stale before the next nightly: {len(self.going_stale):,} ({_names(self.going_stale)})")
         return out
+
+
+def coverage_text(databases: int, proven: int, within: str) -> str:
+    """'10,000 databases, 99.9 % proven within 7d 00h' (never rounded up to 100 %)."""
+    share = 100.0 if proven >= databases else math.floor(1000 * proven / databases) / 10
+    return f"{databases:,} databases, {share:g} % proven within {within}"
+
+
+def within_text(max_ages: Iterable[float]) -> str:
+    """'7d 00h' when every database has that max_drill_age, else 'their max_drill_age'."""
+    ages = set(max_ages)
+    return duration_text(ages.pop()) if len(ages) == 1 else "their max_drill_age"
 
 
 def night_of(
@@ -287,7 +293,6 @@ def night_of(
         lapses = last is None or (last - now).total_seconds() + candidate.max_age_seconds <= horizon
         if lapses and candidate.database not in passed:
             stale.append(candidate.database)
-    ages = {c.max_age_seconds for c in plan.ranked}
     return Night(
         at=now,
         budget_seconds=plan.budget_seconds,
@@ -295,7 +300,7 @@ def night_of(
         drilled=[name for name in plan.chosen if name not in stopped],
         left=sorted(left, key=lambda out: position[out.database]),
         proven=proven,
-        within=duration_text(ages.pop()) if len(ages) == 1 else "their max_drill_age",
+        within=within_text(c.max_age_seconds for c in plan.ranked),
         going_stale=stale,
     )
 
