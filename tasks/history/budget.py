@@ -143,7 +143,7 @@ def candidates(
         release = next((p.release for p in reversed(mine) if p.release and (last_pass is None or p.started_at > last_pass)), None)
         left = (last_pass + timedelta(seconds=member.max_age_seconds) - now).total_seconds() if last_pass else None
         last_verdict = newest[-1].verdict if newest else None
-        if not mine:
+        if not newest:  # point drills alone never drilled its newest position
             risk = Risk.NEVER
         elif last_verdict != "PASS":
             risk = Risk.NOT_PASS
