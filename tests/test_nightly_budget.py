@@ -10,8 +10,10 @@ import re
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+import pytest
+
 from drillbook.cli.main import main
-from drillbook.flows.fleet import DrillQueue, error_result
+from drillbook.flows.fleet import DEFAULT_MAX_CONCURRENT, DRILLS_LIMIT, DrillQueue, ensure_limits, error_result
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.history.budget import load_night
 from drillbook.tasks.history.store import recent_drills, record_drills
@@ -21,6 +23,21 @@ from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
 
 NAMES = ["new", "failing", "released", "aging", "calm", "fresh"]
+
+
+@pytest.fixture
+def one_drill_at_once():
+    """The session server's drillbook-drills limit at 1 for the test (the plan's slots), as it was afterwards."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            before = client.read_global_concurrency_limit_by_name(DRILLS_LIMIT).limit
+        except ObjectNotFound:
+            before = DEFAULT_MAX_CONCURRENT
+    yield 1
+    ensure_limits([], before)
 
 
 def file_replica(tmp_path, name: str) -> str:
@@ -41,7 +58,7 @@ def seed(catalogue, name: str, days_ago: float, verdict: Verdict, *, wall: float
     return result
 
 
-def test_the_budget_drills_the_riskiest_and_names_the_rest(capsys, caplog, write_catalogue, tmp_path):
+def test_the_budget_drills_the_riskiest_and_names_the_rest(capsys, caplog, write_catalogue, tmp_path, one_drill_at_once):
     config = write_catalogue(
         *(entry(name, file_replica(tmp_path, name)) for name in NAMES),
         settings={"max_drill_age": "7d", "metrics_file": str(tmp_path / "drillbook.prom")},
@@ -58,7 +75,7 @@ def test_the_budget_drills_the_riskiest_and_names_the_rest(capsys, caplog, write
     ]
     record_drills(catalogue.history_url, seeded)
     # 1 minute, one drill at once, 20 s a drill: never drilled, then the two not passing; aging does not fit at all.
-    assert main(["nightly", "--config", str(config), "--budget", "1m", "--max-concurrent", "1"]) == 1
+    assert main(["nightly", "--config", str(config), "--budget", "1m", "--max-concurrent", str(one_drill_at_once)]) == 1
     said = caplog.messages  # the flow run's log: on stderr at a terminal, in the UI for a deployment's run
     assert said[:2] == [
         "budget 1m 00s for 1 drill(s) at once: drilling 3 of 6 databases in risk order (expected 1m 00s of wall), leaving 3",
@@ -111,6 +128,34 @@ def test_the_summary_channels_carry_the_nights_lines():
     console = Console(file=StringIO(), width=200)
     TerminalNotifier(console).summary([], "Nightly restore drills", lines)
     assert console.file.getvalue().splitlines()[1:] == [f"  {line}" for line in lines]
+
+
+def test_a_spent_budget_starts_no_more_drills_and_names_them(write_catalogue, tmp_path, one_drill_at_once, monkeypatch):
+    import time
+
+    from drillbook.flows import fleet
+    from drillbook.flows.nightly import nightly_drills
+
+    config = write_catalogue(*(entry(name, file_replica(tmp_path, name)) for name in ("a", "b", "c")), settings={"max_drill_age": "7d"})
+    catalogue = load_catalogue(config)
+    record_drills(catalogue.history_url, [seed(catalogue, name, 1, Verdict.PASS, wall=1.0) for name in ("a", "b", "c")])
+    real = fleet.drill_one
+
+    def slow(*args, **kwargs):  # the first drill runs past the budget (a real drill, then the rest of the 4 s)
+        result = real(*args, **kwargs)
+        time.sleep(4)
+        return result
+
+    monkeypatch.setattr(fleet, "drill_one", slow)
+    # The plan holds all three (1 s each in the history, 4 s of budget); once the first drill ends, the wall time is spent.
+    results = nightly_drills(config_path=str(config), budget=4, max_concurrent=one_drill_at_once)
+    assert [r.database for r in results] == ["a"]
+    night = load_night(catalogue.evidence_dir)
+    assert night.drilled == ["a"] and [(out.database, out.reason.value) for out in night.left] == [
+        ("b", "budget spent"),
+        ("c", "budget spent"),
+    ]
+    assert night.going_stale == [] and night.lines()[1] == "left, budget spent: 2 (b, c)"
 
 
 def test_no_drill_starts_once_the_budget_is_spent(write_catalogue, tmp_path):
