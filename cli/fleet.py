@@ -98,7 +98,7 @@ def progress(description: str, enabled: bool, counted: Callable[[], str] | None 
 
 
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
-    from drillbook.flows.fleet import summary_rows
+    from drillbook.flows.summary import summary_rows
 
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2))

@@ -10,7 +10,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases
+from drillbook.flows.summary import record_summary_task
 from drillbook.tasks.compat import compat_due
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.config.fields import parse_duration

@@ -165,3 +165,15 @@ def test_no_drill_starts_once_the_budget_is_spent(write_catalogue, tmp_path):
     assert queue.take(None) is None and queue.stopped == ["a", "b"]
     running = DrillQueue(entries, {"a": "x", "b": "y"}, deadline=datetime.now(UTC) + timedelta(hours=1))
     assert running.take("y").name == "a"  # under a budget, the risk order beats the held bucket
+
+
+def test_under_a_deadline_batches_are_dealt_in_risk_order_and_a_spent_batch_drills_nothing(write_catalogue, tmp_path):
+    from drillbook.flows.fleet import batches_of, drill_batch
+
+    config = write_catalogue(*(entry(name, f"file://{tmp_path}/{name}") for name in ("a", "b", "c", "d", "e")))
+    entries = load_catalogue(config).databases()
+    buckets = {"a": "z", "b": "y", "c": "z", "d": "y", "e": "x"}
+    assert [[e.name for e in batch] for batch in batches_of(entries, buckets, 2, by_risk=True)] == [["a", "c", "e"], ["b", "d"]]
+    assert [[e.name for e in batch] for batch in batches_of(entries, buckets, 2)] == [["e", "b", "d"], ["a", "c"]]  # by bucket
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    assert drill_batch([{"name": "a", "config_path": str(config)}], deadline=past) == []
