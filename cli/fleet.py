@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from drillbook.flows.runs import drill_results_of
-from drillbook.tasks.config import check_release, load_catalogue
+from drillbook.flows.runs import drill_results_of, unwrap
+from drillbook.tasks.config import check_release, load_catalogue, parse_duration
 from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.outcome import EXIT_CODES, Verdict, exit_code_for, tally
 from drillbook.tasks.result import DrillResult
@@ -98,7 +98,7 @@ def progress(description: str, enabled: bool, counted: Callable[[], str] | None 
 
 
 def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
-    from drillbook.flows.fleet import summary_rows
+    from drillbook.flows.summary import summary_rows
 
     if as_json:
         print(json.dumps([r.summary() for r in results], indent=2))
@@ -107,19 +107,47 @@ def _report(results: list[DrillResult], title: str, as_json: bool) -> int:
     return exit_code_for([r.verdict.value for r in results])
 
 
+def budget_arg(value: str) -> float:
+    """--budget 45m: seconds, between a minute and a week (as [drillbook] budget)."""
+    try:
+        seconds = parse_duration(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if not 60 <= seconds <= 7 * 86400:
+        raise argparse.ArgumentTypeError(f"expected a budget between 1m and 7d, got {value!r}")
+    return seconds
+
+
 def cmd_nightly(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from drillbook.flows.fleet import select_databases
     from drillbook.flows.nightly import nightly_drills
     from drillbook.flows.progress import PROGRESS
+    from drillbook.tasks.history.budget import load_night
 
     catalogue = load_catalogue(args.config)  # config errors surface before any Prefect start-up
     count = len(select_databases(catalogue, args.tag or None, args.db or None))
+    budget = args.budget or catalogue.drillbook.budget
+    started = datetime.now(UTC)
     PROGRESS.reset()
     with progress("nightly drills", show_progress(args), lambda: PROGRESS.line(count)):
         state = nightly_drills(
-            config_path=args.config, tags=args.tag or None, databases=args.db or None, max_concurrent=args.max_concurrent, return_state=True
+            config_path=args.config,
+            tags=args.tag or None,
+            databases=args.db or None,
+            max_concurrent=args.max_concurrent,
+            budget=budget,
+            return_state=True,
         )
-    return _report(drill_results_of(state), "nightly drills", args.json)
+    code = _report(drill_results_of(state), "nightly drills", args.json)
+    night = load_night(catalogue.evidence_dir) if budget else None
+    if night is not None and night.at >= started and not args.json:
+        for line in night.lines():
+            print(visible(redact(line)))
+    _, value = unwrap(state)
+    stale = getattr(value, "going_stale", None)  # DrillsFailed: a database goes stale before the next nightly
+    return max(code, EXIT_CODES[Verdict.FAIL]) if stale else code
 
 
 def release_parameters(args: argparse.Namespace) -> dict[str, Any]:
@@ -236,6 +264,12 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     nightly.add_argument("--tag", action="append", metavar="TAG", help="only databases carrying this tag (repeatable)")
     nightly.add_argument("--db", nargs="+", metavar="NAME", help="only these databases")
     nightly.add_argument("--max-concurrent", type=int, metavar="N", help="drills at once (sets the drillbook-drills concurrency limit)")
+    nightly.add_argument(
+        "--budget",
+        type=budget_arg,
+        metavar="DURATION",
+        help="wall time for tonight's drills, e.g. 45m: the riskiest databases that fit, due ones first (default [drillbook] budget)",
+    )
     nightly.add_argument("--json", action="store_true", help="print every result as JSON")
     nightly.set_defaults(func=cmd_nightly, validate=validate_catalogue)
 

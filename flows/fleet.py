@@ -24,7 +24,6 @@ from typing import Any
 from uuid import uuid4
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -37,8 +36,7 @@ from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.lookahead import HistorySnapshot
-from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Verdict, tally
-from drillbook.tasks.report.drill import md
+from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Verdict
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.storage import store_scope
 from drillbook.tasks.text import slug
@@ -152,19 +150,24 @@ def _run_drill(
     return result
 
 
-def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int) -> list[DrillResult]:
-    """Drill `batch` in a run of the batch deployment (on whichever worker takes it); its results are read back here."""
+def _run_batch(
+    batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int, deadline: datetime | None = None
+) -> list[DrillResult]:
+    """Drill `batch` in a run of the batch deployment (on whichever worker takes it); its results are read back here.
+
+    Under a `deadline`, a database a batch that ended returned no result for was not started (the budget was spent)."""
     from prefect.deployments import run_deployment
 
     names = [entry.name for entry in batch]
     run = run_deployment(
         batch_deployment,
-        parameters={"drills": [parameters[name] for name in names], "workers": workers},
+        parameters={"drills": [parameters[name] for name in names], "workers": workers, **({"deadline": deadline} if deadline else {})},
         poll_interval=1,
         flow_run_name=f"drill-batch-{names[0]}-and-{len(names) - 1}-more" if len(names) > 1 else f"drill-batch-{names[0]}",
     )
     where = f"batch run {run.name} ({run.id})"
     results: dict[str, DrillResult] = {}
+    read = False
     try:
         _, value = unwrap(run.state)
     except Exception as exc:  # the run ended, but its result lives where this process cannot read it
@@ -175,26 +178,43 @@ def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]]
     else:
         try:
             results = {r.database: r for r in drill_results_in(value, run.state)}
+            read = deadline is not None
             detail = f"{where} returned no result for it"
         except Exception as exc:  # the batch run crashed
             detail = f"{where} ended {run.state.type.value}: {type(exc).__name__}: {exc}"
-    return [results.get(entry.name) or error_result(entry, detail, release=parameters[entry.name].get("release")) for entry in batch]
+    return [
+        results.get(entry.name) or error_result(entry, detail, release=parameters[entry.name].get("release"))
+        for entry in batch
+        if not read or entry.name in results
+    ]
 
 
 class DrillQueue:
     """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on."""
 
-    def __init__(self, entries: list[DatabaseEntry], buckets: dict[str, str], history: HistorySnapshot | None = None):
+    def __init__(
+        self,
+        entries: list[DatabaseEntry],
+        buckets: dict[str, str],
+        history: HistorySnapshot | None = None,
+        deadline: datetime | None = None,
+    ):
         self.history = history  # read once for the fan-out's drills (not a task parameter: Prefect would walk it)
+        self.deadline = deadline  # a nightly's budget: no drill starts after it
+        self.stopped: list[str] = []  # the databases not started because the deadline had passed
         self._lock = threading.Lock()
-        self._waiting = sorted(entries, key=lambda entry: buckets[entry.name])  # stable: catalogue order within a bucket
+        # Stable: catalogue order within a bucket. Under a deadline, the risk order as given, whichever bucket: the riskiest start first.
+        self._waiting = list(entries) if deadline else sorted(entries, key=lambda entry: buckets[entry.name])
         self._buckets = buckets
 
     def take(self, held_bucket: str | None) -> DatabaseEntry | None:
         with self._lock:
+            if self.deadline is not None and self._waiting and datetime.now(UTC) >= self.deadline:
+                self.stopped += [entry.name for entry in self._waiting]
+                self._waiting = []
             if not self._waiting:
                 return None
-            for index, entry in enumerate(self._waiting):
+            for index, entry in enumerate(self._waiting if self.deadline is None else ()):
                 if self._buckets[entry.name] == held_bucket:
                     return self._waiting.pop(index)
             return self._waiting.pop(0)
@@ -254,16 +274,25 @@ def ensure_limits_task(entries: list[DatabaseEntry], max_concurrent: int | None)
 
 @task(name="drill-batch-run", task_run_name="drill-batch-run-{number}", cache_policy=NO_CACHE)
 def drill_batch_run_task(
-    number: int, batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int
+    number: int,
+    batch: list[DatabaseEntry],
+    parameters: dict[str, dict[str, Any]],
+    batch_deployment: str,
+    workers: int,
+    deadline: datetime | None = None,
 ) -> dict[str, DrillResult]:
     """Results by database name, as a worker task returns them."""
-    return {result.database: result for result in _run_batch(batch, parameters, batch_deployment, workers)}
+    return {result.database: result for result in _run_batch(batch, parameters, batch_deployment, workers, deadline)}
 
 
-def batches_of(entries: list[DatabaseEntry], buckets: dict[str, str], count: int) -> list[list[DatabaseEntry]]:
-    """`count` batches of about equal size, each a run of neighbours in bucket order (fewer bucket slot changes)."""
+def batches_of(entries: list[DatabaseEntry], buckets: dict[str, str], count: int, *, by_risk: bool = False) -> list[list[DatabaseEntry]]:
+    """`count` batches of about equal size, each a run of neighbours in bucket order (fewer bucket slot changes).
+
+    `by_risk` (a budget's deadline): dealt round the batches in the given order, so every batch starts with the riskiest."""
+    count = max(1, min(count, len(entries)))
+    if by_risk:
+        return [entries[start::count] for start in range(count)]
     ordered = sorted(entries, key=lambda entry: buckets[entry.name])
-    count = max(1, min(count, len(ordered)))
     size, extra = divmod(len(ordered), count)
     batches, start = [], 0
     for index in range(count):
@@ -280,8 +309,13 @@ def drill_many(
     parameters: dict[str, dict[str, Any]],
     batch_deployment: str | None = None,
     workers: int | None = None,
+    deadline: datetime | None = None,
+    history: HistorySnapshot | None = None,
 ) -> list[DrillResult]:
     """Drill every entry; one failing never stops the others. Results come back in the entries' order.
+
+    With `deadline` (a nightly's budget): no drill starts after it, here or in a batch run, and those not
+    started have no result; batches are then dealt in the entries' (risk) order. `history`: a snapshot already read (the nightly's budget read it), else one read here.
 
     In this run (the default): up to `workers` (default: the drills limit) worker
     tasks drill from one queue, each holding its slot throughout. With
@@ -296,21 +330,24 @@ def drill_many(
         return []
     count = max(1, min(workers or limits.drills, len(entries)))
     PROGRESS.begin(len(entries))
+    batches = batches_of(entries, limits.buckets, count, by_risk=deadline is not None) if batch_deployment else []
     if batch_deployment:
         futures = [
-            drill_batch_run_task.submit(number, batch, parameters, batch_deployment, 1)
-            for number, batch in enumerate(batches_of(entries, limits.buckets, count), start=1)
+            drill_batch_run_task.submit(number, batch, parameters, batch_deployment, 1, deadline)
+            for number, batch in enumerate(batches, start=1)
         ]
     else:
-        queue = DrillQueue(entries, limits.buckets, HistorySnapshot(catalogue.history_url))
+        queue = DrillQueue(entries, limits.buckets, history or HistorySnapshot(catalogue.history_url), deadline)
         futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
     done: dict[str, DrillResult] = {}
     problems = []
-    for future in futures:  # each a worker task or a batch run: results by database name
+    finished: set[str] = set()  # the databases of the batch runs that ended and were read back
+    for index, future in enumerate(futures):  # each a worker task or a batch run: results by database name
         future.wait()
         completed, value = unwrap(future.state)
         if completed:
             done.update(value)
+            finished.update(entry.name for entry in (batches[index] if batch_deployment else ()))
             for result in value.values() if batch_deployment else ():  # a batch run drilled them in its own process
                 PROGRESS.ended(result.verdict.value)
         else:
@@ -320,34 +357,13 @@ def drill_many(
     note = refresh_metrics_file(catalogue)  # [drillbook] metrics_file, when set: never raises, a problem is its note
     if note:
         get_run_logger().warning("%s", note)
+    # Not started under the deadline: left in this run's queue, or a batch that ended returned no result for it.
+    stopped = finished - set(done) if batch_deployment else set(queue.stopped)
     return [
         done.get(entry.name) or error_result(entry, f"the drill could not run: {detail}", release=parameters[entry.name].get("release"))
         for entry in entries
+        if entry.name not in stopped
     ]
-
-
-def _seconds(measured: float | None, target: float) -> str:
-    return f"{'-' if measured is None else f'{measured:.1f}s'} / {target:g}s"
-
-
-def summary_rows(results: list[DrillResult]) -> list[dict[str, str]]:
-    """One row per drill: database, verdict, RTO vs target, RPO vs target, failure mode."""
-    return [
-        {
-            "database": r.database + (f" @{r.point.request.kind.value}" if r.point is not None and r.point.request is not None else ""),
-            "verdict": r.verdict.value,
-            "RTO / target": _seconds(r.rto_seconds, r.rto_target_seconds),
-            "RPO / target": _seconds(r.rpo_seconds, r.rpo_target_seconds),
-            "failure mode": r.failure_mode.value if r.failure_mode else "",
-        }
-        for r in results
-    ]
-
-
-@task(name="record-summary", cache_policy=NO_CACHE)
-def record_summary_task(results: list[DrillResult], key: str, title: str) -> None:
-    # The title carries a release from outside; the description is Markdown in Prefect's UI.
-    create_table_artifact(key=key, table=summary_rows(results), description=md(f"{title}: {tally(r.verdict for r in results)}"))
 
 
 def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any) -> dict[str, Any]:
@@ -355,11 +371,12 @@ def drill_parameters(entry: DatabaseEntry, config_path: str | None, **extra: Any
 
 
 @flow(name="drill-batch", task_runner=ThreadPoolTaskRunner(max_workers=32))
-def drill_batch(drills: list[dict[str, Any]], workers: int = 1) -> list[DrillResult]:
+def drill_batch(drills: list[dict[str, Any]], workers: int = 1, deadline: datetime | None = None) -> list[DrillResult]:
     """Drill a batch of databases (each item: drill_database's parameters) with `workers` slot-holding workers.
 
     The nightly and release runs send their databases to the workers as batches
     of this flow. Fails (DrillsFailed, carrying every result) unless all passed.
+    With a `deadline` (a budgeted nightly's), no drill starts after it: those have no result.
     """
     paths = {parameters.get("config_path") for parameters in drills}
     if len(paths) != 1:
@@ -367,7 +384,7 @@ def drill_batch(drills: list[dict[str, Any]], workers: int = 1) -> list[DrillRes
     catalogue = load_catalogue(paths.pop())  # once for the batch: its drills receive the loaded entries
     entries = [catalogue.get(parameters["name"]) for parameters in drills]
     limits = ensure_limits(entries, None)
-    results = drill_many(entries, catalogue, limits, {p["name"]: p for p in drills}, workers=workers)
+    results = drill_many(entries, catalogue, limits, {p["name"]: p for p in drills}, workers=workers, deadline=deadline)
     if not all(r.passed for r in results):
         raise DrillsFailed(f"drill batch of {len(results)}", results)
     return results

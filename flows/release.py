@@ -12,8 +12,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases
 from drillbook.flows.runs import unwrap
+from drillbook.flows.summary import record_summary_task
 from drillbook.tasks.config import DatabaseEntry, check_release, load_catalogue
 from drillbook.tasks.errors import DrillsFailed
 from drillbook.tasks.processes import reclaim_signals

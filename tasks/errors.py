@@ -77,16 +77,20 @@ class SlackDeliveryError(DrillbookError):
 class DrillsFailed(DrillbookError):
     """A nightly or release run finished with a FAIL or ERROR among its drills; `results` holds every DrillResult."""
 
-    def __init__(self, what: str, results: list[Any]):
+    def __init__(self, what: str, results: list[Any], going_stale: list[str] | None = None):
         failing = [
             f"{r.database} {r.verdict.value}" + (f" ({r.failure_mode.value})" if r.failure_mode else "") for r in results if not r.passed
         ]
-        super().__init__(f"{what}: {tally(r.verdict for r in results)}; not passed: {', '.join(failing)}")
+        said = f"{what}: {tally(r.verdict for r in results)}" + (f"; not passed: {', '.join(failing)}" if failing else "")
+        if going_stale:  # a budgeted nightly that could not hold every database whose max_drill_age lapses before the next
+            said += f"; going stale: {len(going_stale)} ({', '.join(going_stale[:10])}{' ...' if len(going_stale) > 10 else ''})"
+        super().__init__(said)
         self.what = what
         self.results = results
+        self.going_stale = going_stale or []
 
     def __reduce__(self):  # a batch run's failure is persisted and read back by the nightly / release run
-        return (type(self), (self.what, self.results))
+        return (type(self), (self.what, self.results, self.going_stale))
 
 
 class HistoryError(DrillbookError):

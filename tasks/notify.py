@@ -1,7 +1,7 @@
 """Where reports go: every channel behind one small protocol, called by the drill, the nightly and the stale check.
 
     drill(result)              one drill's report
-    summary(results, title)    one message for a nightly or release run
+    summary(results, title, notes)    one message for a nightly or release run (notes: a budgeted night's coverage and what it left)
     alert(alert)               a database became stale or recovered, its replication stopped or resumed:
                                one Alert rendered once (tasks/transitions.py), delivered as it is
 
@@ -16,6 +16,7 @@ settings table in config/catalogue.py, and one more entry in `channels`;
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from rich.console import Console
@@ -36,7 +37,7 @@ class Notifier(Protocol):
 
     def drill(self, result: DrillResult) -> str: ...
 
-    def summary(self, results: list[DrillResult], title: str) -> str: ...
+    def summary(self, results: list[DrillResult], title: str, notes: Sequence[str] = ()) -> str: ...
 
     def alert(self, alert: Alert) -> str: ...
 
@@ -52,8 +53,8 @@ class SlackNotifier:
     def drill(self, result: DrillResult) -> str:
         return notify_slack(result, self.catalogue).note
 
-    def summary(self, results: list[DrillResult], title: str) -> str:
-        delivery = post_nightly_summary(results, self.catalogue, title=title)
+    def summary(self, results: list[DrillResult], title: str, notes: Sequence[str] = ()) -> str:
+        delivery = post_nightly_summary(results, self.catalogue, title=title, notes=notes)
         return delivery.note or delivery.status
 
     def alert(self, alert: Alert) -> str:
@@ -72,8 +73,10 @@ class TerminalNotifier:
         self.console.print(render_terminal(result))
         return "printed"
 
-    def summary(self, results: list[DrillResult], title: str) -> str:
+    def summary(self, results: list[DrillResult], title: str, notes: Sequence[str] = ()) -> str:
         self.console.print(Text(visible(f"{title}: {tally(r.verdict for r in results)}")), highlight=False)
+        for note in notes:
+            self.console.print(Text(visible(f"  {note}")), highlight=False)
         return "printed"
 
     def alert(self, alert: Alert) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -67,7 +68,7 @@ def drill_payload(result: DrillResult) -> dict[str, Any]:
     }
 
 
-def summary_payload(results: list[DrillResult], title: str) -> dict[str, Any]:
+def summary_payload(results: list[DrillResult], title: str, notes: Sequence[str] = ()) -> dict[str, Any]:
     drills = sorted((r.database, r.drill_id, r.verdict.value, r.failure_mode.value if r.failure_mode else None) for r in results)
     key = "summary-" + hashlib.sha256(" ".join(sorted(d[1] for d in drills)).encode()).hexdigest()[:16]
     return {
@@ -76,6 +77,7 @@ def summary_payload(results: list[DrillResult], title: str) -> dict[str, Any]:
         "title": title,
         "text": f"{title}: {tally(r.verdict for r in results)}",
         "drills": [{"database": d[0], "drill_id": d[1], "verdict": d[2], "failure_mode": d[3]} for d in drills],
+        "notes": list(notes),  # a budgeted nightly: its coverage, what it left and why
     }
 
 
@@ -97,8 +99,8 @@ class WebhookNotifier:
     def drill(self, result: DrillResult) -> str:
         return self.send(drill_payload(result))
 
-    def summary(self, results: list[DrillResult], title: str) -> str:
-        return self.send(summary_payload(results, title))
+    def summary(self, results: list[DrillResult], title: str, notes: Sequence[str] = ()) -> str:
+        return self.send(summary_payload(results, title, notes))
 
     def alert(self, alert: Alert) -> str:
         return self.send(alert_payload(alert))

@@ -161,7 +161,17 @@ def test_every_value_on_the_page_is_escaped_where_it_lands_attributes_included()
     html = (
         environment()
         .get_template("page.html.j2")
-        .render(count=1, source=hostile, now=datetime(2026, 12, 1, tzinfo=UTC), days="90", legend=[], stale=[], sections=[section])
+        .render(
+            count=1,
+            source=hostile,
+            now=datetime(2026, 12, 1, tzinfo=UTC),
+            days="90",
+            legend=[],
+            stale=[],
+            coverage=hostile,
+            night=None,
+            sections=[section],
+        )
     )
     assert "<script>alert(1)" not in html
     assert 'class="badge &#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html  # the attribute html.py left unescaped

@@ -6,8 +6,9 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 
-from drillbook.flows.fleet import DRILLS_LIMIT, bucket_limit_name, summary_rows
+from drillbook.flows.fleet import DRILLS_LIMIT, bucket_limit_name
 from drillbook.flows.nightly import nightly_drills
+from drillbook.flows.summary import summary_rows
 from drillbook.tasks.errors import ConfigError, DrillsFailed
 from tests.conftest import corrupt_index, entry
 

@@ -49,6 +49,13 @@ class Settings(BaseModel):
     max_drill_age: Duration = Field(
         default=48 * 3600.0, description="A database whose last PASS is older than this is stale (`drillbook stale`)."
     )
+    budget: Duration | None = Field(
+        default=None,
+        ge=60.0,
+        le=7 * 86400.0,
+        description='Wall time of a nightly (e.g. "45m"): it drills the riskiest databases that fit, those whose max_drill_age '
+        "lapses before the next nightly first (`nightly --budget` overrides; default: no budget, every database).",
+    )
     metrics_file: str | None = Field(
         default=None,
         description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue.",

@@ -7,6 +7,9 @@ Times, never ages: the file is rewritten only after a drill or a watch, so an
 age written into it would freeze exactly when the nightly stops. A rule that
 says `time() - drillbook_last_pass_timestamp_seconds > ...` keeps counting on a
 frozen file (deployments/prometheus-rules.yml). Every value is in seconds.
+For the fleet: its size and the share of it proven within max_drill_age when
+the file was written, and what the last budgeted nightly drilled and left, by
+reason (tasks/history/budget.py; a bounded label).
 Written as a node_exporter textfile-collector file (atomically, by
 prometheus_client), printed, or pushed to a Pushgateway.
 """
@@ -22,6 +25,7 @@ from drillbook.tasks.config import Catalogue
 from drillbook.tasks.errors import HistoryError
 from drillbook.tasks.forecast import TREND_DAYS, forecast_for
 from drillbook.tasks.history.alerts import watch_states
+from drillbook.tasks.history.budget import Left, load_night
 from drillbook.tasks.history.store import TrendPoint, _aware, last_passes, recent_drills, trend_point, trend_points
 
 VERDICTS = ("PASS", "FAIL", "ERROR")
@@ -63,6 +67,7 @@ def build_registry(
         "drillbook_replication_stopped", "1 when `drillbook watch` last found replication stopped (live data newer than the replica)."
     )
     generated.set(now.timestamp())
+    fleet_metrics(registry, catalogue, entries, passes, now)
     for entry in entries:
         name = entry.name
         mine = points.get(name, [])
@@ -96,6 +101,42 @@ def build_registry(
             if forecast.crosses_at is not None:
                 crosses.labels(name).set(forecast.crosses_at.timestamp())
     return registry
+
+
+def fleet_metrics(registry: CollectorRegistry, catalogue: Catalogue, entries: list, passes: dict[str, datetime], now: datetime) -> None:
+    """The fleet's coverage (from the history), and the last budgeted nightly (its saved account, when there is one)."""
+    size = Gauge("drillbook_fleet_databases", "Databases in the catalogue (the directories' tenants too).", registry=registry)
+    ratio = Gauge(
+        "drillbook_fleet_proven_ratio",
+        "Share of the fleet (0 to 1) whose last PASS lay within its max_drill_age when these metrics were written.",
+        registry=registry,
+    )
+    proven = sum(1 for e in entries if e.name in passes and (now - passes[e.name]).total_seconds() <= catalogue.max_drill_age(e))
+    size.set(len(entries))
+    ratio.set(proven / len(entries) if entries else 1.0)
+    night_at = Gauge("drillbook_nightly_budget_timestamp_seconds", "Unix time the last budgeted nightly ended.", registry=registry)
+    budget = Gauge("drillbook_nightly_budget_seconds", "The last budgeted nightly's budget (wall time).", registry=registry)
+    drilled = Gauge("drillbook_nightly_drilled_databases", "Databases the last budgeted nightly drilled.", registry=registry)
+    left = Gauge(
+        "drillbook_nightly_left_databases",
+        "Databases the last budgeted nightly left, by reason (not_fitting: the budget could not hold it; budget_spent: not started).",
+        ("reason",),
+        registry=registry,
+    )
+    stale = Gauge(
+        "drillbook_nightly_going_stale_databases",
+        "Databases the last budgeted nightly left to go stale before the next (their max_drill_age lapses).",
+        registry=registry,
+    )
+    night = load_night(catalogue.evidence_dir)
+    if night is None:
+        return
+    night_at.set(night.at.timestamp())
+    budget.set(night.budget_seconds)
+    drilled.set(len(night.drilled))
+    for reason in Left:
+        left.labels(reason.name.lower()).set(sum(1 for out in night.left if out.reason == reason))
+    stale.set(len(night.going_stale))
 
 
 def exposition(registry: CollectorRegistry) -> str:

@@ -100,6 +100,7 @@ class TrendPoint:
     evidence: str | None
     release: str | None = None
     point_kind: str | None = None  # a point-in-time drill: not the newest position's RTO / RPO or last PASS
+    wall_seconds: float | None = None  # start to finish: what a nightly's budget counts a drill as costing (tasks/history/budget.py)
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -336,6 +337,7 @@ _POINT_COLUMNS = (
     DrillRecord.evidence,
     DrillRecord.release,
     DrillRecord.point_kind,
+    DrillRecord.finished_at,
 )
 
 
@@ -363,6 +365,7 @@ def trend_point(row: Any) -> TrendPoint:
         evidence=row.evidence,
         release=row.release,
         point_kind=row.point_kind,
+        wall_seconds=(_aware(row.finished_at) - _aware(row.started_at)).total_seconds() if row.finished_at else None,
     )
 
 

@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from drillbook.tasks.config import Catalogue
 from drillbook.tasks.forecast import TREND_DAYS, Outlook, outlook_of
+from drillbook.tasks.history.budget import coverage_text, load_night, within_text
 from drillbook.tasks.history.stale import StaleStatus, stale_status
 from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
 from drillbook.tasks.report.charts import COLOURS
@@ -138,6 +139,8 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
     history = trend_points(catalogue.history_url, names, since=min(since, now - timedelta(days=TREND_DAYS)))
     statuses = {s.database: s for s in stale_status(catalogue, now)}
     stale = [s for s in statuses.values() if s.stale]
+    current = [s for s in statuses.values() if not s.removed]
+    coverage = coverage_text(len(current), sum(1 for s in current if not s.stale), within_text(s.max_age_seconds for s in current))
     sections = []
     for entry in sorted(catalogue.database, key=lambda e: (not statuses[e.name].stale, e.name)):
         points = history.get(entry.name, [])
@@ -173,6 +176,8 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
             days=f"{days:g}",
             legend=_legend(),
             stale=stale,
+            coverage=coverage,
+            night=load_night(catalogue.evidence_dir),  # the last budgeted nightly: what it drilled, left and why
             sections=sections,
         )
     )

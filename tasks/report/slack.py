@@ -23,7 +23,7 @@ mentions in what it was given.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -320,9 +320,16 @@ def _summary_line(result: DrillResult, owners: Iterable[str]) -> str:
 
 
 def render_nightly_summary(
-    results: list[DrillResult], *, owners: dict[str, list[str]] | None = None, thread: bool = True, title: str = "Nightly restore drills"
+    results: list[DrillResult],
+    *,
+    owners: dict[str, list[str]] | None = None,
+    thread: bool = True,
+    title: str = "Nightly restore drills",
+    notes: Sequence[str] = (),
 ) -> SlackMessage:
-    """One message for many drills: a line per database, failures first; each failure's detail in the thread."""
+    """One message for many drills: a line per database, failures first; each failure's detail in the thread.
+
+    `notes` (a budgeted nightly's coverage, what it left and why) go under the header, before the drills."""
     owners = owners or {}
     ordered = sorted(results, key=lambda r: (_ORDER[r.verdict], r.database))
     counts = tally((r.verdict for r in results), empty="no databases")
@@ -330,6 +337,8 @@ def render_nightly_summary(
     from slack_sdk.models.blocks import HeaderBlock
 
     blocks: list[Block] = [HeaderBlock(text=cut(f"{_EMOJI[worst]} {plain(redact(title))}: {counts}", MAX_HEADER, "…"))]
+    if notes:
+        blocks.append(section_block(cut("\n".join(escape(redact(note)) for note in notes), MAX_SECTION)))
     lines = [_summary_line(r, owners.get(r.database, [])) for r in ordered]
     # Lines are packed into sections; past the block limit, the rest is counted, not shown.
     chunk: list[str] = []
@@ -352,7 +361,11 @@ def render_nightly_summary(
     failures = [r for r in ordered if r.verdict != Verdict.PASS]
     if failures and thread:
         blocks.append(context_block("each failure's detail and evidence is in the thread"))
-    text = notification(f"{title}: {counts}" + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10]))
+    text = notification(
+        f"{title}: {counts}"
+        + "".join(f"; {note}" for note in notes[:1])
+        + "".join(f"; {r.verdict.value} {r.database}" for r in failures[:10])
+    )
     items: list[ThreadItem] = []
     if thread:
         for result in failures:

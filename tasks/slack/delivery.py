@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -168,6 +169,7 @@ def post_nightly_summary(
     key: str | None = None,
     title: str = "Nightly restore drills",
     credentials: SlackCredentials | None = None,
+    notes: Sequence[str] = (),
 ) -> SlackDelivery:
     """ONE message for many drills (a line per database, failures first), each failure's detail and evidence in its thread."""
     if catalogue.slack is None:
@@ -182,7 +184,7 @@ def post_nightly_summary(
         verdict=max((r.verdict.value for r in results), key=["PASS", "FAIL", "ERROR"].index, default=None),
         channel=catalogue.slack.channel,
         created_at=datetime.now(UTC),
-        message=render_nightly_summary(results, owners=owners, thread=_threads(catalogue.slack, credentials), title=title),
+        message=render_nightly_summary(results, owners=owners, thread=_threads(catalogue.slack, credentials), title=title, notes=notes),
     )
     return _send_new(catalogue, entry, credentials)
 
