@@ -33,7 +33,8 @@ from drillbook.flows.drill import drill
 from drillbook.flows.progress import PROGRESS
 from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
-from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed
+from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed, HistoryError
+from drillbook.tasks.history.budget import expected_seconds
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.lookahead import HistorySnapshot
 from drillbook.tasks.outcome import ACTIONS, FailureMode, Finding, Verdict
@@ -302,6 +303,15 @@ def batches_of(entries: list[DatabaseEntry], buckets: dict[str, str], count: int
     return batches
 
 
+def expected_walls(entries: list[DatabaseEntry], history: HistorySnapshot) -> dict[str, float | None]:
+    """Each database's expected wall time from the history (the progress line's ETA); none where it cannot be read."""
+    try:
+        points = history.trend_points([entry.name for entry in entries])
+    except HistoryError:
+        return {}
+    return {name: expected_seconds(found) for name, found in points.items()}
+
+
 def drill_many(
     entries: list[DatabaseEntry],
     catalogue: Catalogue,
@@ -329,7 +339,8 @@ def drill_many(
     if not entries:
         return []
     count = max(1, min(workers or limits.drills, len(entries)))
-    PROGRESS.begin(len(entries))
+    history = history or HistorySnapshot(catalogue.history_url)
+    PROGRESS.begin(len(entries), expected=expected_walls(entries, history), at_once=count)
     batches = batches_of(entries, limits.buckets, count, by_risk=deadline is not None) if batch_deployment else []
     if batch_deployment:
         futures = [
@@ -337,7 +348,7 @@ def drill_many(
             for number, batch in enumerate(batches, start=1)
         ]
     else:
-        queue = DrillQueue(entries, limits.buckets, history or HistorySnapshot(catalogue.history_url), deadline)
+        queue = DrillQueue(entries, limits.buckets, history, deadline)
         futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
     done: dict[str, DrillResult] = {}
     problems = []
@@ -349,7 +360,7 @@ def drill_many(
             done.update(value)
             finished.update(entry.name for entry in (batches[index] if batch_deployment else ()))
             for result in value.values() if batch_deployment else ():  # a batch run drilled them in its own process
-                PROGRESS.ended(result.verdict.value)
+                PROGRESS.ended(result.verdict.value, result.database)
         else:
             problems.append(f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else f"ended {future.state.type.value}")
     PROGRESS.publish(final=True)

@@ -2,8 +2,11 @@
 
     12 of 100 done (10 PASS, 2 FAIL); running orders, ledger; 0:42 elapsed, about 5:50 left
 
-The ETA is the drills still to run at the pace of those done so far (their
-wall time per drill, with as many running at once as now); none before the
+The ETA comes from the plan: each drill still to run at its expected wall
+time (the median of its newest drills in the history; a never-drilled one at
+the fleet's median), over the drills run at once, scaled by how the drills
+done so far compared with their expected times. Without a plan (no history),
+the drills still to run at the pace of those done so far; none before the
 first drill ends. The artifact (key `drills-progress`) is created when the
 fan-out starts and updated as drills end, at most every UPDATE_EVERY seconds
 and once at the end: each update is one request to the Prefect server, which
@@ -39,12 +42,24 @@ class FleetProgress:
             self.running: dict[str, float] = {}
             self.total = total
             self.began = time.monotonic()
+            self.expected: dict[str, float] = {}
+            self.at_once = 1
+            self._took: list[tuple[float, float]] = []  # (expected, actual) seconds of the drills done with a plan
             self._artifact: UUID | None = None
             self._published = 0.0
 
-    def begin(self, total: int, *, artifact: bool = True) -> None:
-        """A fan-out of `total` drills starts (the CLI may have counted them already: the count is kept)."""
+    def begin(self, total: int, *, artifact: bool = True, expected: dict[str, float | None] | None = None, at_once: int = 1) -> None:
+        """A fan-out of `total` drills starts (the CLI may have counted them already: the count is kept).
+
+        `expected`: each database's expected wall time from the history (None: never drilled); `at_once`: drills run at once.
+        """
         self.reset(total)
+        known = sorted(seconds for seconds in (expected or {}).values() if seconds)
+        if known:
+            fallback = known[len(known) // 2]
+            with self._lock:
+                self.expected = {name: seconds or fallback for name, seconds in (expected or {}).items()}
+                self.at_once = max(1, at_once)
         if artifact:
             try:
                 self._artifact = create_progress_artifact(0.0, key=PROGRESS_KEY, description=self.line())
@@ -59,8 +74,22 @@ class FleetProgress:
         with self._lock:
             self.verdicts[verdict] = self.verdicts.get(verdict, 0) + 1
             if name is not None:
-                self.running.pop(name, None)
+                began = self.running.pop(name, None)
+                planned = self.expected.pop(name, None)
+                if began is not None and planned:
+                    self._took.append((planned, time.monotonic() - began))
         self.publish()
+
+    def _planned_left(self, now: float) -> float | None:
+        """Seconds left by the plan (under the lock): the drills not done at their expected time, those running less their time so far."""
+        if not self.expected:
+            return None
+        pace = sum(actual for _, actual in self._took) / sum(planned for planned, _ in self._took) if self._took else 1.0
+        work = sum(
+            max(0.0, seconds * pace - (now - self.running[name] if name in self.running else 0.0))
+            for name, seconds in self.expected.items()
+        )
+        return work / self.at_once
 
     def publish(self, *, final: bool = False) -> None:
         """Update the Prefect progress artifact (throttled; `final`: now, whatever the time since the last one)."""
@@ -84,13 +113,17 @@ class FleetProgress:
             done = sum(self.verdicts.values())
             counts = ", ".join(f"{n} {verdict}" for verdict, n in sorted(self.verdicts.items()))
             running = sorted(self.running, key=self.running.__getitem__)
-            elapsed = time.monotonic() - self.began
+            now = time.monotonic()
+            elapsed = now - self.began
+            planned = self._planned_left(now)
         text = f"{done} of {total if total is not None else '?'} done" + (f" ({counts})" if counts else "")
         if running:
             names = ", ".join(visible(name) for name in running[:RUNNING_SHOWN])
             more = f" and {len(running) - RUNNING_SHOWN} more" if len(running) > RUNNING_SHOWN else ""
             text += f"; running {names}{more}"
-        if done and total and done < total:
+        if total and done < total and planned is not None:
+            text += f"; {duration_text(elapsed)} elapsed, about {duration_text(planned)} left"
+        elif done and total and done < total:
             left = elapsed / done * (total - done)
             text += f"; {duration_text(elapsed)} elapsed, about {duration_text(left)} left"
         elif done or running:

@@ -54,6 +54,24 @@ def test_the_progress_line_names_the_running_drills_and_an_eta_from_those_done()
     assert re.search(r"elapsed, about [0-9dhms. ]+ left$", line), line  # three to go at the pace of the two done
 
 
+def test_the_eta_comes_from_the_plan_before_any_drill_ends_and_follows_the_pace_after(monkeypatch):
+    from drillbook.flows import progress as progress_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(progress_module.time, "monotonic", lambda: clock[0])
+    progress = progress_module.FleetProgress()
+    # From the history: orders takes 60 s, ledger 120 s, and tenant-9 was never drilled (the fleet's median: 120 s); two at once.
+    progress.begin(3, artifact=False, expected={"orders": 60.0, "ledger": 120.0, "tenant-9": None}, at_once=2)
+    assert progress.line() == "0 of 3 done; 0.0s elapsed, about 2m 30s left"  # (60 + 120 + 120) / 2, before anything ran
+    progress.started("orders")
+    progress.started("ledger")
+    clock[0] += 30
+    assert progress.line().endswith("30s elapsed, about 2m 00s left"), progress.line()  # (30 + 90 + 120) / 2
+    clock[0] += 90  # orders took 120 s, twice its plan: what is left is expected at twice its time
+    progress.ended("PASS", "orders")
+    assert progress.line().endswith("2m 00s elapsed, about 3m 00s left"), progress.line()  # (240 - 120 + 240) / 2
+
+
 def test_nightly_config_error_exits_2(capsys, tmp_path):
     assert main(["nightly", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "catalogue not found" in capsys.readouterr().err

@@ -107,6 +107,11 @@ class Candidate(BaseModel):
         return f"max_drill_age lapses in {duration_text(self.seconds_left)}"
 
 
+def expected_seconds(points: Sequence[TrendPoint]) -> float | None:
+    """A drill's expected wall time: the median of its newest drills' (not point drills); None for one never drilled."""
+    return _cost(points)
+
+
 def _cost(points: Sequence[TrendPoint]) -> float | None:
     walls = [p.wall_seconds for p in points if p.point_kind is None and p.wall_seconds is not None][-COST_WINDOW:]
     return statistics.median(walls) if walls else None
