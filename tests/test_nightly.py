@@ -8,7 +8,7 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRun
 
 from drillbook.flows.fleet import DRILLS_LIMIT, bucket_limit_name
 from drillbook.flows.nightly import nightly_drills
-from drillbook.flows.summary import summary_rows
+from drillbook.flows.summary import shown_in_artifact, summary_rows
 from drillbook.tasks.errors import ConfigError, DrillsFailed
 from tests.conftest import corrupt_index, entry
 
@@ -68,6 +68,20 @@ def test_all_passing_nightly_returns_every_result(replicate, write_catalogue):
     results = nightly_drills(config_path=str(config))
     assert [(r.database, r.verdict.value) for r in results] == [("db0", "PASS"), ("db1", "PASS")]
     assert summary_rows(results)[0]["verdict"] == "PASS"
+
+
+def test_the_table_artifact_is_bounded_and_shows_what_did_not_pass_first():
+    from types import SimpleNamespace
+
+    from drillbook.tasks.outcome import Verdict
+
+    fleet = [SimpleNamespace(name=f"t{n}", verdict=Verdict.FAIL if n % 1000 == 7 else Verdict.PASS) for n in range(10_000)]
+    shown = shown_in_artifact(fleet, limit=500)
+    assert len(shown) == 500
+    assert [r.name for r in shown if r.verdict != Verdict.PASS] == [f"t{n}" for n in range(10_000) if n % 1000 == 7]  # all ten
+    assert [r.name for r in shown[:3]] == ["t0", "t1", "t2"]  # the run's order kept
+    small = fleet[:20]
+    assert shown_in_artifact(small, limit=500) == small
 
 
 def test_concurrency_limit_holds_across_two_nightlies(replicate, write_catalogue, tmp_path):
