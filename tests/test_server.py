@@ -25,10 +25,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_drills_use_the_background_server_and_stop_leaves_nothing(replicate, write_catalogue, tmp_path):
-    config = write_catalogue(entry("orders", replicate().replica))
-    port = _free_port()
-    env = {
+def server_env(tmp_path: Path) -> dict[str, str]:
+    """drillbook's commands in a subprocess with their own background server's state, Prefect home and S3 credentials."""
+    return {
         "PATH": f"{BIN}:{os.environ['PATH']}",
         "HOME": str(tmp_path),
         "DRILLBOOK_SERVER_HOME": str(tmp_path / "server-home"),
@@ -36,6 +35,12 @@ def test_drills_use_the_background_server_and_stop_leaves_nothing(replicate, wri
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         **S3_CREDENTIALS,
     }
+
+
+def test_drills_use_the_background_server_and_stop_leaves_nothing(replicate, write_catalogue, tmp_path):
+    config = write_catalogue(entry("orders", replicate().replica))
+    port = _free_port()
+    env = server_env(tmp_path)
 
     def drillbook(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "drillbook"), *argv], env=env, capture_output=True, text=True, timeout=timeout)

@@ -7,7 +7,6 @@ at a time, and the server stopped and started again on the same port and state w
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import subprocess
 import sys
@@ -16,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import S3_CREDENTIALS, entry
-from tests.test_server import _free_port
+from tests.conftest import entry
+from tests.test_server import _free_port, server_env
 
 pytestmark = pytest.mark.slow
 
@@ -40,14 +39,7 @@ def test_a_server_restart_mid_nightly_loses_no_drill_and_names_the_rest(replicat
     config = write_catalogue(*(entry(name, replicate().replica) for name in names))
     history = tmp_path / "evidence" / "history.db"
     port = _free_port()
-    env = {
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "HOME": str(tmp_path),
-        "DRILLBOOK_SERVER_HOME": str(tmp_path / "server-home"),
-        "PREFECT_HOME": str(tmp_path / "client-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        **S3_CREDENTIALS,
-    }
+    env = server_env(tmp_path)
 
     def drillbook(*argv: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "drillbook"), *argv], env=env, capture_output=True, text=True, timeout=180)
