@@ -1,7 +1,9 @@
 """`drillbook history`, `stale`, `metrics`, `report --html`: the history, looking back and ahead.
 
 Exit codes: `stale` exits 1 when any database is stale; the others 0, or 2 when
-the catalogue or the history store is not usable (one line saying which).
+the catalogue or the history store is not usable (one line saying which). A
+[[directories]] entry whose replica could not be listed is one line on stderr
+and exit 2 for `stale` and `metrics`, after the other databases are reported.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drillbook.cli.config import said
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.outcome import EXIT_CODES, Verdict
@@ -129,7 +132,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
         print(f"{len(stale)} of {len(statuses)} database(s) stale (no PASS within max_drill_age)")
         for status in statuses:
             print(("  STALE " if status.stale else "  ok    ") + visible(status.line()))
-    return EXIT_FAIL if stale else 0
+    return _unlisted_said(catalogue) or (EXIT_FAIL if stale else 0)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -144,11 +147,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                 f"the Pushgateway at {args.push} did not take the metrics ({exc}): check --push URL and that the gateway runs"
             ) from None
         print(f"pushed {len(catalogue.databases())} database(s)' metrics to {args.push} (job {args.job})", file=sys.stderr)
-        return 0
+        return _unlisted_said(catalogue)
     output = args.output or (str(catalogue.metrics_file) if catalogue.metrics_file else "-")
     if output == "-":
         sys.stdout.write(exposition(build_registry(catalogue)))
-        return 0
+        return _unlisted_said(catalogue)
     try:
         write_metrics(catalogue, output)
     except OSError as exc:
@@ -156,7 +159,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             f"cannot write the metrics file {output}: {exc.strerror}; choose another --output or [drillbook] metrics_file"
         ) from None
     print(f"wrote metrics for {len(catalogue.databases())} database(s) to {output}", file=sys.stderr)
-    return 0
+    return _unlisted_said(catalogue)
+
+
+def _unlisted_said(catalogue: Any) -> int:
+    """Each [[directories]] entry whose replica could not be listed, one line on stderr: exit 2 after the rest was written."""
+    return said([str(problem) for _, problem in catalogue.unlisted()])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -206,7 +214,7 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "stale",
         help="list databases whose last PASS is older than max_drill_age (exit 1 when any)",
         description="A database with no passing drill within its max_drill_age (default 48h) is stale: the nightly may have stopped.",
-        epilog="Exit codes: 0 none stale, 1 some stale, 2 the catalogue or history is not usable.",
+        epilog="Exit codes: 0 none stale, 1 some stale, 2 the catalogue or history is not usable, or a directory's replica could not be listed.",
     )
     config_option(stale)
     stale.add_argument("--json", action="store_true", help="print every database's status as JSON")

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, record_summary_task, select_databases, unlisted_results
 from drillbook.tasks.compat import compat_due
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import DrillsFailed, HistoryError
@@ -105,6 +105,7 @@ def nightly_drills(
         if chosen:
             extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}
             results += drill_many(chosen, catalogue, limits, extra, batch_deployment)
+    results += unlisted_results(catalogue, tags, databases)  # a directory whose replica could not be listed: one ERROR, the rest drilled
     record_summary_task(results, "nightly-drills", "Nightly restore drills")
     publish_summary_task(results, catalogue, return_state=True)  # a delivery problem never hides the verdicts
     if not all(r.passed for r in results):

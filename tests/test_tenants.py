@@ -184,3 +184,66 @@ def test_history_plan_runbook_and_metrics_take_the_discovered_tenants(tmp_path, 
     assert main(["metrics", "--config", config, "--output", "-"]) == 0
     out = capsys.readouterr().out
     assert all(f'database="{name}"' in out for name in NAMES), out
+
+
+def test_one_directory_that_cannot_be_listed_is_one_error_and_the_rest_is_drilled(tmp_path, fleet, capsys):
+    _, replica = fleet
+    nowhere = (tmp_path / "nowhere").as_uri()
+    config = str(
+        catalogue(
+            tmp_path,
+            replica.as_uri(),
+            "",
+            "[[directories]]",
+            'name = "gone"',
+            f"replica = {json.dumps(nowhere)}",
+            'rto_target = "2m"',
+            'rpo_target = "1h"',
+        )
+    )
+    assert main(["check-config", "--config", config]) == 2
+    captured = capsys.readouterr()
+    assert "3 database(s) OK, 1 directory entry(ies) not listed" in captured.out, captured.out
+    assert "directories gone: not listed from" in captured.out and "directories tenants: 3 database(s)" in captured.out
+    assert (
+        captured.err.count("\n") == 1
+        and "drillbook: " in captured.err
+        and "directories 'gone': cannot list the replica prefix" in captured.err
+    ), captured.err
+    assert "fix the replica URL or the store's credentials" in captured.err
+
+    assert main(["nightly", "--config", config]) == 2  # an ERROR among PASSes: the fleet's exit contract
+    out = capsys.readouterr().out
+    assert "nightly drills: 1 ERROR, 3 PASS" in out, out
+    assert "gone" in out and "drill error" in out, out
+
+    assert main(["stale", "--config", config]) == 2
+    captured = capsys.readouterr()
+    assert "0 of 3 database(s) stale" in captured.out, captured.out
+    assert "directories 'gone': cannot list" in captured.err and "Traceback" not in captured.err
+
+    assert main(["metrics", "--config", config, "--output", "-"]) == 2
+    captured = capsys.readouterr()
+    assert 'drillbook_directory_listed{directory="gone"} 0.0' in captured.out
+    assert 'drillbook_directory_listed{directory="tenants"} 1.0' in captured.out
+    assert all(f'drillbook_last_pass_timestamp_seconds{{database="{name}"}}' in captured.out for name in NAMES), captured.out
+    assert "directories 'gone'" in captured.err
+
+
+def test_a_listed_tenant_keeps_its_metrics_while_its_directory_cannot_be_listed(tmp_path, fleet, capsys):
+    _, replica = fleet
+    copy = tmp_path / "replica"
+    shutil.copytree(replica, copy)
+    config = str(catalogue(tmp_path, copy.as_uri()))
+    assert main(["run", "--config", config, "tenants.t1.db"]) == 0
+    shutil.rmtree(copy)  # the store is gone: nothing can be listed
+    forget_discoveries()
+    capsys.readouterr()
+    assert main(["stale", "--config", config]) == 2
+    captured = capsys.readouterr()
+    assert "tenants.t1.db: its directory's replica could not be listed (not drilled): last PASS" in captured.out, captured.out
+    assert main(["metrics", "--config", config, "--output", "-"]) == 2
+    assert 'drillbook_last_pass_timestamp_seconds{database="tenants.t1.db"}' in capsys.readouterr().out
+    assert main(["run", "--config", config, "tenants.t1.db"]) == 2
+    err = capsys.readouterr().err
+    assert "no database named 'tenants.t1.db'" in err and "cannot list the replica prefix" in err and len(err.splitlines()) == 1, err

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from drillbook.tasks.config.directory import DirectoryEntry, discover
+from drillbook.tasks.config.directory import DirectoryEntry, discovery
 from drillbook.tasks.config.entry import DatabaseEntry
 from drillbook.tasks.config.fields import COMPAT_EVERY, Duration, RestoreWith
 from drillbook.tasks.errors import ConfigError
@@ -167,13 +167,15 @@ class Catalogue(BaseModel):
     def databases(self) -> list[DatabaseEntry]:
         """The declared [[database]] entries, then every database the [[directories]] yield (listed once per process).
 
-        A discovered name equal to a declared one is a ConfigError: the declared entry would hide a tenant.
+        A directory whose replica prefix cannot be listed yields none here: `unlisted()` says why, and the commands
+        report it as that directory's one ERROR while the other databases are drilled. A discovered name equal to a
+        declared one is a ConfigError: the declared entry would hide a tenant.
         """
         where = str(self.path or "catalogue")
         entries = list(self.database)
         seen = {entry.name: "a [[database]] entry" for entry in entries}
         for directory in self.directories:
-            for entry in discover(directory, where):
+            for entry in discovery(directory, where).entries:
                 if entry.name in seen:
                     raise ConfigError(
                         f"{where}: directories {directory.name!r}: discovered database {entry.name!r} has the name of "
@@ -184,6 +186,12 @@ class Catalogue(BaseModel):
                 seen[entry.name] = f"a database of directories {directory.name!r}"
                 entries.append(entry)
         return entries
+
+    def unlisted(self) -> list[tuple[DirectoryEntry, ConfigError]]:
+        """The [[directories]] entries whose replica prefix could not be listed, each with the error naming it and what to fix."""
+        where = str(self.path or "catalogue")
+        found = [(directory, discovery(directory, where).problem) for directory in self.directories]
+        return [(directory, problem) for directory, problem in found if problem is not None]
 
     @property
     def base_dir(self) -> Path:
@@ -238,8 +246,9 @@ class Catalogue(BaseModel):
             return entry
         names = [e.name for e in self.databases()]
         known = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "") or "none"
+        unlisted = "".join(f"; {problem}" for directory, problem in self.unlisted() if name.startswith(f"{directory.name}."))
         raise ConfigError(
-            f"{self.path or 'catalogue'}: no database named {name!r} (known: {known})",
+            f"{self.path or 'catalogue'}: no database named {name!r} (known: {known}){unlisted}",
             path=str(self.path) if self.path else None,
             entry=name,
         )

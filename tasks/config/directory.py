@@ -153,19 +153,43 @@ def live_only(directory: DirectoryEntry, replicated_paths: list[str]) -> list[st
     return sorted(relative for relative in live if relative not in known and directory.matches(relative))
 
 
-_found: dict[tuple[str, str], tuple[float, list[DatabaseEntry]]] = {}
+class Discovery(BaseModel):
+    """What one directory entry yielded: its databases, or why its replica prefix could not be listed (then none)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    entries: list[DatabaseEntry] = Field(default_factory=list, description="The discovered (and live-only) databases.")
+    problem: ConfigError | None = Field(default=None, description="The listing's error, naming the entry and what to fix.")
 
 
-def discover(directory: DirectoryEntry, where: str) -> list[DatabaseEntry]:
-    """The databases one directory entry yields; listed once per process and entry for DISCOVERY_KEPT seconds."""
+_found: dict[tuple[str, str], tuple[float, Discovery]] = {}
+
+
+def discovery(directory: DirectoryEntry, where: str) -> Discovery:
+    """The databases one directory entry yields, or its listing problem; listed once per process and entry for DISCOVERY_KEPT seconds.
+
+    A failed listing is kept as long: the nightly's later asks (stale, metrics) do not wait for the store's timeout again.
+    """
     key = (where, directory.model_dump_json())
     kept = _found.get(key)
     if kept is not None and time.monotonic() - kept[0] < DISCOVERY_KEPT:
         return kept[1]
-    paths = replicated(directory, where)
-    entries = [directory.tenant(relative) for relative in sorted(paths + live_only(directory, paths))]
-    _found[key] = (time.monotonic(), entries)
-    return entries
+    try:
+        paths = replicated(directory, where)
+    except ConfigError as exc:
+        found = Discovery(problem=exc)
+    else:
+        found = Discovery(entries=[directory.tenant(relative) for relative in sorted(paths + live_only(directory, paths))])
+    _found[key] = (time.monotonic(), found)
+    return found
+
+
+def discover(directory: DirectoryEntry, where: str) -> list[DatabaseEntry]:
+    """The databases one directory entry yields; a ConfigError naming the entry when its replica prefix cannot be listed."""
+    found = discovery(directory, where)
+    if found.problem is not None:
+        raise found.problem
+    return found.entries
 
 
 def forget_discoveries() -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
 
 from drillbook.tasks.config import Catalogue
+from drillbook.tasks.config.entry import DatabaseEntry
 from drillbook.tasks.errors import HistoryError
 from drillbook.tasks.forecast import TREND_DAYS, forecast_for
 from drillbook.tasks.history.alerts import watch_states
@@ -31,10 +32,15 @@ def build_registry(
     catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None
 ) -> CollectorRegistry:
     now = now or datetime.now(UTC)
-    entries = catalogue.databases()  # the directories' tenants too
-    names = [entry.name for entry in entries]
-    points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
     passes = last_passes(catalogue.history_url)
+    # The directories' tenants too; those of a directory whose replica could not be listed as the history knows them,
+    # under the directory's settings, so their last PASS keeps ageing in Prometheus instead of vanishing.
+    entries: list[tuple[str, DatabaseEntry]] = [(entry.name, entry) for entry in catalogue.databases()]
+    unlisted = [directory for directory, _ in catalogue.unlisted()]
+    for directory in unlisted:
+        entries += [(name, directory) for name in sorted(passes) if name.startswith(f"{directory.name}.")]
+    names = [name for name, _ in entries]
+    points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
     watched = watch_states(catalogue.history_url)
     registry = CollectorRegistry()
 
@@ -62,9 +68,15 @@ def build_registry(
     stopped = gauge(
         "drillbook_replication_stopped", "1 when `drillbook watch` last found replication stopped (live data newer than the replica)."
     )
+    listed = gauge(
+        "drillbook_directory_listed",
+        "1 when the [[directories]] entry's replica prefix was listed, 0 when it could not be (its tenants are not drilled).",
+        ("directory",),
+    )
     generated.set(now.timestamp())
-    for entry in entries:
-        name = entry.name
+    for directory in catalogue.directories:
+        listed.labels(directory.name).set(0 if any(d.name == directory.name for d in unlisted) else 1)
+    for name, entry in entries:
         mine = points.get(name, [])
         max_age.labels(name).set(catalogue.max_drill_age(entry))
         rto_target.labels(name).set(entry.rto_target)
