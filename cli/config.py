@@ -9,7 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
-from drillbook.tasks.config.directory import discovery
 from drillbook.tasks.config.replicas import shared_replicas
 from drillbook.tasks.outcome import EXIT_CODES, Verdict
 from drillbook.tasks.text import redact, visible
@@ -21,7 +20,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     catalogue = load_catalogue(args.config)
     entries = catalogue.databases()  # the directories listed; one whose prefix cannot be listed is said last (exit 2)
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in entries}  # ConfigError names the file
-    found = {directory.name: discovery(directory, str(catalogue.path or "catalogue")) for directory in catalogue.directories}
+    found = {directory.name: catalogue.discovery(directory) for directory in catalogue.directories}
     yielded = {name: None if one.problem else len(one.entries) for name, one in found.items()}
     problems = [str(one.problem) for one in found.values() if one.problem is not None]
     warnings = shared_replicas({entry.name: entry.replica for entry in entries})

@@ -247,3 +247,68 @@ def test_a_listed_tenant_keeps_its_metrics_while_its_directory_cannot_be_listed(
     assert main(["run", "--config", config, "tenants.t1.db"]) == 2
     err = capsys.readouterr().err
     assert "no database named 'tenants.t1.db'" in err and "cannot list the replica prefix" in err and len(err.splitlines()) == 1, err
+
+
+def test_discovery_on_s3_lists_folders_not_every_ltx_file(tmp_path, s3_endpoint, capsys):
+    from drillbook.tasks.storage.s3 import S3Storage
+    from drillbook.testing.corpus import s3_client
+    from drillbook.testing.s3 import s3_replica_url
+
+    client = s3_client(s3_endpoint)
+    keys = [f"fleet-s3/t{n}.db/ltx/0/{i:016x}-{i:016x}.ltx" for n in range(1, 4) for i in range(1, 30)]
+    keys += ["fleet-s3/team-a/db2.db/ltx/0/0000000000000001-0000000000000001.ltx", "fleet-s3/old.db/generations/abc/snapshots/0.lz4"]
+    keys += ["fleet-s3/notes.txt", "fleet-s3/scratch.sqlite/ltx/0/1.ltx"]  # not a folder; a folder the pattern does not fit
+    for key in keys:
+        client.put_object(Bucket="drills", Key=key, Body=b"x")
+    url = s3_replica_url(s3_endpoint, "drills", "fleet-s3")
+    listings = []
+    S3Storage(url, timeout=120.0)._client().meta.events.register(
+        "before-parameter-build.s3.ListObjectsV2", lambda params, **_: listings.append(dict(params))
+    )
+    assert main(["check-config", "--config", str(catalogue(tmp_path, url))]) == 0
+    out = capsys.readouterr().out
+    assert "directories tenants: 5 database(s)" in out, out
+    for name in ("tenants.t1.db", "tenants.t3.db", "tenants.team-a--db2.db", "tenants.old.db"):
+        assert f"  {name}: " in out
+    # the probe, the prefix's folders, then team-a's and scratch.sqlite's (recursive): never the 90 ltx files below the tenants
+    assert sorted((p["Prefix"], p.get("Delimiter", "")) for p in listings) == [
+        ("fleet-s3/", ""),
+        ("fleet-s3/", "/"),
+        ("fleet-s3/scratch.sqlite/", "/"),
+        ("fleet-s3/team-a/", "/"),
+    ], listings
+
+
+@pytest.mark.parametrize(
+    ("match", "fits"),
+    [
+        ("*", {"t1.db", "big.db"}),  # `*` stays within one folder: the top level only
+        ("*.db", {"t1.db", "big.db"}),
+        ("team-a/*", {"team-a/db2.db"}),
+        ("team-a/**", {"team-a/db2.db", "team-a/x/db3.db"}),
+        ("**/big.db", {"big.db", "team-b/big.db"}),
+        ("**", {"t1.db", "big.db", "team-a/db2.db", "team-a/x/db3.db", "team-b/big.db"}),
+    ],
+)
+def test_override_match_is_folder_aware(match, fits):
+    from drillbook.tasks.config.directory import DirectoryEntry
+
+    directory = DirectoryEntry.model_validate(
+        {
+            "name": "f",
+            "replica": "file:///r",
+            "recursive": True,
+            "rto_target": 60,
+            "rpo_target": 60,
+            "override": [{"match": match, "rto_target": 5}],
+        }
+    )
+    paths = ("t1.db", "big.db", "team-a/db2.db", "team-a/x/db3.db", "team-b/big.db")
+    assert {path for path in paths if directory.tenant(path).rto_target == 5} == fits
+
+
+def test_an_override_match_that_is_not_relative_is_a_config_error(tmp_path, capsys):
+    config = catalogue(tmp_path, (tmp_path / "r").as_uri(), "", "[[directories.override]]", 'match = "/team-a/*"', "rto_target = 3")
+    assert main(["check-config", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "override.0.match" in err or "match is a path relative to the directory" in err, err

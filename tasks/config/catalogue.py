@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from drillbook.tasks.config.directory import DirectoryEntry, discovery
+from drillbook.tasks.config.directory import DirectoryEntry, Discovery, discovery
 from drillbook.tasks.config.entry import DatabaseEntry
 from drillbook.tasks.config.fields import COMPAT_EVERY, Duration, RestoreWith
 from drillbook.tasks.errors import ConfigError
@@ -150,6 +150,7 @@ class Catalogue(BaseModel):
         default_factory=list, description="Directories of databases as litestream's `dir:` replicates them; discovered from the replica."
     )
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
+    _discovered: dict[str, Discovery] = PrivateAttr(default_factory=dict)  # each directory listed once for this catalogue's life
 
     @model_validator(mode="after")
     def _unique_names(self) -> Catalogue:
@@ -165,7 +166,7 @@ class Catalogue(BaseModel):
         return self
 
     def databases(self) -> list[DatabaseEntry]:
-        """The declared [[database]] entries, then every database the [[directories]] yield (listed once per process).
+        """The declared [[database]] entries, then every database the [[directories]] yield (listed once per catalogue).
 
         A directory whose replica prefix cannot be listed yields none here: `unlisted()` says why, and the commands
         report it as that directory's one ERROR while the other databases are drilled. A discovered name equal to a
@@ -175,7 +176,7 @@ class Catalogue(BaseModel):
         entries = list(self.database)
         seen = {entry.name: "a [[database]] entry" for entry in entries}
         for directory in self.directories:
-            for entry in discovery(directory, where).entries:
+            for entry in self.discovery(directory).entries:
                 if entry.name in seen:
                     raise ConfigError(
                         f"{where}: directories {directory.name!r}: discovered database {entry.name!r} has the name of "
@@ -187,10 +188,15 @@ class Catalogue(BaseModel):
                 entries.append(entry)
         return entries
 
+    def discovery(self, directory: DirectoryEntry) -> Discovery:
+        """What `directory` yields, listed once for this loaded catalogue: a nightly lists each directory once, however long it runs."""
+        if directory.name not in self._discovered:
+            self._discovered[directory.name] = discovery(directory, str(self.path or "catalogue"))
+        return self._discovered[directory.name]
+
     def unlisted(self) -> list[tuple[DirectoryEntry, ConfigError]]:
         """The [[directories]] entries whose replica prefix could not be listed, each with the error naming it and what to fix."""
-        where = str(self.path or "catalogue")
-        found = [(directory, discovery(directory, where).problem) for directory in self.directories]
+        found = [(directory, self.discovery(directory).problem) for directory in self.directories]
         return [(directory, problem) for directory, problem in found if problem is not None]
 
     @property

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -35,7 +36,18 @@ class DirectoryOverride(BaseModel):
 
     model_config = ConfigDict(extra="allow")  # the keys are DatabaseEntry's: checked by building one (DirectoryEntry._check)
 
-    match: str = Field(description='A relative path or glob ("team-a/*", "big.db"); the keys beside it override the inherited ones.')
+    match: str = Field(
+        min_length=1,
+        description='A relative path or glob ("team-a/*", "big.db", "**/big.db"): `*`, `?` and `[...]` stay within one folder, '
+        "a `**` segment spans any number of folders; the keys beside it override the inherited ones.",
+    )
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str) -> str:
+        if value.startswith("/") or any(part in ("", ".", "..") for part in value.split("/")):
+            raise ValueError(f"match is a path relative to the directory, like 'team-a/*' or '**/big.db' (got {value!r})")
+        return value
 
     def settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -109,7 +121,7 @@ class DirectoryEntry(DatabaseEntry):
     def tenant(self, relative: str) -> DatabaseEntry:
         settings = self.inherited()
         for override in self.override:
-            if fnmatchcase(relative, override.match):
+            if path_matches(relative, override.match):
                 settings.update(override.settings())
         settings.update(name=self.tenant_name(relative), replica=self.tenant_replica(relative))
         if self.live_dir and "live_path" not in settings:
@@ -117,11 +129,36 @@ class DirectoryEntry(DatabaseEntry):
         return DatabaseEntry.model_validate(settings)
 
 
+def path_matches(relative: str, pattern: str) -> bool:
+    """A relative path against an override's `match`, folder by folder: `*` never crosses a '/', a `**` segment spans any number.
+
+    `*` is top-level databases only, `team-a/*` those directly in team-a, `team-a/**` everything below it, `**/big.db` every big.db.
+    """
+    return _segments(relative.split("/"), pattern.split("/"))
+
+
+def _segments(parts: list[str], patterns: list[str]) -> bool:
+    if not patterns:
+        return not parts
+    if patterns[0] == "**":
+        return any(_segments(parts[index:], patterns[1:]) for index in range(len(parts) + 1))
+    return bool(parts) and fnmatchcase(parts[0], patterns[0]) and _segments(parts[1:], patterns[1:])
+
+
 def replicated(directory: DirectoryEntry, where: str) -> list[str]:
-    """The relative paths of the databases below the replica prefix (those holding an ltx/ or generations/ tree)."""
+    """The relative paths of the databases below the replica prefix.
+
+    Where the store lists folders (S3's Delimiter='/', file://): a folder whose name fits `pattern` is a database, one
+    that does not is descended into when `recursive`; nothing inside a database's prefix is listed, so 10,000 tenants
+    cost 10 S3 requests (bench/discovery.py). Elsewhere every object is listed and the prefixes holding an ltx/ or
+    generations/ tree are the databases.
+    """
     try:
         storage = open_storage(directory.replica, timeout=directory.list_timeout)
         storage.probe()
+        folders = getattr(storage, "folders", None)
+        if folders is not None:
+            return _walked(directory, folders)
         keys = [item.key for item in storage.list("")]
     except (StorageError, ValueError, OSError) as exc:
         raise ConfigError(
@@ -139,6 +176,20 @@ def replicated(directory: DirectoryEntry, where: str) -> list[str]:
                 if directory.matches(relative):
                     found.add(relative)
                 break
+    return sorted(found)
+
+
+def _walked(directory: DirectoryEntry, folders: Callable[[str], Iterable[str]]) -> list[str]:
+    """Folder listings from the prefix down: names fitting the pattern are databases, others folders (when recursive)."""
+    found, pending = [], [""]
+    while pending:
+        prefix = pending.pop()
+        for name in folders(prefix):
+            relative = prefix + name
+            if fnmatchcase(name, directory.pattern):
+                found.append(relative)
+            elif directory.recursive and name not in _TREES:  # a tree right below the prefix: a database at the root, not a tenant
+                pending.append(relative + "/")
     return sorted(found)
 
 
