@@ -190,6 +190,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    from drillbook.tasks.history.prune import prune
+
+    catalogue = load_catalogue(args.config)
+    counts = prune(catalogue, apply=args.apply, older_than=args.older_than)
+    if args.json:
+        print(json.dumps(counts.model_dump(mode="json"), indent=2))
+    else:
+        print(counts.line() + ("" if args.apply else "; dry run: pass --apply to delete"))
+    return 0
+
+
+def _retention(value: str) -> float:
+    from drillbook.tasks.config.fields import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration of a day or more, like 90d, got {value!r}")
+    return seconds
+
+
 def _positive_days(value: str) -> float:
     try:
         days = float(value)
@@ -235,6 +259,19 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     metrics.add_argument("--push", metavar="URL", help="push to this Pushgateway instead (e.g. http://pushgateway:9091)")
     metrics.add_argument("--job", default="drillbook", help="the Pushgateway job label (default drillbook)")
     metrics.set_defaults(func=cmd_metrics)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete history rows, evidence files and drillbook's Prefect runs older than history_retention (dry run unless --apply)",
+        description="Prune what is older than [drillbook] history_retention (or --older-than): history rows and their evidence files, "
+        "and runs of drillbook's flows on the Prefect server. Each database's newest drill and newest PASS are always kept. "
+        "Without --apply nothing is deleted: the counts say what would be.",
+    )
+    config_option(prune)
+    prune.add_argument("--apply", action="store_true", help="delete (default: a dry run printing what would be deleted)")
+    prune.add_argument("--older-than", type=_retention, metavar="DURATION", help="instead of history_retention, e.g. 30d")
+    prune.add_argument("--json", action="store_true", help="print the counts as JSON")
+    prune.set_defaults(func=cmd_prune)
 
     report = commands.add_parser(
         "report",

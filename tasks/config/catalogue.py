@@ -49,6 +49,13 @@ class Settings(BaseModel):
     max_drill_age: Duration = Field(
         default=48 * 3600.0, description="A database whose last PASS is older than this is stale (`drillbook stale`)."
     )
+    history_retention: Duration | None = Field(
+        default=None,
+        ge=86400.0,
+        description="History rows, evidence files and Prefect runs of drillbook's flows older than this are pruned "
+        "(`drillbook prune`, the drillbook-prune deployment), each database's newest drill and newest PASS always kept; "
+        "none: nothing is pruned. Charts and forecasts read 90 days.",
+    )
     metrics_file: str | None = Field(
         default=None,
         description="Prometheus textfile (node_exporter textfile collector) refreshed after every drill; relative to the catalogue.",
