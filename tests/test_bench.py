@@ -61,3 +61,15 @@ def test_the_discovery_bench_finds_every_tenant_both_ways(tmp_path):
         ("s3 (moto)", "folders", "40"),
         ("s3 (moto)", "every object", "40"),
     ], run.stdout
+
+
+def test_the_fleet_page_bench_renders_the_attention_sections_only():
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "fleet_page.py"), "--tenants", "30", "--nights", "2", "--failing", "3", "--repeats", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| report --html |" in run.stdout and "| metrics |" in run.stdout
+    assert "3 database sections, 3 charts" in run.stdout, run.stdout

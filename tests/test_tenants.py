@@ -312,3 +312,28 @@ def test_an_override_match_that_is_not_relative_is_a_config_error(tmp_path, caps
     assert main(["check-config", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert "override.0.match" in err or "match is a path relative to the directory" in err, err
+
+
+def test_the_page_counts_a_fleet_and_gives_sections_to_the_tenants_needing_attention_only(tmp_path, fleet, capsys, monkeypatch):
+    import re
+
+    from drillbook.tasks.report import html
+
+    _, replica = fleet
+    config = str(catalogue(tmp_path, replica.as_uri()))
+    assert main(["run", "--config", config, "tenants.t1.db"]) == 0
+    page = tmp_path / "drills.html"
+    assert main(["report", "--config", config, "--html", str(page)]) == 0
+    text = page.read_text()
+    assert "3 database(s) from" in text and 'data-directory="tenants" data-tenants="3"' in text
+    assert (
+        "newest drills: 2 never drilled, 1 PASS. 2 need attention (stale, not passing, or never drilled): each has a section below." in text
+    )
+    assert re.findall(r'data-database="([^"]+)"', text) == ["tenants.t2.db", "tenants.team-a--db2.db"]  # t1 passed: counted, no section
+
+    monkeypatch.setattr(html, "TENANT_SECTIONS", 1)
+    monkeypatch.setattr(html, "STALE_LISTED", 1)
+    assert main(["report", "--config", config, "--html", str(page)]) == 0
+    text = page.read_text()
+    assert "the worst 1 have a section below" in text and re.findall(r'data-database="([^"]+)"', text) == ["tenants.t2.db"]
+    assert "and 1 more: <code>drillbook stale --json</code> lists them all." in text
