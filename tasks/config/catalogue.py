@@ -158,6 +158,7 @@ class Catalogue(BaseModel):
     )
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
     _discovered: dict[str, Discovery] = PrivateAttr(default_factory=dict)  # each directory listed once for this catalogue's life
+    _by_name: dict[str, DatabaseEntry] | None = PrivateAttr(default=None)  # databases() by name, made once (find() per tenant)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Catalogue:
@@ -179,6 +180,8 @@ class Catalogue(BaseModel):
         report it as that directory's one ERROR while the other databases are drilled. A discovered name equal to a
         declared one is a ConfigError: the declared entry would hide a tenant.
         """
+        if self._by_name is not None:
+            return list(self._by_name.values())
         where = str(self.path or "catalogue")
         entries = list(self.database)
         seen = {entry.name: "a [[database]] entry" for entry in entries}
@@ -193,6 +196,7 @@ class Catalogue(BaseModel):
                     )
                 seen[entry.name] = f"a database of directories {directory.name!r}"
                 entries.append(entry)
+        self._by_name = {entry.name: entry for entry in entries}
         return entries
 
     def discovery(self, directory: DirectoryEntry) -> Discovery:
@@ -251,7 +255,8 @@ class Catalogue(BaseModel):
         declared = next((entry for entry in self.database if entry.name == name), None)
         if declared is not None or not self.directories:
             return declared
-        return next((entry for entry in self.databases() if entry.name == name), None)
+        self.databases()  # the index by name, made once: a batch of 5,000 tenants asks 5,000 times
+        return (self._by_name or {}).get(name)
 
     def get(self, name: str) -> DatabaseEntry:
         entry = self.find(name)
