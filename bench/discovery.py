@@ -2,8 +2,9 @@
 
     python bench/discovery.py [--tenants 10000] [--files 3] [--dir /tmp/drillbook-bench-discovery]
 
-A listing benchmark: the tenants are hand-written minimal objects (`t00001.db/ltx/0/<n>.ltx`, a byte each, `--files`
-per tenant, a tenth of them one folder down in seven `team-N/`), not replicas; discovery never opens them. Compared:
+A listing benchmark: the tenants are hand-written minimal objects in litestream 0.5's layout (`t00001.db/0000/<min>-<max>.ltx`
+on S3, `ltx/0/` on disk; a byte each, `--files` per tenant, a tenth of them one folder down in seven `team-N/`), not
+replicas; discovery never opens them. Compared:
 drillbook's discovery as it runs (the folders below the prefix: S3 `Delimiter='/'` with CommonPrefixes, os.scandir of
 one directory level), and the listing of every object it replaced (what a store without folders still gets). S3 runs
 against moto's server in its own process on loopback; requests are counted from botocore's events, file:// requests as
@@ -21,17 +22,18 @@ import sys
 import time
 from pathlib import Path
 
-from drillbook.tasks.config.directory import DirectoryEntry, discovery, forget_discoveries
+from drillbook.tasks.config.directory import DirectoryEntry, discovery, forget_discoveries, tenant_prefixes
 from drillbook.tasks.storage import open_storage
 from drillbook.testing.corpus import CREDENTIALS, s3_client
 from drillbook.testing.s3 import environment, moto_process, s3_replica_url
 
 
-def tenant_keys(tenants: int, files: int) -> list[str]:
+def tenant_keys(tenants: int, files: int, level: str) -> list[str]:
+    """The keys litestream 0.5 writes: `<tenant>/<level>/<min>-<max>.ltx`, the level `ltx/0` on disk, `0000` on S3."""
     keys = []
     for number in range(1, tenants + 1):
         folder = f"team-{number % 7}/" if number % 10 == 0 else ""
-        keys += [f"{folder}t{number:05d}.db/ltx/0/{index:016x}-{index:016x}.ltx" for index in range(1, files + 1)]
+        keys += [f"{folder}t{number:05d}.db/{level}/{index:016x}-{index:016x}.ltx" for index in range(1, files + 1)]
     return keys
 
 
@@ -77,8 +79,7 @@ def measure(url: str, count_requests) -> dict[str, tuple[float, int, int]]:
                 assert result.problem is None, result.problem
                 found = len(result.entries)
             else:
-                keys = [item.key for item in open_storage(url, timeout=120).list("")]
-                found = len({key.split("/ltx/")[0] for key in keys})
+                found = len(tenant_prefixes(item.key for item in open_storage(url, timeout=120).list("")))
             times.append(time.perf_counter() - started)
             requests = count_requests() - before
         out[way] = (statistics.median(times), requests, found)
@@ -91,7 +92,7 @@ def main() -> int:
     parser.add_argument("--files", type=int, default=3, help="ltx objects per tenant (default 3)")
     parser.add_argument("--dir", default="/tmp/drillbook-bench-discovery", help="where the file:// fleet is written")
     args = parser.parse_args()
-    keys = tenant_keys(args.tenants, args.files)
+    keys = tenant_keys(args.tenants, args.files, "ltx/0")
     rows = []
 
     root = Path(args.dir)
@@ -102,6 +103,7 @@ def main() -> int:
     for way, (seconds, requests, found) in measure(root.as_uri(), lambda: calls[0]).items():
         rows.append(("file://", way, seconds, requests, found))
 
+    keys = tenant_keys(args.tenants, args.files, "0000")
     with environment(CREDENTIALS), moto_process() as endpoint:
         started = time.perf_counter()
         make_s3(endpoint, keys)

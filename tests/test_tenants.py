@@ -255,9 +255,9 @@ def test_discovery_on_s3_lists_folders_not_every_ltx_file(tmp_path, s3_endpoint,
     from drillbook.testing.s3 import s3_replica_url
 
     client = s3_client(s3_endpoint)
-    keys = [f"fleet-s3/t{n}.db/ltx/0/{i:016x}-{i:016x}.ltx" for n in range(1, 4) for i in range(1, 30)]
-    keys += ["fleet-s3/team-a/db2.db/ltx/0/0000000000000001-0000000000000001.ltx", "fleet-s3/old.db/generations/abc/snapshots/0.lz4"]
-    keys += ["fleet-s3/notes.txt", "fleet-s3/scratch.sqlite/ltx/0/1.ltx"]  # not a folder; a folder the pattern does not fit
+    keys = [f"fleet-s3/t{n}.db/0000/{i:016x}-{i:016x}.ltx" for n in range(1, 4) for i in range(1, 30)]  # litestream 0.5's S3 layout
+    keys += ["fleet-s3/team-a/db2.db/0000/0000000000000001-0000000000000001.ltx", "fleet-s3/old.db/generations/abc/snapshots/0.lz4"]
+    keys += ["fleet-s3/notes.txt", "fleet-s3/scratch.sqlite/0000/1.ltx"]  # not a folder; a folder the pattern does not fit
     for key in keys:
         client.put_object(Bucket="drills", Key=key, Body=b"x")
     url = s3_replica_url(s3_endpoint, "drills", "fleet-s3")
@@ -270,7 +270,7 @@ def test_discovery_on_s3_lists_folders_not_every_ltx_file(tmp_path, s3_endpoint,
     assert "directories tenants: 5 database(s)" in out, out
     for name in ("tenants.t1.db", "tenants.t3.db", "tenants.team-a--db2.db", "tenants.old.db"):
         assert f"  {name}: " in out
-    # the probe, the prefix's folders, then team-a's and scratch.sqlite's (recursive): never the 90 ltx files below the tenants
+    # the probe, the prefix's folders, then team-a's and scratch.sqlite's (recursive): never the 90 LTX files below the tenants
     assert sorted((p["Prefix"], p.get("Delimiter", "")) for p in listings) == [
         ("fleet-s3/", ""),
         ("fleet-s3/", "/"),
@@ -337,3 +337,72 @@ def test_the_page_counts_a_fleet_and_gives_sections_to_the_tenants_needing_atten
     text = page.read_text()
     assert "the worst 1 have a section below" in text and re.findall(r'data-database="([^"]+)"', text) == ["tenants.t2.db"]
     assert "and 1 more: <code>drillbook stale --json</code> lists them all." in text
+
+
+CROWD = (
+    tuple(f"c{n:02d}.db" for n in range(8))
+    + tuple(f"team-a/a{n:02d}.db" for n in range(8))
+    + tuple(f"team-b/x/b{n:02d}.db" for n in range(8))
+)
+
+
+def test_two_dozen_tenants_litestream_replicates_to_s3_are_discovered_by_folders_and_drilled(tmp_path, s3_endpoint, capsys):
+    """The S3 layout made by litestream itself in directory mode: discovery by CommonPrefixes finds each tenant, nested ones too."""
+    from drillbook.tasks.config.directory import tenant_prefixes
+    from drillbook.testing.corpus import s3_client
+    from drillbook.testing.s3 import s3_replica_url
+
+    live = tmp_path / "live"
+    for tenant in CROWD:
+        (live / tenant).parent.mkdir(parents=True, exist_ok=True)
+        make_sample_database(live / tenant, customers=30)
+    url = s3_replica_url(s3_endpoint, "drills", "crowd")
+    config = tmp_path / "litestream.yml"
+    config.write_text(
+        f'dbs:\n  - dir: {json.dumps(str(live))}\n    pattern: "*.db"\n    recursive: true\n    replica:\n      type: s3\n'
+        f"      bucket: drills\n      path: crowd\n      endpoint: {json.dumps(s3_endpoint)}\n      region: us-east-1\n      force-path-style: true\n"
+    )
+    client = s3_client(s3_endpoint)
+
+    def replicated() -> set[str]:
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket="drills", Prefix="crowd/")
+        return tenant_prefixes(item["Key"].removeprefix("crowd/") for page in pages for item in page.get("Contents", ()))
+
+    log = (tmp_path / "litestream.log").open("wb")
+    process = subprocess.Popen(
+        [find_litestream(), "replicate", "-config", str(config)], env=litestream_env(), stdout=log, stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while replicated() != set(CROWD):
+            assert process.poll() is None and time.monotonic() < deadline, sorted(replicated())
+            time.sleep(0.3)
+        time.sleep(1.5)  # a sync interval more: the snapshots complete
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+    path = catalogue(tmp_path, url)
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "directories tenants: 24 database(s)" in out, out
+    assert "  tenants.team-b--x--b07.db: " in out and "  tenants.c00.db: " in out
+    assert main(["run", "--config", str(path), "tenants.team-b--x--b03.db"]) == 0  # restored from S3 by litestream, its URL the prefix's
+
+
+def test_a_full_listing_finds_tenants_in_every_layout_litestream_writes():
+    """Stores without folder listings (Azure, GCS, SFTP, WebDAV, NATS) list every object; each layout ends a tenant's prefix."""
+    from drillbook.tasks.config.directory import tenant_prefixes
+
+    ltx = "0000000000000001-0000000000000002.ltx"
+    keys = [
+        f"t1.db/0000/{ltx}",  # 0.5 on an object store: 4-hex-digit levels
+        f"t1.db/0009/{ltx}",
+        f"team-a/db2.db/0001/{ltx}",
+        f"abc/0000/{ltx}",  # a tenant whose name looks like a level
+        f"files.db/ltx/0/{ltx}",  # 0.5 on a file replica
+        "old.db/generations/0123456789abcdef/snapshots/00000000.snapshot.lz4",  # 0.3
+        "notes/readme.txt",
+        "half.db/0000/not-an-ltx-name.ltx",
+    ]
+    assert tenant_prefixes(keys) == {"t1.db", "team-a/db2.db", "abc", "files.db", "old.db"}

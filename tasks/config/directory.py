@@ -1,6 +1,6 @@
 """One [[directories]] entry: a directory of databases as litestream 0.5 replicates it (`dbs: - dir:`), one catalogue entry.
 
-litestream writes each database below the replica path plus its relative path (`prod/team-a/db2.db/ltx/...`).
+litestream writes each database below the replica path plus its relative path (`prod/team-a/db2.db/0000/...` on S3).
 The databases are discovered from the replica's listing, never from the live directory; each inherits the
 entry's settings, then the overrides whose `match` fits its relative path, in order.
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
@@ -26,7 +27,8 @@ from drillbook.tasks.text import file_part
 
 _DIRECTORY_ONLY = {"pattern", "recursive", "live_dir", "override", "list_timeout"}
 _NOT_INHERITED = ("live_path", "follow", "promote", "litefs")  # one per database, never one for a whole fleet
-_TREES = ("ltx", "generations")  # litestream 0.5's LTX tree; 0.3's generations
+_TREES = ("ltx", "generations")  # litestream 0.5's LTX tree on file replicas; 0.3's generations
+_LEVEL = re.compile(r"[0-9a-f]{4}")  # litestream 0.5's level folders on object stores (0000 ... 0009)
 NAME_LIMIT = 63
 DISCOVERY_KEPT = 600.0  # seconds a discovery is reused in this process (a nightly's drills ask for the names again)
 
@@ -150,8 +152,8 @@ def replicated(directory: DirectoryEntry, where: str) -> list[str]:
 
     Where the store lists folders (S3's Delimiter='/', file://): a folder whose name fits `pattern` is a database, one
     that does not is descended into when `recursive`; nothing inside a database's prefix is listed, so 10,000 tenants
-    cost 10 S3 requests (bench/discovery.py). Elsewhere every object is listed and the prefixes holding an ltx/ or
-    generations/ tree are the databases.
+    cost 10 S3 requests (bench/discovery.py). Elsewhere every object is listed and the prefixes holding a replica
+    (LTX levels, or 0.3's generations/) are the databases.
     """
     try:
         storage = open_storage(directory.replica, timeout=directory.list_timeout)
@@ -167,16 +169,22 @@ def replicated(directory: DirectoryEntry, where: str) -> list[str]:
             entry=directory.name,
             field="replica",
         ) from None
-    found: set[str] = set()
+    return sorted(relative for relative in tenant_prefixes(keys) if directory.matches(relative))
+
+
+# A database's prefix ends where its replica begins: litestream 0.5's levels (`0000/` on object stores, `ltx/0/` on
+# file replicas, then <min TXID>-<max TXID>.ltx), or 0.3's generations/ tree.
+_REPLICA_KEY = re.compile(r"(?P<db>.+?)/(?:ltx/)?[0-9a-f]{1,4}/[0-9a-f]{16}-[0-9a-f]{16}\.ltx\Z|(?P<old>.+?)/generations/")
+
+
+def tenant_prefixes(keys: Iterable[str]) -> set[str]:
+    """The relative paths below which a listing's keys hold a litestream replica (0.5's LTX levels or 0.3's generations)."""
+    found = set()
     for key in keys:
-        parts = key.split("/")
-        for index in range(1, len(parts) - 1):
-            if parts[index] in _TREES:
-                relative = "/".join(parts[:index])
-                if directory.matches(relative):
-                    found.add(relative)
-                break
-    return sorted(found)
+        match = _REPLICA_KEY.match(key)
+        if match:
+            found.add(match.group("db") or match.group("old"))
+    return found
 
 
 def _walked(directory: DirectoryEntry, folders: Callable[[str], Iterable[str]]) -> list[str]:
@@ -188,7 +196,7 @@ def _walked(directory: DirectoryEntry, folders: Callable[[str], Iterable[str]]) 
             relative = prefix + name
             if fnmatchcase(name, directory.pattern):
                 found.append(relative)
-            elif directory.recursive and name not in _TREES:  # a tree right below the prefix: a database at the root, not a tenant
+            elif directory.recursive and name not in _TREES and not _LEVEL.fullmatch(name):  # a replica's own folders: not a tenant
                 pending.append(relative + "/")
     return sorted(found)
 
