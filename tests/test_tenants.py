@@ -211,6 +211,10 @@ def test_one_directory_that_cannot_be_listed_is_one_error_and_the_rest_is_drille
         and "directories 'gone': cannot list the replica prefix" in captured.err
     ), captured.err
     assert "fix the replica URL or the store's credentials" in captured.err
+    assert main(["check-config", "--config", config, "--json"]) == 2
+    document = json.loads(capsys.readouterr().out)
+    assert document["valid"] is False and document["directories"] == {"tenants": 3, "gone": None}
+    assert len(document["databases"]) == 3 and "directories 'gone': cannot list" in document["errors"][0]
 
     assert main(["nightly", "--config", config]) == 2  # an ERROR among PASSes: the fleet's exit contract
     out = capsys.readouterr().out
