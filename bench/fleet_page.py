@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -94,6 +95,7 @@ def main() -> int:
         print(f"| {name} | {statistics.median(w for w, _ in runs):.2f} | {statistics.median(c for _, c in runs):.2f} |")
     print(f"\npage: {len(html.encode()) // 1024} KB, {sections} database sections, {html.count('<svg')} charts")
     print(f"metrics file: {(root / 'drillbook.prom').stat().st_size // 1024} KB")
+    shutil.rmtree(root, ignore_errors=True)
     return 0
 
 
