@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
 from drillbook.tasks.config import load_catalogue
-from drillbook.tasks.config.directory import discover
 from drillbook.tasks.config.replicas import shared_replicas
-from drillbook.tasks.text import visible
+from drillbook.tasks.outcome import EXIT_CODES, Verdict
+from drillbook.tasks.text import redact, visible
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from drillbook.tasks.expectations import expectations_dir, load_suites
 
     catalogue = load_catalogue(args.config)
-    entries = catalogue.databases()  # the directories listed: a prefix that cannot be listed is a ConfigError naming the entry
+    entries = catalogue.databases()  # the directories listed; one whose prefix cannot be listed is said last (exit 2)
     suites = {entry.name: load_suites(entry, expectations_dir(catalogue)) for entry in entries}  # ConfigError names the file
-    yielded = {directory.name: len(discover(directory, str(catalogue.path or "catalogue"))) for directory in catalogue.directories}
+    found = {directory.name: catalogue.discovery(directory) for directory in catalogue.directories}
+    yielded = {name: None if one.problem else len(one.entries) for name, one in found.items()}
+    problems = [str(one.problem) for one in found.values() if one.problem is not None]
     warnings = shared_replicas({entry.name: entry.replica for entry in entries})
     if args.json:
         databases = [
@@ -34,12 +37,20 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             }
             for entry in entries
         ]
-        document = {"catalogue": str(catalogue.path), "valid": True, "databases": databases, "directories": yielded, "warnings": warnings}
+        document = {
+            "catalogue": str(catalogue.path),
+            "valid": not problems,
+            "databases": databases,
+            "directories": yielded,
+            "warnings": warnings,
+            **({"errors": problems} if problems else {}),
+        }
         print(json.dumps(document, indent=2))
-        return 0
-    print(f"{catalogue.path}: {len(entries)} database(s) OK")
+        return said(problems)
+    print(f"{catalogue.path}: {len(entries)} database(s) OK" + (f", {len(problems)} directory entry(ies) not listed" if problems else ""))
     for directory in catalogue.directories:
-        print(f"  directories {visible(directory.name)}: {yielded[directory.name]} database(s) from {visible(directory.replica_redacted)}")
+        count = "not listed" if yielded[directory.name] is None else f"{yielded[directory.name]} database(s)"
+        print(f"  directories {visible(directory.name)}: {count} from {visible(directory.replica_redacted)}")
     for entry in entries:
         print(f"  {entry.name}: {visible(entry.replica_redacted)} (RTO target {entry.rto_target:g}s, RPO target {entry.rpo_target:g}s)")
         loaded = suites[entry.name]
@@ -51,7 +62,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             print(f"    smoke checks: {smoke}")
     for warning in warnings:
         print(f"  warning: {visible(warning)}")
-    return 0
+    return said(problems)
+
+
+def said(problems: list[str]) -> int:
+    """Each directory entry whose replica could not be listed, one line on stderr naming it and what to fix: exit 2 (else 0)."""
+    for problem in problems:
+        print(f"drillbook: {visible(redact(' '.join(problem.split()), emails=False))}", file=sys.stderr)
+    return EXIT_CODES[Verdict.ERROR] if problems else 0
 
 
 def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser], None]) -> None:

@@ -1,7 +1,9 @@
 """`drillbook history`, `stale`, `metrics`, `report --html`: the history, looking back and ahead.
 
 Exit codes: `stale` exits 1 when any database is stale; the others 0, or 2 when
-the catalogue or the history store is not usable (one line saying which).
+the catalogue or the history store is not usable (one line saying which). A
+[[directories]] entry whose replica could not be listed is one line on stderr
+and exit 2 for `stale` and `metrics`, after the other databases are reported.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from drillbook.cli.config import said
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.errors import DrillbookError
 from drillbook.tasks.outcome import EXIT_CODES, Verdict
@@ -129,7 +132,7 @@ def cmd_stale(args: argparse.Namespace) -> int:
         print(f"{len(stale)} of {len(statuses)} database(s) stale (no PASS within max_drill_age)")
         for status in statuses:
             print(("  STALE " if status.stale else "  ok    ") + visible(status.line()))
-    return EXIT_FAIL if stale else 0
+    return _unlisted_said(catalogue) or (EXIT_FAIL if stale else 0)
 
 
 def cmd_metrics(args: argparse.Namespace) -> int:
@@ -144,11 +147,11 @@ def cmd_metrics(args: argparse.Namespace) -> int:
                 f"the Pushgateway at {args.push} did not take the metrics ({exc}): check --push URL and that the gateway runs"
             ) from None
         print(f"pushed {len(catalogue.databases())} database(s)' metrics to {args.push} (job {args.job})", file=sys.stderr)
-        return 0
+        return _unlisted_said(catalogue)
     output = args.output or (str(catalogue.metrics_file) if catalogue.metrics_file else "-")
     if output == "-":
         sys.stdout.write(exposition(build_registry(catalogue)))
-        return 0
+        return _unlisted_said(catalogue)
     try:
         write_metrics(catalogue, output)
     except OSError as exc:
@@ -156,7 +159,12 @@ def cmd_metrics(args: argparse.Namespace) -> int:
             f"cannot write the metrics file {output}: {exc.strerror}; choose another --output or [drillbook] metrics_file"
         ) from None
     print(f"wrote metrics for {len(catalogue.databases())} database(s) to {output}", file=sys.stderr)
-    return 0
+    return _unlisted_said(catalogue)
+
+
+def _unlisted_said(catalogue: Any) -> int:
+    """Each [[directories]] entry whose replica could not be listed, one line on stderr: exit 2 after the rest was written."""
+    return said([str(problem) for _, problem in catalogue.unlisted()])
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -180,6 +188,30 @@ def cmd_report(args: argparse.Namespace) -> int:
         f"wrote {target} ({len(page.encode()) // 1024} KB, {len(catalogue.databases())} database(s)); open it in a browser, it needs nothing else"
     )
     return 0
+
+
+def cmd_prune(args: argparse.Namespace) -> int:
+    from drillbook.tasks.history.prune import prune
+
+    catalogue = load_catalogue(args.config)
+    counts = prune(catalogue, apply=args.apply, older_than=args.older_than)
+    if args.json:
+        print(json.dumps(counts.model_dump(mode="json"), indent=2))
+    else:
+        print(counts.line() + ("" if args.apply else "; dry run: pass --apply to delete"))
+    return 0
+
+
+def _retention(value: str) -> float:
+    from drillbook.tasks.config.fields import parse_duration
+
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = 0.0
+    if seconds < 86400:
+        raise argparse.ArgumentTypeError(f"expected a duration of a day or more, like 90d, got {value!r}")
+    return seconds
 
 
 def _positive_days(value: str) -> float:
@@ -206,7 +238,7 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
         "stale",
         help="list databases whose last PASS is older than max_drill_age (exit 1 when any)",
         description="A database with no passing drill within its max_drill_age (default 48h) is stale: the nightly may have stopped.",
-        epilog="Exit codes: 0 none stale, 1 some stale, 2 the catalogue or history is not usable.",
+        epilog="Exit codes: 0 none stale, 1 some stale, 2 the catalogue or history is not usable, or a directory's replica could not be listed.",
     )
     config_option(stale)
     stale.add_argument("--json", action="store_true", help="print every database's status as JSON")
@@ -227,6 +259,19 @@ def add_commands(commands: Any, config_option: Callable[[argparse.ArgumentParser
     metrics.add_argument("--push", metavar="URL", help="push to this Pushgateway instead (e.g. http://pushgateway:9091)")
     metrics.add_argument("--job", default="drillbook", help="the Pushgateway job label (default drillbook)")
     metrics.set_defaults(func=cmd_metrics)
+
+    prune = commands.add_parser(
+        "prune",
+        help="delete history rows, evidence files and drillbook's Prefect runs older than history_retention (dry run unless --apply)",
+        description="Prune what is older than [drillbook] history_retention (or --older-than): history rows and their evidence files, "
+        "and runs of drillbook's flows on the Prefect server. Each database's newest drill and newest PASS are always kept. "
+        "Without --apply nothing is deleted: the counts say what would be.",
+    )
+    config_option(prune)
+    prune.add_argument("--apply", action="store_true", help="delete (default: a dry run printing what would be deleted)")
+    prune.add_argument("--older-than", type=_retention, metavar="DURATION", help="instead of history_retention, e.g. 30d")
+    prune.add_argument("--json", action="store_true", help="print the counts as JSON")
+    prune.set_defaults(func=cmd_prune)
 
     report = commands.add_parser(
         "report",

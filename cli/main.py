@@ -66,7 +66,7 @@ COMMAND_MODULES = (run, config, expectations, demo, outbox, fleet, server, point
 _ERROR = "2 ERROR (the catalogue, the environment or drillbook itself: one line on stderr, never a traceback)"
 EXIT_CODE_HELP = {
     "run": f"Exit codes: 0 PASS, 1 FAIL (the database was not shown recoverable), {_ERROR}.",
-    "check-config": f"Exit codes: 0 the catalogue is valid, {_ERROR}.",
+    "check-config": f"Exit codes: 0 the catalogue is valid, {_ERROR} (also a [[directories]] replica that cannot be listed).",
     "expectations": f"Exit codes: 0 the suite was written, {_ERROR}.",
     "suggest": f"Exit codes: 0 the suite was written, {_ERROR}.",
     "demo": f"Exit codes: the demo drill's verdict: 0 PASS, 1 FAIL, {_ERROR}.",
@@ -76,8 +76,9 @@ EXIT_CODE_HELP = {
     "server": f"Exit codes: 0 started / stopped / answering; 1 (status) not running; {_ERROR}.",
     "coverage": f"Exit codes: 0 listed, {_ERROR}.",
     "history": f"Exit codes: 0 listed, {_ERROR} (also an unknown database name).",
-    "metrics": f"Exit codes: 0 written or pushed, {_ERROR} (the file or the Pushgateway included).",
+    "metrics": f"Exit codes: 0 written or pushed, {_ERROR} (the file or the Pushgateway included; also a directory not listed).",
     "report": f"Exit codes: 0 the page was written, {_ERROR}.",
+    "prune": f"Exit codes: 0 pruned (or counted, on a dry run), {_ERROR} (also no history_retention and no --older-than).",
     "follow": f"Exit codes: 0 PASS (the follower within its freshness target), 1 FAIL (stale, stalled, or replication stopped past rpo_target), {_ERROR}.",
     "promote": f"Exit codes: 0 PASS (the writes restorable within the failover RTO target), 1 FAIL, {_ERROR}.",
 }
@@ -142,7 +143,7 @@ def _unexpected(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {text}; this is drillbook's problem, not the database's: please report it"
 
 
-_RUNS_FLOWS = {"run", "nightly", "release", "demo"}  # commands that may start Prefect's temporary server
+_RUNS_FLOWS = {"run", "nightly", "release", "demo", "prune"}  # commands that may start Prefect's temporary server
 
 
 def main(argv: list[str] | None = None) -> int:

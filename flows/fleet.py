@@ -59,12 +59,27 @@ def select_databases(catalogue: Catalogue, tags: list[str] | None = None, databa
     if tags:
         wanted = set(tags)
         chosen = [entry for entry in chosen if wanted & set(entry.tags)]
-        if not chosen:
+        if not chosen and not unlisted_chosen(catalogue, tags, databases):
             known = sorted({tag for entry in catalogue.databases() for tag in entry.tags}) or ["none"]
             raise ConfigError(
                 f"{catalogue.path}: no database carries the tag(s) {', '.join(sorted(wanted))} (tags in use: {', '.join(known)})"
             )
     return chosen
+
+
+def unlisted_chosen(catalogue: Catalogue, tags: list[str] | None = None, databases: list[str] | None = None) -> list[tuple[Any, str]]:
+    """The chosen [[directories]] entries whose replica prefix could not be listed, each with its error (none when names were given)."""
+    if databases:
+        return []
+    wanted = set(tags or ())
+    return [(directory, str(problem)) for directory, problem in catalogue.unlisted() if not wanted or wanted & set(directory.tags)]
+
+
+def unlisted_results(
+    catalogue: Catalogue, tags: list[str] | None = None, databases: list[str] | None = None, release: str | None = None
+) -> list[DrillResult]:
+    """One ERROR per chosen directory whose replica could not be listed, under the directory's name: its tenants were not drilled."""
+    return [error_result(directory, problem, release=release) for directory, problem in unlisted_chosen(catalogue, tags, databases)]
 
 
 def bucket_limit_name(entry: DatabaseEntry) -> str:

@@ -10,7 +10,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases, unlisted_results
 from drillbook.flows.summary import record_summary_task
 from drillbook.tasks.compat import compat_due
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
@@ -178,6 +178,7 @@ def nightly_drills(
         if chosen:
             extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}
             results += drill_many(chosen, catalogue, limits, extra, batch_deployment, deadline=deadline, history=history)
+    results += unlisted_results(catalogue, tags, databases)  # a directory whose replica could not be listed: one ERROR, the rest drilled
     record_summary_task(results, "nightly-drills", "Nightly restore drills", lines)
     publish_summary_task(results, catalogue, lines, return_state=True)  # a delivery problem never hides the verdicts
     stale = night.going_stale if night is not None else []

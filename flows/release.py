@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases
+from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases, unlisted_results
 from drillbook.flows.runs import unwrap
 from drillbook.flows.summary import record_summary_task
 from drillbook.tasks.config import DatabaseEntry, check_release, load_catalogue
@@ -92,6 +92,7 @@ def release_drills(
         lag = wait.release_lag if isinstance(wait, ReplicaWait) else None
         parameters[entry.name] = drill_parameters(entry, config_path, release=release, expect_schema=expected, release_lag=lag)
     results = drill_many(entries, catalogue, limits, parameters, batch_deployment)
+    results += unlisted_results(catalogue, None, databases or None, release=release)
     record_summary_task(results, release_artifact_key(release), f"Release drills for {release}")
     if not all(r.passed for r in results):
         raise DrillsFailed(f"release {release}", results)

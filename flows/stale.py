@@ -32,9 +32,10 @@ def stale_drills(config_path: str | None = None) -> list[StaleStatus]:
     """Which databases have had no PASS within their max_drill_age; alert once per change (README, "Stale drills")."""
     catalogue = load_catalogue(config_path)
     statuses = check_stale_task(catalogue)
+    unlisted = [{"database": directory.name, "stale": "ERROR", "status": str(problem)} for directory, problem in catalogue.unlisted()]
     create_table_artifact(
         key="stale-drills",
-        table=[{"database": s.database, "stale": "STALE" if s.stale else "ok", "status": s.line()} for s in statuses],
+        table=unlisted + [{"database": s.database, "stale": "STALE" if s.stale else "ok", "status": s.line()} for s in statuses],
         description=f"{sum(s.stale for s in statuses)} of {len(statuses)} database(s) stale",
     )
     return statuses

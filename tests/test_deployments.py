@@ -36,6 +36,7 @@ def test_file_validates_with_prefects_model():
         "drillbook-batch",
         "drillbook-stale",
         "drillbook-watch",
+        "drillbook-prune",
     }
 
 
@@ -133,3 +134,15 @@ def test_replication_watch_runs_every_five_minutes_and_never_overlaps(deployment
     cron = CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"])
     assert cron.cron == "*/5 * * * *" and schedule["active"] is True
     assert watch["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+
+
+def test_prune_runs_daily_applies_and_never_overlaps(deployments):
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.flows import load_flow_from_entrypoint
+
+    prune = deployments["drillbook-prune"]
+    (schedule,) = prune["schedules"]
+    assert CronSchedule(cron=schedule["cron"], timezone=schedule["timezone"]).cron == "15 4 * * *" and schedule["active"] is True
+    assert prune["concurrency_limit"] == {"limit": 1, "collision_strategy": "CANCEL_NEW"}
+    flow = load_flow_from_entrypoint(prune["entrypoint"])
+    assert flow.name == "prune-history" and flow.validate_parameters({})["apply"] is True  # the deployment deletes; the CLI asks --apply

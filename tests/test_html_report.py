@@ -154,10 +154,11 @@ def test_the_demo_can_seed_sample_history_marked_as_such_and_writes_the_page(tmp
 def test_every_value_on_the_page_is_escaped_where_it_lands_attributes_included():
     from datetime import UTC, datetime
 
-    from drillbook.tasks.report.html import Section, environment
+    from drillbook.tasks.report.html import Fleet, Section, environment
 
     hostile = '"><script>alert(1)</script>'
     section = Section(name="orders", verdict=hostile, badge=hostile, newest=None, status=None, outlook=None, drills=0, sample=0, chart=None)
+    fleet = Fleet(name=hostile, replica=hostile, tenants=2, tally=hostile, attention=1, shown=1, problem=hostile)
     html = (
         environment()
         .get_template("page.html.j2")
@@ -171,7 +172,10 @@ def test_every_value_on_the_page_is_escaped_where_it_lands_attributes_included()
             coverage=hostile,
             night=None,
             sections=[section],
+            fleets=[fleet],
+            stale_listed=200,
         )
     )
     assert "<script>alert(1)" not in html
+    assert 'data-directory="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html
     assert 'class="badge &#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in html  # the attribute html.py left unescaped

@@ -7,9 +7,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from drillbook.tasks.config.directory import DirectoryEntry, discover
+from drillbook.tasks.config.directory import DirectoryEntry, Discovery, discovery
 from drillbook.tasks.config.entry import DatabaseEntry
 from drillbook.tasks.config.fields import COMPAT_EVERY, Duration, RestoreWith
 from drillbook.tasks.errors import ConfigError
@@ -55,6 +55,13 @@ class Settings(BaseModel):
         le=7 * 86400.0,
         description='Wall time of a nightly (e.g. "45m"): it drills the riskiest databases that fit, those whose max_drill_age '
         "lapses before the next nightly first (`nightly --budget` overrides; default: no budget, every database).",
+    )
+    history_retention: Duration | None = Field(
+        default=None,
+        ge=86400.0,
+        description="History rows, evidence files and Prefect runs of drillbook's flows older than this are pruned "
+        "(`drillbook prune`, the drillbook-prune deployment), each database's newest drill and newest PASS always kept; "
+        "none: nothing is pruned. Charts and forecasts read 90 days.",
     )
     metrics_file: str | None = Field(
         default=None,
@@ -157,6 +164,8 @@ class Catalogue(BaseModel):
         default_factory=list, description="Directories of databases as litestream's `dir:` replicates them; discovered from the replica."
     )
     path: Path | None = Field(default=None, exclude=True, description="Where this catalogue was read from.")
+    _discovered: dict[str, Discovery] = PrivateAttr(default_factory=dict)  # each directory listed once for this catalogue's life
+    _by_name: dict[str, DatabaseEntry] | None = PrivateAttr(default=None)  # databases() by name, made once (find() per tenant)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Catalogue:
@@ -172,15 +181,19 @@ class Catalogue(BaseModel):
         return self
 
     def databases(self) -> list[DatabaseEntry]:
-        """The declared [[database]] entries, then every database the [[directories]] yield (listed once per process).
+        """The declared [[database]] entries, then every database the [[directories]] yield (listed once per catalogue).
 
-        A discovered name equal to a declared one is a ConfigError: the declared entry would hide a tenant.
+        A directory whose replica prefix cannot be listed yields none here: `unlisted()` says why, and the commands
+        report it as that directory's one ERROR while the other databases are drilled. A discovered name equal to a
+        declared one is a ConfigError: the declared entry would hide a tenant.
         """
+        if self._by_name is not None:
+            return list(self._by_name.values())
         where = str(self.path or "catalogue")
         entries = list(self.database)
         seen = {entry.name: "a [[database]] entry" for entry in entries}
         for directory in self.directories:
-            for entry in discover(directory, where):
+            for entry in self.discovery(directory).entries:
                 if entry.name in seen:
                     raise ConfigError(
                         f"{where}: directories {directory.name!r}: discovered database {entry.name!r} has the name of "
@@ -190,7 +203,19 @@ class Catalogue(BaseModel):
                     )
                 seen[entry.name] = f"a database of directories {directory.name!r}"
                 entries.append(entry)
+        self._by_name = {entry.name: entry for entry in entries}
         return entries
+
+    def discovery(self, directory: DirectoryEntry) -> Discovery:
+        """What `directory` yields, listed once for this loaded catalogue: a nightly lists each directory once, however long it runs."""
+        if directory.name not in self._discovered:
+            self._discovered[directory.name] = discovery(directory, str(self.path or "catalogue"))
+        return self._discovered[directory.name]
+
+    def unlisted(self) -> list[tuple[DirectoryEntry, ConfigError]]:
+        """The [[directories]] entries whose replica prefix could not be listed, each with the error naming it and what to fix."""
+        found = [(directory, self.discovery(directory).problem) for directory in self.directories]
+        return [(directory, problem) for directory, problem in found if problem is not None]
 
     @property
     def base_dir(self) -> Path:
@@ -237,7 +262,8 @@ class Catalogue(BaseModel):
         declared = next((entry for entry in self.database if entry.name == name), None)
         if declared is not None or not self.directories:
             return declared
-        return next((entry for entry in self.databases() if entry.name == name), None)
+        self.databases()  # the index by name, made once: a batch of 5,000 tenants asks 5,000 times
+        return (self._by_name or {}).get(name)
 
     def get(self, name: str) -> DatabaseEntry:
         entry = self.find(name)
@@ -245,8 +271,9 @@ class Catalogue(BaseModel):
             return entry
         names = [e.name for e in self.databases()]
         known = ", ".join(names[:20]) + (f" and {len(names) - 20} more" if len(names) > 20 else "") or "none"
+        unlisted = "".join(f"; {problem}" for directory, problem in self.unlisted() if name.startswith(f"{directory.name}."))
         raise ConfigError(
-            f"{self.path or 'catalogue'}: no database named {name!r} (known: {known})",
+            f"{self.path or 'catalogue'}: no database named {name!r} (known: {known}){unlisted}",
             path=str(self.path) if self.path else None,
             entry=name,
         )

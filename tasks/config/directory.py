@@ -1,6 +1,6 @@
 """One [[directories]] entry: a directory of databases as litestream 0.5 replicates it (`dbs: - dir:`), one catalogue entry.
 
-litestream writes each database below the replica path plus its relative path (`prod/team-a/db2.db/ltx/...`).
+litestream writes each database below the replica path plus its relative path (`prod/team-a/db2.db/0000/...` on S3).
 The databases are discovered from the replica's listing, never from the live directory; each inherits the
 entry's settings, then the overrides whose `match` fits its relative path, in order.
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,7 +27,8 @@ from drillbook.tasks.text import file_part
 
 _DIRECTORY_ONLY = {"pattern", "recursive", "live_dir", "override", "list_timeout"}
 _NOT_INHERITED = ("live_path", "follow", "promote", "litefs")  # one per database, never one for a whole fleet
-_TREES = ("ltx", "generations")  # litestream 0.5's LTX tree; 0.3's generations
+_TREES = ("ltx", "generations")  # litestream 0.5's LTX tree on file replicas; 0.3's generations
+_LEVEL = re.compile(r"[0-9a-f]{4}")  # litestream 0.5's level folders on object stores (0000 ... 0009)
 NAME_LIMIT = 63
 DISCOVERY_KEPT = 600.0  # seconds a discovery is reused in this process (a nightly's drills ask for the names again)
 
@@ -35,7 +38,18 @@ class DirectoryOverride(BaseModel):
 
     model_config = ConfigDict(extra="allow")  # the keys are DatabaseEntry's: checked by building one (DirectoryEntry._check)
 
-    match: str = Field(description='A relative path or glob ("team-a/*", "big.db"); the keys beside it override the inherited ones.')
+    match: str = Field(
+        min_length=1,
+        description='A relative path or glob ("team-a/*", "big.db", "**/big.db"): `*`, `?` and `[...]` stay within one folder, '
+        "a `**` segment spans any number of folders; the keys beside it override the inherited ones.",
+    )
+
+    @field_validator("match")
+    @classmethod
+    def _match(cls, value: str) -> str:
+        if value.startswith("/") or any(part in ("", ".", "..") for part in value.split("/")):
+            raise ValueError(f"match is a path relative to the directory, like 'team-a/*' or '**/big.db' (got {value!r})")
+        return value
 
     def settings(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -109,7 +123,7 @@ class DirectoryEntry(DatabaseEntry):
     def tenant(self, relative: str) -> DatabaseEntry:
         settings = self.inherited()
         for override in self.override:
-            if fnmatchcase(relative, override.match):
+            if path_matches(relative, override.match):
                 settings.update(override.settings())
         settings.update(name=self.tenant_name(relative), replica=self.tenant_replica(relative))
         if self.live_dir and "live_path" not in settings:
@@ -117,11 +131,36 @@ class DirectoryEntry(DatabaseEntry):
         return DatabaseEntry.model_validate(settings)
 
 
+def path_matches(relative: str, pattern: str) -> bool:
+    """A relative path against an override's `match`, folder by folder: `*` never crosses a '/', a `**` segment spans any number.
+
+    `*` is top-level databases only, `team-a/*` those directly in team-a, `team-a/**` everything below it, `**/big.db` every big.db.
+    """
+    return _segments(relative.split("/"), pattern.split("/"))
+
+
+def _segments(parts: list[str], patterns: list[str]) -> bool:
+    if not patterns:
+        return not parts
+    if patterns[0] == "**":
+        return any(_segments(parts[index:], patterns[1:]) for index in range(len(parts) + 1))
+    return bool(parts) and fnmatchcase(parts[0], patterns[0]) and _segments(parts[1:], patterns[1:])
+
+
 def replicated(directory: DirectoryEntry, where: str) -> list[str]:
-    """The relative paths of the databases below the replica prefix (those holding an ltx/ or generations/ tree)."""
+    """The relative paths of the databases below the replica prefix.
+
+    Where the store lists folders (S3's Delimiter='/', file://): a folder whose name fits `pattern` is a database, one
+    that does not is descended into when `recursive`; nothing inside a database's prefix is listed, so 10,000 tenants
+    cost 10 S3 requests (bench/discovery.py). Elsewhere every object is listed and the prefixes holding a replica
+    (LTX levels, or 0.3's generations/) are the databases.
+    """
     try:
         storage = open_storage(directory.replica, timeout=directory.list_timeout)
         storage.probe()
+        folders = getattr(storage, "folders", None)
+        if folders is not None:
+            return _walked(directory, folders)
         keys = [item.key for item in storage.list("")]
     except (StorageError, ValueError, OSError) as exc:
         raise ConfigError(
@@ -130,15 +169,35 @@ def replicated(directory: DirectoryEntry, where: str) -> list[str]:
             entry=directory.name,
             field="replica",
         ) from None
-    found: set[str] = set()
+    return sorted(relative for relative in tenant_prefixes(keys) if directory.matches(relative))
+
+
+# A database's prefix ends where its replica begins: litestream 0.5's levels (`0000/` on object stores, `ltx/0/` on
+# file replicas, then <min TXID>-<max TXID>.ltx), or 0.3's generations/ tree.
+_REPLICA_KEY = re.compile(r"(?P<db>.+?)/(?:ltx/)?[0-9a-f]{1,4}/[0-9a-f]{16}-[0-9a-f]{16}\.ltx\Z|(?P<old>.+?)/generations/")
+
+
+def tenant_prefixes(keys: Iterable[str]) -> set[str]:
+    """The relative paths below which a listing's keys hold a litestream replica (0.5's LTX levels or 0.3's generations)."""
+    found = set()
     for key in keys:
-        parts = key.split("/")
-        for index in range(1, len(parts) - 1):
-            if parts[index] in _TREES:
-                relative = "/".join(parts[:index])
-                if directory.matches(relative):
-                    found.add(relative)
-                break
+        match = _REPLICA_KEY.match(key)
+        if match:
+            found.add(match.group("db") or match.group("old"))
+    return found
+
+
+def _walked(directory: DirectoryEntry, folders: Callable[[str], Iterable[str]]) -> list[str]:
+    """Folder listings from the prefix down: names fitting the pattern are databases, others folders (when recursive)."""
+    found, pending = [], [""]
+    while pending:
+        prefix = pending.pop()
+        for name in folders(prefix):
+            relative = prefix + name
+            if fnmatchcase(name, directory.pattern):
+                found.append(relative)
+            elif directory.recursive and name not in _TREES and not _LEVEL.fullmatch(name):  # a replica's own folders: not a tenant
+                pending.append(relative + "/")
     return sorted(found)
 
 
@@ -153,19 +212,43 @@ def live_only(directory: DirectoryEntry, replicated_paths: list[str]) -> list[st
     return sorted(relative for relative in live if relative not in known and directory.matches(relative))
 
 
-_found: dict[tuple[str, str], tuple[float, list[DatabaseEntry]]] = {}
+class Discovery(BaseModel):
+    """What one directory entry yielded: its databases, or why its replica prefix could not be listed (then none)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    entries: list[DatabaseEntry] = Field(default_factory=list, description="The discovered (and live-only) databases.")
+    problem: ConfigError | None = Field(default=None, description="The listing's error, naming the entry and what to fix.")
 
 
-def discover(directory: DirectoryEntry, where: str) -> list[DatabaseEntry]:
-    """The databases one directory entry yields; listed once per process and entry for DISCOVERY_KEPT seconds."""
+_found: dict[tuple[str, str], tuple[float, Discovery]] = {}
+
+
+def discovery(directory: DirectoryEntry, where: str) -> Discovery:
+    """The databases one directory entry yields, or its listing problem; listed once per process and entry for DISCOVERY_KEPT seconds.
+
+    A failed listing is kept as long: the nightly's later asks (stale, metrics) do not wait for the store's timeout again.
+    """
     key = (where, directory.model_dump_json())
     kept = _found.get(key)
     if kept is not None and time.monotonic() - kept[0] < DISCOVERY_KEPT:
         return kept[1]
-    paths = replicated(directory, where)
-    entries = [directory.tenant(relative) for relative in sorted(paths + live_only(directory, paths))]
-    _found[key] = (time.monotonic(), entries)
-    return entries
+    try:
+        paths = replicated(directory, where)
+    except ConfigError as exc:
+        found = Discovery(problem=exc)
+    else:
+        found = Discovery(entries=[directory.tenant(relative) for relative in sorted(paths + live_only(directory, paths))])
+    _found[key] = (time.monotonic(), found)
+    return found
+
+
+def discover(directory: DirectoryEntry, where: str) -> list[DatabaseEntry]:
+    """The databases one directory entry yields; a ConfigError naming the entry when its replica prefix cannot be listed."""
+    found = discovery(directory, where)
+    if found.problem is not None:
+        raise found.problem
+    return found.entries
 
 
 def forget_discoveries() -> None:

@@ -19,9 +19,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Gauge, generate_latest, push_to_gateway, write_to_textfile
+from prometheus_client import CollectorRegistry, generate_latest, push_to_gateway, write_to_textfile
+from prometheus_client.core import GaugeMetricFamily
 
 from drillbook.tasks.config import Catalogue
+from drillbook.tasks.config.entry import DatabaseEntry
 from drillbook.tasks.errors import HistoryError
 from drillbook.tasks.forecast import TREND_DAYS, forecast_for
 from drillbook.tasks.history.alerts import watch_states
@@ -31,21 +33,61 @@ from drillbook.tasks.history.store import TrendPoint, _aware, last_passes, recen
 VERDICTS = ("PASS", "FAIL", "ERROR")
 
 
+class _Gauge:
+    """A gauge collected as one family: prometheus_client's Gauge.labels() makes a child object per label set, half the time of
+    10,000 tenants' metrics (bench/fleet_page.py); here a sample is a tuple. Registered on the registry like a Gauge."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...], registry: CollectorRegistry):
+        self._name, self._documentation, self._labelnames = name, documentation, labelnames  # _name, _labelnames: as Gauge's
+        self._samples: dict[tuple[str, ...], float] = {}
+        registry.register(self)
+
+    def labels(self, *values: str) -> _Sample:
+        return _Sample(self._samples, values)
+
+    def set(self, value: float) -> None:
+        self._samples[()] = float(value)
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self._name, self._documentation, labels=list(self._labelnames))]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self._name, self._documentation, labels=list(self._labelnames))
+        for values, value in self._samples.items():
+            family.add_metric(list(values), value)
+        return [family]
+
+
+class _Sample:
+    __slots__ = ("_samples", "_values")
+
+    def __init__(self, samples: dict[tuple[str, ...], float], values: tuple[str, ...]):
+        self._samples, self._values = samples, values
+
+    def set(self, value: float) -> None:
+        self._samples[self._values] = float(value)
+
+
 def build_registry(
     catalogue: Catalogue, now: datetime | None = None, points: dict[str, list[TrendPoint]] | None = None
 ) -> CollectorRegistry:
     now = now or datetime.now(UTC)
-    entries = catalogue.databases()  # the directories' tenants too
-    names = [entry.name for entry in entries]
-    points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
     passes = last_passes(catalogue.history_url)
+    # The directories' tenants too; those of a directory whose replica could not be listed as the history knows them,
+    # under the directory's settings, so their last PASS keeps ageing in Prometheus instead of vanishing.
+    entries: list[tuple[str, DatabaseEntry]] = [(entry.name, entry) for entry in catalogue.databases()]
+    unlisted = [directory for directory, _ in catalogue.unlisted()]
+    for directory in unlisted:
+        entries += [(name, directory) for name in sorted(passes) if name.startswith(f"{directory.name}.")]
+    names = [name for name, _ in entries]
+    points = trend_points(catalogue.history_url, names, since=now - timedelta(days=TREND_DAYS)) if points is None else points
     watched = watch_states(catalogue.history_url)
     registry = CollectorRegistry()
 
-    def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database",)) -> Gauge:
-        return Gauge(name, doc, labels, registry=registry)
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ("database",)) -> _Gauge:
+        return _Gauge(name, doc, labels, registry)
 
-    generated = Gauge("drillbook_metrics_timestamp_seconds", "Unix time these metrics were written.", registry=registry)
+    generated = gauge("drillbook_metrics_timestamp_seconds", "Unix time these metrics were written.", ())
     last_pass = gauge("drillbook_last_pass_timestamp_seconds", "Unix time the newest passing drill started (absent: never passed).")
     max_age = gauge("drillbook_max_drill_age_seconds", "The database's max_drill_age: an older last PASS means stale.")
     rto = gauge("drillbook_last_rto_seconds", "Measured RTO of the newest drill that measured one.")
@@ -66,10 +108,16 @@ def build_registry(
     stopped = gauge(
         "drillbook_replication_stopped", "1 when `drillbook watch` last found replication stopped (live data newer than the replica)."
     )
+    listed = gauge(
+        "drillbook_directory_listed",
+        "1 when the [[directories]] entry's replica prefix was listed, 0 when it could not be (its tenants are not drilled).",
+        ("directory",),
+    )
     generated.set(now.timestamp())
     fleet_metrics(registry, catalogue, entries, passes, now)
-    for entry in entries:
-        name = entry.name
+    for directory in catalogue.directories:
+        listed.labels(directory.name).set(0 if any(d.name == directory.name for d in unlisted) else 1)
+    for name, entry in entries:
         mine = points.get(name, [])
         max_age.labels(name).set(catalogue.max_drill_age(entry))
         rto_target.labels(name).set(entry.rto_target)
@@ -103,30 +151,34 @@ def build_registry(
     return registry
 
 
-def fleet_metrics(registry: CollectorRegistry, catalogue: Catalogue, entries: list, passes: dict[str, datetime], now: datetime) -> None:
+def fleet_metrics(
+    registry: CollectorRegistry, catalogue: Catalogue, entries: list[tuple[str, DatabaseEntry]], passes: dict[str, datetime], now: datetime
+) -> None:
     """The fleet's coverage (from the history), and the last budgeted nightly (its saved account, when there is one)."""
-    size = Gauge("drillbook_fleet_databases", "Databases in the catalogue (the directories' tenants too).", registry=registry)
-    ratio = Gauge(
+    size = _Gauge("drillbook_fleet_databases", "Databases in the catalogue (the directories' tenants too).", (), registry)
+    ratio = _Gauge(
         "drillbook_fleet_proven_ratio",
         "Share of the fleet (0 to 1) whose last PASS lay within its max_drill_age when these metrics were written.",
-        registry=registry,
+        (),
+        registry,
     )
-    proven = sum(1 for e in entries if e.name in passes and (now - passes[e.name]).total_seconds() <= catalogue.max_drill_age(e))
+    proven = sum(1 for name, e in entries if name in passes and (now - passes[name]).total_seconds() <= catalogue.max_drill_age(e))
     size.set(len(entries))
     ratio.set(proven / len(entries) if entries else 1.0)
-    night_at = Gauge("drillbook_nightly_budget_timestamp_seconds", "Unix time the last budgeted nightly ended.", registry=registry)
-    budget = Gauge("drillbook_nightly_budget_seconds", "The last budgeted nightly's budget (wall time).", registry=registry)
-    drilled = Gauge("drillbook_nightly_drilled_databases", "Databases the last budgeted nightly drilled.", registry=registry)
-    left = Gauge(
+    night_at = _Gauge("drillbook_nightly_budget_timestamp_seconds", "Unix time the last budgeted nightly ended.", (), registry)
+    budget = _Gauge("drillbook_nightly_budget_seconds", "The last budgeted nightly's budget (wall time).", (), registry)
+    drilled = _Gauge("drillbook_nightly_drilled_databases", "Databases the last budgeted nightly drilled.", (), registry)
+    left = _Gauge(
         "drillbook_nightly_left_databases",
         "Databases the last budgeted nightly left, by reason (not_fitting: the budget could not hold it; budget_spent: not started).",
         ("reason",),
-        registry=registry,
+        registry,
     )
-    stale = Gauge(
+    stale = _Gauge(
         "drillbook_nightly_going_stale_databases",
         "Databases the last budgeted nightly left to go stale before the next (their max_drill_age lapses).",
-        registry=registry,
+        (),
+        registry,
     )
     night = load_night(catalogue.evidence_dir)
     if night is None:

@@ -29,12 +29,18 @@ class StaleStatus(BaseModel):
     max_age_seconds: float
     stale: bool
     removed: bool = False  # a tenant of a [[directories]] entry whose replica prefix is gone: said, never stale
+    unlisted: bool = False  # a tenant known from the history whose directory's replica could not be listed this time
 
     def detail(self) -> str:
         """'last PASS 2026-11-21 02:31 UTC, 4d 01h ago (max_drill_age 2d 00h)'."""
         if self.removed and self.last_pass_at is not None:
             return (
                 f"tenant removed from the replica: last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {duration_text(self.age_seconds)} ago"
+            )
+        if self.unlisted and self.last_pass_at is not None:
+            past = f"last PASS {self.last_pass_at:%Y-%m-%d %H:%M} UTC, {duration_text(self.age_seconds)} ago"
+            return (
+                f"its directory's replica could not be listed (not drilled): {past} (max_drill_age {duration_text(self.max_age_seconds)})"
             )
         if self.last_pass_at is None:
             return f"no passing drill recorded (max_drill_age {duration_text(self.max_age_seconds)})"
@@ -49,17 +55,27 @@ def stale_status(catalogue: Catalogue, now: datetime | None = None, passes: dict
 
     A directory's tenant that passed before but is no longer discovered (its replica prefix removed) is listed, not stale,
     until its last PASS is older than the directory's max_drill_age: said for that long, never counted stale forever.
+    The tenants of a directory whose replica could not be listed are known from the history and judged by their last
+    PASS as usual (nothing drills them meanwhile); the listing problem itself is `catalogue.unlisted()`'s, said by the caller.
     """
     now = now or datetime.now(UTC)
     passes = last_passes(catalogue.history_url) if passes is None else passes
     out = []
     entries = catalogue.databases()
     current = {entry.name for entry in entries}
+    unlisted = {directory.name for directory, _ in catalogue.unlisted()}
     for directory in catalogue.directories:
         limit = catalogue.max_drill_age(directory)
         for name, last in passes.items():
             age = round((now - last).total_seconds(), 1)
-            if name.startswith(f"{directory.name}.") and name not in current and age <= limit:
+            if not name.startswith(f"{directory.name}.") or name in current:
+                continue
+            if directory.name in unlisted:
+                status = StaleStatus(
+                    database=name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=age > limit, unlisted=True
+                )
+                out.append(status)
+            elif age <= limit:
                 out.append(StaleStatus(database=name, last_pass_at=last, age_seconds=age, max_age_seconds=limit, stale=False, removed=True))
     for entry in entries:
         limit = catalogue.max_drill_age(entry)

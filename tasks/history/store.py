@@ -26,7 +26,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, create_engine, func, select, text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, Index, Integer, String, and_, create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -398,3 +398,13 @@ def last_passes(url: str) -> dict[str, datetime]:
             .group_by(DrillRecord.database)
         )
         return {name: _aware(at) for name, at in connection.execute(query)}
+
+
+def newest_verdicts(url: str) -> dict[str, str]:
+    """Per database, its newest drill's verdict (one grouped query: the page's tenant fleets need no row per tenant)."""
+    newest = select(DrillRecord.database, func.max(DrillRecord.started_at).label("at")).group_by(DrillRecord.database).subquery()
+    query = select(DrillRecord.database, DrillRecord.verdict).join(
+        newest, and_(DrillRecord.database == newest.c.database, DrillRecord.started_at == newest.c.at)
+    )
+    with _store(url, "read") as engine, engine.connect() as connection:
+        return dict(connection.execute(query).tuples().all())

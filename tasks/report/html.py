@@ -25,12 +25,14 @@ from drillbook.tasks.config import Catalogue
 from drillbook.tasks.forecast import TREND_DAYS, Outlook, outlook_of
 from drillbook.tasks.history.budget import coverage_text, load_night, within_text
 from drillbook.tasks.history.stale import StaleStatus, stale_status
-from drillbook.tasks.history.store import TrendPoint, recent_drills, trend_points
+from drillbook.tasks.history.store import TrendPoint, newest_verdicts, recent_drills, trend_points
 from drillbook.tasks.report.charts import COLOURS
 from drillbook.tasks.report.svg import render_svg
 from drillbook.tasks.text import duration_text, visible
 
 SAMPLE_RELEASE = "SAMPLE DATA"
+TENANT_SECTIONS = 100  # discovered tenants given a section (and a chart) of their own: those needing attention, worst first
+STALE_LISTED = 200  # stale databases named in the banner; the rest are counted (`drillbook stale --json` lists them all)
 
 
 @lru_cache(maxsize=1)
@@ -131,18 +133,62 @@ def _legend() -> list[tuple[str, str, str]]:
     ]
 
 
+@dataclass
+class Fleet:
+    """One [[directories]] entry on the page: how its tenants stand, counted; the ones needing attention get sections."""
+
+    name: str
+    replica: str
+    tenants: int
+    tally: str
+    attention: int
+    shown: int
+    problem: str | None = None  # its replica could not be listed
+
+
+def _fleets(catalogue: Catalogue, statuses: dict[str, StaleStatus]) -> tuple[list[Fleet], list]:
+    """Each directory counted, and the tenants needing attention (stale, newest drill not PASS, never drilled) worst first, capped."""
+    newest = newest_verdicts(catalogue.history_url) if catalogue.directories else {}
+    problems = {directory.name: str(problem) for directory, problem in catalogue.unlisted()}
+    fleets, chosen = [], []
+    room = TENANT_SECTIONS
+    for directory in catalogue.directories:
+        tenants = catalogue.discovery(directory).entries
+        verdicts = [newest.get(entry.name, "never drilled") for entry in tenants]
+        needing = [e for e, v in zip(tenants, verdicts) if v != "PASS" or statuses[e.name].stale]
+        needing.sort(key=lambda e: (not statuses[e.name].stale, {"FAIL": 0, "ERROR": 1}.get(newest.get(e.name, ""), 2), e.name))
+        shown = needing[:room]
+        room -= len(shown)
+        chosen += shown
+        counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("FAIL", "ERROR", "never drilled", "PASS") if verdicts.count(v))
+        fleets.append(
+            Fleet(
+                name=directory.name,
+                replica=directory.replica_redacted,
+                tenants=len(tenants),
+                tally=counts or "none discovered",
+                attention=len(needing),
+                shown=len(shown),
+                problem=problems.get(directory.name),
+            )
+        )
+    return fleets, chosen
+
+
 def render_page(catalogue: Catalogue, now: datetime | None = None, days: float = 90, source: str | None = None) -> str:
     """The whole page as one string (charts inline as SVG); `source` names the catalogue when its path will not last (the demo's)."""
     now = now or datetime.now(UTC)
-    names = [entry.name for entry in catalogue.database]
     since = now - timedelta(days=days)
-    history = trend_points(catalogue.history_url, names, since=min(since, now - timedelta(days=TREND_DAYS)))
     statuses = {s.database: s for s in stale_status(catalogue, now)}
     stale = [s for s in statuses.values() if s.stale]
     current = [s for s in statuses.values() if not s.removed]
     coverage = coverage_text(len(current), sum(1 for s in current if not s.stale), within_text(s.max_age_seconds for s in current))
+    fleets, tenants = _fleets(catalogue, statuses)  # a fleet's tenants: counted, sections only for those needing attention
+    listed = sorted(catalogue.database, key=lambda e: (not statuses[e.name].stale, e.name)) + tenants
+    names = [entry.name for entry in listed]
+    history = trend_points(catalogue.history_url, names, since=min(since, now - timedelta(days=TREND_DAYS)))
     sections = []
-    for entry in sorted(catalogue.database, key=lambda e: (not statuses[e.name].stale, e.name)):
+    for entry in listed:
         points = history.get(entry.name, [])
         shown = [p for p in points if p.started_at >= since]
         outlook = outlook_of(catalogue, entry.name, points, entry.rto_target, now) if points else None
@@ -170,7 +216,9 @@ def render_page(catalogue: Catalogue, now: datetime | None = None, days: float =
         environment()
         .get_template("page.html.j2")
         .render(
-            count=len(names),
+            count=len(catalogue.database) + sum(fleet.tenants for fleet in fleets),
+            fleets=fleets,
+            stale_listed=STALE_LISTED,
             source=source or str(catalogue.path or "the catalogue"),
             now=now,
             days=f"{days:g}",

@@ -6,6 +6,8 @@ a container path, ...). drillbook needs three things from it, and nothing else:
     probe()                    can the root be reached and listed? (StorageError otherwise)
     list(prefix)               every object below root/prefix: key (relative to the root), size, time
     read(key, start, length)   a byte range of one object (an LTX header is its first 100 bytes)
+    folders(prefix)            optional: the names right below root/prefix, without listing what is inside them
+                               (S3's Delimiter='/', a directory's entries): discovery of a tenant fleet
 
 Implementations map their client's errors onto `StorageProblem`, so that the
 drill names the same failure mode whatever the backend: unreachable endpoint,

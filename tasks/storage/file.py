@@ -47,6 +47,15 @@ class FileStorage:
                     continue
                 yield StoredObject(key=item.path[skip:], size=stat.st_size, modified=datetime.fromtimestamp(stat.st_mtime, UTC))
 
+    def folders(self, prefix: str = "") -> Iterator[str]:
+        """The names of the directories right below root/prefix (one os.scandir, nothing below them read)."""
+        try:
+            with os.scandir(os.path.join(str(self.root), prefix) if prefix else str(self.root)) as entries:
+                names = [item.name for item in entries if item.is_dir(follow_symlinks=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        yield from names
+
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         path = self.root / key
         try:

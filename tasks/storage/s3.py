@@ -147,6 +147,19 @@ class S3Storage:
             for item in page.get("Contents", ()):
                 yield StoredObject(key=item["Key"][len(root) :], size=item["Size"], modified=item["LastModified"])
 
+    def folders(self, prefix: str = "") -> Iterator[str]:
+        """The names of the "folders" right below root/prefix (CommonPrefixes of a Delimiter='/' listing): 1,000 a request."""
+        listed = self.key(prefix)
+        pages = self._listing_call(
+            lambda client: iter(client.get_paginator("list_objects_v2").paginate(Bucket=self.location.bucket, Prefix=listed, Delimiter="/"))
+        )
+        while True:
+            page = self._listing_call(lambda _client: next(pages, None))
+            if page is None:
+                return
+            for item in page.get("CommonPrefixes", ()):
+                yield item["Prefix"][len(listed) :].rstrip("/")
+
     def read(self, key: str, start: int = 0, length: int | None = None) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError, ReadTimeoutError, SSLError
 
