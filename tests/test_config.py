@@ -70,7 +70,7 @@ def test_bad_replica_url(write_catalogue):
     path = write_catalogue({"name": "orders", "replica": "http://example/orders.db", "rto_target": "5m", "rpo_target": "1m"})
     assert (
         "database[0] 'orders': field replica: use a replica URL litestream replicates to "
-        "(abs://, file://, gs://, nats://, s3://, sftp://, webdav://, webdavs://); got 'http://example/orders.db'"
+        "(abs://, file://, gs://, nats://, oss://, s3://, sftp://, webdav://, webdavs://); got 'http://example/orders.db'"
     ) in _error(path)
 
 

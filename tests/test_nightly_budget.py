@@ -70,8 +70,8 @@ def test_the_budget_drills_the_riskiest_and_names_the_rest(capsys, caplog, write
         seed(catalogue, "released", 2, Verdict.PASS),
         seed(catalogue, "released", 1, Verdict.ERROR, release="v2"),  # the release's drill, not passed since
         seed(catalogue, "aging", 6.5 - 120 / 86400, Verdict.PASS, wall=70.0),  # lapses in 12 h, longer than the whole budget
-        seed(catalogue, "calm", 1, Verdict.PASS, rto=110.0),  # RTO near its 2m target: ahead of fresh
-        seed(catalogue, "fresh", 1, Verdict.PASS),
+        seed(catalogue, "calm", 1.02, Verdict.PASS, rto=110.0),  # RTO near its 2m target: ahead of fresh
+        seed(catalogue, "fresh", 1.02, Verdict.PASS),  # a day and half an hour ago: "5d 23h" whatever the test takes
     ]
     record_drills(catalogue.history_url, seeded)
     # 1 minute, one drill at once, 20 s a drill: never drilled, then the two not passing; aging does not fit at all.
