@@ -302,7 +302,7 @@ def drill_many(
             for number, batch in enumerate(batches_of(entries, limits.buckets, count), start=1)
         ]
     else:
-        queue = DrillQueue(entries, limits.buckets, HistorySnapshot(catalogue.history_url))
+        queue = DrillQueue(entries, limits.buckets, HistorySnapshot(catalogue.history_url, [entry.name for entry in entries]))
         futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
     done: dict[str, DrillResult] = {}
     problems = []
