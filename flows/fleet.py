@@ -182,22 +182,47 @@ def _run_batch(batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]]
 
 
 class DrillQueue:
-    """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on."""
+    """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on.
+
+    A bucket that throttled a drill (503 SlowDown: the replica inspection's `throttled`) is drilled by one worker at a
+    time from then on: the others leave it and drill the other buckets, instead of all waiting on the slow one's retries.
+    """
 
     def __init__(self, entries: list[DatabaseEntry], buckets: dict[str, str], history: HistorySnapshot | None = None):
         self.history = history  # read once for the fan-out's drills (not a task parameter: Prefect would walk it)
         self._lock = threading.Lock()
         self._waiting = sorted(entries, key=lambda entry: buckets[entry.name])  # stable: catalogue order within a bucket
         self._buckets = buckets
+        self._on: dict[str, int] = {}  # workers on each bucket
+        self.throttled: set[str] = set()
 
     def take(self, held_bucket: str | None) -> DatabaseEntry | None:
+        """The next database for a worker on `held_bucket` (None: none yet); None when nothing is left for it."""
         with self._lock:
-            if not self._waiting:
-                return None
+            self._leave(held_bucket)
+            chosen: int | None = None
             for index, entry in enumerate(self._waiting):
-                if self._buckets[entry.name] == held_bucket:
-                    return self._waiting.pop(index)
-            return self._waiting.pop(0)
+                bucket = self._buckets[entry.name]
+                if bucket in self.throttled and self._on.get(bucket):
+                    continue  # another worker is on it
+                if bucket == held_bucket or chosen is None:
+                    chosen = index
+                if bucket == held_bucket:
+                    break
+            if chosen is None:
+                return None
+            entry = self._waiting.pop(chosen)
+            self._on[self._buckets[entry.name]] = self._on.get(self._buckets[entry.name], 0) + 1
+            return entry
+
+    def drilled(self, entry: DatabaseEntry, result: DrillResult) -> None:
+        if result.replica is not None and result.replica.throttled:
+            with self._lock:
+                self.throttled.add(self._buckets[entry.name])
+
+    def _leave(self, bucket: str | None) -> None:
+        if bucket is not None and self._on.get(bucket):
+            self._on[bucket] -= 1
 
 
 def drill_one(
@@ -242,6 +267,7 @@ def drill_worker_task(
                 logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
                 PROGRESS.started(entry.name)
                 results[entry.name] = drill_one(entry, catalogue, parameters[entry.name], queue.history)
+                queue.drilled(entry, results[entry.name])
         finally:
             bucket_slot.close()
     return results
