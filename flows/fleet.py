@@ -206,7 +206,11 @@ def _run_batch(
 
 
 class DrillQueue:
-    """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on."""
+    """The databases a fan-out drills, grouped by bucket; a worker prefers the bucket it already holds a slot on.
+
+    A bucket that throttled a drill (503 SlowDown: the replica inspection's `throttled`) is drilled by one worker at a
+    time from then on: the others leave it and drill the other buckets, instead of all waiting on the slow one's retries.
+    """
 
     def __init__(
         self,
@@ -222,18 +226,42 @@ class DrillQueue:
         # Stable: catalogue order within a bucket. Under a deadline, the risk order as given, whichever bucket: the riskiest start first.
         self._waiting = list(entries) if deadline else sorted(entries, key=lambda entry: buckets[entry.name])
         self._buckets = buckets
+        self._on: dict[str, int] = {}  # workers on each bucket
+        self.throttled: set[str] = set()
 
     def take(self, held_bucket: str | None) -> DatabaseEntry | None:
+        """The next database for a worker on `held_bucket` (None: none yet); None when nothing is left for it."""
         with self._lock:
+            self._leave(held_bucket)
             if self.deadline is not None and self._waiting and datetime.now(UTC) >= self.deadline:
                 self.stopped += [entry.name for entry in self._waiting]
                 self._waiting = []
-            if not self._waiting:
+            chosen: int | None = None
+            for index, entry in enumerate(self._waiting):
+                bucket = self._buckets[entry.name]
+                if bucket in self.throttled and self._on.get(bucket):
+                    continue  # another worker is on it
+                if chosen is None:
+                    chosen = index
+                if self.deadline is not None:  # the risk order as given: the first one a worker may take
+                    break
+                if bucket == held_bucket:
+                    chosen = index
+                    break
+            if chosen is None:
                 return None
-            for index, entry in enumerate(self._waiting if self.deadline is None else ()):
-                if self._buckets[entry.name] == held_bucket:
-                    return self._waiting.pop(index)
-            return self._waiting.pop(0)
+            entry = self._waiting.pop(chosen)
+            self._on[self._buckets[entry.name]] = self._on.get(self._buckets[entry.name], 0) + 1
+            return entry
+
+    def drilled(self, entry: DatabaseEntry, result: DrillResult) -> None:
+        if result.replica is not None and result.replica.throttled:
+            with self._lock:
+                self.throttled.add(self._buckets[entry.name])
+
+    def _leave(self, bucket: str | None) -> None:
+        if bucket is not None and self._on.get(bucket):
+            self._on[bucket] -= 1
 
 
 def drill_one(
@@ -278,6 +306,7 @@ def drill_worker_task(
                 logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
                 PROGRESS.started(entry.name)
                 results[entry.name] = drill_one(entry, catalogue, parameters[entry.name], queue.history)
+                queue.drilled(entry, results[entry.name])
         finally:
             bucket_slot.close()
     return results
@@ -354,7 +383,7 @@ def drill_many(
     if not entries:
         return []
     count = max(1, min(workers or limits.drills, len(entries)))
-    history = history or HistorySnapshot(catalogue.history_url)
+    history = history or HistorySnapshot(catalogue.history_url, [entry.name for entry in entries])
     PROGRESS.begin(len(entries), expected=expected_walls(entries, history), at_once=count)
     batches = batches_of(entries, limits.buckets, count, by_risk=deadline is not None) if batch_deployment else []
     if batch_deployment:

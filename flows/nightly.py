@@ -158,7 +158,7 @@ def nightly_drills(
     seconds, plan, history, deadline = budget_seconds(budget, catalogue), None, None, None
     if seconds is not None:  # one history read for the choice and the drills
         deadline = datetime.now(UTC) + timedelta(seconds=seconds)
-        history = HistorySnapshot(catalogue.history_url)
+        history = HistorySnapshot(catalogue.history_url, [entry.name for entry in entries])
         plan = plan_budget(entries, catalogue, seconds, limits.drills, history)
         position = {name: index for index, name in enumerate(plan.chosen)}
         entries = sorted((e for e in entries if e.name in position), key=lambda e: position[e.name])

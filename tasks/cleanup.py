@@ -8,10 +8,12 @@ from pathlib import Path
 
 from drillbook.tasks.restore import KEPT_MARKER
 from drillbook.tasks.result import DrillResult
+from drillbook.tasks.scratch import release
 
 
 def clean_up(result: DrillResult, scratch: Path, keep_failed: int) -> str | None:
     """Remove or keep this drill's scratch; prune older kept copies. Returns the kept path, if any."""
+    release(scratch)  # the drill ended: its owner file goes, whatever happens to the scratch
     if not scratch.exists():
         return None
     if result.passed or keep_failed == 0 or not any(scratch.iterdir()):

@@ -36,6 +36,7 @@ from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.restore import RestoreResult, make_scratch, restore_database
 from drillbook.tasks.runner import run_command
+from drillbook.tasks.scratch import remove as remove_scratch
 from drillbook.tasks.steps import StepResult
 from drillbook.tasks.text import one_line
 from drillbook.tasks.versions import PINNED, RECORD, litestream_binary
@@ -327,7 +328,7 @@ def compat_matrix(entry: DatabaseEntry, scratch_root: Path, versions: list[str])
             raise DrillbookError(report.summary)
         return reference, report
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_scratch(scratch)  # and its owner file (tasks/scratch.py)
 
 
 # ---------------------------------------------------------------------------------------------- the nightly's cadence

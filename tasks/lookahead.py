@@ -13,7 +13,7 @@ from pathlib import Path
 from drillbook.tasks.config import Catalogue, DatabaseEntry
 from drillbook.tasks.errors import HistoryError, ToolMissing
 from drillbook.tasks.forecast import TREND_DAYS, Outlook, RtoForecast, outlook_of
-from drillbook.tasks.history.store import TrendPoint, drillbook_version, trend_point_of, trend_points
+from drillbook.tasks.history.store import TrendPoint, drillbook_version, fleet_points, trend_point_of, trend_points
 from drillbook.tasks.litestream import run_litestream
 from drillbook.tasks.ltx import LEGACY_LAYOUT, ltx_files
 from drillbook.tasks.outcome import Status
@@ -23,33 +23,44 @@ from drillbook.tasks.report.charts import render_chart
 from drillbook.tasks.result import DrillResult
 
 FLEET_DAYS = 30  # a database without history borrows the throughput of the fleet's drills from this many days
+FLEET_SAMPLE = 1000  # ... its newest this many drills: the median of a thousand says as much as that of a whole big fleet's
 
 
 class HistorySnapshot:
-    """The drill history read once for a fleet's drills (one query): each drill's plan and forecast filter it in memory.
+    """The drill history read once for a fleet's drills: each drill's plan and forecast filter it in memory.
 
     Before (bench/profile.py, 20 x 1 MB nightly), every drill read its own points twice and, with no passing drill of
-    its own yet, the whole fleet's: one history read per drill at least, the fleet's growing with the fleet. A failed
-    read is kept and raised where a drill would have met it, so the drill's notes say the same thing as before.
+    its own yet, the whole fleet's: one history read per drill at least, the fleet's growing with the fleet. It holds
+    the drills of `databases` (all: None) from the last TREND_DAYS and the fleet's newest FLEET_SAMPLE, never the
+    whole history (tests/test_history_scale.py: a history of 1,000,000 drills). A failed read is kept and raised
+    where a drill would have met it, so the drill's notes say the same thing as before.
     Tonight's earlier drills are not in it: a drill's estimate and forecast rest on the nights before.
     """
 
-    def __init__(self, history_url: str):
+    def __init__(self, history_url: str, databases: list[str] | None = None, now: datetime | None = None):
         self._error: HistoryError | None = None
+        now = now or datetime.now(UTC)
+        self._points: dict[str, list[TrendPoint]] = {}
+        self._fleet: list[TrendPoint] = []
         try:
-            self._points = trend_points(history_url)
+            self._points = trend_points(history_url, databases, since=now - timedelta(days=TREND_DAYS))
+            self._fleet = fleet_points(history_url, now - timedelta(days=FLEET_DAYS), FLEET_SAMPLE)
         except HistoryError as exc:
-            self._points, self._error = {}, exc
+            self._error = exc
 
-    def trend_points(self, databases: list[str] | None = None, *, since: datetime | None = None) -> dict[str, list[TrendPoint]]:
-        """What tasks/history/store.py's trend_points would return, from the snapshot."""
+    def trend_points(self, databases: list[str], *, since: datetime | None = None) -> dict[str, list[TrendPoint]]:
+        """What tasks/history/store.py's trend_points would return for these databases, from the snapshot (the last TREND_DAYS)."""
         if self._error is not None:
             raise self._error
-        names = databases if databases is not None else list(self._points)
-        return {name: [p for p in self._points.get(name, []) if since is None or p.started_at >= since] for name in names}
+        return {name: [p for p in self._points.get(name, []) if since is None or p.started_at >= since] for name in databases}
+
+    def fleet_points(self, since: datetime) -> list[TrendPoint]:
+        if self._error is not None:
+            raise self._error
+        return [p for p in self._fleet if p.started_at >= since]
 
 
-def _points(history_url: str, snapshot: HistorySnapshot | None, databases: list[str] | None = None, since: datetime | None = None):
+def _points(history_url: str, snapshot: HistorySnapshot | None, databases: list[str], since: datetime) -> dict[str, list[TrendPoint]]:
     if snapshot is not None:
         return snapshot.trend_points(databases, since=since)
     return trend_points(history_url, databases, since=since)
@@ -92,12 +103,13 @@ def plan_restore(
     plan = plan_from_listing(ltx_files(listing)) if listing is not None else dry_run(entry)
     if plan.status != Status.PASSED:
         return plan
+    now = datetime.now(UTC)
     try:
-        own = _points(history_url, history, [entry.name]).get(entry.name, [])
+        own = _points(history_url, history, [entry.name], now - timedelta(days=TREND_DAYS)).get(entry.name, [])
         fleet: list[TrendPoint] = []
         if not any(p.verdict == "PASS" and p.restore_seconds for p in own):
-            since = datetime.now(UTC) - timedelta(days=FLEET_DAYS)
-            fleet = [p for points in _points(history_url, history, since=since).values() for p in points]
+            since = now - timedelta(days=FLEET_DAYS)
+            fleet = history.fleet_points(since) if history is not None else fleet_points(history_url, since, FLEET_SAMPLE)
     except HistoryError as exc:
         return plan.model_copy(update={"summary": f"{plan.summary}; no estimate: {exc}"})
     return estimate(plan, own, fleet)

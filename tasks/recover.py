@@ -33,6 +33,7 @@ from drillbook.tasks.points import Timeline, read_timeline
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.replica import ReplicaState, inspect_replica
 from drillbook.tasks.restore import guard_live, is_within, make_scratch, restore_database
+from drillbook.tasks.scratch import remove as remove_scratch
 from drillbook.tasks.smoke import SmokeReport, run_smoke_tests
 from drillbook.tasks.text import duration_text, iso, redact_url
 
@@ -218,7 +219,7 @@ def try_point(
         if keep is not None and state == PointState.CLEAN and restore.path:
             shutil.move(restore.path, keep)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_scratch(scratch)  # and its owner file (tasks/scratch.py)
     seconds = round(time.monotonic() - started, 3)
     return PointTry(txid=f"{txid:016x}", time=ending.time if ending else None, state=state, reason=reason, seconds=seconds, sha256=digest)
 

@@ -116,6 +116,7 @@ class ReplicaState(StepResult):
     position: str | None = Field(default=None, description="litestream 0.3: the newest position as generation/index/offset.")
     generations: list[str] = Field(default_factory=list, description="litestream 0.3: the generations listed, oldest first.")
     notes: list[str] = Field(default_factory=list, description="What the listing says beside the position (layout, generations).")
+    throttled: int = Field(default=0, description="Answers that said slow down (503 SlowDown) during the inspection, each retried.")
     # The listing itself, for the point planner (one listing per drill); never in the evidence.
     _listing: list[StoredObject] | None = PrivateAttr(default=None)
 
@@ -179,9 +180,28 @@ def _listing(entry: DatabaseEntry) -> tuple[list[StoredObject], str | None]:
 def inspect_replica(entry: DatabaseEntry) -> ReplicaState:
     """The replica's newest position and its time, or the problem that hides them (the listing kept for the point planner)."""
     kept: list[list[StoredObject]] = []
+    before = _throttled(entry)
     state = _inspect(entry, kept)
     state._listing = kept[0] if kept else None
+    state.throttled = max(0, _throttled(entry) - before)  # a fleet's drills of one bucket count together: it is the bucket's
+    if state.throttled:
+        state.notes.append(
+            f"throttled (503 SlowDown): the replica's bucket answered 'slow down' {state.throttled} time(s) during the inspection, "
+            "each retried with backoff; the restore meets the same limit, so drills of this bucket are slower "
+            "(a fleet drills a throttled bucket one database at a time, the other buckets at full speed)"
+        )
     return state
+
+
+def _throttled(entry: DatabaseEntry) -> int:
+    """The store's count of slow-down answers for this replica's bucket (S3 counts them; opening its storage costs nothing)."""
+    if not entry.replica.startswith("s3://"):
+        return 0
+    try:
+        counted = getattr(open_storage(entry.replica, timeout=entry.inspect_timeout), "throttled", None)
+    except ValueError:
+        return 0
+    return counted() if counted is not None else 0
 
 
 def _inspect(entry: DatabaseEntry, kept: list[list[StoredObject]]) -> ReplicaState:

@@ -27,6 +27,8 @@ from drillbook.tasks.litestream_config import restore_source
 from drillbook.tasks.outcome import Status
 from drillbook.tasks.replica import ReplicaState
 from drillbook.tasks.runner import CommandRecord
+from drillbook.tasks.scratch import claim
+from drillbook.tasks.scratch import remove as remove_scratch
 from drillbook.tasks.steps import StepResult
 
 KEPT_MARKER = ".drillbook-kept"
@@ -83,6 +85,7 @@ def make_scratch(root: Path, entry: DatabaseEntry, drill_id: str) -> Path:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     scratch = base / f"{stamp}-{drill_id}"
     scratch.mkdir(mode=0o700)  # fails if it exists: never reuse a directory
+    claim(scratch, drill_id)  # whose it is while it runs (tasks/scratch.py reclaims it if its process is killed)
     guard_live(entry, scratch)
     return scratch
 
@@ -94,7 +97,7 @@ def throwaway_copy(entry: DatabaseEntry, replica: ReplicaState, scratch_root: Pa
     try:
         yield restore_database(entry, replica, scratch)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove_scratch(scratch)  # and its owner file (tasks/scratch.py)
 
 
 def restore_database(

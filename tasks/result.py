@@ -66,8 +66,9 @@ class PhaseResults(BaseModel):
         return out
 
     def phase_notes(self) -> list[str]:
-        """What the phases noted beside their status, in drill order."""
-        return [note for step in self.ran().values() for note in getattr(step, "notes", ())]
+        """What the phases noted beside their status, in drill order (a passed setup's too: a killed drill's scratch reclaimed)."""
+        setup = [self.setup] if self.setup is not None and self.setup.status == Status.PASSED else []
+        return [note for step in [*setup, *self.ran().values()] for note in getattr(step, "notes", ())]
 
 
 PHASES: tuple[str, ...] = tuple(PhaseResults.model_fields)

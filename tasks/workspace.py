@@ -10,16 +10,20 @@ import os
 import tempfile
 from pathlib import Path
 
+from pydantic import Field
+
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard
 from drillbook.tasks.outcome import Status
 from drillbook.tasks.processes import interrupted
 from drillbook.tasks.restore import make_scratch
+from drillbook.tasks.scratch import reclaim
 from drillbook.tasks.steps import StepResult
 
 
 class Workspace(StepResult):
     scratch: str | None = None
+    notes: list[str] = Field(default_factory=list, description="Scratch reclaimed from drills of this database whose process was killed.")
 
 
 def prepare_workspace(scratch_root: Path, entry: DatabaseEntry, drill_id: str, evidence_dir: Path) -> Workspace:
@@ -44,7 +48,8 @@ def prepare_workspace(scratch_root: Path, entry: DatabaseEntry, drill_id: str, e
             scratch=str(scratch),
             summary=f"the evidence directory {evidence_dir} is not writable ({problem}); fix it or set [drillbook] evidence_dir",
         )
-    return Workspace(status=Status.PASSED, scratch=str(scratch), summary=f"scratch {scratch}")
+    notes = reclaim(scratch.parent)  # a killed drill's scratch: removed by the next drill of the database
+    return Workspace(status=Status.PASSED, scratch=str(scratch), summary=f"scratch {scratch}", notes=notes)
 
 
 def writable_problem(directory: Path) -> str | None:

@@ -8,6 +8,7 @@ forwards to moto, unless a rule says otherwise for that kind of request:
         proxy.fail("get", "500")                 # every object GET answers 500
         proxy.fail("get", "stall", after=1)      # the first GET passes, later ones hang
         proxy.fail("get", "slow", rate=20_000)   # bodies trickle at 20 kB/s
+        proxy.fail("get", "503", first_try=True) # each object's first GET answers 503 SlowDown, its retry passes (throttling)
         url = s3_replica_url(proxy.url, "drills", key)
 
 Kinds: list (a bucket listing), get (an object GET, ranged or not), head, put,
@@ -46,6 +47,8 @@ class Rule:
     action: str
     after: int = 0  # this many requests of the kind pass first
     rate: int = 0  # bytes per second, for "slow"
+    first_try: bool = False  # only each path's first request meets the action; a retry of it passes (throttling backoff gets through)
+    tried: set[str] = field(default_factory=set)
     seen: int = 0
 
 
@@ -100,8 +103,9 @@ class _Handler(BaseHTTPRequestHandler):
             action = None
             if rule is not None:
                 rule.seen += 1
-                if rule.seen > rule.after:
+                if rule.seen > rule.after and not (rule.first_try and self.path in rule.tried):
                     action = rule.action
+                    rule.tried.add(self.path)
             self.state.log.append(Seen(kind, self.command, self.path, action or "passed"))
         if action == "reset":
             self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -180,11 +184,11 @@ class FaultProxy:
         host, port = self._server.server_address[:2]
         return f"{self._scheme}://{host}:{port}"
 
-    def fail(self, kind: str, action: str, *, after: int = 0, rate: int = 0) -> None:
+    def fail(self, kind: str, action: str, *, after: int = 0, rate: int = 0, first_try: bool = False) -> None:
         if kind not in KINDS or action not in ACTIONS:
             raise ValueError(f"kind must be one of {KINDS}, action one of {ACTIONS}; got {kind!r}, {action!r}")
         with self._state.lock:
-            self._state.rules[kind] = Rule(action=action, after=after, rate=rate)
+            self._state.rules[kind] = Rule(action=action, after=after, rate=rate, first_try=first_try)
 
     def heal(self, kind: str | None = None) -> None:
         with self._state.lock:

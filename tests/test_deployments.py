@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -95,6 +95,13 @@ def test_release_trigger_templates_parameters_from_the_event(deployments):
     (raw,) = deployments["drillbook-release"]["triggers"]
     trigger = DeploymentEventTrigger.model_validate({k: v for k, v in raw.items() if k != "type"})
     assert trigger.expect == {RELEASE_EVENT}
+    # A release storm (200 events for one release in a minute) is one run: tests/test_fleet.py sends one to a real server.
+    assert (trigger.for_each, trigger.posture, trigger.threshold, trigger.within) == (
+        {"prefect.resource.id"},
+        "Reactive",
+        1,
+        timedelta(hours=1),
+    )
     occurred = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     event = ReceivedEvent(
         occurred=occurred,

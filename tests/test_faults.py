@@ -125,7 +125,12 @@ def big_sample(path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("action", "seen"),
-    [("500", "answered HTTP 500 InternalError"), ("403", "access denied reading"), ("reset", "object GETs fail")],
+    [
+        ("500", "answered HTTP 500 InternalError"),
+        ("403", "access denied reading"),
+        ("reset", "object GETs fail"),
+        ("503", "answered HTTP 503 SlowDown; throttled (503 SlowDown)"),  # still so after botocore's retries
+    ],
 )
 def test_object_gets_failing_after_a_good_listing_is_object_storage_failure(
     action, seen, capsys, replicate, proxy, write_catalogue, tmp_path

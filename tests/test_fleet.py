@@ -59,6 +59,7 @@ class Fleet:
         self.api_url = api_url
         self.env = env
         self.logs = logs
+        self.worker_config = Path()
 
     def run(self, *argv: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
         done = subprocess.run(list(argv), cwd=ROOT, env=self.env, capture_output=True, text=True, timeout=timeout)
@@ -124,6 +125,7 @@ def fleet(tmp_path_factory, s3_endpoint):
             time.sleep(0.5)
 
         fleet = Fleet(api_url, client_env, logs)
+        fleet.worker_config = base / "worker-drillbook.toml"
         fleet.run(str(BIN / "prefect"), "work-pool", "create", "drillbook", "--type", "process")
         # The README's deploy command, exactly.
         fleet.run(str(BIN / "prefect"), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
@@ -135,7 +137,13 @@ def fleet(tmp_path_factory, s3_endpoint):
         (app / "tasks.py").write_text("raise ImportError('the application tasks.py was imported instead of drillbook.tasks')\n")
         (app / "flows" / "__init__.py").write_text("raise ImportError('the application flows/ was imported instead of drillbook.flows')\n")
         for name in ("worker-a", "worker-b"):
-            worker_env = {**client_env, "PREFECT_HOME": str(base / name), "PYTHONPATH": str(app)}
+            # DRILLBOOK_CONFIG: what an event's release run reads (the event names no catalogue); written by the test that needs it.
+            worker_env = {
+                **client_env,
+                "PREFECT_HOME": str(base / name),
+                "PYTHONPATH": str(app),
+                "DRILLBOOK_CONFIG": str(fleet.worker_config),
+            }
             # --limit 3: at most three runs at once per worker (a nightly and its four batches need both).
             start(
                 name, [str(BIN / "prefect"), "worker", "start", "--pool", "drillbook", "--name", name, "--limit", "3"], worker_env, cwd=app
@@ -286,3 +294,58 @@ def test_release_event_triggers_a_release_run(fleet, replicate, tmp_path):
     (run,) = mine
     assert run.parameters["schema_version"] == 3
     assert run.parameters["databases"] == ["orders"]
+
+
+def test_a_release_storm_drills_each_database_once(fleet, replicate, tmp_path):
+    """200 drillbook.release.deployed events for one release within a minute: one release run, one drill per database."""
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.events.clients import get_events_client
+    from prefect.events.schemas.events import Event, Resource
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from drillbook.flows.release import RELEASE_EVENT
+    from drillbook.tasks.history.store import recent_drills
+    from tests.conftest import _toml
+
+    names = ["storm-a", "storm-b"]
+    history = f"sqlite:///{tmp_path / 'evidence' / 'history.db'}"
+    lines = ["[drillbook]", f"evidence_dir = {_toml(str(tmp_path / 'evidence'))}", f"scratch_dir = {_toml(str(tmp_path / 'scratch'))}"]
+    for name in names:
+        lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in entry(name, replicate().replica).items()]
+    fleet.worker_config.write_text("\n".join(lines) + "\n")
+    release = f"v7.{uuid.uuid4().hex[:6]}"
+
+    async def storm() -> None:
+        async with get_events_client(checkpoint_every=1) as client:
+            for _ in range(200):
+                resource = Resource({"prefect.resource.id": f"drillbook.release.{release}", "prefect.resource.name": release})
+                await client.emit(
+                    Event(event=RELEASE_EVENT, resource=resource, payload={"release": release, "schema_version": 3, "databases": names})
+                )
+
+    def release_runs(client) -> list:
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=["drillbook-release"])))
+        return [r for r in runs if r.parameters.get("release") == release]
+
+    with temporary_settings(updates={PREFECT_API_URL: fleet.api_url}):
+        began = time.monotonic()
+        asyncio.run(storm())
+        sent = time.monotonic() - began
+        assert sent < 60, f"the storm took {sent:.0f}s to send, not a minute"
+        deadline = time.monotonic() + 240
+        with get_client(sync_client=True) as client:
+            while not ((mine := release_runs(client)) and all(r.state.is_final() for r in mine)) and time.monotonic() < deadline:
+                time.sleep(1)
+            time.sleep(5)  # the rest of the storm has reached the triggers by now: no late second run
+            mine = release_runs(client)
+    assert len(mine) == 1, [(r.name, r.state.type) for r in mine]
+    assert mine[0].state.is_completed(), (
+        mine[0].state,
+        fleet.logs["worker-a"].read_text()[-2000:],
+        fleet.logs["worker-b"].read_text()[-2000:],
+    )
+    drilled = [(row.database, row.release) for row in recent_drills(history, None, 1000)]
+    assert sorted(drilled) == [(name, release) for name in names]  # one drill per database, not 200

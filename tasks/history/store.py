@@ -35,7 +35,7 @@ from drillbook.tasks.errors import HistoryError
 from drillbook.tasks.result import DrillResult
 from drillbook.tasks.text import one_line, redact, redact_url
 
-HEAD_REVISION = "0003"  # the newest script in migrations/versions (a test holds the two together)
+HEAD_REVISION = "0004"  # the newest script in migrations/versions (a test holds the two together)
 VERSION_TABLE = "drillbook_alembic_version"  # not alembic_version: the store may share a database with an app that has its own
 _PG_LOCK_KEY = 0x64726C62  # "drlb": the advisory lock held while migrating
 
@@ -48,7 +48,10 @@ class DrillRecord(Base):
     """One drill, as the runbook's "last restore drill" line and the trends need it."""
 
     __tablename__ = "drillbook_drills"
-    __table_args__ = (Index("ix_drillbook_drills_database_started_at", "database", "started_at"),)
+    __table_args__ = (
+        Index("ix_drillbook_drills_database_started_at", "database", "started_at"),
+        Index("ix_drillbook_drills_last_pass", "verdict", "point_kind", "database", "started_at"),  # revision 0004: last_passes
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     drill_id: Mapped[str] = mapped_column(String(32), unique=True, index=True)
@@ -378,15 +381,25 @@ def trend_points(url: str, databases: Iterable[str] | None = None, *, since: dat
     """Per database, its drills oldest first (optionally only those started at or after `since`): one query."""
     with _store(url, "read") as engine, engine.connect() as connection:
         query = select(*_POINT_COLUMNS).order_by(DrillRecord.database, DrillRecord.started_at, DrillRecord.id)
-        names = list(databases) if databases is not None else None
-        if names is not None:
-            query = query.where(DrillRecord.database.in_(names))
         if since is not None:
             query = query.where(DrillRecord.started_at >= since)
+        names = list(databases) if databases is not None else None
         out: dict[str, list[TrendPoint]] = {name: [] for name in names or []}
-        for row in connection.execute(query):
-            out.setdefault(row.database, []).append(trend_point(row))
+        # A fleet's names go in 500 at a time: one statement with 10,000 parameters is over some drivers' limits.
+        for chunk in (
+            [query] if names is None else (query.where(DrillRecord.database.in_(names[i : i + 500])) for i in range(0, len(names), 500))
+        ):
+            for row in connection.execute(chunk):
+                out.setdefault(row.database, []).append(trend_point(row))
         return out
+
+
+def fleet_points(url: str, since: datetime, limit: int) -> list[TrendPoint]:
+    """The fleet's newest `limit` drills started at or after `since`, oldest first: a sample whose cost is not the fleet's size."""
+    with _store(url, "read") as engine, engine.connect() as connection:
+        query = select(*_POINT_COLUMNS).where(DrillRecord.started_at >= since)
+        rows = connection.execute(query.order_by(DrillRecord.started_at.desc(), DrillRecord.id.desc()).limit(limit))
+        return [trend_point(row) for row in reversed(list(rows))]
 
 
 def last_passes(url: str) -> dict[str, datetime]:

@@ -85,13 +85,50 @@ def _new_s3_client(location: S3Location, *, timeout: float):
         retries={"mode": "standard", "max_attempts": 3},
         s3={"addressing_style": "path" if location.path_style else "auto"},
     )
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3",
         endpoint_url=location.endpoint,
         region_name=location.region or "us-east-1",
         config=config,
         verify=False if location.skip_verify else None,  # None, not True: True would ignore the user's AWS_CA_BUNDLE
     )
+    client.meta.events.register("before-parameter-build.s3", _note_bucket)
+    client.meta.events.register("needs-retry.s3", lambda **seen: _count_throttling(location.endpoint, seen))
+    return client
+
+
+# Throttling: botocore retries a 503 SlowDown with backoff, so a drill gets through slower and never hears of it. Every
+# answer of one is counted here, per endpoint and bucket, for the drill's report to name (tasks/replica.py).
+THROTTLE_CODES = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException"})
+_throttled: dict[tuple[str | None, str], int] = {}
+_throttled_lock = threading.Lock()
+
+
+def _note_bucket(params: dict, context: dict, **_: Any) -> None:
+    context["drillbook_bucket"] = params.get("Bucket")
+
+
+def _count_throttling(endpoint: str | None, seen: dict[str, Any]) -> None:
+    try:
+        http, parsed = seen.get("response") or (None, None)  # no response: a connection error, not the store asking to slow down
+        if str((parsed or {}).get("Error", {}).get("Code", "")) in THROTTLE_CODES or getattr(http, "status_code", 0) == 503:
+            key = (endpoint, str(((seen.get("request_dict") or {}).get("context") or {}).get("drillbook_bucket") or ""))
+            with _throttled_lock:
+                _throttled[key] = _throttled.get(key, 0) + 1
+    except Exception:  # noqa: BLE001 - bookkeeping beside the request: never its failure
+        pass
+    return None  # only counted: botocore's own handler decides the retry
+
+
+def throttled_answers(endpoint: str | None, bucket: str) -> int:
+    """How many answers of this endpoint's bucket said slow down (503 SlowDown and the like) in this process so far."""
+    with _throttled_lock:
+        return _throttled.get((endpoint, bucket), 0)
+
+
+def _throttled_text(code: str, status: int) -> str:
+    throttled = code in THROTTLE_CODES or status == 503
+    return "; throttled (503 SlowDown): the bucket is over its request rate, still so after botocore's retries" if throttled else ""
 
 
 _DENIED_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken", "AllAccessDisabled", "403"}
@@ -128,6 +165,10 @@ class S3Storage:
             return f", tried {self._client().meta.endpoint_url}"
         except Exception:  # noqa: BLE001 - only a detail of a message
             return ""
+
+    def throttled(self) -> int:
+        """Answers of this bucket that said slow down, in this process so far (`throttled_answers`)."""
+        return throttled_answers(self.location.endpoint, self.location.bucket)
 
     def key(self, relative: str) -> str:
         return f"{self.location.prefix}/{relative}" if self.location.prefix else relative
@@ -191,7 +232,8 @@ class S3Storage:
             if code in ("NoSuchKey", "404") or status == 404:
                 raise StorageError(StorageProblem.STORAGE_ERROR, f"{where} is listed but missing (NoSuchKey)") from None
             raise StorageError(
-                StorageProblem.STORAGE_ERROR, f"object GETs fail: reading {where} answered HTTP {status} {code}".rstrip()
+                StorageProblem.STORAGE_ERROR,
+                f"object GETs fail: reading {where} answered HTTP {status} {code}".rstrip() + _throttled_text(code, status),
             ) from None
         except (BotoCoreError, OSError) as exc:  # connection reset, closed mid-response, protocol errors
             raise StorageError(StorageProblem.STORAGE_ERROR, f"object GETs fail: reading {where}: {type(exc).__name__}: {exc}") from None
@@ -236,7 +278,9 @@ class S3Storage:
                 raise StorageError(
                     StorageProblem.ACCESS_DENIED, f"access denied listing {where} ({code}): check the credentials and the bucket policy"
                 ) from None
-            raise StorageError(StorageProblem.STORAGE_ERROR, f"object storage error listing {where}: {code or status}") from None
+            raise StorageError(
+                StorageProblem.STORAGE_ERROR, f"object storage error listing {where}: {code or status}" + _throttled_text(code, status)
+            ) from None
         except (BotoCoreError, OSError) as exc:
             raise StorageError(StorageProblem.STORAGE_ERROR, f"object storage error listing {where}: {type(exc).__name__}: {exc}") from None
 
