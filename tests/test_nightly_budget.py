@@ -13,7 +13,8 @@ from uuid import uuid4
 import pytest
 
 from drillbook.cli.main import main
-from drillbook.flows.fleet import DEFAULT_MAX_CONCURRENT, DRILLS_LIMIT, DrillQueue, ensure_limits, error_result
+from drillbook.flows.fleet import DEFAULT_MAX_CONCURRENT, DRILLS_LIMIT, ensure_limits, error_result
+from drillbook.flows.queue import DrillQueue
 from drillbook.tasks.config import load_catalogue
 from drillbook.tasks.history.budget import load_night
 from drillbook.tasks.history.store import recent_drills, record_drills

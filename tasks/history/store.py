@@ -405,11 +405,8 @@ def fleet_points(url: str, since: datetime, limit: int) -> list[TrendPoint]:
 def last_passes(url: str) -> dict[str, datetime]:
     """Per database, when its newest passing drill of the newest position started (a point-in-time drill proves a past point)."""
     with _store(url, "read") as engine, engine.connect() as connection:
-        query = (
-            select(DrillRecord.database, func.max(DrillRecord.started_at))
-            .where(DrillRecord.verdict == "PASS", DrillRecord.point_kind.is_(None))
-            .group_by(DrillRecord.database)
-        )
+        passed = select(DrillRecord.database, func.max(DrillRecord.started_at)).where(DrillRecord.verdict == "PASS")
+        query = passed.where(DrillRecord.point_kind.is_(None)).group_by(DrillRecord.database)
         return {name: _aware(at) for name, at in connection.execute(query)}
 
 
