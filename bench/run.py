@@ -153,22 +153,28 @@ def stop(process: subprocess.Popen) -> None:
             pass
 
 
-def start_prefect_server(work: Path) -> tuple[subprocess.Popen, str]:
-    """A persistent Prefect server, as a fleet runs drillbook (no temporary server per drill)."""
+def start_prefect_server(
+    work: Path, *, extra_env: dict[str, str] | None = None, log: Path | None = None, timeout: float = 120
+) -> tuple[subprocess.Popen, str]:
+    """A persistent Prefect server, as a fleet runs drillbook (no temporary server per drill).
+
+    `extra_env`: more server settings (bench/workers.py: its database on PostgreSQL); `log`: its output, quoted if it fails.
+    """
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    env = {**os.environ, "PREFECT_HOME": str(work / "prefect-server"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **(extra_env or {})}
     env.pop("PREFECT_API_URL", None)
+    output = log.open("w") if log else subprocess.DEVNULL
     server = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log else subprocess.DEVNULL,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}/api"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout
     while True:
         try:
             urllib.request.urlopen(f"{url}/health", timeout=2).read()
@@ -176,7 +182,8 @@ def start_prefect_server(work: Path) -> tuple[subprocess.Popen, str]:
         except OSError:  # not listening yet
             if time.monotonic() > deadline or server.poll() is not None:
                 stop(server)
-                raise RuntimeError("the Prefect server did not start within 120 s") from None
+                said = f": {log.read_text()[-2000:]}" if log else f" within {timeout:g} s"
+                raise RuntimeError(f"the Prefect server did not start{said}") from None
             time.sleep(0.5)
 
 

@@ -58,37 +58,10 @@ def _size(database: str) -> int:
 
 
 def start_server(work: Path, database: str | None) -> tuple[subprocess.Popen, str]:
-    port = bench.free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(work / "server-home"),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_UI_ENABLED": "false",
-    }
-    env.pop("PREFECT_API_URL", None)
+    extra = {"PREFECT_HOME": str(work / "server-home"), "PREFECT_UI_ENABLED": "false"}
     if database:
-        env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://{PG}/{database}"
-    log = (work / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(bench.BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}/api"
-    import urllib.request
-
-    deadline = time.monotonic() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2).read()
-            return server, url
-        except OSError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                bench.stop(server)
-                raise RuntimeError(f"the Prefect server did not start: {(work / 'server.log').read_text()[-2000:]}") from None
-            time.sleep(0.5)
+        extra["PREFECT_API_DATABASE_CONNECTION_URL"] = f"postgresql+asyncpg://{PG}/{database}"
+    return bench.start_prefect_server(work, extra_env=extra, log=work / "server.log", timeout=180)
 
 
 def build_fleet(endpoint: str, work: Path, count: int) -> list[tuple[str, str]]:

@@ -113,12 +113,8 @@ class OSSStorage:
 
         try:
             return call(oss_client(self.location, timeout=self.timeout))
-        except exceptions.CredentialsBaseError:
-            raise StorageError(
-                StorageProblem.ACCESS_DENIED, f"no usable OSS credentials {doing} {where}: set OSS_ACCESS_KEY_ID / OSS_ACCESS_KEY_SECRET"
-            ) from None
         except exceptions.BaseError as exc:
-            cause = exc.unwrap() if isinstance(exc, exceptions.OperationError) else exc
+            cause = exc.unwrap() if isinstance(exc, exceptions.OperationError) else exc  # the SDK wraps what the call met
             if isinstance(cause, exceptions.CredentialsBaseError):
                 raise StorageError(
                     StorageProblem.ACCESS_DENIED,
