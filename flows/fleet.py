@@ -25,13 +25,14 @@ from uuid import uuid4
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.sync import concurrency
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from drillbook.flows.drill import drill
 from drillbook.flows.progress import PROGRESS
 from drillbook.flows.queue import DrillQueue
-from drillbook.flows.runs import drill_result_of, drill_results_in, unwrap
+from drillbook.flows.runs import crash_detail, drill_result_of, drill_results_in, label_worker, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed, HistoryError
 from drillbook.tasks.history.budget import expected_seconds
@@ -184,6 +185,8 @@ def _run_batch(
     where = f"batch run {run.name} ({run.id})"
     results: dict[str, DrillResult] = {}
     read = False
+    if run.state.is_crashed():  # its process died (killed, out of memory): no result to read, the worker and process named
+        return [error_result(entry, crash_detail(run, where), release=parameters[entry.name].get("release")) for entry in batch]
     try:
         _, value = unwrap(run.state)
     except Exception as exc:  # the run ended, but its result lives where this process cannot read it
@@ -374,6 +377,10 @@ def drill_batch(drills: list[dict[str, Any]], workers: int = 1, deadline: dateti
     of this flow. Fails (DrillsFailed, carrying every result) unless all passed.
     With a `deadline` (a budgeted nightly's), no drill starts after it: those have no result.
     """
+    try:
+        label_worker(flow_run.id)
+    except Exception as exc:  # noqa: BLE001 - only the name a crash report would give; the drills go on
+        get_run_logger().warning("could not label this batch run with its worker: %s: %s", type(exc).__name__, exc)
     paths = {parameters.get("config_path") for parameters in drills}
     if len(paths) != 1:
         raise ConfigError(f"a drill batch reads one catalogue; this one names {len(paths)}: {sorted(map(str, paths))}")

@@ -8,6 +8,8 @@ travels the same way whether the run passed, failed with a verdict
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from drillbook.tasks.errors import DrillbookError, DrillFailed, DrillsFailed
@@ -41,3 +43,38 @@ def drill_results_in(value: Any, state: Any) -> list[DrillResult]:
     if isinstance(value, BaseException):
         raise value
     raise DrillbookError(f"the run ended {state.type.value} without results: {state.message}")
+
+
+WORKER_LABEL = "drillbook.worker"  # a batch run's labels: which worker, host and process drilled it (set by the run itself)
+
+
+def label_worker(flow_run_id: Any) -> str | None:
+    """Label this run with the worker that started it and this process, so a run killed mid-drill can be named.
+
+    A process worker passes its name to the run's process (PREFECT__WORKER_NAME); outside a worker there is none
+    and nothing is written. One API call per batch run; a failure is the caller's to log, never the batch's."""
+    from prefect.client.orchestration import get_client
+
+    worker = os.environ.get("PREFECT__WORKER_NAME")
+    if not worker:
+        return None
+    labels = {WORKER_LABEL: worker, "drillbook.host": socket.gethostname(), "drillbook.pid": str(os.getpid())}
+    with get_client(sync_client=True) as client:
+        client.update_flow_run_labels(flow_run_id, labels)
+    return worker
+
+
+def crash_detail(run: Any, where: str) -> str:
+    """What a person needs about a run that crashed (its process killed, its worker gone): where it ran and why it ended."""
+    labels = getattr(run, "labels", None) or {}
+    worker = labels.get(WORKER_LABEL)
+    pid = labels.get("drillbook.pid") or run.infrastructure_pid
+    place = f" on worker {worker}" if worker else ""
+    if pid:
+        place += f" (process {pid}" + (f" on {labels['drillbook.host']})" if labels.get("drillbook.host") else ")")
+    message = (run.state.message or "no message").strip().rstrip(".")
+    return (
+        f"{where}{place} ended {run.state.type.value}: {message}; its results went with it (a drill it had finished is in "
+        "the history, the one it was running is not recorded): look for what stopped that process (out of memory, a kill, "
+        "a restart); the next drill of each database removes what it left in the scratch"
+    )

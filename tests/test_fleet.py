@@ -349,3 +349,60 @@ def test_a_release_storm_drills_each_database_once(fleet, replicate, tmp_path):
     )
     drilled = [(row.database, row.release) for row in recent_drills(history, None, 1000)]
     assert sorted(drilled) == [(name, release) for name in names]  # one drill per database, not 200
+
+
+def test_a_batch_run_killed_mid_drill_is_an_error_naming_its_worker(fleet, replicate, s3_endpoint, tmp_path):
+    """SIGKILL to the batch run's process mid-restore: that database is the nightly's ERROR naming the run and its worker."""
+    import threading
+
+    import psutil
+    from prefect.settings import PREFECT_API_URL, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    from drillbook.flows.nightly import nightly_drills
+    from drillbook.flows.runs import drill_results_of
+    from drillbook.tasks.history.store import recent_drills
+    from drillbook.testing.faultproxy import FaultProxy
+    from drillbook.testing.s3 import s3_replica_url
+    from tests.conftest import _toml
+
+    key = f"{uuid.uuid4().hex[:10]}/app.db"
+    replicate(key=key)
+    fine = replicate()
+    with FaultProxy(s3_endpoint) as proxy:
+        proxy.fail("get", "stall", after=1)  # the header read passes, the restore hangs: killed while it runs
+        victim = entry("victim", s3_replica_url(proxy.url, "drills", key), stall_timeout="10m", restore_timeout="10m")
+        lines = ["[drillbook]", f"evidence_dir = {_toml(str(tmp_path / 'evidence'))}", f"scratch_dir = {_toml(str(tmp_path / 'scratch'))}"]
+        for item in (victim, entry("bystander", fine.replica)):
+            lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in item.items()]
+        config = tmp_path / "drillbook.toml"
+        config.write_text("\n".join(lines) + "\n")
+        settings = {PREFECT_API_URL: fleet.api_url, PREFECT_LOCAL_STORAGE_PATH: fleet.env["PREFECT_LOCAL_STORAGE_PATH"]}
+        done: list = []
+
+        def night() -> None:  # Prefect's settings are a context variable: set in the thread that runs the nightly
+            with temporary_settings(updates=settings):
+                done.append(
+                    nightly_drills(
+                        config_path=str(config), max_concurrent=2, batch_deployment="drill-batch/drillbook-batch", return_state=True
+                    )
+                )
+
+        nightly = threading.Thread(target=night)
+        nightly.start()
+        deadline, restore = time.monotonic() + 180, None
+        while restore is None and time.monotonic() < deadline:
+            restore = next((p for p in psutil.process_iter(["cmdline"]) if key in " ".join(p.info["cmdline"] or ())), None)
+            time.sleep(0.5)
+        assert restore is not None, "the victim's restore never started"
+        batch = restore.parent()
+        batch.kill()  # the batch run's process, on its worker
+        restore.kill()  # its litestream, left restoring (the next drill of victim would reclaim it)
+        nightly.join(300)
+    assert done, "the nightly did not end"
+    results = {r.database: r for r in drill_results_of(done[0])}
+    assert (results["bystander"].verdict.value, results["victim"].verdict.value) == ("PASS", "ERROR")
+    detail = results["victim"].findings[0].detail
+    assert "batch run drill-batch-victim" in detail and " on worker worker-" in detail and f"process {batch.pid}" in detail, detail
+    assert "ended CRASHED" in detail, detail
+    history = f"sqlite:///{tmp_path / 'evidence' / 'history.db'}"
+    assert [row.database for row in recent_drills(history, None, 10)] == ["bystander"]  # nothing of the killed drill recorded
