@@ -220,3 +220,20 @@ def test_the_change_is_read_from_the_listings_names_and_sizes():
     )
     assert change_of([], f"{1:016x}").unknown == "change unknown: the listing holds no LTX files"
     assert change_bytes([ltx(0, 1, 5, 10), ltx(0, 9, 12, 20)], 2, 12) == 30  # a gap (retention): the next file past it
+
+
+def test_a_listing_that_fails_is_said_in_one_line_and_counted(tmp_path):
+    from drillbook.tasks.change import read_changes
+    from drillbook.tasks.config import DatabaseEntry
+
+    (tmp_path / "quiet" / "ltx" / "0").mkdir(parents=True)
+    (tmp_path / "quiet" / "ltx" / "0" / f"{1:016x}-{7:016x}.ltx").write_bytes(b"\0" * 812)
+    entries = [
+        DatabaseEntry(name=name, replica=(tmp_path / name).as_uri(), rto_target=120, rpo_target=600)
+        for name in ("quiet", "gone", "unknown")
+    ]
+    listed = read_changes(entries, {"quiet": f"{5:016x}", "gone": f"{5:016x}"}, workers=2)
+    assert listed.changes["quiet"] == Change(transactions=2, bytes=812)
+    assert listed.changes["gone"].unknown == f"listing failed: replica directory {tmp_path / 'gone'} does not exist"
+    assert listed.changes["unknown"].unknown == "change unknown: no drilled TXID on record"  # not listed: nothing to count from
+    assert listed.failed == 1
