@@ -12,11 +12,23 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases, unlisted_results
 from drillbook.flows.summary import record_summary_task
+from drillbook.tasks.change import read_changes
 from drillbook.tasks.compat import compat_due
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.config.fields import parse_duration
 from drillbook.tasks.errors import ConfigError, DrillsFailed, HistoryError
-from drillbook.tasks.history.budget import BudgetPlan, Member, Night, candidates, choose, night_of, save_night
+from drillbook.tasks.history.budget import (
+    BudgetPlan,
+    Member,
+    Night,
+    candidates,
+    choose,
+    last_drilled_txid,
+    night_of,
+    save_night,
+    to_list,
+    with_changes,
+)
 from drillbook.tasks.history.metrics import refresh_metrics_file
 from drillbook.tasks.history.store import recent_drills
 from drillbook.tasks.lookahead import HistorySnapshot
@@ -93,7 +105,8 @@ def budget_seconds(budget: float | str | None, catalogue: Catalogue) -> float | 
 
 
 def plan_budget(entries: list[DatabaseEntry], catalogue: Catalogue, budget: float, slots: int, history: HistorySnapshot) -> BudgetPlan:
-    """The night's choice by risk from one history read; said up front (the log, and the CLI's stderr) before any drill starts.
+    """The night's choice by risk from one history read and one listing per database not due (its change since its last
+    drill: tasks/change.py); said up front (the log, and the CLI's stderr) before any drill starts.
 
     Plain calls, not task runs: Prefect would walk the snapshot and the plan (a fleet's worth) as task inputs."""
     from datetime import UTC, datetime
@@ -107,9 +120,22 @@ def plan_budget(entries: list[DatabaseEntry], catalogue: Catalogue, budget: floa
     members = [Member(entry.name, catalogue.max_drill_age(entry), entry.rto_target) for entry in entries]
     settings = catalogue.drillbook
     found = candidates(members, points, datetime.now(UTC), min_drills=settings.forecast_min_drills, window=settings.forecast_window)
+    wanted, listed = set(to_list(found)), None  # the change since the last drill: one listing each of those not already due
+    if wanted:
+        last = {name: last_drilled_txid(points.get(name, [])) for name in wanted}
+        listed = read_changes([e for e in entries if e.name in wanted], last)
+        found = with_changes(found, listed.changes)
     plan = choose(found, budget, slots)
     for line in plan.upfront():
         (logger.warning if plan.due_left() else logger.info)("%s", line)
+    if listed is not None:
+        failed = f" ({listed.failed:,} listing(s) failed: ranked as the most change)" if listed.failed else ""
+        logger.info(
+            "listed %s replica(s) not due tonight for their change since the last drill in %.1fs%s",
+            f"{len(wanted):,}",
+            listed.seconds,
+            failed,
+        )
     return plan
 
 

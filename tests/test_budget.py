@@ -6,18 +6,24 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from drillbook.tasks.change import change_bytes, change_of
 from drillbook.tasks.history.budget import (
     DEFAULT_COST,
+    Change,
     Left,
     Member,
     Risk,
     candidates,
     choose,
+    last_drilled_txid,
     load_night,
     night_of,
     save_night,
+    to_list,
+    with_changes,
 )
 from drillbook.tasks.history.store import TrendPoint
+from drillbook.tasks.ltx import LtxFile
 
 NOW = datetime(2026, 12, 7, 2, 30, tzinfo=UTC)
 DAY = 86400.0
@@ -152,3 +158,82 @@ def test_long_lists_are_cut_and_counted():
     plan = choose(candidates(members, {}, NOW), budget_seconds=DEFAULT_COST)
     assert plan.chosen == ["db00"] and len(plan.due_left()) == 24
     assert plan.upfront()[1].endswith("db01, db02, db03, db04, db05, db06, db07, db08, db09, db10 and 14 more")
+
+
+def test_more_change_since_the_last_drill_ranks_first_after_the_hours_left_and_before_the_rto():
+    members = [Member(name, 7 * DAY, 120.0) for name in ("calm", "written", "slow-rto", "unlisted", "older")]
+    points = {name: [point(name, 24, rto=110.0 if name == "slow-rto" else 10.0)] for name in ("calm", "written", "slow-rto", "unlisted")}
+    points["older"] = [point("older", 30)]  # six hours closer to its max_drill_age: ahead whatever the others changed
+    changes = {
+        "calm": Change(transactions=0, bytes=0),
+        "written": Change(transactions=412, bytes=3_100_000),
+        "slow-rto": Change(transactions=3, bytes=2_000),
+        "unlisted": Change(unknown="listing failed: replica directory /nowhere does not exist"),
+        "older": Change(transactions=0, bytes=0),
+    }
+    found = candidates(members, points, NOW, changes=changes)
+    plan = choose(found, budget_seconds=60)
+    assert [c.database for c in plan.ranked] == ["older", "unlisted", "written", "slow-rto", "calm"]
+    assert plan.chosen == ["older", "unlisted"]
+    assert [(out.database, out.why) for out in plan.left] == [
+        ("written", "max_drill_age lapses in 6d 00h; 412 transactions, 3.1 MB since its last drill"),
+        ("slow-rto", "max_drill_age lapses in 6d 00h; 3 transactions, 2.0 kB since its last drill"),
+        ("calm", "max_drill_age lapses in 6d 00h; no change since its last drill"),
+    ]
+    assert {c.database: c.why() for c in plan.ranked}["unlisted"] == (
+        "max_drill_age lapses in 6d 00h; listing failed: replica directory /nowhere does not exist"
+    )
+    # Without the listing the RTO decides among those of the same hour, then the name.
+    assert [c.database for c in choose(candidates(members, points, NOW), 60).ranked] == ["older", "slow-rto", "calm", "unlisted", "written"]
+    night = night_of(plan, dict.fromkeys(plan.chosen, NOW), [], NOW)
+    assert night.lines()[2] == (
+        "change since the last drill (listed): drilled older (no change), unlisted (listing failed: replica directory /nowhere does not exist); "
+        "left written (412 transactions, 3.1 MB), slow-rto (3 transactions, 2.0 kB), calm (no change)"
+    )
+
+
+def test_only_those_not_due_are_listed_and_the_last_drilled_txid_is_the_newest_positions():
+    members, points = fleet()
+    points["fresh"] = [
+        point("fresh", 30, restored_txid="0000000000000010"),
+        point("fresh", 26, "FAIL"),  # stopped before a restore: no TXID
+        point("fresh", 24, restored_txid="0000000000000004", point_kind="random"),  # an older point, not the newest position
+    ]
+    found = candidates(members, points, NOW)
+    assert sorted(to_list(found)) == ["failing", "fresh", "released", "slow-rto"]  # new never passed, aging lapses tonight
+    assert last_drilled_txid(points["fresh"]) == "0000000000000010" and last_drilled_txid(points["slow-rto"]) is None
+    listed = with_changes(found, {"fresh": Change(transactions=1, bytes=812)})
+    assert {c.database: c.why() for c in listed}["fresh"] == "last verdict FAIL; 1 transaction, 812 bytes since its last drill"
+
+
+def test_the_change_is_read_from_the_listings_names_and_sizes():
+    def ltx(level: int, low: int, high: int, size: int) -> LtxFile:
+        return LtxFile(level, f"{low:016x}", f"{high:016x}", size, NOW)
+
+    files = [ltx(9, 1, 40, 10_000), ltx(1, 1, 20, 900), ltx(1, 21, 40, 800), ltx(0, 31, 35, 50), ltx(0, 36, 40, 60)]
+    assert change_bytes(files, 30, 40) == 50 + 60  # level 0, as litestream wrote it, while it is kept
+    assert change_bytes(files, 25, 40) == 800  # 26 is only in the L1 file 21-40, which holds the rest too
+    assert change_of(files, f"{25:016x}") == Change(transactions=15, bytes=800)
+    assert change_of(files, f"{40:016x}") == Change(transactions=0, bytes=0)
+    assert change_of(files, f"{50:016x}").unknown == (
+        "change unknown: the newest TXID 0000000000000028 is below the last drilled 0000000000000032 (a new lineage)"
+    )
+    assert change_of([], f"{1:016x}").unknown == "change unknown: the listing holds no LTX files"
+    assert change_bytes([ltx(0, 1, 5, 10), ltx(0, 9, 12, 20)], 2, 12) == 30  # a gap (retention): the next file past it
+
+
+def test_a_listing_that_fails_is_said_in_one_line_and_counted(tmp_path):
+    from drillbook.tasks.change import read_changes
+    from drillbook.tasks.config import DatabaseEntry
+
+    (tmp_path / "quiet" / "ltx" / "0").mkdir(parents=True)
+    (tmp_path / "quiet" / "ltx" / "0" / f"{1:016x}-{7:016x}.ltx").write_bytes(b"\0" * 812)
+    entries = [
+        DatabaseEntry(name=name, replica=(tmp_path / name).as_uri(), rto_target=120, rpo_target=600)
+        for name in ("quiet", "gone", "unknown")
+    ]
+    listed = read_changes(entries, {"quiet": f"{5:016x}", "gone": f"{5:016x}"}, workers=2)
+    assert listed.changes["quiet"] == Change(transactions=2, bytes=812)
+    assert listed.changes["gone"].unknown == f"listing failed: replica directory {tmp_path / 'gone'} does not exist"
+    assert listed.changes["unknown"].unknown == "change unknown: no drilled TXID on record"  # not listed: nothing to count from
+    assert listed.failed == 1

@@ -82,19 +82,20 @@ def test_the_budget_drills_the_riskiest_and_names_the_rest(capsys, caplog, write
         "budget 1m 00s for 1 drill(s) at once: drilling 3 of 6 databases in risk order (expected 1m 00s of wall), leaving 3",
         "1 database(s) whose max_drill_age lapses before the next nightly do not fit the 1m 00s budget and will go stale: aging",
     ]  # up front: before any drill's line
-    out = capsys.readouterr().out.splitlines()
+    out, unknown = capsys.readouterr().out.splitlines(), "change unknown: no drilled TXID on record"
     assert out[0] == "nightly drills: 3 PASS"
     assert sorted(line.split()[0] for line in out[2:5]) == ["failing", "new", "released"]
     assert out[5:] == [
         "6 databases, 100 % proven within 7d 00h, 3 tonight",
         "left, does not fit the budget: 3 (aging, calm, fresh)",
+        f"change since the last drill (listed): drilled failing ({unknown}), released ({unknown}); left calm ({unknown}), fresh ({unknown})",
         "going stale before the next nightly: 1 (aging)",
-    ]
+    ]  # the seeded drills restored nothing: no TXID to count the change from, so it ranks as the most (calm ahead on its RTO)
     night = load_night(catalogue.evidence_dir)
     assert re.fullmatch(r"max_drill_age lapses in 12h 0[0-2]m", night.left[0].why), night.left[0].why
     assert [(out.database, out.why) for out in night.left[1:]] == [
-        ("calm", "max_drill_age lapses in 5d 23h"),
-        ("fresh", "max_drill_age lapses in 5d 23h"),
+        ("calm", f"max_drill_age lapses in 5d 23h; {unknown}"),
+        ("fresh", f"max_drill_age lapses in 5d 23h; {unknown}"),
     ]
     old = {result.drill_id for result in seeded}
     tonight = [row.database for row in recent_drills(catalogue.history_url, limit=50) if row.drill_id not in old]
@@ -178,3 +179,47 @@ def test_under_a_deadline_batches_are_dealt_in_risk_order_and_a_spent_batch_dril
     assert [[e.name for e in batch] for batch in batches_of(entries, buckets, 2)] == [["e", "b", "d"], ["a", "c"]]  # by bucket
     past = datetime.now(UTC) - timedelta(seconds=1)
     assert drill_batch([{"name": "a", "config_path": str(config)}], deadline=past) == []
+
+
+def test_of_two_alike_the_budget_drills_the_one_written_since_its_last_drill(capsys, caplog, write_catalogue, tmp_path, one_drill_at_once):
+    import logging
+    import sqlite3
+
+    from drillbook.tasks.ltx import newest_file
+    from drillbook.tasks.outcome import Status
+    from drillbook.tasks.replica import ReplicaReader
+    from drillbook.tasks.restore import RestoreResult
+
+    urls = {name: file_replica(tmp_path, name) for name in ("calm", "written")}  # "calm" first by name: the old tie-break
+    config = write_catalogue(*(entry(name, url) for name, url in urls.items()), settings={"max_drill_age": "7d"})
+    catalogue = load_catalogue(config)
+    seeded = []
+    for name, url in urls.items():  # both passed a day ago, alike in cost and RTO, at the replica's newest TXID then
+        result = seed(catalogue, name, 1.02, Verdict.PASS, wall=40.0)
+        result.restore = RestoreResult(status=Status.PASSED, txid=newest_file(ReplicaReader(url, timeout=10).ltx_files()).max_txid)
+        seeded.append(result)
+    record_drills(catalogue.history_url, seeded)
+    with sqlite3.connect(tmp_path / "written.db") as live:  # then "written" changes: three syncs of new rows
+        for round in range(3):
+            live.execute(f"INSERT INTO customers (email, name, created_at) SELECT email || '+{round}', name, created_at FROM customers")
+            live.commit()
+            replicate_once(tmp_path / "written.db", urls["written"])
+    caplog.set_level(logging.INFO, logger="prefect.flow_runs")
+    # 1 minute, one drill at once, 40 s a drill: one fits.
+    assert main(["nightly", "--config", str(config), "--budget", "1m", "--max-concurrent", str(one_drill_at_once)]) == 0
+    assert "listed 2 replica(s) not due tonight for their change since the last drill in" in "\n".join(caplog.messages)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "nightly drills: 1 PASS" and out[2].split()[0] == "written"
+    night = load_night(catalogue.evidence_dir)
+    assert night.drilled == ["written"] and [(o.database, o.why) for o in night.left] == [
+        ("calm", "max_drill_age lapses in 5d 23h; no change since its last drill")
+    ]
+    assert re.fullmatch(r"3 transactions, [0-9.]+ kB", night.changes["written"]), night.changes
+    assert out[3:] == [
+        "2 databases, 100 % proven within 7d 00h, 1 tonight",
+        "left, does not fit the budget: 1 (calm)",
+        f"change since the last drill (listed): drilled written ({night.changes['written']}); left calm (no change)",
+    ]
+    # Tonight's drill recorded the TXID it restored as the listing names it: the next night counts from there.
+    tonight = recent_drills(catalogue.history_url, "written", 1)[0]
+    assert tonight.restored_txid == newest_file(ReplicaReader(urls["written"], timeout=10).ltx_files()).max_txid

@@ -1,7 +1,8 @@
 """A nightly within a budget: which databases to drill tonight, chosen by risk, and what the night left and why.
 
 Pure: the fleet's figures and its history's points in, a plan and a night's account out (no database, no clock
-but the one passed in); only `save_night` / `load_night` touch a file (the page and the metrics read the last night).
+but the one passed in, no storage: the replicas' listings are read by tasks/change.py and handed in as `Change`);
+only `save_night` / `load_night` touch a file (the page and the metrics read the last night).
 
 Risk order, highest first:
 
@@ -9,10 +10,13 @@ Risk order, highest first:
 2. the newest drill of the newest position did not PASS;
 3. a release since the last PASS (a drill carrying a release started after it: the history's `release` column);
 4. closest to its max_drill_age (hours of it left, so drills of the same night tie);
-5. the RTO forecast closest to its target (the fitted RTO now, else the newest measured one, over the target).
+5. the most change since its last drill: the TXIDs and LTX bytes the replica's listing shows past the TXID the
+   last drill of the newest position restored (the history's `restored_txid`); a change that cannot be known
+   (the listing failed, no TXID on record, the TXIDs started again) ranks as the most;
+6. the RTO forecast closest to its target (the fitted RTO now, else the newest measured one, over the target).
 
-Change since the last drill (the newest TXID and bytes from the listing) is not a criterion: it needs a listing
-per database before the plan, which the history cannot stand in for.
+Only the candidates not already due are listed (one listing each, no restore, no header read): a due one is in
+whatever it changed.
 
 A database whose max_drill_age lapses before the next nightly (`horizon`, a day), or has lapsed, or that never
 passed, is due: it is always in, ahead of the rest, and a due one the budget cannot hold is named before the
@@ -65,6 +69,40 @@ class Left(StrEnum):
     BUDGET_SPENT = "budget spent"
 
 
+class Change(BaseModel):
+    """What a replica's listing shows past the TXID its last drill restored (tasks/change.py reads it)."""
+
+    transactions: int | None = Field(default=None, description="TXIDs past the last drilled one; None: unknown.")
+    bytes: int | None = Field(default=None, description="Bytes of the LTX files holding them; None: unknown.")
+    unknown: str | None = Field(default=None, description="Why the change is unknown ('listing failed: ...'): ranked as the most.")
+
+    def weight(self) -> tuple[float, float]:
+        """Larger: more change. Unknown outranks any known change (the safer guess)."""
+        if self.transactions is None:
+            return (math.inf, math.inf)
+        return (float(self.transactions), float(self.bytes or 0))
+
+    def short(self) -> str:
+        """'412 transactions, 3.1 MB', 'no change', or why it is unknown."""
+        if self.transactions is None:
+            return self.unknown or "change unknown"
+        if self.transactions == 0:
+            return "no change"
+        return f"{self.transactions:,} transaction{'s' if self.transactions != 1 else ''}, {bytes_text(self.bytes or 0)}"
+
+    def text(self) -> str:
+        """'412 transactions, 3.1 MB since its last drill', 'no change since its last drill', 'listing failed: ...'."""
+        return self.short() if self.transactions is None else f"{self.short()} since its last drill"
+
+
+def bytes_text(size: float) -> str:
+    """'812 bytes', '26.4 kB', '3.1 MB', '2.0 GB' (decimal units, as the object stores bill)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:,.1f} {unit}"
+    return f"{size:,.0f} bytes"
+
+
 class Member(NamedTuple):
     """A database as the budget reads it from the catalogue."""
 
@@ -87,12 +125,19 @@ class Candidate(BaseModel):
     rto_ratio: float | None = Field(default=None, description="RTO (forecast now, else newest) over its target.")
     cost_seconds: float = Field(description="Expected wall time of its drill.")
     cost_from: str = Field(description="'its drills', 'the fleet' or 'default'.")
+    change: Change | None = Field(default=None, description="Since its last drill, from its listing; None: not listed (a due one).")
 
     def key(self) -> tuple:
         hours_left = math.floor(self.seconds_left / 3600) if self.seconds_left is not None else -math.inf  # one night's drills tie
-        return (not self.due, RANK[self.risk], hours_left, -(self.rto_ratio or 0.0), self.database)
+        transactions, size = self.change.weight() if self.change is not None else (0.0, 0.0)
+        return (not self.due, RANK[self.risk], hours_left, -transactions, -size, -(self.rto_ratio or 0.0), self.database)
 
     def why(self) -> str:
+        """Its risk, then what its listing showed: 'max_drill_age lapses in 5d 23h; 412 transactions, 3.1 MB since its last drill'."""
+        risk = self._risk()
+        return f"{risk}; {self.change.text()}" if self.change is not None else risk
+
+    def _risk(self) -> str:
         """'never drilled', 'last verdict FAIL', 'release v2 since its last PASS', 'max_drill_age lapses in 3h 00m'."""
         if self.risk == Risk.NEVER:
             return "never drilled"
@@ -126,6 +171,21 @@ def _rto_ratio(points: Sequence[TrendPoint], target: float, now: datetime, min_d
     return None if rto is None else rto / target
 
 
+def last_drilled_txid(points: Sequence[TrendPoint]) -> str | None:
+    """The TXID the newest drill of the newest position restored (point drills restore older ones); None: none on record."""
+    return next((p.restored_txid for p in reversed(points) if p.point_kind is None and p.restored_txid), None)
+
+
+def to_list(found: Iterable[Candidate]) -> list[str]:
+    """The candidates whose listing the plan reads: those not due (a due one is in whatever it changed)."""
+    return [c.database for c in found if not c.due]
+
+
+def with_changes(found: Iterable[Candidate], changes: dict[str, Change]) -> list[Candidate]:
+    """The candidates with what their listings showed (`changes`, per database; the rest as they were)."""
+    return [c.model_copy(update={"change": changes[c.database]}) if c.database in changes else c for c in found]
+
+
 def candidates(
     members: Iterable[Member],
     points: dict[str, list[TrendPoint]],
@@ -134,8 +194,9 @@ def candidates(
     horizon: float = NEXT_NIGHTLY,
     min_drills: int = 5,
     window: int = 30,
+    changes: dict[str, Change] | None = None,
 ) -> list[Candidate]:
-    """Each member's risk and expected cost from its drills (`points`: per database, oldest first)."""
+    """Each member's risk and expected cost from its drills (`points`: per database, oldest first), and its change when listed."""
     members = list(members)
     costs = {m.name: _cost(points.get(m.name, [])) for m in members}
     known = [c for c in costs.values() if c is not None]
@@ -170,6 +231,7 @@ def candidates(
                 rto_ratio=_rto_ratio(mine, member.rto_target_seconds, now, min_drills, window),
                 cost_seconds=cost if cost is not None else fleet if fleet is not None else DEFAULT_COST,
                 cost_from="its drills" if cost is not None else "the fleet" if fleet is not None else "default",
+                change=(changes or {}).get(member.name),
             )
         )
     return out
@@ -250,6 +312,10 @@ class Night(BaseModel):
     proven: int = Field(description="Databases whose last PASS lies within their max_drill_age after tonight.")
     within: str = Field(description="'7d 00h', or 'their max_drill_age' when they differ.")
     going_stale: list[str] = Field(description="Databases whose max_drill_age lapses before the next nightly (or has): exit 1.")
+    changes: dict[str, str] = Field(
+        default_factory=dict,
+        description="Per listed database (the ones not due), its change since its last drill: '412 transactions, 3.1 MB'.",
+    )
 
     def proven_ratio(self) -> float:
         return self.proven / self.databases if self.databases else 1.0
@@ -265,9 +331,20 @@ class Night(BaseModel):
             mine = [item for item in self.left if item.reason == reason]
             if mine:
                 out.append(f"left, {reason.value}: {len(mine):,} ({_names(mine)})")
+        if self.changes:
+            out.append(self.change_line())
         if self.going_stale:
             out.append(f"going stale before the next nightly: {len(self.going_stale):,} ({_names(self.going_stale)})")
         return out
+
+    def change_line(self) -> str:
+        """'change since the last drill (listed): drilled busy (412 transactions, 3.1 MB); left calm (no change)'."""
+        parts = []
+        for said, names in (("drilled", self.drilled), ("left", [out.database for out in self.left])):
+            mine = [f"{name} ({self.changes[name]})" for name in names if name in self.changes]
+            if mine:
+                parts.append(f"{said} " + ", ".join(mine[:SHOWN]) + (f" and {len(mine) - SHOWN:,} more" if len(mine) > SHOWN else ""))
+        return "change since the last drill (listed): " + "; ".join(parts)
 
 
 def coverage_text(databases: int, proven: int, within: str) -> str:
@@ -307,6 +384,7 @@ def night_of(
         proven=proven,
         within=within_text(c.max_age_seconds for c in plan.ranked),
         going_stale=stale,
+        changes={c.database: c.change.short() for c in plan.ranked if c.change is not None},
     )
 
 

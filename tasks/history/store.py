@@ -1,16 +1,13 @@
 """The history store: one row per drill, so "last restore drill and its result" is a query away.
 
-SQLAlchemy over a URL: a SQLite file beside the evidence by default, PostgreSQL
-for a fleet (`history_url = "postgresql+psycopg://…"`). The evidence bundle
-stays the full record; a row here points at it, and keeps what trends need
-(restored bytes, the replica's LTX files, phase seconds, versions, the restore
-plan's forecast).
+SQLAlchemy over a URL: a SQLite file beside the evidence by default, PostgreSQL for a fleet (`history_url =
+"postgresql+psycopg://…"`). The evidence bundle stays the full record; a row here points at it, and keeps what
+trends need (restored bytes and TXID, the replica's LTX files, phase seconds, versions, the restore plan's forecast).
 
-The schema is managed by Alembic (the scripts ship in drillbook.tasks.migrations).
-Every entry point upgrades the store in place first, once per process and URL:
-a history.db written by an older drillbook gains the new columns and keeps
-every row. Concurrent drills do not race: PostgreSQL takes an advisory lock
-for the upgrade, SQLite a file lock beside the database.
+The schema is managed by Alembic (the scripts ship in drillbook.tasks.migrations). Every entry point upgrades the
+store in place first, once per process and URL: a history.db written by an older drillbook gains the new columns
+and keeps every row. Concurrent drills do not race: PostgreSQL takes an advisory lock for the upgrade, SQLite a
+file lock beside the database.
 """
 
 from __future__ import annotations
@@ -104,6 +101,7 @@ class TrendPoint:
     release: str | None = None
     point_kind: str | None = None  # a point-in-time drill: not the newest position's RTO / RPO or last PASS
     wall_seconds: float | None = None  # start to finish: what a nightly's budget counts a drill as costing (tasks/history/budget.py)
+    restored_txid: str | None = None  # the position the restore reached: the budget's change since the last drill starts past it
 
 
 # ---------------------------------------------------------------------------------------------- schema
@@ -341,6 +339,7 @@ _POINT_COLUMNS = (
     DrillRecord.release,
     DrillRecord.point_kind,
     DrillRecord.finished_at,
+    DrillRecord.restored_txid,
 )
 
 
@@ -369,6 +368,7 @@ def trend_point(row: Any) -> TrendPoint:
         release=row.release,
         point_kind=row.point_kind,
         wall_seconds=(_aware(row.finished_at) - _aware(row.started_at)).total_seconds() if row.finished_at else None,
+        restored_txid=row.restored_txid,
     )
 
 
