@@ -17,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from prefect.settings import get_current_settings
 
 from drillbook.testing.faultproxy import FaultProxy
 from drillbook.testing.s3 import s3_replica_url
@@ -67,10 +68,11 @@ def stalled_entry(proxy: FaultProxy, key: str, live: Path) -> dict:
     return entry("orders", s3_replica_url(proxy.url, "drills", key), live_path=str(live), stall_timeout="10m", restore_timeout="10m")
 
 
-def start_drillbook(argv: list[str], tmp_path: Path) -> subprocess.Popen:
+def start_drillbook(argv: list[str], tmp_path: Path, **env: str) -> subprocess.Popen:
     """The installed `drillbook` in a process group of its own: SIGINT to the group is what Ctrl-C in a terminal sends."""
+    environ = drillbook_env(tmp_path, **env)
     return subprocess.Popen(
-        [DRILLBOOK, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=drillbook_env(tmp_path), start_new_session=True
+        [DRILLBOOK, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environ, start_new_session=True
     )
 
 
@@ -159,9 +161,9 @@ def test_unwritable_prefect_home_is_one_line_exit_2(write_catalogue, tmp_path):
 def test_a_fail_prints_the_report_not_a_traceback(command, replicate, write_catalogue, tmp_path):
     replicated = replicate()
     config = write_catalogue(entry("orders", replicated.replica, schema_version=99))
-    done = subprocess.run(
-        [DRILLBOOK, *command, "--config", str(config)], capture_output=True, text=True, env=drillbook_env(tmp_path), timeout=300
-    )
+    # The session's Prefect server (a temporary one per process is what the other tests here cover): the output is the same.
+    env = drillbook_env(tmp_path, PREFECT_API_URL=str(get_current_settings().api.url))
+    done = subprocess.run([DRILLBOOK, *command, "--config", str(config)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1, done.stderr
     output = done.stdout + done.stderr
     assert "Traceback" not in output and "Encountered exception" not in output, output
