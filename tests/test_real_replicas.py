@@ -25,7 +25,7 @@ from drillbook.testing.corpus import OTHER_VERSIONS
 from tests.conftest import entry
 
 pytestmark = pytest.mark.slow
-POINTS = int(os.environ.get("DRILLBOOK_TRUTH_POINTS", "3"))
+POINTS = int(os.environ.get("DRILLBOOK_TRUTH_POINTS", "2"))
 
 
 def _oracle_checks(workload) -> list[dict]:
