@@ -24,14 +24,13 @@ from uuid import uuid4
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.concurrency.sync import concurrency
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, Field
 
 from drillbook.flows.drill import drill
 from drillbook.flows.progress import PROGRESS
-from drillbook.flows.queue import DrillQueue
+from drillbook.flows.queue import DrillQueue, held_slot
 from drillbook.flows.runs import crash_detail, drill_result_of, drill_results_in, label_worker, unwrap
 from drillbook.tasks.config import Catalogue, DatabaseEntry, load_catalogue
 from drillbook.tasks.errors import ConfigError, DrillFailed, DrillsFailed, HistoryError
@@ -236,7 +235,7 @@ def drill_worker_task(
     results: dict[str, DrillResult] = {}
     time.sleep(SLOT_STAGGER * (number - 1))  # first requests apart: a SQLite-backed server answers a burst with 503, a 2 s client wait
     with contextlib.ExitStack() as worker_slot:
-        worker_slot.enter_context(concurrency(DRILLS_LIMIT, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
+        worker_slot.enter_context(held_slot(DRILLS_LIMIT, logger))
         held: str | None = None
         bucket_slot = contextlib.ExitStack()
         try:
@@ -245,7 +244,7 @@ def drill_worker_task(
                 if bucket != held:
                     bucket_slot.close()
                     bucket_slot = contextlib.ExitStack()
-                    bucket_slot.enter_context(concurrency(bucket, occupy=1, strict=True, raise_on_lease_renewal_failure=False))
+                    bucket_slot.enter_context(held_slot(bucket, logger))
                     held = bucket
                 logger.info("drilling %s (slots on %s, %s)", entry.name, DRILLS_LIMIT, bucket)
                 PROGRESS.started(entry.name)

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
+
+from prefect.concurrency.sync import concurrency
 
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.lookahead import HistorySnapshot
@@ -67,3 +73,26 @@ class DrillQueue:
     def _leave(self, bucket: str | None) -> None:
         if bucket is not None and self._on.get(bucket):
             self._on[bucket] -= 1
+
+
+@contextlib.contextmanager
+def held_slot(limit: str, logger: logging.Logger | logging.LoggerAdapter) -> Iterator[None]:
+    """One slot of `limit` while the block runs (strict: a missing limit is an error); its release may fail and is not fatal.
+
+    A server that is down or restarting when a worker gives its slot back would otherwise fail the worker task, and
+    the results it holds (drills already done and recorded) would be lost to the nightly's summary. The lease expires
+    on the server by itself."""
+    slot = concurrency(limit, occupy=1, strict=True, raise_on_lease_renewal_failure=False)
+    slot.__enter__()
+    try:
+        yield
+    except BaseException:
+        if not slot.__exit__(*sys.exc_info()):
+            raise
+    else:
+        try:
+            slot.__exit__(None, None, None)
+        except Exception as exc:  # noqa: BLE001 - the bookkeeping's failure, said once; the drills' results stand
+            logger.warning(
+                "could not give back the %s slot (%s: %s): its lease expires on the server by itself", limit, type(exc).__name__, exc
+            )

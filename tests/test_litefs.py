@@ -240,3 +240,12 @@ def test_a_static_switch_keeps_the_writes_and_a_rejoining_writer_loses_its_own(t
         cluster.wait_replicated("app.db")
         assert _ids(node3.db("app.db")) == [1, 2, 3, 4, 5, 6, 7]  # id 8, written on node3, is gone without an error
         print(f"static switch to node2 ready in {seconds:.2f}s")
+
+
+def test_a_switch_that_lost_writes_within_the_rpo_target_keeps_its_note():
+    """The within-RPO loss of a crash switch is a note (it was a drill ERROR: the result had no notes field)."""
+    from drillbook.tasks.litefs.phases import PrimarySwitch
+
+    switch = PrimarySwitch()
+    switch.notes = ["2 write(s) from the last 0.40s before the crash were not replicated (within the RPO target)"]
+    assert PrimarySwitch.model_validate(switch.model_dump()).notes == switch.notes

@@ -135,6 +135,7 @@ class PrimarySwitch(StepResult):
     old_primary_took_write: bool | None = None
     old_primary_answer: str = ""
     findings: list[Finding] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="Said in the drill's notes: writes lost within the RPO target.")
 
 
 class WriteRetry(StepResult):
