@@ -166,6 +166,28 @@ def _run_drill(
     return result
 
 
+def _batch_outcome(run: Any, deadline: datetime | None) -> tuple[dict[str, DrillResult], bool, str]:
+    """What an ended batch run gives back: its results by database, whether they are all it started (under a
+    deadline), and what to say for a database it returned nothing for."""
+    where = f"batch run {run.name} ({run.id})"
+    if run.state.is_crashed():  # its process died (killed, out of memory): no result to read, the worker and process named
+        return {}, False, crash_detail(run, where)
+    try:
+        _, value = unwrap(run.state)
+    except Exception as exc:  # the run ended, but its result lives where this process cannot read it
+        return (
+            {},
+            False,
+            f"{where} ended {run.state.type.value} but its result could not be read ({type(exc).__name__}: {exc}); "
+            "give the workers shared result storage (see README, 'Going live')",
+        )
+    try:
+        results = {r.database: r for r in drill_results_in(value, run.state)}
+    except Exception as exc:  # the batch run failed without results
+        return {}, False, f"{where} ended {run.state.type.value}: {type(exc).__name__}: {exc}"
+    return results, deadline is not None, f"{where} returned no result for it"
+
+
 def _run_batch(
     batch: list[DatabaseEntry], parameters: dict[str, dict[str, Any]], batch_deployment: str, workers: int, deadline: datetime | None = None
 ) -> list[DrillResult]:
@@ -181,25 +203,7 @@ def _run_batch(
         poll_interval=1,
         flow_run_name=f"drill-batch-{names[0]}-and-{len(names) - 1}-more" if len(names) > 1 else f"drill-batch-{names[0]}",
     )
-    where = f"batch run {run.name} ({run.id})"
-    results: dict[str, DrillResult] = {}
-    read = False
-    if run.state.is_crashed():  # its process died (killed, out of memory): no result to read, the worker and process named
-        return [error_result(entry, crash_detail(run, where), release=parameters[entry.name].get("release")) for entry in batch]
-    try:
-        _, value = unwrap(run.state)
-    except Exception as exc:  # the run ended, but its result lives where this process cannot read it
-        detail = (
-            f"{where} ended {run.state.type.value} but its result could not be read ({type(exc).__name__}: {exc}); "
-            "give the workers shared result storage (see README, 'Going live')"
-        )
-    else:
-        try:
-            results = {r.database: r for r in drill_results_in(value, run.state)}
-            read = deadline is not None
-            detail = f"{where} returned no result for it"
-        except Exception as exc:  # the batch run crashed
-            detail = f"{where} ended {run.state.type.value}: {type(exc).__name__}: {exc}"
+    results, read, detail = _batch_outcome(run, deadline)
     return [
         results.get(entry.name) or error_result(entry, detail, release=parameters[entry.name].get("release"))
         for entry in batch

@@ -171,7 +171,7 @@ def test_more_change_since_the_last_drill_ranks_first_after_the_hours_left_and_b
         "unlisted": Change(unknown="listing failed: replica directory /nowhere does not exist"),
         "older": Change(transactions=0, bytes=0),
     }
-    found = candidates(members, points, NOW, changes=changes)
+    found = with_changes(candidates(members, points, NOW), changes)
     plan = choose(found, budget_seconds=60)
     assert [c.database for c in plan.ranked] == ["older", "unlisted", "written", "slow-rto", "calm"]
     assert plan.chosen == ["older", "unlisted"]

@@ -32,6 +32,11 @@ def drillbook_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def session_server() -> dict[str, str]:
+    """The environment that points a drillbook process at the session's Prefect server (no temporary server of its own)."""
+    return {"PREFECT_API_URL": str(get_current_settings().api.url)}
+
+
 def descendants(pid: int) -> list[psutil.Process]:
     try:
         return psutil.Process(pid).children(recursive=True)
@@ -96,7 +101,7 @@ def test_signal_mid_restore_stops_everything_records_error_and_exits_2(sig, whol
         before = replicated.live.read_bytes()
         # SIGTERM to drillbook alone: its temporary Prefect server must be stopped by it too. Ctrl-C reaches the whole
         # group, so that case runs against the session's server (a temporary one costs 15 s a test).
-        server = {"PREFECT_API_URL": str(get_current_settings().api.url)} if whole_group else {}
+        server = session_server() if whole_group else {}
         process = start_drillbook(["run", "orders", "--config", str(config), "--json"], tmp_path, **server)
         seen = wait_for_restore(process)
         if not whole_group:
@@ -166,7 +171,7 @@ def test_a_fail_prints_the_report_not_a_traceback(command, replicate, write_cata
     replicated = replicate()
     config = write_catalogue(entry("orders", replicated.replica, schema_version=99))
     # The session's Prefect server (a temporary one per process is what the other tests here cover): the output is the same.
-    env = drillbook_env(tmp_path, PREFECT_API_URL=str(get_current_settings().api.url))
+    env = drillbook_env(tmp_path, **session_server())
     done = subprocess.run([DRILLBOOK, *command, "--config", str(config)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 1, done.stderr
     output = done.stdout + done.stderr

@@ -351,7 +351,7 @@ def test_a_release_storm_drills_each_database_once(fleet, replicate, tmp_path):
     assert sorted(drilled) == [(name, release) for name in names]  # one drill per database, not 200
 
 
-def test_a_batch_run_killed_mid_drill_is_an_error_naming_its_worker(fleet, replicate, s3_endpoint, tmp_path):
+def test_a_batch_run_killed_mid_drill_is_an_error_naming_its_worker(fleet, replicate, s3_endpoint, write_catalogue, tmp_path):
     """SIGKILL to the batch run's process mid-restore: that database is the nightly's ERROR naming the run and its worker."""
     import threading
 
@@ -363,7 +363,6 @@ def test_a_batch_run_killed_mid_drill_is_an_error_naming_its_worker(fleet, repli
     from drillbook.tasks.history.store import recent_drills
     from drillbook.testing.faultproxy import FaultProxy
     from drillbook.testing.s3 import s3_replica_url
-    from tests.conftest import _toml
 
     key = f"{uuid.uuid4().hex[:10]}/app.db"
     replicate(key=key)
@@ -371,11 +370,7 @@ def test_a_batch_run_killed_mid_drill_is_an_error_naming_its_worker(fleet, repli
     with FaultProxy(s3_endpoint) as proxy:
         proxy.fail("get", "stall", after=1)  # the header read passes, the restore hangs: killed while it runs
         victim = entry("victim", s3_replica_url(proxy.url, "drills", key), stall_timeout="10m", restore_timeout="10m")
-        lines = ["[drillbook]", f"evidence_dir = {_toml(str(tmp_path / 'evidence'))}", f"scratch_dir = {_toml(str(tmp_path / 'scratch'))}"]
-        for item in (victim, entry("bystander", fine.replica)):
-            lines += ["", "[[database]]"] + [f"{k} = {_toml(v)}" for k, v in item.items()]
-        config = tmp_path / "drillbook.toml"
-        config.write_text("\n".join(lines) + "\n")
+        config = write_catalogue(victim, entry("bystander", fine.replica))
         settings = {PREFECT_API_URL: fleet.api_url, PREFECT_LOCAL_STORAGE_PATH: fleet.env["PREFECT_LOCAL_STORAGE_PATH"]}
         done: list = []
 

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from prefect.settings import get_current_settings
 
 from drillbook.cli.main import main
 from drillbook.flows.fleet import bucket_limit_name
@@ -29,7 +28,7 @@ from drillbook.testing.faultproxy import FaultProxy
 from drillbook.testing.s3 import create_bucket, replicate_once, s3_replica_url
 from drillbook.testing.sample import make_sample_database
 from tests.conftest import entry
-from tests.test_faults_process import assert_all_gone, stalled_entry, start_drillbook, wait_for_restore
+from tests.test_faults_process import assert_all_gone, session_server, stalled_entry, start_drillbook, wait_for_restore
 from tests.test_nightly import _peak
 
 THROTTLED = "throttled (503 SlowDown)"
@@ -101,9 +100,7 @@ def test_a_drill_killed_mid_restore_is_not_recorded_and_the_next_drill_removes_i
         proxy.fail("get", "stall", after=1)  # the header read passes, the restore hangs: killed while it runs
         config = write_catalogue(stalled_entry(proxy, key, replicated.live))
         # Against the session's Prefect server, as a fleet's drills run against a real one.
-        process = start_drillbook(
-            ["run", "orders", "--config", str(config), "--json"], tmp_path, PREFECT_API_URL=str(get_current_settings().api.url)
-        )
+        process = start_drillbook(["run", "orders", "--config", str(config), "--json"], tmp_path, **session_server())
         seen = wait_for_restore(process)
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate(timeout=60)

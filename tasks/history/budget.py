@@ -194,9 +194,9 @@ def candidates(
     horizon: float = NEXT_NIGHTLY,
     min_drills: int = 5,
     window: int = 30,
-    changes: dict[str, Change] | None = None,
 ) -> list[Candidate]:
-    """Each member's risk and expected cost from its drills (`points`: per database, oldest first), and its change when listed."""
+    """Each member's risk and expected cost from its drills (`points`: per database, oldest first); `with_changes` adds
+    what the listings showed."""
     members = list(members)
     costs = {m.name: _cost(points.get(m.name, [])) for m in members}
     known = [c for c in costs.values() if c is not None]
@@ -231,7 +231,6 @@ def candidates(
                 rto_ratio=_rto_ratio(mine, member.rto_target_seconds, now, min_drills, window),
                 cost_seconds=cost if cost is not None else fleet if fleet is not None else DEFAULT_COST,
                 cost_from="its drills" if cost is not None else "the fleet" if fleet is not None else "default",
-                change=(changes or {}).get(member.name),
             )
         )
     return out
