@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import signal
 import subprocess
 import tempfile
@@ -156,9 +157,20 @@ class Child:
         self._out, self._err = out, err
         self.group_left = False
         self.stdout = self.stderr = ""
+        try:  # readable once the leader exits: waiting on it returns then, not at the next poll (bench/profile.py)
+            self._exited: int | None = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):  # not Linux 5.3+: wait() polls
+            self._exited = None
 
     def exit_code(self) -> int | None:
         return exit_code(self.process)
+
+    def wait(self, seconds: float) -> None:
+        """Up to `seconds`, returning as soon as the leader exits."""
+        if self._exited is None:
+            time.sleep(seconds)
+        else:
+            select.select([self._exited], [], [], seconds)
 
     def stop(self, grace: float = 0.0, *, leave_group: bool = False) -> None:
         """Stop the whole group (see `stop_group`) and read what it printed.
@@ -166,6 +178,9 @@ class Child:
         With `leave_group`, a leader that exited by itself is only reaped: the rest of its
         group stays (`prefect server start --background` leaves the server it started there).
         """
+        if self._exited is not None:
+            os.close(self._exited)
+            self._exited = None
         if leave_group and self.exit_code() is not None:
             self.process.wait()
         else:
@@ -252,6 +267,6 @@ def run_command(
                 elif moved is not None and now - mark_time >= stall_timeout:
                     stalled = True
                     break
-            time.sleep(min(pause, max(0.0, timeout - (now - child.began))))
-            pause = min(pause * 2, 0.25)  # quick commands return quickly; long ones are looked at four times a second
+            child.wait(min(pause, max(0.0, timeout - (now - child.began))))
+            pause = min(pause * 2, 0.25)  # the exit ends the wait at once; the timeout and stall are looked at four times a second
     return child.completed(timed_out=timed_out, stalled=stalled, progress_bytes=moved)
