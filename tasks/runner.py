@@ -157,9 +157,12 @@ class Child:
         self._out, self._err = out, err
         self.group_left = False
         self.stdout = self.stderr = ""
-        try:  # readable once the leader exits: waiting on it returns then, not at the next poll (bench/profile.py)
-            self._exited: int | None = os.pidfd_open(process.pid)
-        except (AttributeError, OSError):  # not Linux 5.3+: wait() polls
+        self._exited: int | None = None
+        self._exit = select.poll()  # poll, not select: no limit on the descriptor's number in a process with many open
+        try:  # readable once the leader exits: waiting on it returns then, not at the next look (bench/profile.py)
+            self._exited = os.pidfd_open(process.pid)
+            self._exit.register(self._exited, select.POLLIN)
+        except (AttributeError, OSError):  # not Linux 5.3+: wait() sleeps
             self._exited = None
 
     def exit_code(self) -> int | None:
@@ -170,7 +173,7 @@ class Child:
         if self._exited is None:
             time.sleep(seconds)
         else:
-            select.select([self._exited], [], [], seconds)
+            self._exit.poll(seconds * 1000)
 
     def stop(self, grace: float = 0.0, *, leave_group: bool = False) -> None:
         """Stop the whole group (see `stop_group`) and read what it printed.

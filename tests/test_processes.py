@@ -298,3 +298,21 @@ def test_signal_mid_step_stops_every_group_and_exits_2(sig, write_catalogue, tmp
     assert "Traceback" not in err
     assert json.loads(out)["verdict"] == "ERROR"
     assert_nothing_left(record)
+
+
+@pytest.mark.parametrize("pidfd", [True, False], ids=["pidfd", "no-pidfd"])
+def test_the_exit_code_timeout_and_stall_hold_with_and_without_a_pidfd(pidfd, monkeypatch):
+    """The runner waits on the child's pidfd where the kernel has one, else sleeps between looks: the same record either way."""
+    if not pidfd:
+
+        def missing(pid: int) -> int:
+            raise OSError(38, "Function not implemented")
+
+        monkeypatch.setattr(os, "pidfd_open", missing)
+    env = dict(os.environ)
+    done = run_command([sys.executable, "-c", "raise SystemExit(3)"], timeout=30, env=env, stall_timeout=30)
+    assert (done.record.exit_code, done.record.timed_out, done.record.stalled) == (3, False, False)
+    late = run_command(["sleep", "30"], timeout=0.5, env=env)
+    assert late.record.timed_out and late.record.exit_code is None
+    quiet = run_command(["sleep", "30"], timeout=30, env=env, stall_timeout=0.5)
+    assert quiet.record.stalled and quiet.record.exit_code is None
