@@ -250,13 +250,13 @@ def timed(argv: list[str], env: dict[str, str], cwd: Path | None = None) -> tupl
             return
         while not done.is_set():
             try:
-                total = own = root.memory_info().rss
+                total = own = alone = root.memory_info().rss
                 for child in root.children(recursive=True):
                     rss = child.memory_info().rss
                     total += rss
                     if not _is_prefect_server(child):
                         own += rss
-                peak, peak_own, peak_process = max(peak, total), max(peak_own, own), max(peak_process, root.memory_info().rss)
+                peak, peak_own, peak_process = max(peak, total), max(peak_own, own), max(peak_process, alone)
             except psutil.Error:
                 pass
             done.wait(0.02)
