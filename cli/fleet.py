@@ -125,9 +125,12 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from drillbook.flows.nightly import nightly_drills
     from drillbook.flows.progress import PROGRESS
     from drillbook.tasks.history.budget import load_night
+    from drillbook.tasks.replica import warm_clients
 
     catalogue = load_catalogue(args.config)  # config errors surface before any Prefect start-up
-    count = len(select_databases(catalogue, args.tag or None, args.db or None))
+    chosen = select_databases(catalogue, args.tag or None, args.db or None)
+    count = len(chosen)
+    warm_clients(chosen)  # the store clients, built while Prefect's server creates the flow run
     budget = args.budget or catalogue.drillbook.budget
     started = datetime.now(UTC)
     PROGRESS.reset()

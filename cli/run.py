@@ -31,10 +31,12 @@ def run_drill(
     from drillbook.flows.drill import drill_database  # Prefect: only once main() has chosen its API server
     from drillbook.tasks.notify import TerminalNotifier  # Slack, SQLAlchemy: not on check-config's path
     from drillbook.tasks.points import point_request
+    from drillbook.tasks.replica import warm_clients
 
     check_release(release, "--release")  # before Prefect starts: a bad release is a one-line error, exit 2
     entry = load_catalogue(config).get(name)  # config errors surface here, before any Prefect start-up
     point_request(at, txid, entry, datetime.now(UTC))  # and a bad --at / --txid
+    warm_clients([entry])  # the store's client, built while Prefect's server creates the flow run
     with no_heartbeat():
         state = drill_database(name, config_path=config, release=release, expect_schema=expect_schema, at=at, txid=txid, return_state=True)
     _, value = unwrap(state)

@@ -9,11 +9,15 @@ import time
 import psutil
 import pytest
 
+from drillbook.tasks import replica as replica_module
 from drillbook.tasks.config import DatabaseEntry
 from drillbook.tasks.errors import LiveDatabaseGuard
 from drillbook.tasks.integrity import check_integrity
 from drillbook.tasks.litestream import litestream_env, run_litestream
+from drillbook.tasks.replica import HEADER_READ_TIMEOUT, warm_clients
 from drillbook.tasks.restore import guard_live, make_scratch
+from drillbook.tasks.storage import open_storage
+from drillbook.tasks.storage import s3 as s3_module
 from drillbook.testing.sample import make_sample_database
 
 
@@ -127,3 +131,36 @@ def test_batches_are_even_and_keep_a_bucket_together():
     assert len(batches_of(entries, buckets, 20)) == 7 and batches_of(entries, buckets, 1) == [
         sorted(entries, key=lambda e: buckets[e.name])
     ]
+
+
+def test_the_store_clients_are_built_ahead_once_and_a_failure_is_left_to_the_drill(s3_endpoint, monkeypatch):
+    """`warm_clients` builds the inspection's and the header reads' S3 clients in a thread; the drill then reuses them,
+    and both clients come from one boto3 Session. A client that cannot be built is not raised in the thread."""
+    monkeypatch.setattr(s3_module, "_clients", {})
+    monkeypatch.setattr(s3_module, "_sessions", {})
+    url = f"s3://drills/warm/app.db?endpoint={s3_endpoint}&region=us-east-1&forcePathStyle=true"
+    entries = [DatabaseEntry(name=name, replica=url.replace("warm/", f"warm/{name}/"), rto_target=60, rpo_target=60) for name in ("a", "b")]
+    warming = warm_clients(entries)
+    warming.join(30)
+    assert not warming.is_alive()
+    built = dict(s3_module._clients)
+    assert sorted(key[4] for key in built) == sorted({entries[0].inspect_timeout, HEADER_READ_TIMEOUT})  # one per timeout, not per database
+    assert len(s3_module._sessions) == 1
+    storage = open_storage(entries[1].replica, timeout=entries[1].inspect_timeout)
+    assert list(storage.list()) == []  # the drill's listing works through the client built ahead
+    assert s3_module._clients == built  # and built no other
+
+    monkeypatch.setattr(s3_module, "_clients", {})
+    monkeypatch.setattr(s3_module, "_sessions", {})
+
+    def refused(*_args, **_kwargs):
+        raise RuntimeError("no client today")
+
+    monkeypatch.setattr(s3_module, "_new_s3_client", refused)
+    failures = []
+    monkeypatch.setattr(replica_module.threading, "excepthook", lambda seen: failures.append(seen))
+    warming = warm_clients(entries)
+    warming.join(30)
+    assert failures == [] and s3_module._clients == {}
+    with pytest.raises(RuntimeError, match="no client today"):  # the drill meets it, where its report says so
+        open_storage(url, timeout=60).connect()

@@ -65,7 +65,10 @@ class StoredObject:
 
 
 class Storage(Protocol):
-    """A replica's root in one backend. Implementations are cheap to make; clients behind them are cached."""
+    """A replica's root in one backend. Implementations are cheap to make; clients behind them are cached.
+
+    A backend whose client is costly to build may also offer `connect()`, which builds it ahead of the first
+    request (tasks/replica.py's warm_clients calls it where present)."""
 
     #: Where the root is, for messages: scheme, place and path, no credentials.
     where: str
