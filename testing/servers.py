@@ -120,11 +120,19 @@ def _process(argv: list[str], what: str, port: int, *, cwd: Path | None = None, 
 # --- Azure Blob: Azurite ---------------------------------------------------------------------------
 
 
+_installing = threading.Lock()
+
+
 def azurite_bin() -> Path:
-    """Azurite's blob server from the npm cache, installed there with the machine's npm on first use."""
+    """Azurite's blob server from the npm cache, installed there with the machine's npm on first use (one install at a time)."""
     binary = NPM_CACHE / "node_modules" / ".bin" / "azurite-blob"
-    if binary.exists():
-        return binary
+    with _installing:
+        if binary.exists():
+            return binary
+        return _install_azurite(binary)
+
+
+def _install_azurite(binary: Path) -> Path:
     npm = shutil.which("npm")
     if npm is None:
         raise ServerUnavailable("Azurite needs node and npm on PATH (apt-get install nodejs npm)")

@@ -234,11 +234,18 @@ class Warm:
     """
 
     def __init__(self):
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="warm")
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="warm")
         self._stack = contextlib.ExitStack()
         self._lock = threading.Lock()
         self._values: dict = {}
-        self._builders = {"wheel": _build_wheel, "corpus-server": _start_corpus, "corpus": _build_corpus, "installed": _install_wheel}
+        self._builders = {
+            "wheel": _build_wheel,
+            "corpus-server": _start_corpus,
+            "corpus": _build_corpus,
+            "installed": _install_wheel,
+            "litefs": _litefs_binary,
+            "azurite": _azurite_binary,
+        }
 
     def start(self, name: str) -> None:
         self._pool.submit(self._quietly, name)
@@ -273,6 +280,25 @@ class Warm:
         self._stack.close()
 
 
+def _litefs_binary() -> Path:
+    """LiteFS from drillbook's build cache: `go install` on a clean machine, about a minute of compiling."""
+    from drillbook.tasks import litefs_bin
+
+    return litefs_bin.find_litefs()
+
+
+def _azurite_binary() -> Path:
+    """Azurite from the npm cache: `npm install` on a clean machine, about half a minute."""
+    from drillbook.testing import servers
+
+    return servers.azurite_bin()
+
+
+@pytest.fixture(scope="session")
+def litefs_binary() -> Path:
+    return warm.result("litefs")
+
+
 def _install_wheel() -> Path:
     """A fresh venv with the wheel (and the demo's extra) installed from it, as a user installs drillbook; returns its bin/."""
     import subprocess
@@ -302,6 +328,10 @@ def pytest_collection_finish(session):
         warm.start("corpus")
     if "installed" in needed:
         warm.start("installed")
+    if "litefs_binary" in needed:
+        warm.start("litefs")
+    if any("[abs" in item.nodeid or "azurite" in getattr(item, "fixturenames", ()) for item in session.items):
+        warm.start("azurite")
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -21,11 +21,6 @@ from drillbook.tasks.errors import ToolMissing
 from drillbook.tasks.litefs.cluster import PROBE_DB, LiteFSCluster, Position, litefs_cluster, mounted
 
 
-@pytest.fixture(scope="module")
-def litefs_binary() -> Path:
-    return litefs_bin.find_litefs()
-
-
 @pytest.fixture
 def cluster(tmp_path, litefs_binary):
     with litefs_cluster(tmp_path / "cluster", nodes=2, binary=litefs_binary) as started:

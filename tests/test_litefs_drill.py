@@ -18,18 +18,12 @@ import psutil
 import pytest
 
 from drillbook.cli.main import main
-from drillbook.tasks import litefs_bin
 from drillbook.testing.corpus import S3Target
 from drillbook.testing.primary import running_primary
 from tests.conftest import entry
 from tests.test_follow import processes_with
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def litefs_binary() -> Path:
-    return litefs_bin.find_litefs()
 
 
 @pytest.fixture
