@@ -40,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -187,6 +188,15 @@ def start_prefect_server(
             time.sleep(0.5)
 
 
+def postgres_database(name: str) -> str:
+    """A new, empty PostgreSQL database for the Prefect server (127.0.0.1:5432, user postgres, as `bash .ci/postgres` sets up)."""
+    import psycopg
+
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True, connect_timeout=3) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+
 def litestream_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     env.update(CREDENTIALS)
@@ -217,6 +227,10 @@ def _children_cpu() -> float:
 
 PREFECT_SERVER: psutil.Process | None = None  # set when the bench runs its own Prefect server
 OBJECT_STORE: psutil.Process | None = None  # the moto S3 server
+# The server's own output (PREFECT_SERVER_LOG_RETRYABLE_ERRORS): each request it answered 503 (SQLite "database is locked":
+# Prefect's client waits 2 s before trying again) is logged once there, counted per fleet.
+SERVER_LOG: Path | None = None
+RETRYABLE = "Encountered retryable exception in request"
 
 
 def _server_cpu(root: psutil.Process | None = None) -> float:
@@ -449,14 +463,17 @@ def bench_fleet(
     scratch.mkdir(exist_ok=True)
     counts = WORKLOAD_CHECK_SQL if template else CHECK_SQL
     sql = f"PRAGMA integrity_check; PRAGMA foreign_key_check; {counts}"
-    lines = "\n".join(f"{url}\t{scratch / name}.db" for name, url in entries) + "\n"
+    listed = work / f"fleet{count}{tag}.list"  # a file, not the command line: 1,000 URLs are past the kernel's argument limit
+    listed.write_text("".join(f"{url} {scratch / name}.db\n" for name, url in entries))
     script = (
-        f"printf '%s' '{lines}' | xargs -P 2 -L 1 sh -c "
-        f'\'"{LITESTREAM}" restore -o "$1" "$0" >/dev/null && sqlite3 -readonly "$1" "{sql}" >/dev/null\''
+        f"xargs -P 2 -L 1 sh -c "
+        f'\'"{LITESTREAM}" restore -o "$1" "$0" >/dev/null && sqlite3 -readonly "$1" "{sql}" >/dev/null\' < "{listed}"'
     )
-    base, _ = timed(["sh", "-c", script.replace("\t", " ")], litestream_env())
+    base, _ = timed(["sh", "-c", script], litestream_env())
+    answered_503 = _server_503s()
     began = time.time()
     drill, out = timed([DRILLBOOK, "nightly", "--config", str(config), "--max-concurrent", "2", "--json"], env)
+    answered_503 = _server_503s() - answered_503 if answered_503 is not None else None
     try:
         parsed = json.loads(out)
         first_restore = first_restore_after(parsed, began)
@@ -491,6 +508,7 @@ def bench_fleet(
         "drillbook_s": {"median": drill.seconds, "min": drill.seconds, "max": drill.seconds},
         "ratio_wall": drill.seconds / base.seconds,
         "first_restore_s": first_restore,
+        "server_503s": answered_503,
         "target_ratio": FLEET_TARGETS.get(count),
         # How many workers (2 drills at once each, as here) one server core keeps fed: its CPU per drill is the ceiling.
         "workers_per_server_core": (drill.seconds / count) / server_per_drill if server_per_drill > 0 else None,
@@ -501,6 +519,10 @@ def bench_fleet(
             "drillbook_process": drill.peak_rss_process_mb,
         },
     }
+
+
+def _server_503s() -> int | None:
+    return SERVER_LOG.read_text(errors="replace").count(RETRYABLE) if SERVER_LOG and SERVER_LOG.exists() else None
 
 
 def first_restore_after(results: list[dict], began: float) -> float | None:
@@ -554,6 +576,8 @@ def fleet_table(rows: list[dict]) -> str:
         server = f"{c['prefect_server']:.3f} {'met' if c['prefect_server'] <= SERVER_CPU_TARGET else 'missed'}"
         feeds = f"{r['workers_per_server_core']:.0f}" if r.get("workers_per_server_core") else "-"
         first = f"{r['first_restore_s']:.2f}" if r.get("first_restore_s") is not None else "-"
+        if r.get("server_503s") is not None:
+            first += f" ({r['server_503s']} server 503s)"
         rss = r["peak_rss_mb"].get("drillbook_process", 0.0)
         tree = r["peak_rss_mb"]["drillbook_without_prefect_server"]
         out.append(
@@ -617,7 +641,7 @@ def projection(fleets: list[dict], databases: int = 1000, cores_per_worker: int 
 
 
 def main(argv: list[str] | None = None) -> int:
-    global PREFECT_SERVER
+    global PREFECT_SERVER, SERVER_LOG
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,100", help="database sizes in MB, comma-separated (default 10,100)")
     parser.add_argument("--large", action="store_true", help="add the 1 GB case")
@@ -636,6 +660,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--prefect-api", metavar="URL", help="use this running Prefect server instead of starting one (its CPU is not measured)"
+    )
+    parser.add_argument(
+        "--prefect-db",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="the database of the Prefect server the bench starts: SQLite (prefect server start's default) or a fresh "
+        "PostgreSQL database on 127.0.0.1:5432, user postgres (bash .ci/postgres)",
     )
     parser.add_argument(
         "--fleet-kind",
@@ -671,7 +702,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.prefect_api:
             env["PREFECT_API_URL"] = args.prefect_api
         elif args.api == "server":
-            prefect_server, env["PREFECT_API_URL"] = start_prefect_server(work)
+            SERVER_LOG = work / "prefect-server.log"
+            settings = {"PREFECT_SERVER_LOG_RETRYABLE_ERRORS": "true"}
+            if args.prefect_db == "postgres":
+                settings["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres_database(f"drillbook_bench_{uuid.uuid4().hex[:8]}")
+            prefect_server, env["PREFECT_API_URL"] = start_prefect_server(work, extra_env=settings, log=SERVER_LOG)
             PREFECT_SERVER = psutil.Process(prefect_server.pid)
         # The first drill in a fresh PREFECT_HOME migrates Prefect's database: not what an operator pays nightly.
         if not args.quick:  # --quick checks the harness, not the figures
