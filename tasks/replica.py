@@ -159,6 +159,11 @@ class ReplicaState(StepResult):
         )
 
 
+def header_read_timeout(entry: DatabaseEntry) -> float:
+    """The newest header's GET: the listing's timeout, at most HEADER_READ_TIMEOUT (its store client is built for it)."""
+    return min(entry.inspect_timeout, HEADER_READ_TIMEOUT)
+
+
 def warm_clients(entries: Iterable[DatabaseEntry]) -> threading.Thread:
     """Build the store clients the inspection and header reads will use, in a thread of their own, and return it.
 
@@ -170,7 +175,7 @@ def warm_clients(entries: Iterable[DatabaseEntry]) -> threading.Thread:
     def connect() -> None:
         seen = set()
         for entry in chosen:
-            for timeout in (entry.inspect_timeout, min(entry.inspect_timeout, HEADER_READ_TIMEOUT)):
+            for timeout in (entry.inspect_timeout, header_read_timeout(entry)):
                 try:
                     key = (store_scope(entry.replica), timeout)
                     if key not in seen:
@@ -346,7 +351,7 @@ def _inspect_legacy(entry: DatabaseEntry, found: list[Generation], done) -> Repl
 
 def read_newest_header(entry: DatabaseEntry, newest: LtxFile) -> tuple[LtxHeader | None, ReplicaProblem | None, str]:
     """Read the newest LTX file's header from the replica: (header, None, "") or (None, problem, what was seen)."""
-    storage = open_storage(entry.replica, timeout=min(entry.inspect_timeout, HEADER_READ_TIMEOUT))
+    storage = open_storage(entry.replica, timeout=header_read_timeout(entry))
     where = f"{storage.where.split(' at ')[0].rstrip('/')}/{newest.key}"
     try:
         data = storage.read(newest.key, 0, LTX_HEADER_BYTES)
