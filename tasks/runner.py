@@ -160,10 +160,12 @@ class Child:
         self._exited: int | None = None
         self._exit = select.poll()  # poll, not select: no limit on the descriptor's number in a process with many open
         try:  # readable once the leader exits: waiting on it returns then, not at the next look (bench/profile.py)
-            self._exited = os.pidfd_open(process.pid)
-            self._exit.register(self._exited, select.POLLIN)
+            exited = os.pidfd_open(process.pid)
         except (AttributeError, OSError):  # not Linux 5.3+: wait() sleeps
-            self._exited = None
+            pass
+        else:
+            self._exit.register(exited, select.POLLIN)
+            self._exited = exited
 
     def exit_code(self) -> int | None:
         return exit_code(self.process)
