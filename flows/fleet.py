@@ -26,6 +26,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 from pydantic import BaseModel, Field
 
 from drillbook.flows.drill import drill
@@ -333,14 +334,19 @@ def drill_many(
     history = history or HistorySnapshot(catalogue.history_url, [entry.name for entry in entries])
     PROGRESS.begin(len(entries), expected=expected_walls(entries, history), at_once=count)
     batches = batches_of(entries, limits.buckets, count, by_risk=deadline is not None) if batch_deployment else []
+    # quote(): Prefect walks every task input for futures to link (about 3 s a call for 1,000 results, bench in docs/performance.md);
+    # none of these holds one, and the task receives the value itself.
     if batch_deployment:
         futures = [
-            drill_batch_run_task.submit(number, batch, parameters, batch_deployment, 1, deadline)
+            drill_batch_run_task.submit(number, quote(batch), quote(parameters), batch_deployment, 1, deadline)
             for number, batch in enumerate(batches, start=1)
         ]
     else:
         queue = DrillQueue(entries, limits.buckets, history, deadline)
-        futures = [drill_worker_task.submit(number, queue, limits, catalogue, parameters) for number in range(1, count + 1)]
+        futures = [
+            drill_worker_task.submit(number, quote(queue), quote(limits), quote(catalogue), quote(parameters))
+            for number in range(1, count + 1)
+        ]
     done: dict[str, DrillResult] = {}
     problems = []
     finished: set[str] = set()  # the databases of the batch runs that ended and were read back

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases, unlisted_results
 from drillbook.flows.summary import record_summary_task
@@ -180,7 +181,7 @@ def nightly_drills(
     reclaim_signals()  # run from the CLI: SIGTERM stops the drills and records them (see tasks/processes.py)
     catalogue = load_catalogue(config_path)
     entries = select_databases(catalogue, tags, databases)
-    limits = ensure_limits_task(entries, max_concurrent)
+    limits = ensure_limits_task(quote(entries), max_concurrent)
     seconds, plan, history, deadline = budget_seconds(budget, catalogue), None, None, None
     if seconds is not None:  # one history read for the choice and the drills
         deadline = datetime.now(UTC) + timedelta(seconds=seconds)
@@ -205,8 +206,8 @@ def nightly_drills(
             extra = {entry.name: drill_parameters(entry, config_path, notify=False, at=point) for entry in chosen}
             results += drill_many(chosen, catalogue, limits, extra, batch_deployment, deadline=deadline, history=history)
     results += unlisted_results(catalogue, tags, databases)  # a directory whose replica could not be listed: one ERROR, the rest drilled
-    record_summary_task(results, "nightly-drills", "Nightly restore drills", lines)
-    publish_summary_task(results, catalogue, lines, return_state=True)  # a delivery problem never hides the verdicts
+    record_summary_task(quote(results), "nightly-drills", "Nightly restore drills", lines)
+    publish_summary_task(quote(results), quote(catalogue), lines, return_state=True)  # a delivery problem never hides the verdicts
     stale = night.going_stale if night is not None else []
     if stale or not all(r.passed for r in results):
         raise DrillsFailed("nightly drills", results, going_stale=stale)

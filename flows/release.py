@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import quote
 
 from drillbook.flows.fleet import drill_many, drill_parameters, ensure_limits_task, select_databases, unlisted_results
 from drillbook.flows.runs import unwrap
@@ -79,7 +80,7 @@ def release_drills(
     entries = select_databases(catalogue, None, databases or None)
     released_at = released_at or datetime.now(UTC)
     expected = None if schema_version in (None, "") else schema_version
-    limits = ensure_limits_task(entries, None)
+    limits = ensure_limits_task(quote(entries), None)
     waits = {
         entry.name: wait_task.submit(entry, release, released_at, expected, str(catalogue.scratch_dir), wait_seconds, poll_seconds)
         for entry in entries
@@ -93,7 +94,7 @@ def release_drills(
         parameters[entry.name] = drill_parameters(entry, config_path, release=release, expect_schema=expected, release_lag=lag)
     results = drill_many(entries, catalogue, limits, parameters, batch_deployment)
     results += unlisted_results(catalogue, None, databases or None, release=release)
-    record_summary_task(results, release_artifact_key(release), f"Release drills for {release}")
+    record_summary_task(quote(results), release_artifact_key(release), f"Release drills for {release}")
     if not all(r.passed for r in results):
         raise DrillsFailed(f"release {release}", results)
     return results

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from drillbook.tasks.config import Catalogue, load_catalogue
 from drillbook.tasks.history.stale import StaleStatus, stale_status
@@ -31,7 +32,7 @@ def check_stale_task(catalogue: Catalogue) -> list[StaleStatus]:
 def stale_drills(config_path: str | None = None) -> list[StaleStatus]:
     """Which databases have had no PASS within their max_drill_age; alert once per change (README, "Stale drills")."""
     catalogue = load_catalogue(config_path)
-    statuses = check_stale_task(catalogue)
+    statuses = check_stale_task(quote(catalogue))
     unlisted = [{"database": directory.name, "stale": "ERROR", "status": str(problem)} for directory, problem in catalogue.unlisted()]
     create_table_artifact(
         key="stale-drills",

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from drillbook.tasks.config import Catalogue, load_catalogue
 from drillbook.tasks.history.metrics import refresh_metrics_file
@@ -37,7 +38,7 @@ def check_replication_task(catalogue: Catalogue) -> list[WatchStatus]:
 def replication_watch(config_path: str | None = None) -> list[WatchStatus]:
     """Is every database still replicating? Replica listing and newest header only, no restore (README, "Watch")."""
     catalogue = load_catalogue(config_path)
-    statuses = check_replication_task(catalogue)
+    statuses = check_replication_task(quote(catalogue))
     create_table_artifact(
         key="replication-watch",
         table=[{"database": s.database, "replication": s.replication.value, "status": s.detail} for s in statuses],
