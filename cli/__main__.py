@@ -2,6 +2,6 @@
 
 import sys
 
-from drillbook.cli.main import main
+from drillbook.cli.main import command
 
-sys.exit(main())
+sys.exit(command())

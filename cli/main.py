@@ -10,6 +10,7 @@ stderr, never a traceback, and under --json an ERROR object on stdout.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -174,5 +175,19 @@ def main(argv: list[str] | None = None) -> int:
         restore_signals()
 
 
+def command() -> int:
+    """The `drillbook` command (and `python -m drillbook.cli`): main(), then an exit without Python's last collections.
+
+    After a command that ran a flow the heap holds Prefect's, SQLAlchemy's and boto3's objects, and the interpreter's
+    final garbage collections walked them for 0.4-0.7 s after everything had finished (measured: imports alone, 0.45 s
+    to exit; 0.05 s frozen). gc.freeze() leaves that memory to the operating system; the exit handlers still run
+    (Prefect's log and event flushes, the temporary server's stop, weakref finalizers), so nothing is left unflushed.
+    In-process callers (the tests, the demo) call main() and keep a collected heap.
+    """
+    code = main()
+    gc.freeze()
+    return code
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(command())
