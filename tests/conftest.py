@@ -254,12 +254,10 @@ class Warm:
         self._pool.submit(self._quietly, name, after)
 
     def _quietly(self, name: str, after: str | None = None) -> None:
-        for each in (after, name):
-            try:
-                if each is not None:
-                    self.result(each)
-            except BaseException:  # noqa: BLE001, S112 - the fixture that needs it does it again and fails with the reason
-                continue
+        for each in filter(None, (after, name)):
+            # A failure is left: the fixture that needs it does it again and fails with the reason.
+            with contextlib.suppress(BaseException):
+                self.result(each)
 
     def result(self, name: str):
         with self._lock:
