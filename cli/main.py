@@ -182,7 +182,7 @@ def command() -> int:
     final garbage collections walked them for 0.4-0.7 s after everything had finished (measured: imports alone, 0.45 s
     to exit; 0.05 s frozen). gc.freeze() leaves that memory to the operating system; the exit handlers still run
     (Prefect's log and event flushes, the temporary server's stop, weakref finalizers), so nothing is left unflushed.
-    In-process callers (the tests, the demo) call main() and keep a collected heap.
+    In-process callers (the tests) call main() and keep a collected heap.
     """
     code = main()
     gc.freeze()

@@ -334,7 +334,7 @@ def drill_many(
     history = history or HistorySnapshot(catalogue.history_url, [entry.name for entry in entries])
     PROGRESS.begin(len(entries), expected=expected_walls(entries, history), at_once=count)
     batches = batches_of(entries, limits.buckets, count, by_risk=deadline is not None) if batch_deployment else []
-    # quote(): Prefect walks every task input for futures to link (about 3 s a call for 1,000 results, bench in docs/performance.md);
+    # quote(): Prefect walks every task input for futures to link (about 3 s a call for 1,000 results, measured: docs/performance.md);
     # none of these holds one, and the task receives the value itself.
     if batch_deployment:
         futures = [
